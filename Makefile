@@ -1,0 +1,44 @@
+# gatehouse: 'make test' runs everything against real Redis (standalone and cluster, started here).
+SHELL := bash
+GO ?= go
+
+TC_ENV := GATEHOUSE_TEST_BACKENDS=testcontainers TESTCONTAINERS_RYUK_DISABLED=true TESTCONTAINERS_HOST_OVERRIDE=localhost
+
+.PHONY: test vet redis test-short test-containers redis-image docker bench
+
+## test: go vet, then every test with the race detector, integration on a standalone server and a cluster.
+test: redis vet
+	$(GO) test -race -count=1 ./...
+
+vet:
+	$(GO) vet ./...
+
+## test-short: the tests that need no Redis.
+test-short: vet
+	$(GO) test -short -race -count=1 ./...
+
+## test-containers: the integration suite once more, against Redis in a container (testcontainers-go).
+test-containers: redis docker redis-image
+	$(TC_ENV) $(GO) test -race -count=1 ./integration/...
+
+## redis: make sure redis-server and redis-cli are on PATH; installs Debian's redis-server as root with apt-get.
+redis:
+	@if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then \
+	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	    echo "redis: installing redis-server with apt-get"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; \
+	  else \
+	    echo "redis-server not found: install it (apt-get install redis-server, brew install redis)," >&2; \
+	    echo "or point the tests at servers with REDIS_URL and REDIS_CLUSTER_ADDRS." >&2; exit 1; \
+	  fi; \
+	fi
+
+docker:
+	@bash .ci/dockerd.sh
+
+redis-image: redis docker
+	@bash .ci/redis-image.sh
+
+## bench: the benchmarks, against a private standalone server.
+bench: redis
+	GATEHOUSE_TEST_BACKENDS=standalone $(GO) test -run '^$$' -bench . -benchmem ./...

@@ -1,0 +1,153 @@
+package redistest
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Server is a redis-server process this package started on a loopback port.
+type Server struct {
+	Addr string
+	Port int
+	dir  string
+	args []string
+
+	mu  sync.Mutex
+	cmd *exec.Cmd
+	log *bytes.Buffer
+}
+
+// StartServer starts a private redis-server on a free loopback port, with persistence off, and
+// waits until it answers PING. extra are further command-line options, such as "--cluster-enabled yes".
+// The caller stops it with Stop.
+func StartServer(extra ...string) (*Server, error) {
+	if _, err := exec.LookPath("redis-server"); err != nil {
+		return nil, errNoRedis
+	}
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp("", "gatehouse-redis-")
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), Port: port, dir: dir}
+	s.args = append([]string{
+		"--port", strconv.Itoa(port),
+		"--bind", "127.0.0.1",
+		"--dir", dir,
+		"--save", "",
+		"--appendonly", "no",
+		"--daemonize", "no",
+		"--logfile", "",
+	}, extra...)
+	if err := s.Start(); err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	return s, nil
+}
+
+// Start starts the process again after Stop, on the same port and with the same data directory.
+func (s *Server) Start() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd != nil {
+		return fmt.Errorf("redistest: server %s already running", s.Addr)
+	}
+	cmd := exec.Command("redis-server", s.args...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	orphanProof(cmd)
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("redistest: starting redis-server: %w", err)
+	}
+	s.cmd, s.log = cmd, &out
+	go func() { _ = cmd.Wait() }()
+
+	c := redis.NewClient(&redis.Options{Addr: s.Addr, DisableIdentity: true, MaxRetries: -1})
+	defer c.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		err := c.Ping(ctx).Err()
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			_ = cmd.Process.Kill()
+			s.cmd = nil
+			return fmt.Errorf("redistest: redis-server on %s did not answer PING within 10s: %v\n%s", s.Addr, err, out.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Stop kills the process (SIGKILL: a crash, not a clean shutdown). The data directory stays, so
+// that a cluster node keeps its nodes.conf across Stop and Start.
+func (s *Server) Stop() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd == nil {
+		return
+	}
+	_ = s.cmd.Process.Kill()
+	// Wait until the port is free, so that Start can bind it again.
+	for i := 0; i < 200; i++ {
+		conn, err := net.DialTimeout("tcp", s.Addr, 50*time.Millisecond)
+		if err != nil {
+			break
+		}
+		conn.Close()
+		time.Sleep(10 * time.Millisecond)
+	}
+	s.cmd = nil
+}
+
+// Close stops the process and removes its data directory.
+func (s *Server) Close() {
+	s.Stop()
+	os.RemoveAll(s.dir)
+}
+
+// Path returns a path inside the server's data directory.
+func (s *Server) Path(name string) string { return filepath.Join(s.dir, name) }
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("redistest: finding a free port: %w", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+var errNoRedis = errors.New(`redistest: no Redis server for the integration tests.
+Get one of:
+  - redis-server on PATH (Debian/Ubuntu: apt-get install redis-server; macOS: brew install redis);
+    the tests start and stop private servers on loopback ports themselves;
+  - REDIS_URL=redis://127.0.0.1:6379/0 for an existing server (tests use random key prefixes and
+    never flush it), plus REDIS_CLUSTER_ADDRS=host:port,... for an existing cluster;
+  - GATEHOUSE_TEST_BACKENDS=testcontainers with a Docker engine and a local Redis image
+    (make redis-image builds one from the installed redis-server).
+Or run 'go test -short ./...' to skip the integration tests.`)
+
+// Running reports whether the process is running (started and not stopped).
+func (s *Server) Running() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cmd != nil
+}

@@ -1,0 +1,66 @@
+package gatehouse
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// SlotCount is the number of hash slots of a Redis Cluster.
+const SlotCount = 16384
+
+// ErrCrossSlot is returned, wrapped, for a script call whose keys hash to more than one cluster
+// slot. Such a call is refused before anything is sent, on every kind of client, so that a key
+// layout that would fail on a cluster fails the same way in tests against a single server.
+var ErrCrossSlot = errors.New("gatehouse: keys of one script call hash to different cluster slots")
+
+// Slot returns the Redis Cluster hash slot of key: CRC16 (XMODEM) of the key's hash tag, the part
+// between the first '{' and the first '}' after it when that part is not empty, or of the whole key,
+// modulo 16384.
+func Slot(key string) int {
+	if i := strings.IndexByte(key, '{'); i >= 0 {
+		if j := strings.IndexByte(key[i+1:], '}'); j > 0 {
+			key = key[i+1 : i+1+j]
+		}
+	}
+	return int(crc16(key) % SlotCount)
+}
+
+// checkSlots returns a wrapped ErrCrossSlot when keys do not all share the slot of keys[0]. The error
+// names key positions and slots, never the keys themselves: keys hold user IDs and session hashes.
+func checkSlots(keys []string) error {
+	if len(keys) < 2 {
+		return nil
+	}
+	first := Slot(keys[0])
+	for i := 1; i < len(keys); i++ {
+		if s := Slot(keys[i]); s != first {
+			return fmt.Errorf("%w: KEYS[1] is in slot %d, KEYS[%d] in slot %d", ErrCrossSlot, first, i+1, s)
+		}
+	}
+	return nil
+}
+
+// crc16 is CRC-16/XMODEM (polynomial 0x1021, initial value 0), the checksum Redis Cluster uses.
+func crc16(s string) uint16 {
+	var crc uint16
+	for i := 0; i < len(s); i++ {
+		crc = crc<<8 ^ crc16tab[byte(crc>>8)^s[i]]
+	}
+	return crc
+}
+
+var crc16tab = func() (t [256]uint16) {
+	for i := range t {
+		c := uint16(i) << 8
+		for range 8 {
+			if c&0x8000 != 0 {
+				c = c<<1 ^ 0x1021
+			} else {
+				c <<= 1
+			}
+		}
+		t[i] = c
+	}
+	return t
+}()
