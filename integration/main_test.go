@@ -96,3 +96,29 @@ func delta(before, after map[string]int64, keys ...string) map[string]int64 {
 	}
 	return d
 }
+
+// assertKeysExpire fails the test if any key under prefix, on any master, has no expiry.
+func assertKeysExpire(t *testing.T, b *redistest.Backend, prefix string) {
+	t.Helper()
+	ctx := context.Background()
+	masters, err := b.Masters(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range masters {
+		iter := n.Scan(ctx, 0, prefix+"*", 1000).Iterator()
+		for iter.Next(ctx) {
+			ttl, err := n.PTTL(ctx, iter.Val()).Result()
+			if err != nil {
+				t.Fatal(err)
+			}
+			// -2: expired since the scan saw it; anything else must be a positive expiry.
+			if ttl == -1 {
+				t.Errorf("key %q has no expiry", iter.Val())
+			}
+		}
+		if err := iter.Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}

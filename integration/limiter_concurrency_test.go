@@ -1,0 +1,103 @@
+package integration
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/gatehouse/gatehouse/internal/redistest"
+	"github.com/gatehouse/gatehouse/limiter"
+)
+
+// 64 goroutines hammer one key for two windows; each window admits exactly the limit. The instants
+// are injected (every goroutine decides at the same instant, first in one window, then in the
+// next) so the count per window is known exactly, while the contention on the key is real.
+func TestLimiterExactUnderConcurrency(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, b *redistest.Backend) {
+		for _, a := range algorithms {
+			t.Run(a.alg.String(), func(t *testing.T) {
+				ctx := context.Background()
+				prefix := redistest.Prefix(t)
+				var now atomic.Int64
+				now.Store(time.Now().Add(time.Minute).Truncate(time.Minute).UnixMicro() + 1000)
+				lim, err := limiter.New(b.Client, a.alg, limiter.WithKeyPrefix(prefix),
+					limiter.WithClock(func() time.Time { return time.UnixMicro(now.Load()) }))
+				if err != nil {
+					t.Fatal(err)
+				}
+				// 100 per minute; the token bucket holds 100 and refills 100 per minute.
+				per := limiter.PerMinute(100)
+				for window := range 2 {
+					var admitted atomic.Int64
+					var wg sync.WaitGroup
+					for range 64 {
+						wg.Add(1)
+						go func() {
+							defer wg.Done()
+							for range 10 {
+								r, err := lim.Allow(ctx, "hot", per)
+								if err != nil {
+									t.Error(err)
+									return
+								}
+								if r.Allowed {
+									admitted.Add(1)
+								}
+							}
+						}()
+					}
+					wg.Wait()
+					if got := admitted.Load(); got != 100 {
+						t.Errorf("window %d: %d of 640 admitted, want exactly 100", window, got)
+					}
+					// The next window: a whole period later, the sliding window's previous count
+					// weighs nothing only after two periods.
+					now.Add(2 * time.Minute.Microseconds())
+				}
+				assertKeysExpire(t, b, prefix)
+			})
+		}
+	})
+}
+
+// On the server's own clock, 64 goroutines on one fixed-window key for about two windows: no window
+// admits more than the limit, so the total is at most the limit times the windows touched.
+func TestFixedWindowServerClockUnderConcurrency(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, b *redistest.Backend) {
+		ctx := context.Background()
+		prefix := redistest.Prefix(t)
+		lim, err := limiter.New(b.Client, limiter.FixedWindow, limiter.WithKeyPrefix(prefix))
+		if err != nil {
+			t.Fatal(err)
+		}
+		per := limiter.Per(20, 100*time.Millisecond)
+		start := time.Now()
+		var admitted atomic.Int64
+		var wg sync.WaitGroup
+		for range 64 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for time.Since(start) < 200*time.Millisecond {
+					r, err := lim.Allow(ctx, "hot", per)
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					if r.Allowed {
+						admitted.Add(1)
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		// The run touches at most ceil(elapsed/100ms)+1 windows (it may start mid-window).
+		windows := int64(time.Since(start)/(100*time.Millisecond)) + 2
+		if got := admitted.Load(); got > 20*windows || got < 20 {
+			t.Errorf("admitted %d in %d windows or fewer, want between 20 and %d", got, windows, 20*windows)
+		}
+		assertKeysExpire(t, b, prefix)
+	})
+}

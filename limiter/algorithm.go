@@ -1,0 +1,39 @@
+package limiter
+
+import (
+	"fmt"
+
+	"github.com/gatehouse/gatehouse"
+)
+
+// Algorithm is a rate-limiting algorithm: FixedWindow, SlidingWindow, SlidingLog or TokenBucket.
+// docs/algorithms.md compares them; TokenBucket suits most APIs.
+type Algorithm struct {
+	name   string
+	tag    string // the algorithm's part of a key
+	script *gatehouse.Script
+	check  func(Limit) error          // what this algorithm needs of a limit beyond Limit.validate
+	args   func(Limit) (int64, int64) // the limit's two ARGV values
+}
+
+// String returns the algorithm's name, such as "token_bucket".
+func (a *Algorithm) String() string { return a.name }
+
+func newAlgorithm(name, tag string, check func(Limit) error, args func(Limit) (int64, int64)) *Algorithm {
+	s, ok := gatehouse.Lookup(name)
+	if !ok {
+		panic("limiter: no embedded script " + name + ".lua") // a broken build, caught by any test
+	}
+	return &Algorithm{name: name, tag: tag, script: s, check: check, args: args}
+}
+
+// maxExact is the largest integer the scripts compute with exactly: Lua numbers are doubles. Limits
+// whose arithmetic would pass it are refused.
+const maxExact = 1 << 50
+
+func checkProduct(l Limit, what string, a, b int64) error {
+	if a > maxExact/b {
+		return fmt.Errorf("%w %v: %s too large to compute exactly", ErrInvalidLimit, l, what)
+	}
+	return nil
+}

@@ -1,0 +1,36 @@
+// Package limiter is a rate limiter over Redis: fixed window, sliding window (weighted counter),
+// sliding log and token bucket (GCRA).
+//
+// Every decision is one atomic Lua script call timed by the Redis server's clock, so any number of
+// processes that share a Redis enforce one limit exactly, whatever their own clocks say. Limits are
+// values passed with each call:
+//
+//	lim, err := limiter.New(rdb, limiter.TokenBucket)
+//	...
+//	res, err := lim.Allow(ctx, "user:42", limiter.PerSecond(10).WithBurst(20))
+//	if err != nil {
+//		// Redis failed or the limit is invalid; decide whether to fail open or closed.
+//	}
+//	if !res.Allowed {
+//		// refuse, and tell the client to come back after res.RetryAfter
+//	}
+//
+// # Semantics shared by every algorithm
+//
+//   - A denied request changes nothing: it is not counted. A client that keeps retrying while
+//     denied is admitted as soon as the limit allows, and never locks itself out.
+//   - A cost larger than the limit's capacity can never be admitted: the Result says so with
+//     RetryAfter == InfDuration, and WaitN returns an error at once.
+//   - RetryAfter and ResetAfter are exact to the microsecond and never early.
+//   - Every key written gets its expiry in the same script; idle identifiers cost no memory.
+//   - Invalid limits, costs and keys are refused with ErrInvalidLimit, ErrInvalidCost and
+//     ErrInvalidKey before Redis is asked.
+//   - AllowAll checks several limits (10 per second and 1000 per hour) and counts the request
+//     against all of them or none, in one script call.
+//
+// # Keys
+//
+// A limit's state lives under "<prefix>{<identifier>}:<algorithm>:<limit>". The identifier is the
+// hash tag, so all the keys of one identifier are in one cluster slot and different identifiers
+// spread over the cluster. Identifiers may hold any bytes: '{', '}' and '%' are escaped.
+package limiter

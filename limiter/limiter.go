@@ -1,0 +1,426 @@
+package limiter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+var (
+	// ErrInvalidLimit is returned, wrapped, for a limit that cannot be enforced: a rate, period or
+	// burst that is zero, negative, too fine or too large. Nothing is sent to Redis.
+	ErrInvalidLimit = errors.New("limiter: invalid limit")
+	// ErrInvalidCost is returned, wrapped, for a cost n < 1. Nothing is sent to Redis.
+	ErrInvalidCost = errors.New("limiter: invalid cost")
+	// ErrInvalidKey is returned, wrapped, for an empty key. Nothing is sent to Redis.
+	ErrInvalidKey = errors.New("limiter: invalid key")
+	// ErrBadReply is returned, wrapped, when Redis answers a script call with a reply of the wrong
+	// shape (for example a script of another version under the same name).
+	ErrBadReply = errors.New("limiter: malformed reply from Redis")
+)
+
+// InfDuration is the RetryAfter of a request that can never be allowed: its cost is larger than
+// the limit's capacity (Rate for the windows, Burst for the token bucket).
+const InfDuration = time.Duration(math.MaxInt64)
+
+// Limit is a rate: Rate requests per Period. Limits are plain values passed with every call, so
+// tiers, per-customer overrides and limits changed at run time need nothing special. The zero Limit
+// is invalid.
+//
+// For the windows, Period is the window length: PerMinute(100) admits 100 requests per minute.
+// For the token bucket, the bucket holds Burst tokens (Rate when Burst is 0) and gains Rate tokens
+// per Period, one every Period/Rate (rounded up to a whole microsecond); each request takes its
+// cost in tokens. Example: Per(2, 10*time.Minute).WithBurst(5) admits 5 requests at once, then one
+// every 5 minutes; an idle bucket is full again 25 minutes after it was emptied.
+//
+// Name is optional. It names the limit in the keys (in place of the period) and in RateLimit
+// headers and metrics; limits that should count separately on one key need different names or periods.
+type Limit struct {
+	Name   string
+	Rate   int64
+	Period time.Duration
+	Burst  int64
+}
+
+// Per returns a limit of rate requests per period.
+func Per(rate int64, period time.Duration) Limit { return Limit{Rate: rate, Period: period} }
+
+// PerSecond returns a limit of rate requests per second.
+func PerSecond(rate int64) Limit { return Per(rate, time.Second) }
+
+// PerMinute returns a limit of rate requests per minute.
+func PerMinute(rate int64) Limit { return Per(rate, time.Minute) }
+
+// PerHour returns a limit of rate requests per hour.
+func PerHour(rate int64) Limit { return Per(rate, time.Hour) }
+
+// WithBurst returns a copy of l whose token bucket holds burst tokens. The windows ignore Burst.
+func (l Limit) WithBurst(burst int64) Limit { l.Burst = burst; return l }
+
+// WithName returns a copy of l named name.
+func (l Limit) WithName(name string) Limit { l.Name = name; return l }
+
+// Capacity returns the most requests the limit admits at once: Burst when set, else Rate.
+func (l Limit) Capacity() int64 {
+	if l.Burst > 0 {
+		return l.Burst
+	}
+	return l.Rate
+}
+
+// String returns the limit as "name:rate/period", such as "api:100/1m0s" or "100/1m0s".
+func (l Limit) String() string {
+	s := strconv.FormatInt(l.Rate, 10) + "/" + l.Period.String()
+	if l.Burst > 0 {
+		s += " burst " + strconv.FormatInt(l.Burst, 10)
+	}
+	if l.Name != "" {
+		s = l.Name + ":" + s
+	}
+	return s
+}
+
+// validate checks what every algorithm needs: a positive rate and a period of whole milliseconds,
+// and a burst that is not negative.
+func (l Limit) validate() error {
+	switch {
+	case l.Rate <= 0:
+		return fmt.Errorf("%w %v: rate must be at least 1", ErrInvalidLimit, l)
+	case l.Period < time.Millisecond:
+		return fmt.Errorf("%w %v: period must be at least 1ms", ErrInvalidLimit, l)
+	case l.Period%time.Millisecond != 0:
+		return fmt.Errorf("%w %v: period must be whole milliseconds", ErrInvalidLimit, l)
+	case l.Burst < 0:
+		return fmt.Errorf("%w %v: burst must not be negative", ErrInvalidLimit, l)
+	}
+	return nil
+}
+
+// Result is the outcome of a decision.
+type Result struct {
+	// Allowed reports whether the request was admitted (and, except for Peek, counted).
+	Allowed bool
+	// Limit is the limit this result describes.
+	Limit Limit
+	// Remaining is how many more requests of cost 1 the limit admits now: after this request when
+	// it was admitted, before it otherwise. For Peek, before any cost.
+	Remaining int64
+	// RetryAfter is 0 when Allowed; otherwise the earliest time after which the same request can be
+	// admitted, rounded up, so a client that waits this long is not refused again for the same
+	// reason. InfDuration when the cost exceeds the limit's capacity.
+	RetryAfter time.Duration
+	// ResetAfter is how long until the limit is fully replenished, with nothing counted against it.
+	ResetAfter time.Duration
+	// All holds one Result per limit, in the order given, for AllowAll; nil otherwise.
+	All []Result
+}
+
+// Limiter makes rate-limit decisions in Redis with one algorithm. Every decision is one atomic
+// script call, timed by the Redis server's clock, so any number of processes sharing the Redis
+// enforce one limit exactly. A Limiter is safe for concurrent use; make one per algorithm and share it.
+//
+// Allow is what most callers want.
+type Limiter struct {
+	client redis.UniversalClient
+	alg    *Algorithm
+	prefix string
+	clock  func() time.Time
+}
+
+// Option configures a Limiter.
+type Option interface{ apply(*Limiter) }
+
+type optionFunc func(*Limiter)
+
+func (f optionFunc) apply(l *Limiter) { f(l) }
+
+// DefaultKeyPrefix is the key prefix of a Limiter without WithKeyPrefix.
+const DefaultKeyPrefix = "gh:rl:"
+
+// WithKeyPrefix sets the prefix of every key the limiter writes (default DefaultKeyPrefix). It must
+// not contain '{' or '}': the hash tag belongs to the identifier, so that keys spread over a cluster.
+func WithKeyPrefix(prefix string) Option { return optionFunc(func(l *Limiter) { l.prefix = prefix }) }
+
+// WithClock makes the limiter decide at the instants now returns instead of the Redis server's
+// clock. It exists for deterministic tests; in production every host must use the server's clock,
+// or hosts with skewed clocks would each enforce a different window.
+func WithClock(now func() time.Time) Option { return optionFunc(func(l *Limiter) { l.clock = now }) }
+
+// New returns a Limiter that decides with alg (FixedWindow, SlidingWindow, SlidingLog or TokenBucket)
+// in the Redis behind client: a single server, Sentinel failover client, Cluster or Ring.
+func New(client redis.UniversalClient, alg *Algorithm, opts ...Option) (*Limiter, error) {
+	if client == nil {
+		return nil, errors.New("limiter: New with a nil client")
+	}
+	if alg == nil {
+		return nil, errors.New("limiter: New with a nil algorithm")
+	}
+	l := &Limiter{client: client, alg: alg, prefix: DefaultKeyPrefix}
+	for _, o := range opts {
+		o.apply(l)
+	}
+	if strings.ContainsAny(l.prefix, "{}") {
+		return nil, fmt.Errorf("limiter: key prefix %q contains a brace; the hash tag is the identifier's", l.prefix)
+	}
+	return l, nil
+}
+
+// Algorithm returns the limiter's algorithm.
+func (l *Limiter) Algorithm() *Algorithm { return l.alg }
+
+// Allow is shorthand for AllowN(ctx, key, limit, 1).
+func (l *Limiter) Allow(ctx context.Context, key string, limit Limit) (Result, error) {
+	return l.AllowN(ctx, key, limit, 1)
+}
+
+// AllowN reports whether n requests for key may happen now under limit, and counts them if so.
+// A denied request changes nothing: it is not counted, so a client that keeps retrying while
+// denied is admitted as soon as the limit allows. Being denied is a Result, not an error; errors
+// are for invalid arguments and for Redis failing.
+func (l *Limiter) AllowN(ctx context.Context, key string, limit Limit, n int64) (Result, error) {
+	rs, err := l.decide(ctx, key, n, false, []Limit{limit})
+	if err != nil {
+		return Result{}, err
+	}
+	return rs[0], nil
+}
+
+// AllowAll checks n requests for key against every limit at once, for example PerSecond(10) and
+// PerHour(1000), and counts them against all of them only if every limit admits them, in one
+// atomic script call. The Result is the binding one: when denied, the denying limit that asks for
+// the longest wait; when allowed, the limit with the fewest requests remaining. Result.All has the
+// result of each limit, in order. Limits on one key must differ in Name or Period.
+func (l *Limiter) AllowAll(ctx context.Context, key string, n int64, limits ...Limit) (Result, error) {
+	if len(limits) == 0 {
+		return Result{}, fmt.Errorf("%w: AllowAll without limits", ErrInvalidLimit)
+	}
+	rs, err := l.decide(ctx, key, n, false, limits)
+	if err != nil {
+		return Result{}, err
+	}
+	return combine(rs), nil
+}
+
+// Peek reports what Allow would decide now, without counting anything. Remaining is what is left
+// before the request.
+func (l *Limiter) Peek(ctx context.Context, key string, limit Limit) (Result, error) {
+	rs, err := l.decide(ctx, key, 1, true, []Limit{limit})
+	if err != nil {
+		return Result{}, err
+	}
+	return rs[0], nil
+}
+
+// Reset forgets everything counted for key under the given limits.
+func (l *Limiter) Reset(ctx context.Context, key string, limits ...Limit) error {
+	keys, err := l.keys(key, limits)
+	if err != nil {
+		return err
+	}
+	if len(keys) == 0 {
+		return nil
+	}
+	if err := l.client.Del(ctx, keys...).Err(); err != nil {
+		return fmt.Errorf("limiter: reset: %w", err)
+	}
+	return nil
+}
+
+// Wait is shorthand for WaitN(ctx, key, limit, 1).
+func (l *Limiter) Wait(ctx context.Context, key string, limit Limit) (Result, error) {
+	return l.WaitN(ctx, key, limit, 1)
+}
+
+// WaitN blocks until n requests for key are admitted under limit, and returns that admission. It
+// returns an error when ctx ends first, at once (without waiting) when ctx's deadline comes before
+// the request could be admitted, and at once when n exceeds the limit's capacity. Other callers may
+// take the capacity it waited for; it then waits again.
+func (l *Limiter) WaitN(ctx context.Context, key string, limit Limit, n int64) (Result, error) {
+	var timer *time.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
+	for {
+		r, err := l.AllowN(ctx, key, limit, n)
+		if err != nil || r.Allowed {
+			return r, err
+		}
+		if r.RetryAfter == InfDuration {
+			return r, fmt.Errorf("limiter: wait: cost %d exceeds the capacity of %v", n, limit)
+		}
+		if d, ok := ctx.Deadline(); ok && time.Until(d) < r.RetryAfter {
+			return r, fmt.Errorf("limiter: wait of %v would pass the context deadline: %w", r.RetryAfter, context.DeadlineExceeded)
+		}
+		if timer == nil {
+			timer = time.NewTimer(r.RetryAfter)
+		} else {
+			timer.Reset(r.RetryAfter)
+		}
+		select {
+		case <-ctx.Done():
+			return r, fmt.Errorf("limiter: wait: %w", ctx.Err())
+		case <-timer.C:
+		}
+	}
+}
+
+// decide runs the algorithm's script for key and limits, and decodes one Result per limit.
+func (l *Limiter) decide(ctx context.Context, key string, n int64, peek bool, limits []Limit) ([]Result, error) {
+	if n < 1 {
+		return nil, fmt.Errorf("%w: %d (want at least 1)", ErrInvalidCost, n)
+	}
+	keys, err := l.keys(key, limits)
+	if err != nil {
+		return nil, err
+	}
+	args := make([]any, 0, 3+2*len(limits))
+	args = append(args, n, peekFlag(peek), l.now())
+	for _, lim := range limits {
+		a, b := l.alg.args(lim)
+		args = append(args, a, b)
+	}
+	v, err := l.alg.script.Run(ctx, l.client, keys, args...)
+	if err != nil {
+		return nil, fmt.Errorf("limiter: %s: %w", l.alg.name, err)
+	}
+	return decode(v, limits)
+}
+
+// keys validates key and limits and returns the Redis key of each limit.
+func (l *Limiter) keys(key string, limits []Limit) ([]string, error) {
+	if key == "" {
+		return nil, fmt.Errorf("%w: empty", ErrInvalidKey)
+	}
+	keys := make([]string, len(limits))
+	for i, lim := range limits {
+		if err := lim.validate(); err != nil {
+			return nil, err
+		}
+		if err := l.alg.check(lim); err != nil {
+			return nil, err
+		}
+		keys[i] = l.redisKey(key, lim)
+		for j := range i {
+			if keys[j] == keys[i] {
+				return nil, fmt.Errorf("%w: limits %v and %v share a key; give them different names", ErrInvalidLimit, limits[j], lim)
+			}
+		}
+	}
+	return keys, nil
+}
+
+// redisKey returns "<prefix>{<key>}:<algorithm>:<limit>", with key escaped so that the hash tag
+// is exactly the caller's identifier, whatever bytes it holds, and the limit named by its Name or,
+// without one, its period in milliseconds.
+func (l *Limiter) redisKey(key string, lim Limit) string {
+	id := strconv.FormatInt(lim.Period.Milliseconds(), 10)
+	if lim.Name != "" {
+		id = "n" + escape(lim.Name)
+	}
+	return l.prefix + "{" + escape(key) + "}:" + l.alg.tag + ":" + id
+}
+
+// escape makes s safe inside a hash tag: '%', '{' and '}' become %25, %7B and %7D. The mapping is
+// one to one, so different identifiers never share a key.
+func escape(s string) string {
+	if !strings.ContainsAny(s, "%{}") {
+		return s
+	}
+	r := strings.NewReplacer("%", "%25", "{", "%7B", "}", "%7D")
+	return r.Replace(s)
+}
+
+func (l *Limiter) now() int64 {
+	if l.clock == nil {
+		return 0 // the script reads the server's TIME
+	}
+	return l.clock().UnixMicro()
+}
+
+func peekFlag(peek bool) int64 {
+	if peek {
+		return 1
+	}
+	return 0
+}
+
+// decode turns the script's reply {allowed, then allowed_i, remaining_i, retry_us_i, reset_us_i per
+// limit} into one Result per limit.
+func decode(v any, limits []Limit) ([]Result, error) {
+	arr, ok := v.([]any)
+	if !ok || len(arr) != 1+4*len(limits) {
+		return nil, fmt.Errorf("%w: got %T of length %d, want %d integers", ErrBadReply, v, lenOf(v), 1+4*len(limits))
+	}
+	var ints [4]int64
+	out := make([]Result, len(limits))
+	for i, lim := range limits {
+		for j := range ints {
+			n, ok := arr[1+4*i+j].(int64)
+			if !ok {
+				return nil, fmt.Errorf("%w: element %d is %T, want an integer", ErrBadReply, 1+4*i+j, arr[1+4*i+j])
+			}
+			ints[j] = n
+		}
+		out[i] = Result{
+			Allowed:    ints[0] == 1,
+			Limit:      lim,
+			Remaining:  ints[1],
+			RetryAfter: micros(ints[2]),
+			ResetAfter: micros(ints[3]),
+		}
+	}
+	return out, nil
+}
+
+// micros converts the scripts' microseconds to a Duration; -1 means never.
+func micros(us int64) time.Duration {
+	switch {
+	case us < 0:
+		return InfDuration
+	case us > int64(InfDuration/time.Microsecond):
+		return InfDuration
+	}
+	return time.Duration(us) * time.Microsecond
+}
+
+func lenOf(v any) int {
+	if a, ok := v.([]any); ok {
+		return len(a)
+	}
+	return -1
+}
+
+// combine returns the binding result of AllowAll, with every result in All: when denied, the
+// denying limit with the longest RetryAfter; when allowed, the limit with the fewest Remaining.
+func combine(rs []Result) Result {
+	allowed := true
+	for _, r := range rs {
+		allowed = allowed && r.Allowed
+	}
+	binds := func(r, than Result) bool {
+		if allowed {
+			return r.Remaining < than.Remaining
+		}
+		if r.Allowed != than.Allowed {
+			return !r.Allowed
+		}
+		return r.RetryAfter > than.RetryAfter
+	}
+	out := rs[0]
+	for _, r := range rs[1:] {
+		if binds(r, out) {
+			out = r
+		}
+	}
+	out.Allowed = allowed
+	out.All = rs
+	return out
+}
