@@ -1,0 +1,105 @@
+package integration
+
+import (
+	"context"
+	"strconv"
+	"testing"
+
+	"github.com/gatehouse/gatehouse"
+	"github.com/gatehouse/gatehouse/internal/redistest"
+	"github.com/gatehouse/gatehouse/limiter"
+)
+
+// Benchmarks run against the first selected backend ('make bench' selects a private standalone
+// server). Compare figures within one run: absolute numbers depend on the machine.
+
+func benchLimiter(b *testing.B, alg *limiter.Algorithm) *limiter.Limiter {
+	be := redistest.Get(b, redistest.Names()[0])
+	if err := gatehouse.Preload(context.Background(), be.Client); err != nil {
+		b.Fatal(err)
+	}
+	lim, err := limiter.New(be.Client, alg, limiter.WithKeyPrefix(redistest.Prefix(b)))
+	if err != nil {
+		b.Fatal(err)
+	}
+	return lim
+}
+
+// benchLimit is a limit the benchmark never exhausts.
+func benchLimit(alg *limiter.Algorithm) limiter.Limit {
+	if alg == limiter.SlidingLog {
+		return limiter.PerSecond(limiter.MaxSlidingLogRate)
+	}
+	return limiter.PerSecond(1 << 30)
+}
+
+// The floor under every decision: go-redis sending one EVALSHA of a trivial script and decoding
+// its integer reply, with no gatehouse code in the way.
+func BenchmarkEvalshaBaseline(b *testing.B) {
+	be := redistest.Get(b, redistest.Names()[0])
+	ctx := context.Background()
+	clock, _ := gatehouse.Lookup("clock")
+	if err := clock.Load(ctx, be.Client); err != nil {
+		b.Fatal(err)
+	}
+	keys := []string{"k"}
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := be.Client.EvalSha(ctx, clock.SHA1(), keys).Err(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// One caller, one key at a time: the latency of a decision, one round trip.
+func BenchmarkAllow(b *testing.B) {
+	for _, a := range algorithms {
+		b.Run(a.alg.String(), func(b *testing.B) {
+			lim := benchLimiter(b, a.alg)
+			ctx := context.Background()
+			limit := benchLimit(a.alg)
+			b.ReportAllocs()
+			for i := 0; b.Loop(); i++ {
+				if _, err := lim.Allow(ctx, strconv.Itoa(i%1000), limit); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// Many concurrent callers over many keys: decisions per second through one client.
+func BenchmarkAllowParallel(b *testing.B) {
+	for _, a := range algorithms {
+		b.Run(a.alg.String(), func(b *testing.B) {
+			lim := benchLimiter(b, a.alg)
+			ctx := context.Background()
+			limit := benchLimit(a.alg)
+			b.ReportAllocs()
+			b.SetParallelism(32)
+			b.RunParallel(func(pb *testing.PB) {
+				i := 0
+				for pb.Next() {
+					i++
+					if _, err := lim.Allow(ctx, strconv.Itoa(i%1000), limit); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		})
+	}
+}
+
+// Two limits checked and counted in one script call.
+func BenchmarkAllowAll(b *testing.B) {
+	lim := benchLimiter(b, limiter.TokenBucket)
+	ctx := context.Background()
+	limits := []limiter.Limit{limiter.PerSecond(1 << 20), limiter.PerHour(1 << 30)}
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		if _, err := lim.AllowAll(ctx, strconv.Itoa(i%1000), 1, limits...); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -1,0 +1,125 @@
+package limiter
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/gatehouse/gatehouse"
+	"github.com/redis/go-redis/v9"
+)
+
+func TestEscapeIsOneToOneAndBraceFree(t *testing.T) {
+	ids := []string{"", "a", "{", "}", "%", "%7B", "%257B", "{a}", "a}{", "%%{{}}"}
+	seen := map[string]string{}
+	for _, id := range ids {
+		e := escape(id)
+		for _, c := range e {
+			if c == '{' || c == '}' {
+				t.Errorf("escape(%q) = %q holds a brace", id, e)
+			}
+		}
+		if prev, dup := seen[e]; dup {
+			t.Errorf("escape(%q) = escape(%q) = %q", id, prev, e)
+		}
+		seen[e] = id
+	}
+}
+
+// Every key of one identifier lands in the identifier's slot, whatever the identifier holds.
+func TestKeysShareTheIdentifiersSlot(t *testing.T) {
+	for _, alg := range []*Algorithm{FixedWindow, SlidingWindow, SlidingLog, TokenBucket} {
+		l := &Limiter{alg: alg, prefix: DefaultKeyPrefix}
+		for _, id := range []string{"}x", "{}", "a{b}c", "user:42", "\xff"} {
+			keys, err := l.keys(id, []Limit{PerSecond(1), PerMinute(1), PerHour(1).WithName("h{")})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, k := range keys[1:] {
+				if gatehouse.Slot(k) != gatehouse.Slot(keys[0]) {
+					t.Errorf("%v: keys %q and %q of %q are in different slots", alg, keys[0], k, id)
+				}
+			}
+		}
+	}
+}
+
+func TestNewRefusesBadArguments(t *testing.T) {
+	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:0"}) // never dialled
+	defer rdb.Close()
+	if _, err := New(nil, TokenBucket); err == nil {
+		t.Error("New(nil client) returned no error")
+	}
+	if _, err := New(rdb, nil); err == nil {
+		t.Error("New(nil algorithm) returned no error")
+	}
+	if _, err := New(rdb, TokenBucket, WithKeyPrefix("app{1}:")); err == nil {
+		t.Error("New with a braced prefix returned no error")
+	}
+	if _, err := New(rdb, TokenBucket, WithKeyPrefix("app:")); err != nil {
+		t.Error(err)
+	}
+}
+
+func TestLimitValidation(t *testing.T) {
+	tests := []struct {
+		alg   *Algorithm
+		limit Limit
+		ok    bool
+	}{
+		{TokenBucket, PerSecond(10), true},
+		{TokenBucket, Per(1, time.Millisecond), true},
+		{FixedWindow, Per(5, 250*time.Millisecond), true},
+		{FixedWindow, Per(5, 2*time.Hour), true},
+		{FixedWindow, PerSecond(0), false},
+		{FixedWindow, Per(1, time.Microsecond), false},
+		{FixedWindow, Per(1, time.Second+time.Microsecond), false},
+		{TokenBucket, PerSecond(1).WithBurst(-2), false},
+		{SlidingLog, PerSecond(MaxSlidingLogRate), true},
+		{SlidingLog, PerSecond(MaxSlidingLogRate + 1), false},
+		{SlidingWindow, Per(1<<40, 1<<20*time.Millisecond), false},
+		{TokenBucket, Per(1, time.Hour).WithBurst(1 << 40), false},
+	}
+	for _, tt := range tests {
+		l := &Limiter{alg: tt.alg, prefix: DefaultKeyPrefix}
+		_, err := l.keys("k", []Limit{tt.limit})
+		if ok := err == nil; ok != tt.ok {
+			t.Errorf("%v %v: err = %v, want ok = %v", tt.alg, tt.limit, err, tt.ok)
+		}
+		if err != nil && !errors.Is(err, ErrInvalidLimit) {
+			t.Errorf("%v %v: err = %v, want ErrInvalidLimit", tt.alg, tt.limit, err)
+		}
+	}
+}
+
+// A reply of the wrong shape is an error, never a panic.
+func TestDecodeMalformedReplies(t *testing.T) {
+	limits := []Limit{PerSecond(1)}
+	for _, v := range []any{
+		nil, int64(1), "x", []any{}, []any{int64(1)},
+		[]any{int64(1), int64(1), int64(1), int64(1)},
+		[]any{int64(1), "1", int64(1), int64(0), int64(0)},
+		[]any{int64(1), int64(1), int64(1), int64(0), nil},
+	} {
+		if _, err := decode(v, limits); !errors.Is(err, ErrBadReply) {
+			t.Errorf("decode(%#v) err = %v, want ErrBadReply", v, err)
+		}
+	}
+	rs, err := decode([]any{int64(0), int64(0), int64(0), int64(-1), int64(2500)}, limits)
+	if err != nil || rs[0].RetryAfter != InfDuration || rs[0].ResetAfter != 2500*time.Microsecond {
+		t.Errorf("decode of a never-allowed reply = %+v, %v", rs, err)
+	}
+}
+
+func TestCombine(t *testing.T) {
+	a := Result{Allowed: true, Remaining: 5, Limit: PerSecond(10)}
+	b := Result{Allowed: true, Remaining: 2, Limit: PerHour(100)}
+	if r := combine([]Result{a, b}); !r.Allowed || r.Limit != b.Limit || len(r.All) != 2 {
+		t.Errorf("combine(allowed, allowed) = %+v, want allowed, binding the one with 2 left", r)
+	}
+	c := Result{Allowed: false, RetryAfter: time.Second, Limit: PerMinute(1)}
+	d := Result{Allowed: false, RetryAfter: time.Hour, Limit: PerHour(1)}
+	if r := combine([]Result{a, c, b, d}); r.Allowed || r.Limit != d.Limit {
+		t.Errorf("combine with two denials = %+v, want denied, binding the longest wait", r)
+	}
+}
