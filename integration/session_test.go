@@ -1,0 +1,450 @@
+package integration
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/gatehouse/gatehouse"
+	"github.com/gatehouse/gatehouse/internal/redistest"
+	"github.com/gatehouse/gatehouse/session"
+)
+
+// newStore returns a store under a fresh prefix; with a non-nil clock, the store decides at the
+// instants it holds (milliseconds) instead of the server's clock.
+func newStore(t *testing.T, b *redistest.Backend, clock *atomic.Int64, opts ...session.Option) (*session.Store, string) {
+	t.Helper()
+	prefix := redistest.Prefix(t)
+	opts = append([]session.Option{session.WithKeyPrefix(prefix)}, opts...)
+	if clock != nil {
+		opts = append(opts, session.WithClock(func() time.Time { return time.UnixMilli(clock.Load()) }))
+	}
+	st, err := session.NewStore(b.Client, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st, prefix
+}
+
+// stored creates and saves a session holding the given string attributes.
+func stored(t *testing.T, st *session.Store, attrs ...string) *session.Session {
+	t.Helper()
+	s, err := st.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i+1 < len(attrs); i += 2 {
+		if err := s.Put(attrs[i], attrs[i+1]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := st.Save(context.Background(), s); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func mustLoad(t *testing.T, st *session.Store, tok session.Token) *session.Session {
+	t.Helper()
+	s, err := st.Load(context.Background(), tok)
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	return s
+}
+
+func TestSessionRoundTrip(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, b *redistest.Backend) {
+		for _, codec := range []session.Codec{session.JSON, session.Msgpack} {
+			ctx := context.Background()
+			st, prefix := newStore(t, b, nil, session.WithCodec(codec))
+			s := stored(t, st, "name", "ada")
+			s2 := mustLoad(t, st, s.Token())
+			if got := s2.GetString("name"); got != "ada" {
+				t.Errorf("GetString(name) = %q, want ada", got)
+			}
+			if err := s2.Put("count", 41); err != nil {
+				t.Fatal(err)
+			}
+			s2.Put("flash", "saved!")
+			if err := st.Save(ctx, s2); err != nil {
+				t.Fatal(err)
+			}
+			s3 := mustLoad(t, st, s.Token())
+			if s3.GetInt("count") != 41 || s3.PopString("flash") != "saved!" || s3.Has("flash") {
+				t.Errorf("after save: count %d, names %v", s3.GetInt("count"), s3.Names())
+			}
+			st.Save(ctx, s3)
+			if mustLoad(t, st, s.Token()).Has("flash") {
+				t.Error("a popped flash message is still stored")
+			}
+			m := s3.Metadata()
+			if m.Key != s.Key() || m.Created.IsZero() || m.Deadline.Sub(m.Created) != session.DefaultLifetime || m.IdleTimeout != session.DefaultIdleTimeout {
+				t.Errorf("metadata = %+v", m)
+			}
+			if strings.Contains(string(s.Key()), string(s.Token()[4:])) {
+				t.Error("the storage key contains the token's secret")
+			}
+			assertKeysExpire(t, b, prefix)
+		}
+	})
+}
+
+// Touch-on-read slides the expiry to min(idle, deadline - now) and never past the deadline.
+func TestSessionSlidingExpiryCappedByDeadline(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, b *redistest.Backend) {
+		ctx := context.Background()
+		var now atomic.Int64
+		start := time.Now().UnixMilli()
+		now.Store(start)
+		st, prefix := newStore(t, b, &now, session.WithIdleTimeout(10*time.Second), session.WithLifetime(25*time.Second))
+		s := stored(t, st, "k", "v")
+		for _, step := range []struct {
+			at      int64 // ms after creation
+			wantTTL int64 // ms
+		}{
+			{8_000, 10_000}, {16_000, 9_000}, {20_000, 5_000}, {24_500, 500},
+		} {
+			now.Store(start + step.at)
+			mustLoad(t, st, s.Token())
+			ttl := b.Client.PTTL(ctx, string(s.Key())).Val().Milliseconds()
+			if ttl > step.wantTTL || ttl < step.wantTTL-1000 {
+				t.Errorf("at +%dms: PTTL = %dms, want about %dms (never past the deadline)", step.at, ttl, step.wantTTL)
+			}
+		}
+		now.Store(start + 25_000)
+		if _, err := st.Load(ctx, s.Token()); !errors.Is(err, session.ErrNotFound) {
+			t.Errorf("Load at the deadline: err = %v, want ErrNotFound", err)
+		}
+		if n := b.Client.Exists(ctx, string(s.Key())).Val(); n != 0 {
+			t.Error("the session outlived its deadline in Redis")
+		}
+		assertKeysExpire(t, b, prefix)
+	})
+}
+
+// A read is one EVALSHA, and it writes no payload: no HSET of attributes, no SET, nothing but the
+// expiry and, at most once a second, the last-seen time.
+func TestSessionReadCostsOneRoundTrip(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, b *redistest.Backend) {
+		ctx := context.Background()
+		if err := gatehouse.Preload(ctx, b.Client); err != nil {
+			t.Fatal(err)
+		}
+		st, _ := newStore(t, b, nil)
+		s := stored(t, st, "payload", strings.Repeat("x", 1500))
+		time.Sleep(1100 * time.Millisecond) // so that the first read records last-seen once
+		stats := []string{"evalsha.calls", "hgetall.calls", "pexpire.calls", "hset.calls", "set.calls", "hmset.calls", "del.calls", "eval.calls", "script|load.calls"}
+		before := commandCalls(ctx, t, b)
+		for range 5 {
+			mustLoad(t, st, s.Token())
+		}
+		got := delta(before, commandCalls(ctx, t, b), stats...)
+		want := map[string]int64{"evalsha.calls": 5, "hgetall.calls": 5, "pexpire.calls": 5, "hset.calls": 1}
+		for _, k := range stats {
+			if got[k] != want[k] {
+				t.Errorf("5 reads: server counted %s += %d, want %d", k, got[k], want[k])
+			}
+		}
+	})
+}
+
+// Two requests that read the same session and change different attributes both keep their change.
+func TestSessionConcurrentSavesKeepBoth(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, b *redistest.Backend) {
+		ctx := context.Background()
+		st, _ := newStore(t, b, nil)
+		s := stored(t, st, "a", "0", "b", "0")
+		r1, r2 := mustLoad(t, st, s.Token()), mustLoad(t, st, s.Token())
+		r1.Put("a", "1")
+		r2.Put("b", "2")
+		r2.Remove("gone")
+		if err := st.Save(ctx, r1); err != nil {
+			t.Fatal(err)
+		}
+		if err := st.Save(ctx, r2); err != nil {
+			t.Fatal(err)
+		}
+		got := mustLoad(t, st, s.Token())
+		if got.GetString("a") != "1" || got.GetString("b") != "2" {
+			t.Errorf("after two saves: a = %q, b = %q; want 1 and 2", got.GetString("a"), got.GetString("b"))
+		}
+	})
+}
+
+// Destroy and Rotate cannot be undone by a request that read the session before them.
+func TestSessionNoResurrection(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, b *redistest.Backend) {
+		ctx := context.Background()
+		st, _ := newStore(t, b, nil)
+
+		s := stored(t, st, "a", "1")
+		inflight := mustLoad(t, st, s.Token())
+		if err := st.Destroy(ctx, mustLoad(t, st, s.Token())); err != nil {
+			t.Fatal(err)
+		}
+		inflight.Put("a", "2")
+		if err := st.Save(ctx, inflight); !errors.Is(err, session.ErrNotFound) {
+			t.Errorf("save after destroy: err = %v, want ErrNotFound", err)
+		}
+		if _, err := st.Load(ctx, s.Token()); !errors.Is(err, session.ErrNotFound) {
+			t.Errorf("load after destroy and a late save: err = %v, want ErrNotFound", err)
+		}
+
+		s = stored(t, st, "a", "1")
+		old := s.Token()
+		inflight = mustLoad(t, st, old)
+		rot := mustLoad(t, st, old)
+		if err := st.Rotate(ctx, rot); err != nil {
+			t.Fatal(err)
+		}
+		if rot.Token() == old {
+			t.Fatal("Rotate kept the token")
+		}
+		inflight.Put("a", "2")
+		if err := st.Save(ctx, inflight); !errors.Is(err, session.ErrConflict) && !errors.Is(err, session.ErrNotFound) {
+			t.Errorf("save through the old token after rotate: err = %v, want a conflict", err)
+		}
+		if _, err := st.Load(ctx, old); !errors.Is(err, session.ErrNotFound) {
+			t.Errorf("load of the old token after rotate: err = %v, want ErrNotFound", err)
+		}
+		if got := mustLoad(t, st, rot.Token()).GetString("a"); got != "1" {
+			t.Errorf("rotated session a = %q, want 1", got)
+		}
+	})
+}
+
+// With a grace window, the old token reads the new session for a while, and can never write.
+func TestSessionRotationGrace(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, b *redistest.Backend) {
+		ctx := context.Background()
+		var now atomic.Int64
+		start := time.Now().UnixMilli()
+		now.Store(start)
+		st, prefix := newStore(t, b, &now, session.WithRotationGrace(5*time.Second))
+		s := stored(t, st, "a", "1")
+		old := s.Token()
+		if err := st.Rotate(ctx, s); err != nil {
+			t.Fatal(err)
+		}
+		viaOld := mustLoad(t, st, old)
+		if viaOld.Key() != s.Key() || viaOld.GetString("a") != "1" {
+			t.Fatalf("old token within grace: key %v, a = %q", viaOld.Key(), viaOld.GetString("a"))
+		}
+		if viaOld.Token() != old {
+			t.Error("a load through the old token handed out the new token")
+		}
+		now.Store(start + 5_000)
+		if _, err := st.Load(ctx, old); !errors.Is(err, session.ErrNotFound) {
+			t.Errorf("old token after grace: err = %v, want ErrNotFound", err)
+		}
+		mustLoad(t, st, s.Token())
+		assertKeysExpire(t, b, prefix)
+	})
+}
+
+func TestSessionLoginAndPerUserControl(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, b *redistest.Backend) {
+		ctx := context.Background()
+		st, prefix := newStore(t, b, nil)
+		// An anonymous session with a cart signs in: it moves to the user's slot, keeping the cart.
+		anon := stored(t, st, "cart", "3 apples")
+		old := anon.Token()
+		if err := st.Login(ctx, anon, "user-7"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := st.Load(ctx, old); !errors.Is(err, session.ErrNotFound) {
+			t.Errorf("pre-login token: err = %v, want ErrNotFound", err)
+		}
+		in := mustLoad(t, st, anon.Token())
+		if in.GetString("cart") != "3 apples" || in.UserID() != "user-7" || !in.AuthenticatedWithin(time.Minute) {
+			t.Errorf("after login: cart %q, user %q, meta %+v", in.GetString("cart"), in.UserID(), in.Metadata())
+		}
+		// Two more devices, then a re-login (rotation within the user's slot).
+		phone := stored(t, st)
+		phone.Put("x", 1)
+		if err := st.Login(ctx, phone, "user-7"); err != nil {
+			t.Fatal(err)
+		}
+		phone.SetLabel("phone")
+		st.Save(ctx, phone)
+		tablet, _ := st.New()
+		if err := st.Login(ctx, tablet, "user-7"); err != nil {
+			t.Fatal(err)
+		}
+		if err := st.Login(ctx, tablet, "user-7"); err != nil {
+			t.Fatal(err)
+		}
+		other, _ := st.New()
+		st.Login(ctx, other, "user-8")
+
+		list, err := st.ListByUser(ctx, "user-7")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(list) != 3 {
+			t.Fatalf("ListByUser = %d sessions, want 3: %+v", len(list), list)
+		}
+		labels := 0
+		for _, m := range list {
+			if m.UserID != "user-7" || m.Created.IsZero() || m.Deadline.IsZero() || m.AuthenticatedAt.IsZero() {
+				t.Errorf("listed metadata %+v", m)
+			}
+			if m.Label == "phone" {
+				labels++
+			}
+		}
+		if labels != 1 {
+			t.Errorf("%d sessions labelled phone, want 1", labels)
+		}
+		if n, err := st.DestroyOthers(ctx, in); err != nil || n != 2 {
+			t.Errorf("DestroyOthers = %d, %v; want 2", n, err)
+		}
+		if _, err := st.Load(ctx, phone.Token()); !errors.Is(err, session.ErrNotFound) {
+			t.Errorf("phone after DestroyOthers: err = %v", err)
+		}
+		mustLoad(t, st, in.Token())
+		if n, err := st.DestroyAllForUser(ctx, "user-7"); err != nil || n != 1 {
+			t.Errorf("DestroyAllForUser = %d, %v; want 1", n, err)
+		}
+		if list, _ := st.ListByUser(ctx, "user-7"); len(list) != 0 {
+			t.Errorf("ListByUser after DestroyAllForUser = %d sessions", len(list))
+		}
+		if list, _ := st.ListByUser(ctx, "user-8"); len(list) != 1 {
+			t.Errorf("user-8 has %d sessions, want 1 (untouched)", len(list))
+		}
+		assertKeysExpire(t, b, prefix)
+	})
+}
+
+func TestSessionCapPerUserEvictsOldest(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, b *redistest.Backend) {
+		ctx := context.Background()
+		var now atomic.Int64
+		start := time.Now().UnixMilli()
+		now.Store(start)
+		st, _ := newStore(t, b, &now, session.WithMaxSessionsPerUser(2))
+		var toks []session.Token
+		for i := range 4 {
+			now.Store(start + int64(i)*1000)
+			s, _ := st.New()
+			if err := st.Login(ctx, s, "capped"); err != nil {
+				t.Fatal(err)
+			}
+			toks = append(toks, s.Token())
+		}
+		list, _ := st.ListByUser(ctx, "capped")
+		if len(list) != 2 {
+			t.Fatalf("%d sessions after 4 logins with a cap of 2", len(list))
+		}
+		for i, tok := range toks {
+			_, err := st.Load(ctx, tok)
+			if alive := err == nil; alive != (i >= 2) {
+				t.Errorf("session %d alive = %v (err %v); want only the two newest", i, alive, err)
+			}
+		}
+	})
+}
+
+// After the sessions expire, lists and counts are right and the index goes too.
+func TestSessionIndexDoesNotLeak(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, b *redistest.Backend) {
+		ctx := context.Background()
+		var now atomic.Int64
+		start := time.Now().UnixMilli()
+		now.Store(start)
+		st, prefix := newStore(t, b, &now, session.WithIdleTimeout(time.Second), session.WithLifetime(time.Hour))
+		var keys []session.Key
+		for range 3 {
+			s, _ := st.New()
+			st.Login(ctx, s, "leaky")
+			keys = append(keys, s.Key())
+		}
+		if list, _ := st.ListByUser(ctx, "leaky"); len(list) != 3 {
+			t.Fatalf("%d sessions listed, want 3", len(list))
+		}
+		// Idle expiry happens on the server's clock: wait it out.
+		time.Sleep(1200 * time.Millisecond)
+		now.Store(start + 1200)
+		list, err := st.ListByUser(ctx, "leaky")
+		if err != nil || len(list) != 0 {
+			t.Errorf("after idle expiry: %d sessions listed, %v", len(list), err)
+		}
+		masters, _ := b.Masters(ctx)
+		for _, m := range masters {
+			for _, k := range m.Keys(ctx, prefix+"*").Val() {
+				if strings.HasSuffix(k, ":ix") {
+					if n := m.ZCard(ctx, k).Val(); n != 0 {
+						t.Errorf("index %s still holds %d members", k, n)
+					}
+				}
+			}
+		}
+		assertKeysExpire(t, b, prefix)
+	})
+}
+
+func TestSessionBadInput(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, b *redistest.Backend) {
+		ctx := context.Background()
+		st, _ := newStore(t, b, nil, session.WithMaxSize(1000))
+
+		before := commandCalls(ctx, t, b)
+		for _, tok := range []session.Token{"", "short", session.Token(strings.Repeat("a", 46)), session.Token(strings.Repeat("a", 46) + "!"), session.Token(strings.Repeat("{", 47))} {
+			if _, err := st.Load(ctx, tok); !errors.Is(err, session.ErrMalformed) {
+				t.Errorf("Load(%q) err = %v, want ErrMalformed", tok, err)
+			}
+		}
+		if n := delta(before, commandCalls(ctx, t, b), "evalsha.calls")["evalsha.calls"]; n != 0 {
+			t.Errorf("malformed tokens reached Redis: %d EVALSHA", n)
+		}
+		// A well-formed token the server never issued is not found, never adopted.
+		forged := session.Token("AAAA" + strings.Repeat("B", 43))
+		if _, err := st.Load(ctx, forged); !errors.Is(err, session.ErrNotFound) {
+			t.Errorf("Load(forged) err = %v, want ErrNotFound", err)
+		}
+
+		// Too large: refused, nothing written.
+		s := stored(t, st, "a", "small")
+		big := mustLoad(t, st, s.Token())
+		big.Put("blob", strings.Repeat("x", 2000))
+		if err := st.Save(ctx, big); !errors.Is(err, session.ErrTooLarge) {
+			t.Errorf("oversize save: err = %v, want ErrTooLarge", err)
+		}
+		if mustLoad(t, st, s.Token()).Has("blob") {
+			t.Error("an oversize save wrote something")
+		}
+		tooBig, _ := st.New()
+		tooBig.Put("blob", strings.Repeat("x", 2000))
+		if err := st.Save(ctx, tooBig); !errors.Is(err, session.ErrTooLarge) {
+			t.Errorf("oversize new session: err = %v, want ErrTooLarge", err)
+		}
+
+		// Corrupt records and attributes are errors, never panics.
+		s = stored(t, st, "a", "1")
+		b.Client.HSet(ctx, string(s.Key()), "a:a", "{not json")
+		got := mustLoad(t, st, s.Token())
+		var v string
+		if _, err := got.Get("a", &v); !errors.Is(err, session.ErrCorrupt) {
+			t.Errorf("Get of a corrupt attribute: err = %v, want ErrCorrupt", err)
+		}
+		for _, corrupt := range []func(k string){
+			func(k string) { b.Client.HDel(ctx, k, "_d") },
+			func(k string) { b.Client.HSet(ctx, k, "_d", "soon") },
+			func(k string) { b.Client.HSet(ctx, k, "_s", "yesterday") },
+			func(k string) { b.Client.HDel(ctx, k, "_g") },
+		} {
+			s := stored(t, st, "a", "1")
+			corrupt(string(s.Key()))
+			if _, err := st.Load(ctx, s.Token()); !errors.Is(err, session.ErrCorrupt) {
+				t.Errorf("Load of a corrupt record: err = %v, want ErrCorrupt", err)
+			}
+		}
+		if err := st.DestroyKey(ctx, "gh:s:{x}:s:nope"); !errors.Is(err, session.ErrMalformed) {
+			t.Errorf("DestroyKey of a foreign key: err = %v, want ErrMalformed", err)
+		}
+	})
+}

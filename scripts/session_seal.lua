@@ -1,0 +1,26 @@
+-- session_seal.lua: retire a session's key after its record was copied to a key in another slot
+-- (a sign-in that moves the session to the user's slot: session_create.lua stored the copy first).
+--
+-- KEYS[1]   the session's hash (layout in session_touch.lua)
+-- ARGV[1]   now in integer milliseconds since the Unix epoch; "0" to use the server's TIME (tests only)
+-- ARGV[2]   the generation the request read
+-- ARGV[3]   grace window in ms, or "0" to delete the key at once
+-- ARGV[4]   the key the session moved to (kept in the pointer for the grace window)
+-- Reply     {1} sealed;  {0} no such session;  {2} conflict (rotated away or another generation):
+--           the caller must then delete its copy, so the session is not duplicated
+
+local now = tonumber(ARGV[1])
+if now == 0 then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local m = redis.call('HMGET', KEYS[1], '_g', '_r', '_d')
+if not m[1] and not m[2] then return {0} end
+if m[2] or m[1] ~= ARGV[2] then return {2} end
+redis.call('DEL', KEYS[1])
+local grace = tonumber(ARGV[3])
+if grace > 0 then
+  redis.call('HSET', KEYS[1], '_r', ARGV[4], '_rg', now + grace)
+  redis.call('PEXPIRE', KEYS[1], grace)
+end
+return {1}

@@ -1,0 +1,50 @@
+-- session_touch.lua: read a session and slide its expiry, in one call (touch-on-read).
+--
+-- A session is a hash: attributes under "a:<name>", metadata under fields starting with '_':
+-- _c created, _s last seen, _d absolute deadline, _a authenticated at (all integer ms since the
+-- epoch), _i idle timeout (ms), _g generation, _u user ID, _ip, _ua, _l label; a rotated session
+-- kept for a grace window holds only _r (the key it moved to) and _rg (the grace deadline, ms).
+--
+-- KEYS[1]   the session's hash
+-- ARGV[1]   now in integer milliseconds since the Unix epoch; "0" to use the server's TIME (tests only)
+-- Reply     {0}                       no such session (missing, or past its absolute deadline: deleted now)
+--           {1, now, field, value, ...} the whole record; its expiry is now min(idle, deadline - now)
+--           {2, key}                  the session was rotated to key less than its grace window ago
+--           an error reply "GATEHOUSE corrupt ..." when the record lacks its deadline or idle timeout
+-- A read writes no payload: only the expiry, and _s when it is a second or more behind.
+
+local now = tonumber(ARGV[1])
+if now == 0 then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+local h = redis.call('HGETALL', KEYS[1])
+if #h == 0 then return {0} end
+local m = {}
+for i = 1, #h, 2 do
+  if string.byte(h[i], 1) == 95 then m[h[i]] = h[i + 1] end -- '_'
+end
+
+if m._r then
+  if tonumber(m._rg or '0') > now then return {2, m._r} end
+  redis.call('DEL', KEYS[1])
+  return {0}
+end
+
+local d, idle = tonumber(m._d), tonumber(m._i)
+if not d or not idle then
+  return redis.error_reply('GATEHOUSE corrupt session record: no deadline or idle timeout')
+end
+if now >= d then
+  redis.call('DEL', KEYS[1])
+  return {0}
+end
+redis.call('PEXPIRE', KEYS[1], math.min(idle, d - now))
+if now - (tonumber(m._s) or 0) >= 1000 then
+  redis.call('HSET', KEYS[1], '_s', now)
+end
+
+table.insert(h, 1, now)
+table.insert(h, 1, 1)
+return h

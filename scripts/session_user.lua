@@ -1,0 +1,47 @@
+-- session_user.lua: list or destroy one user's sessions, repairing the index as it goes.
+--
+-- KEYS[1]   the index of the user's tag bucket: a sorted set of session keys scored by absolute
+--           deadline (ms). A bucket may hold other users' sessions; they are left alone.
+-- KEYS[2..] the members the caller read from the index (ZRANGE): the sessions to consider
+-- ARGV[1]   now in integer milliseconds since the Unix epoch; "0" to use the server's TIME (tests only)
+-- ARGV[2]   the user ID
+-- ARGV[3]   "list" or "destroy"
+-- ARGV[4]   with "destroy", a session key to keep (DestroyOthers), or ""
+-- Reply     list:    {n, then per session: key, created, last seen, deadline, authenticated at,
+--                    idle ms, ip, user agent, label}  (times in ms since the epoch; "" when unset)
+--           destroy: {n destroyed}
+-- Members that are past their deadline, gone (idle expiry, destroyed), or rotated away are removed
+-- from the index; the index then expires with its last deadline.
+
+local now = tonumber(ARGV[1])
+if now == 0 then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local idx, user, mode, keep = KEYS[1], ARGV[2], ARGV[3], ARGV[4]
+
+redis.call('ZREMRANGEBYSCORE', idx, '-inf', now)
+local out, n = {0}, 0
+for i = 2, #KEYS do
+  local k = KEYS[i]
+  if redis.call('ZSCORE', idx, k) then
+    local m = redis.call('HMGET', k, '_u', '_c', '_s', '_d', '_a', '_i', '_ip', '_ua', '_l')
+    if not m[2] or not m[4] or tonumber(m[4]) <= now then
+      redis.call('ZREM', idx, k) -- gone, a rotation pointer, or past its deadline
+    elseif m[1] == user then
+      if mode == 'list' then
+        n = n + 1
+        out[#out + 1] = k
+        for j = 2, 9 do out[#out + 1] = m[j] or '' end
+      elseif k ~= keep then
+        redis.call('DEL', k)
+        redis.call('ZREM', idx, k)
+        n = n + 1
+      end
+    end
+  end
+end
+out[1] = n
+local last = redis.call('ZRANGE', idx, -1, -1, 'WITHSCORES')
+if last[2] then redis.call('PEXPIREAT', idx, last[2]) end
+return out

@@ -1,0 +1,30 @@
+// Package session keeps login sessions in Redis, with touch-on-read, lost-update-free saves,
+// rotation that cannot be undone, and per-user control.
+//
+// Every operation is one atomic Lua script call (two for the rare ones noted below), timed by the
+// Redis server's clock:
+//
+//   - Load reads a session and slides its expiry to min(idle timeout, absolute deadline - now) in
+//     one call; it rewrites no payload. Past its deadline, a session is deleted and not found.
+//   - Save writes only the attributes a request changed, and only into the session as it was read:
+//     two concurrent requests changing different attributes both keep their change, and a request
+//     still in flight when the session is destroyed or rotated cannot bring it back.
+//   - Rotate and Login move a session to a new token atomically; the old token dies at once, or
+//     can only read for a grace window (WithRotationGrace).
+//   - ListByUser, DestroyAllForUser and DestroyOthers act on all of a user's sessions atomically
+//     (each is two calls: the index is read, then the script acts on the sessions it names).
+//
+// # Tokens and keys
+//
+// A Token is the client's secret: 256 bits from crypto/rand behind a 4-character cluster slot tag,
+// in base64url. Redis stores a session under its Key, a hash of the token (SHA-256, or HMAC-SHA256
+// with WithHMACKey), never the token. A token this package did not issue is refused before Redis is
+// asked (ErrMalformed), and one it does not know is never adopted: the client gets a new session.
+//
+// # HTTP
+//
+// Middleware loads the session from a cookie and saves it before the response starts;
+// FromContext returns it to handlers. Cookies are Secure, HttpOnly and SameSite=Lax by default.
+//
+// docs/sessions.md describes the key layout and the guarantees in full.
+package session

@@ -1,0 +1,270 @@
+package session
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"log"
+	"net"
+	"net/http"
+	"time"
+)
+
+// Cookie configures the session cookie. The zero value is the safe default: a cookie named
+// "session", Path "/", Secure, HttpOnly, SameSite=Lax, expiring at the session's absolute deadline.
+type Cookie struct {
+	Name     string        // default "session"
+	Path     string        // default "/"
+	Domain   string        // default none: the cookie goes only to the host that set it
+	SameSite http.SameSite // default http.SameSiteLaxMode
+	// HostPrefix names the cookie "__Host-<Name>", which browsers accept only when Secure, with Path
+	// "/" and no Domain: the cookie cannot be set or shadowed by another subdomain.
+	HostPrefix bool
+	// Insecure drops the Secure attribute, for development over plain HTTP only.
+	Insecure bool
+	// BrowserSession leaves out Expires, so the browser drops the cookie when it closes.
+	BrowserSession bool
+}
+
+func (c Cookie) name() string {
+	n := c.Name
+	if n == "" {
+		n = "session"
+	}
+	if c.HostPrefix {
+		n = "__Host-" + n
+	}
+	return n
+}
+
+// HTTPOption configures the middleware.
+type HTTPOption interface{ applyHTTP(*middleware) }
+
+type httpOptionFunc func(*middleware)
+
+func (f httpOptionFunc) applyHTTP(m *middleware) { f(m) }
+
+// WithCookie sets the session cookie's attributes.
+func WithCookie(c Cookie) HTTPOption { return httpOptionFunc(func(m *middleware) { m.cookie = c }) }
+
+// WithErrorHandler sets what answers a request whose session cannot be loaded or saved before the
+// response starts (Redis down, ErrTooLarge). The default answers 500 Internal Server Error.
+func WithErrorHandler(h func(w http.ResponseWriter, r *http.Request, err error)) HTTPOption {
+	return httpOptionFunc(func(m *middleware) { m.onError = h })
+}
+
+// WithErrorLog sets where errors go that no response can carry: a save after the response started,
+// a corrupt record replaced by a new session. The default is the standard logger. Errors hold no
+// token, attribute or user ID.
+func WithErrorLog(f func(r *http.Request, err error)) HTTPOption {
+	return httpOptionFunc(func(m *middleware) { m.logErr = f })
+}
+
+type middleware struct {
+	st      *Store
+	cookie  Cookie
+	onError func(http.ResponseWriter, *http.Request, error)
+	logErr  func(*http.Request, error)
+}
+
+type ctxKey struct{}
+
+// FromContext returns the request's session, put there by Middleware.
+func FromContext(ctx context.Context) (*Session, bool) {
+	s, ok := ctx.Value(ctxKey{}).(*Session)
+	return s, ok
+}
+
+// Middleware loads the session named by the request's cookie, puts it in the request's context
+// (FromContext), and saves what the handler changed just before the response starts, so that a new
+// token can still be sent. Only changed attributes are written; Set-Cookie is sent only for a new
+// or rotated token, or to clear the cookie of a destroyed session, with Vary: Cookie and
+// Cache-Control: no-cache="Set-Cookie". A cookie naming no live session is never adopted: the
+// request gets a new session with a new token. A session that another request destroyed or
+// rotated meanwhile keeps this request's changes out of Redis.
+func Middleware(st *Store, opts ...HTTPOption) func(http.Handler) http.Handler {
+	m := &middleware{
+		st: st,
+		onError: func(w http.ResponseWriter, _ *http.Request, _ error) {
+			http.Error(w, http.StatusText(http.StatusInternalServerError), http.StatusInternalServerError)
+		},
+		logErr: func(r *http.Request, err error) { log.Printf("session: %s %s: %v", r.Method, r.URL.Path, err) },
+	}
+	for _, o := range opts {
+		o.applyHTTP(m)
+	}
+	return m.wrap
+}
+
+func (m *middleware) wrap(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s, hadCookie, err := m.load(r)
+		if err != nil {
+			m.onError(w, r, err)
+			return
+		}
+		sw := &writer{ResponseWriter: w, m: m, r: r, s: s, hadCookie: hadCookie}
+		next.ServeHTTP(sw, r.WithContext(context.WithValue(r.Context(), ctxKey{}, s)))
+		if !sw.committed {
+			sw.commit() // nothing was written: the response is the implicit 200, or the error handler's
+			return
+		}
+		// Changes made after the response started: save them; the cookie cannot change any more.
+		s.mu.Lock()
+		late := s.dirty() && !s.isNew && !s.destroyed
+		s.mu.Unlock()
+		if late {
+			if err := m.st.Save(r.Context(), s); err != nil && !errors.Is(err, ErrNotFound) && !errors.Is(err, ErrConflict) {
+				m.logErr(r, err)
+			}
+		}
+	})
+}
+
+// load returns the request's session: the one its cookie names, or a new one.
+func (m *middleware) load(r *http.Request) (*Session, bool, error) {
+	c, err := r.Cookie(m.cookie.name())
+	if err == nil && c.Value != "" {
+		s, err := m.st.Load(r.Context(), Token(c.Value))
+		switch {
+		case err == nil:
+			return s, true, nil
+		case errors.Is(err, ErrCorrupt):
+			m.logErr(r, err) // replaced by a new session below
+		case !errors.Is(err, ErrNotFound) && !errors.Is(err, ErrMalformed):
+			return nil, true, err
+		}
+		s, err = m.newSession(r)
+		return s, true, err
+	}
+	s, err := m.newSession(r)
+	return s, false, err
+}
+
+func (m *middleware) newSession(r *http.Request) (*Session, error) {
+	s, err := m.st.New()
+	if err != nil {
+		return nil, err
+	}
+	ip := r.RemoteAddr
+	if host, _, err := net.SplitHostPort(ip); err == nil {
+		ip = host
+	}
+	s.SetClient(ip, r.UserAgent())
+	return s, nil
+}
+
+// writer saves the session before the first byte of the response.
+type writer struct {
+	http.ResponseWriter
+	m         *middleware
+	r         *http.Request
+	s         *Session
+	hadCookie bool
+	committed bool
+	failed    bool // the save failed and the error handler answered: drop the handler's output
+}
+
+func (w *writer) WriteHeader(code int) {
+	if code < 200 { // informational responses (103 Early Hints) do not end the headers
+		w.ResponseWriter.WriteHeader(code)
+		return
+	}
+	if !w.committed && !w.commit() {
+		return
+	}
+	if !w.failed {
+		w.ResponseWriter.WriteHeader(code)
+	}
+}
+
+func (w *writer) Write(b []byte) (int, error) {
+	if !w.committed {
+		w.commit()
+	}
+	if w.failed {
+		return len(b), nil
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+// Unwrap returns the underlying ResponseWriter, for http.ResponseController.
+func (w *writer) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// Flush saves the session if it was not yet, then flushes.
+func (w *writer) Flush() {
+	if !w.committed {
+		w.commit()
+	}
+	if f, ok := w.ResponseWriter.(http.Flusher); ok && !w.failed {
+		f.Flush()
+	}
+}
+
+// Hijack lets protocols such as WebSocket take the connection; the session is saved first.
+func (w *writer) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	if !w.committed {
+		w.commit()
+	}
+	return http.NewResponseController(w.ResponseWriter).Hijack()
+}
+
+// commit saves the session and sets the cookie headers. It reports false when the save failed and
+// the error handler answered instead.
+func (w *writer) commit() bool {
+	w.committed = true
+	s := w.s
+	err := w.m.st.Save(w.r.Context(), s)
+	switch {
+	case err == nil:
+	case errors.Is(err, ErrNotFound), errors.Is(err, ErrConflict):
+		// Destroyed or rotated by another request meanwhile: this request's changes are dropped,
+		// never written back.
+	default:
+		w.failed = true
+		w.m.onError(w.ResponseWriter, w.r, err)
+		return false
+	}
+	s.mu.Lock()
+	destroyed, stored, changed := s.destroyed, !s.isNew, s.tokenChanged
+	tok, deadline := s.token, s.meta.Deadline
+	if stored && changed {
+		s.tokenChanged = false
+	}
+	s.mu.Unlock()
+	switch {
+	case destroyed && w.hadCookie:
+		w.setCookie("", time.Unix(1, 0), -1)
+	case destroyed:
+	case stored && changed:
+		w.setCookie(string(tok), deadline, 0)
+	case !stored && w.hadCookie:
+		// The cookie named no live session and nothing was stored: clear it, so it is not sent again.
+		w.setCookie("", time.Unix(1, 0), -1)
+	}
+	return true
+}
+
+func (w *writer) setCookie(value string, expires time.Time, maxAge int) {
+	c := w.m.cookie
+	ck := &http.Cookie{
+		Name: c.name(), Value: value, Path: c.Path, Domain: c.Domain,
+		Secure: !c.Insecure || c.HostPrefix, HttpOnly: true, SameSite: c.SameSite, MaxAge: maxAge,
+	}
+	if ck.Path == "" || c.HostPrefix {
+		ck.Path = "/"
+	}
+	if c.HostPrefix {
+		ck.Domain = ""
+	}
+	if ck.SameSite == 0 {
+		ck.SameSite = http.SameSiteLaxMode
+	}
+	if maxAge < 0 || !c.BrowserSession {
+		ck.Expires = expires
+	}
+	h := w.Header()
+	h.Add("Set-Cookie", ck.String())
+	h.Add("Vary", "Cookie")
+	h.Set("Cache-Control", `no-cache="Set-Cookie"`)
+}
