@@ -9,7 +9,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/gatehouse/gatehouse/internal/telemetry"
 	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
 )
 
 var (
@@ -131,6 +134,12 @@ type Limiter struct {
 	alg    *Algorithm
 	prefix string
 	clock  func() time.Time
+
+	tp      trace.TracerProvider
+	mp      metric.MeterProvider
+	keyHash *telemetry.KeyHasher
+	tracer  *telemetry.Tracer
+	inst    instruments
 }
 
 // Option configures a Limiter.
@@ -149,7 +158,9 @@ func WithKeyPrefix(prefix string) Option { return optionFunc(func(l *Limiter) { 
 
 // WithClock makes the limiter decide at the instants now returns instead of the Redis server's
 // clock. It exists for deterministic tests; in production every host must use the server's clock,
-// or hosts with skewed clocks would each enforce a different window.
+// or hosts with skewed clocks would each enforce a different window. Keys still expire by the
+// server's clock, at instants computed from the injected one: injected instants that fall behind
+// the server's clock see state vanish early.
 func WithClock(now func() time.Time) Option { return optionFunc(func(l *Limiter) { l.clock = now }) }
 
 // New returns a Limiter that decides with alg (FixedWindow, SlidingWindow, SlidingLog or TokenBucket)
@@ -168,6 +179,8 @@ func New(client redis.UniversalClient, alg *Algorithm, opts ...Option) (*Limiter
 	if strings.ContainsAny(l.prefix, "{}") {
 		return nil, fmt.Errorf("limiter: key prefix %q contains a brace; the hash tag is the identifier's", l.prefix)
 	}
+	l.tracer = telemetry.NewTracer(l.tp)
+	l.inst = newInstruments(l.mp)
 	return l, nil
 }
 
@@ -184,7 +197,7 @@ func (l *Limiter) Allow(ctx context.Context, key string, limit Limit) (Result, e
 // denied is admitted as soon as the limit allows. Being denied is a Result, not an error; errors
 // are for invalid arguments and for Redis failing.
 func (l *Limiter) AllowN(ctx context.Context, key string, limit Limit, n int64) (Result, error) {
-	rs, err := l.decide(ctx, key, n, false, []Limit{limit})
+	rs, err := l.decide(ctx, opAllow, key, n, false, []Limit{limit})
 	if err != nil {
 		return Result{}, err
 	}
@@ -200,7 +213,7 @@ func (l *Limiter) AllowAll(ctx context.Context, key string, n int64, limits ...L
 	if len(limits) == 0 {
 		return Result{}, fmt.Errorf("%w: AllowAll without limits", ErrInvalidLimit)
 	}
-	rs, err := l.decide(ctx, key, n, false, limits)
+	rs, err := l.decide(ctx, opAllow, key, n, false, limits)
 	if err != nil {
 		return Result{}, err
 	}
@@ -210,7 +223,7 @@ func (l *Limiter) AllowAll(ctx context.Context, key string, n int64, limits ...L
 // Peek reports what Allow would decide now, without counting anything. Remaining is what is left
 // before the request.
 func (l *Limiter) Peek(ctx context.Context, key string, limit Limit) (Result, error) {
-	rs, err := l.decide(ctx, key, 1, true, []Limit{limit})
+	rs, err := l.decide(ctx, opPeek, key, 1, true, []Limit{limit})
 	if err != nil {
 		return Result{}, err
 	}
@@ -218,7 +231,9 @@ func (l *Limiter) Peek(ctx context.Context, key string, limit Limit) (Result, er
 }
 
 // Reset forgets everything counted for key under the given limits.
-func (l *Limiter) Reset(ctx context.Context, key string, limits ...Limit) error {
+func (l *Limiter) Reset(ctx context.Context, key string, limits ...Limit) (err error) {
+	ctx, span := l.tracer.Start(ctx, "gatehouse.limiter.reset")
+	defer func(start time.Time) { l.observe(ctx, span, opReset, key, start, 0, limits, nil, err) }(time.Now())
 	keys, err := l.keys(key, limits)
 	if err != nil {
 		return err
@@ -241,13 +256,21 @@ func (l *Limiter) Wait(ctx context.Context, key string, limit Limit) (Result, er
 // returns an error when ctx ends first, at once (without waiting) when ctx's deadline comes before
 // the request could be admitted, and at once when n exceeds the limit's capacity. Other callers may
 // take the capacity it waited for; it then waits again.
-func (l *Limiter) WaitN(ctx context.Context, key string, limit Limit, n int64) (Result, error) {
+func (l *Limiter) WaitN(ctx context.Context, key string, limit Limit, n int64) (res Result, err error) {
+	ctx, span := l.tracer.Start(ctx, "gatehouse.limiter.wait")
 	var timer *time.Timer
-	defer func() {
+	defer func(start time.Time) {
 		if timer != nil {
 			timer.Stop()
 		}
-	}()
+		if span != nil {
+			span.SetAttributes(attrWaited.Float64(time.Since(start).Seconds()))
+			if err == nil {
+				span.SetAttributes(attrDecision.String("allowed"))
+			}
+			telemetry.End(span, err, errorType(err))
+		}
+	}(time.Now())
 	for {
 		r, err := l.AllowN(ctx, key, limit, n)
 		if err != nil || r.Allowed {
@@ -272,8 +295,26 @@ func (l *Limiter) WaitN(ctx context.Context, key string, limit Limit, n int64) (
 	}
 }
 
-// decide runs the algorithm's script for key and limits, and decodes one Result per limit.
-func (l *Limiter) decide(ctx context.Context, key string, n int64, peek bool, limits []Limit) ([]Result, error) {
+// Operations, as spans and the operation attribute name them.
+const (
+	opAllow = "allow"
+	opPeek  = "peek"
+	opReset = "reset"
+)
+
+var spanNames = map[string]string{opAllow: "gatehouse.limiter.allow", opPeek: "gatehouse.limiter.peek"}
+
+// decide makes one decision in one script call, inside a span, and records its metrics.
+func (l *Limiter) decide(ctx context.Context, op, key string, n int64, peek bool, limits []Limit) ([]Result, error) {
+	ctx, span := l.tracer.Start(ctx, spanNames[op])
+	start := time.Now()
+	rs, err := l.run(ctx, key, n, peek, limits)
+	l.observe(ctx, span, op, key, start, n, limits, rs, err)
+	return rs, err
+}
+
+// run runs the algorithm's script for key and limits, and decodes one Result per limit.
+func (l *Limiter) run(ctx context.Context, key string, n int64, peek bool, limits []Limit) ([]Result, error) {
 	if n < 1 {
 		return nil, fmt.Errorf("%w: %d (want at least 1)", ErrInvalidCost, n)
 	}

@@ -9,7 +9,10 @@ import (
 	"time"
 
 	"github.com/gatehouse/gatehouse"
+	"github.com/gatehouse/gatehouse/internal/telemetry"
 	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
 )
 
 var (
@@ -41,6 +44,12 @@ type Store struct {
 	clock      func() time.Time
 
 	touch, save, create, rotate, seal, user *gatehouse.Script
+
+	tp      trace.TracerProvider
+	mp      metric.MeterProvider
+	keyHash *telemetry.KeyHasher
+	tracer  *telemetry.Tracer
+	inst    instruments
 }
 
 // Option configures a Store.
@@ -94,7 +103,8 @@ func WithHMACKey(key []byte) Option {
 func WithMaxSessionsPerUser(n int) Option { return optionFunc(func(s *Store) { s.maxPerUser = n }) }
 
 // WithClock makes the store use the instants now returns instead of the Redis server's clock. It
-// exists for deterministic tests only.
+// exists for deterministic tests only. Keys still expire by the server's clock, at instants
+// computed from the injected one.
 func WithClock(now func() time.Time) Option { return optionFunc(func(s *Store) { s.clock = now }) }
 
 // NewStore returns a Store over client: a single server, Sentinel failover client, Cluster or Ring.
@@ -129,6 +139,8 @@ func NewStore(client redis.UniversalClient, opts ...Option) (*Store, error) {
 		}
 		*dst = s
 	}
+	st.tracer = telemetry.NewTracer(st.tp)
+	st.inst = newInstruments(st.mp)
 	return st, nil
 }
 
@@ -161,7 +173,19 @@ func (st *Store) blank(tok Token) *Session {
 // ErrMalformed for a token this package did not issue (Redis is not asked), and ErrNotFound for one
 // that is unknown, expired or destroyed: the caller then starts a new session and never adopts the
 // client's token.
-func (st *Store) Load(ctx context.Context, tok Token) (*Session, error) {
+func (st *Store) Load(ctx context.Context, tok Token) (s *Session, err error) {
+	ctx, o := st.begin(ctx, "load", st.touch.Name())
+	defer func() {
+		if s != nil {
+			o.key, o.bytes = s.key, payload(s.values)
+		}
+		st.end(&o, err)
+	}()
+	return st.load(ctx, tok)
+}
+
+// load is Load without telemetry.
+func (st *Store) load(ctx context.Context, tok Token) (*Session, error) {
 	if !tok.valid() {
 		return nil, ErrMalformed
 	}
@@ -273,9 +297,27 @@ func (m *Metadata) set(f, v string) error {
 // it; a stored one gets only the attributes Put or Removed. Nothing is written into a session that
 // was destroyed (ErrNotFound) or rotated (ErrConflict) since it was read. A new session with no
 // attributes is not stored.
-func (st *Store) Save(ctx context.Context, s *Session) error {
+func (st *Store) Save(ctx context.Context, s *Session) (err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	switch {
+	case s.destroyed:
+		return ErrNotFound
+	case s.isNew && len(s.values) == 0, !s.isNew && !s.dirty():
+		return nil // nothing to write: no call, no span
+	}
+	ctx, o := st.begin(ctx, "save", st.save.Name())
+	o.key = s.key
+	if s.isNew {
+		o.script = st.create.Name()
+		o.bytes = payload(s.values)
+	} else {
+		o.bytes = 0
+		for name := range s.changed {
+			o.bytes += len(s.values[name])
+		}
+	}
+	defer func() { st.end(&o, err) }()
 	return st.saveLocked(ctx, s)
 }
 
@@ -404,9 +446,12 @@ func (st *Store) createLocked(ctx context.Context, s *Session, user string, keep
 
 // Destroy ends the session at once. Requests still in flight with it cannot bring it back: their
 // saves fail with ErrNotFound.
-func (st *Store) Destroy(ctx context.Context, s *Session) error {
+func (st *Store) Destroy(ctx context.Context, s *Session) (err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	ctx, o := st.begin(ctx, "destroy", "")
+	o.key = s.key
+	defer func() { st.end(&o, err) }()
 	s.destroyed = true
 	if s.isNew {
 		return nil
@@ -416,7 +461,10 @@ func (st *Store) Destroy(ctx context.Context, s *Session) error {
 
 // DestroyKey ends the session stored under key, as listed by ListByUser: for an "active sessions"
 // page. Check first that the key is one of the signed-in user's own.
-func (st *Store) DestroyKey(ctx context.Context, key Key) error {
+func (st *Store) DestroyKey(ctx context.Context, key Key) (err error) {
+	ctx, o := st.begin(ctx, "destroy", "")
+	o.key = key
+	defer func() { st.end(&o, err) }()
 	if _, ok := st.indexOfKey(key); !ok {
 		return fmt.Errorf("session: DestroyKey: %w", ErrMalformed)
 	}
@@ -433,9 +481,12 @@ func (st *Store) del(ctx context.Context, key Key) error {
 // Rotate gives the session a new token, keeping its data: the defence against session fixation,
 // for any change of privilege. The old token stops working at once (or, with WithRotationGrace,
 // can still read for the grace window; it can never write). The middleware sends the new cookie.
-func (st *Store) Rotate(ctx context.Context, s *Session) error {
+func (st *Store) Rotate(ctx context.Context, s *Session) (err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	ctx, o := st.begin(ctx, "rotate", st.rotate.Name())
+	o.key = s.key
+	defer func() { st.end(&o, err) }()
 	return st.rotateLocked(ctx, s, "")
 }
 
@@ -443,12 +494,15 @@ func (st *Store) Rotate(ctx context.Context, s *Session) error {
 // user's sessions can be listed and ended together), authenticated-at set to now, and a fresh
 // absolute lifetime. The old token stops working as with Rotate. With WithMaxSessionsPerUser, the
 // user's oldest sessions beyond the cap are ended.
-func (st *Store) Login(ctx context.Context, s *Session, userID string) error {
+func (st *Store) Login(ctx context.Context, s *Session, userID string) (err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ctx, o := st.begin(ctx, "login", st.rotate.Name())
+	o.key = s.key
+	defer func() { st.end(&o, err) }()
 	if userID == "" {
 		return errors.New("session: Login with an empty user ID")
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	return st.rotateLocked(ctx, s, userID)
 }
 
@@ -556,7 +610,9 @@ func nextGen(g string) string {
 }
 
 // ListByUser returns the metadata of userID's live sessions, and removes dead ones from the index.
-func (st *Store) ListByUser(ctx context.Context, userID string) ([]Metadata, error) {
+func (st *Store) ListByUser(ctx context.Context, userID string) (list []Metadata, err error) {
+	ctx, o := st.begin(ctx, "list", st.user.Name())
+	defer func() { o.count = len(list); st.end(&o, err) }()
 	v, err := st.userOp(ctx, userID, "list", "")
 	if err != nil {
 		return nil, err
@@ -602,13 +658,15 @@ func (st *Store) DestroyOthers(ctx context.Context, s *Session) (int, error) {
 	return st.destroyUser(ctx, user, key)
 }
 
-func (st *Store) destroyUser(ctx context.Context, userID string, keep Key) (int, error) {
+func (st *Store) destroyUser(ctx context.Context, userID string, keep Key) (n int, err error) {
+	ctx, o := st.begin(ctx, "destroy_user", st.user.Name())
+	defer func() { o.count = n; st.end(&o, err) }()
 	v, err := st.userOp(ctx, userID, "destroy", keep)
 	if err != nil {
 		return 0, err
 	}
-	_, n, err := reply(v)
-	return int(n), err
+	_, count, err := reply(v)
+	return int(count), err
 }
 
 // userOp reads the user's index and runs session_user.lua over its members.

@@ -1,0 +1,159 @@
+package limiter
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/gatehouse/gatehouse/internal/telemetry"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
+)
+
+// WithTracerProvider sets where the limiter's spans go (default: the global TracerProvider, as it
+// is at each call). With no SDK installed, or a noop provider, no span is started at all.
+func WithTracerProvider(tp trace.TracerProvider) Option {
+	return optionFunc(func(l *Limiter) { l.tp = tp })
+}
+
+// WithMeterProvider sets where the limiter's metrics go (default: the global MeterProvider).
+func WithMeterProvider(mp metric.MeterProvider) Option {
+	return optionFunc(func(l *Limiter) { l.mp = mp })
+}
+
+// WithHashedKeyAttribute adds gatehouse.limiter.key_hash to spans: HMAC-SHA256 of the caller's key
+// with salt, 16 hex characters, so that one client's decisions can be found in traces without the
+// key itself (a user ID, an IP address) appearing anywhere. Keys never become metric attributes.
+func WithHashedKeyAttribute(salt []byte) Option {
+	return optionFunc(func(l *Limiter) { l.keyHash = telemetry.NewKeyHasher(salt) })
+}
+
+// Span and metric attribute keys. docs/tracing.md lists them all.
+const (
+	attrAlgorithm  = attribute.Key("gatehouse.limiter.algorithm")
+	attrPolicy     = attribute.Key("gatehouse.limiter.policy")
+	attrDecision   = attribute.Key("gatehouse.limiter.decision")
+	attrLimit      = attribute.Key("gatehouse.limiter.limit")
+	attrRemaining  = attribute.Key("gatehouse.limiter.remaining")
+	attrRetryAfter = attribute.Key("gatehouse.limiter.retry_after")
+	attrCost       = attribute.Key("gatehouse.limiter.cost")
+	attrLimits     = attribute.Key("gatehouse.limiter.limits")
+	attrKeyHash    = attribute.Key("gatehouse.limiter.key_hash")
+	attrOperation  = attribute.Key("gatehouse.limiter.operation")
+	attrWaited     = attribute.Key("gatehouse.limiter.waited")
+)
+
+type instruments struct {
+	decisions metric.Int64Counter
+	duration  metric.Float64Histogram
+}
+
+func newInstruments(mp metric.MeterProvider) instruments {
+	m := telemetry.Meter(mp)
+	decisions, err := m.Int64Counter("gatehouse.limiter.decisions",
+		metric.WithUnit("{decision}"),
+		metric.WithDescription("Rate-limit decisions, by algorithm, policy and decision (allowed, denied, error)."))
+	if err != nil {
+		otel.Handle(err)
+	}
+	duration, err := m.Float64Histogram("gatehouse.limiter.duration",
+		metric.WithUnit("s"),
+		metric.WithDescription("Time to make a decision (one script call), by algorithm and operation."),
+		metric.WithExplicitBucketBoundaries(telemetry.DurationBuckets...))
+	if err != nil {
+		otel.Handle(err)
+	}
+	return instruments{decisions: decisions, duration: duration}
+}
+
+// observe records one operation's span attributes and metrics, and ends the span.
+func (l *Limiter) observe(ctx context.Context, span trace.Span, op, key string, start time.Time, n int64, limits []Limit, rs []Result, err error) {
+	recDecision := l.inst.decisions.Enabled(ctx)
+	recDuration := l.inst.duration.Enabled(ctx)
+	if span == nil && !recDecision && !recDuration {
+		return
+	}
+	decision := "error"
+	var bind Result
+	switch {
+	case err != nil:
+	case len(rs) == 1:
+		bind = rs[0]
+	case len(rs) > 1:
+		bind = combine(rs)
+	}
+	if err == nil && len(rs) > 0 {
+		decision = "denied"
+		if bind.Allowed {
+			decision = "allowed"
+		}
+	}
+	policy := ""
+	switch {
+	case err == nil && len(rs) > 0:
+		policy = policyName(bind.Limit)
+	case len(limits) == 1:
+		policy = policyName(limits[0])
+	}
+	if span != nil {
+		span.SetAttributes(
+			telemetry.RedisSystem,
+			telemetry.DBStoredProcedure.String(l.alg.name),
+			attrAlgorithm.String(l.alg.name),
+			attrCost.Int64(n),
+			attrLimits.Int(len(limits)),
+		)
+		if policy != "" {
+			span.SetAttributes(attrPolicy.String(policy))
+		}
+		if err == nil && len(rs) > 0 {
+			span.SetAttributes(
+				attrDecision.String(decision),
+				attrLimit.Int64(bind.Limit.Capacity()),
+				attrRemaining.Int64(bind.Remaining),
+			)
+			if !bind.Allowed && bind.RetryAfter != InfDuration {
+				span.SetAttributes(attrRetryAfter.Float64(bind.RetryAfter.Seconds()))
+			}
+		}
+		if l.keyHash != nil && key != "" {
+			span.SetAttributes(attrKeyHash.String(l.keyHash.Hash(key)))
+		}
+		telemetry.End(span, err, errorType(err))
+	}
+	if recDecision && op != "reset" {
+		l.inst.decisions.Add(ctx, 1, metric.WithAttributes(
+			attrAlgorithm.String(l.alg.name), attrPolicy.String(policy), attrDecision.String(decision)))
+	}
+	if recDuration {
+		l.inst.duration.Record(ctx, time.Since(start).Seconds(), metric.WithAttributes(
+			attrAlgorithm.String(l.alg.name), attrOperation.String(op)))
+	}
+}
+
+// policyName names a limit in spans, metrics and headers: its Name, or "<rate>/<period>". The
+// number of distinct values is the number of limits a program configures, never one per client.
+func policyName(l Limit) string {
+	if l.Name != "" {
+		return l.Name
+	}
+	return l.String()
+}
+
+// errorType classifies an error for the error.type attribute.
+func errorType(err error) string {
+	switch {
+	case err == nil:
+		return ""
+	case errors.Is(err, ErrInvalidLimit), errors.Is(err, ErrInvalidCost), errors.Is(err, ErrInvalidKey):
+		return "invalid_argument"
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return "context"
+	case errors.Is(err, ErrBadReply):
+		return "bad_reply"
+	default:
+		return "redis"
+	}
+}

@@ -1,0 +1,45 @@
+package limiter
+
+import (
+	"context"
+	"testing"
+
+	"github.com/gatehouse/gatehouse"
+	"github.com/gatehouse/gatehouse/internal/redistest"
+	metricnoop "go.opentelemetry.io/otel/metric/noop"
+	tracenoop "go.opentelemetry.io/otel/trace/noop"
+)
+
+// With no SDK installed (the global providers' defaults) or with noop providers, telemetry costs
+// no allocation: a decision allocates exactly what the untraced script call does, against real Redis.
+func TestTelemetryOffAllocatesNothing(t *testing.T) {
+	b := redistest.Get(t, redistest.Names()[0])
+	ctx := context.Background()
+	if err := gatehouse.Preload(ctx, b.Client); err != nil {
+		t.Fatal(err)
+	}
+	for name, opts := range map[string][]Option{
+		"global providers, no SDK": nil,
+		"noop providers":           {WithTracerProvider(tracenoop.NewTracerProvider()), WithMeterProvider(metricnoop.NewMeterProvider())},
+	} {
+		l, err := New(b.Client, TokenBucket, append(opts, WithKeyPrefix(redistest.Prefix(t)))...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		limits := []Limit{PerSecond(1 << 30)}
+		untraced := testing.AllocsPerRun(300, func() {
+			if _, err := l.run(ctx, "k", 1, false, limits); err != nil {
+				t.Fatal(err)
+			}
+		})
+		traced := testing.AllocsPerRun(300, func() {
+			if _, err := l.decide(ctx, opAllow, "k", 1, false, limits); err != nil {
+				t.Fatal(err)
+			}
+		})
+		if traced != untraced {
+			t.Errorf("%s: a decision allocates %v, the untraced script call %v", name, traced, untraced)
+		}
+		t.Logf("%s: %v allocations per decision, traced and untraced", name, traced)
+	}
+}

@@ -1,0 +1,168 @@
+package session
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/gatehouse/gatehouse/internal/telemetry"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
+)
+
+// WithTracerProvider sets where the store's spans go (default: the global TracerProvider, as it is
+// at each call). With no SDK installed, or a noop provider, no span is started at all.
+func WithTracerProvider(tp trace.TracerProvider) Option {
+	return optionFunc(func(s *Store) { s.tp = tp })
+}
+
+// WithMeterProvider sets where the store's metrics go (default: the global MeterProvider).
+func WithMeterProvider(mp metric.MeterProvider) Option {
+	return optionFunc(func(s *Store) { s.mp = mp })
+}
+
+// WithHashedKeyAttribute adds gatehouse.session.key_hash to spans: HMAC-SHA256 of the session's
+// storage key with salt, 16 hex characters, so that one session's operations can be followed in
+// traces. Tokens never appear in spans, metrics or logs.
+func WithHashedKeyAttribute(salt []byte) Option {
+	return optionFunc(func(s *Store) { s.keyHash = telemetry.NewKeyHasher(salt) })
+}
+
+const (
+	attrOperation = attribute.Key("gatehouse.session.operation")
+	attrOutcome   = attribute.Key("gatehouse.session.outcome")
+	attrFound     = attribute.Key("gatehouse.session.found")
+	attrConflict  = attribute.Key("gatehouse.session.conflict")
+	attrBytes     = attribute.Key("gatehouse.session.bytes")
+	attrCount     = attribute.Key("gatehouse.session.count")
+	attrKeyHash   = attribute.Key("gatehouse.session.key_hash")
+)
+
+type instruments struct {
+	ops      metric.Int64Counter
+	duration metric.Float64Histogram
+	size     metric.Int64Histogram
+}
+
+func newInstruments(mp metric.MeterProvider) instruments {
+	m := telemetry.Meter(mp)
+	var errs [3]error
+	var in instruments
+	in.ops, errs[0] = m.Int64Counter("gatehouse.session.operations",
+		metric.WithUnit("{operation}"),
+		metric.WithDescription("Session operations, by operation and outcome (ok, not_found, conflict, too_large, malformed, corrupt, error)."))
+	in.duration, errs[1] = m.Float64Histogram("gatehouse.session.duration",
+		metric.WithUnit("s"),
+		metric.WithDescription("Time of a session operation, by operation."),
+		metric.WithExplicitBucketBoundaries(telemetry.DurationBuckets...))
+	in.size, errs[2] = m.Int64Histogram("gatehouse.session.size",
+		metric.WithUnit("By"),
+		metric.WithDescription("Attribute bytes read by a load or written by a save."),
+		metric.WithExplicitBucketBoundaries(telemetry.SizeBuckets...))
+	for _, err := range errs {
+		if err != nil {
+			otel.Handle(err)
+		}
+	}
+	return in
+}
+
+// op is one observed operation.
+type op struct {
+	name   string
+	script string // the script's name, "" for plain commands
+	ctx    context.Context
+	span   trace.Span
+	start  time.Time
+	key    Key
+	bytes  int // attribute bytes read or written; -1 when not applicable
+	count  int // sessions listed or destroyed; -1 when not applicable
+}
+
+// begin starts an operation's span.
+func (st *Store) begin(ctx context.Context, name, script string) (context.Context, op) {
+	ctx, span := st.tracer.Start(ctx, spanNames[name])
+	return ctx, op{name: name, script: script, ctx: ctx, span: span, start: time.Now(), bytes: -1, count: -1}
+}
+
+var spanNames = map[string]string{}
+
+func init() {
+	for _, n := range []string{"load", "save", "destroy", "rotate", "login", "list", "destroy_user"} {
+		spanNames[n] = "gatehouse.session." + n
+	}
+}
+
+// end records the operation's outcome on its span and metrics.
+func (st *Store) end(o *op, err error) {
+	ctx := o.ctx
+	outcome := outcomeOf(err)
+	if o.span != nil {
+		o.span.SetAttributes(telemetry.RedisSystem, attrOperation.String(o.name), attrOutcome.String(outcome))
+		if o.script != "" {
+			o.span.SetAttributes(telemetry.DBStoredProcedure.String(o.script))
+		}
+		if o.name == "load" {
+			o.span.SetAttributes(attrFound.Bool(err == nil))
+		}
+		if errors.Is(err, ErrConflict) {
+			o.span.SetAttributes(attrConflict.Bool(true))
+		}
+		if o.bytes >= 0 {
+			o.span.SetAttributes(attrBytes.Int(o.bytes))
+		}
+		if o.count >= 0 {
+			o.span.SetAttributes(attrCount.Int(o.count))
+		}
+		if st.keyHash != nil && o.key != "" {
+			o.span.SetAttributes(attrKeyHash.String(st.keyHash.Hash(string(o.key))))
+		}
+		var failure error
+		switch outcome {
+		case "ok", "not_found", "conflict", "malformed":
+			// expected outcomes of a session store, not failures
+		default:
+			failure = err
+		}
+		telemetry.End(o.span, failure, outcome)
+	}
+	if st.inst.ops.Enabled(ctx) {
+		st.inst.ops.Add(ctx, 1, metric.WithAttributes(attrOperation.String(o.name), attrOutcome.String(outcome)))
+	}
+	if st.inst.duration.Enabled(ctx) {
+		st.inst.duration.Record(ctx, time.Since(o.start).Seconds(), metric.WithAttributes(attrOperation.String(o.name)))
+	}
+	if o.bytes >= 0 && st.inst.size.Enabled(ctx) {
+		st.inst.size.Record(ctx, int64(o.bytes), metric.WithAttributes(attrOperation.String(o.name)))
+	}
+}
+
+func outcomeOf(err error) string {
+	switch {
+	case err == nil:
+		return "ok"
+	case errors.Is(err, ErrNotFound):
+		return "not_found"
+	case errors.Is(err, ErrConflict):
+		return "conflict"
+	case errors.Is(err, ErrTooLarge):
+		return "too_large"
+	case errors.Is(err, ErrMalformed):
+		return "malformed"
+	case errors.Is(err, ErrCorrupt):
+		return "corrupt"
+	default:
+		return "error"
+	}
+}
+
+// payload returns the encoded size of values.
+func payload(values map[string][]byte) int {
+	n := 0
+	for _, v := range values {
+		n += len(v)
+	}
+	return n
+}
