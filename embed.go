@@ -112,9 +112,27 @@ func (s *Script) Run(ctx context.Context, c redis.UniversalClient, keys []string
 		v, err = c.EvalSha(ctx, s.sha, keys, args...).Result()
 	}
 	if err != nil {
+		refreshRoutes(c, err)
 		return nil, s.wrap(err)
 	}
 	return v, nil
+}
+
+// refreshRoutes asks a ClusterClient to reload its slot map after a call failed with no reply from
+// Redis (a refused dial, a broken connection, a timeout). go-redis reloads it on MOVED, or every
+// ClusterStateReloadInterval (60 s by default); a master that died never answers MOVED, so without
+// this every call for its slots would fail until the next periodic reload, long after a replica
+// took over. go-redis coalesces reloads, so a burst of failures costs one reload per 200 ms.
+func refreshRoutes(c redis.UniversalClient, err error) {
+	cc, ok := c.(*redis.ClusterClient)
+	if !ok || err == nil || errors.Is(err, context.Canceled) {
+		return
+	}
+	var reply redis.Error
+	if errors.As(err, &reply) {
+		return // Redis answered: the route works
+	}
+	cc.ReloadState(context.Background())
 }
 
 // Load loads the script on every node the client knows: each master and replica of a Cluster, each
@@ -256,11 +274,18 @@ func runPipeline(ctx context.Context, c redis.UniversalClient, calls []Call, idx
 		}
 		return nil
 	})
+	refreshed := false
 	for j, i := range idx {
 		v, err := cmds[j].Result()
 		if err != nil {
 			if isNoScript(err) {
 				noscript = append(noscript, i)
+			} else if !refreshed {
+				var reply redis.Error
+				if !errors.As(err, &reply) {
+					refreshRoutes(c, err)
+					refreshed = true
+				}
 			}
 			results[i] = Result{Err: calls[i].Script.wrap(err)}
 			continue

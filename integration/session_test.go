@@ -448,3 +448,37 @@ func TestSessionBadInput(t *testing.T) {
 		}
 	})
 }
+
+// "Remember me": per-session idle timeout and lifetime, before the first save and after.
+func TestSessionLifetimeOverrides(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, b *redistest.Backend) {
+		ctx := context.Background()
+		st, prefix := newStore(t, b, nil, session.WithIdleTimeout(time.Minute), session.WithLifetime(time.Hour))
+		s, _ := st.New()
+		s.Put("k", "v")
+		s.SetLifetime(2*time.Hour, 30*24*time.Hour)
+		if err := st.Save(ctx, s); err != nil {
+			t.Fatal(err)
+		}
+		m := mustLoad(t, st, s.Token()).Metadata()
+		if m.IdleTimeout != 2*time.Hour || m.Deadline.Sub(m.Created) != 30*24*time.Hour {
+			t.Errorf("remembered session: idle %v, lifetime %v; want 2h and 720h", m.IdleTimeout, m.Deadline.Sub(m.Created))
+		}
+		if ttl := b.Client.PTTL(ctx, string(s.Key())).Val(); ttl < 2*time.Hour-time.Minute || ttl > 2*time.Hour {
+			t.Errorf("PTTL %v, want about 2h", ttl)
+		}
+		// Back to short lifetimes on a stored session: a 10-second lifetime from creation.
+		r := mustLoad(t, st, s.Token())
+		r.SetLifetime(5*time.Second, 10*time.Second)
+		if err := st.Save(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+		if ttl := b.Client.PTTL(ctx, string(s.Key())).Val(); ttl > 5*time.Second || ttl < 3*time.Second {
+			t.Errorf("after shortening: PTTL %v, want about 5s", ttl)
+		}
+		if m := mustLoad(t, st, s.Token()).Metadata(); m.Deadline.Sub(m.Created) != 10*time.Second {
+			t.Errorf("after shortening: lifetime %v, want 10s", m.Deadline.Sub(m.Created))
+		}
+		assertKeysExpire(t, b, prefix)
+	})
+}
