@@ -4,14 +4,21 @@ GO ?= go
 
 TC_ENV := GATEHOUSE_TEST_BACKENDS=testcontainers TESTCONTAINERS_RYUK_DISABLED=true TESTCONTAINERS_HOST_OVERRIDE=localhost
 
-.PHONY: test vet redis test-short test-containers redis-image docker bench
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-## test: go vet, then every test with the race detector, integration on a standalone server and a cluster.
-test: redis vet
+.PHONY: test vet lint redis test-short test-containers redis-image docker bench
+
+## test: go vet and staticcheck, then every test with the race detector, integration on a standalone
+## server and a cluster.
+test: redis vet lint
 	$(GO) test -race -count=1 ./...
 
 vet:
 	$(GO) vet ./...
+
+## lint: staticcheck, fetched through the Go module proxy at a pinned version.
+lint:
+	$(GO) run $(STATICCHECK) ./...
 
 ## test-short: the tests that need no Redis.
 test-short: vet

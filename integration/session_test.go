@@ -373,6 +373,11 @@ func TestSessionIndexDoesNotLeak(t *testing.T) {
 		if err != nil || len(list) != 0 {
 			t.Errorf("after idle expiry: %d sessions listed, %v", len(list), err)
 		}
+		for _, k := range keys {
+			if b.Client.Exists(ctx, string(k)).Val() != 0 {
+				t.Errorf("session %s outlived its idle timeout", k)
+			}
+		}
 		masters, _ := b.Masters(ctx)
 		for _, m := range masters {
 			for _, k := range m.Keys(ctx, prefix+"*").Val() {

@@ -135,15 +135,14 @@ func freePort() (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
-var errNoRedis = errors.New(`redistest: no Redis server for the integration tests.
-Get one of:
+var errNoRedis = errors.New(`redistest: no Redis server for the integration tests; get one of:
   - redis-server on PATH (Debian/Ubuntu: apt-get install redis-server; macOS: brew install redis);
     the tests start and stop private servers on loopback ports themselves;
   - REDIS_URL=redis://127.0.0.1:6379/0 for an existing server (tests use random key prefixes and
     never flush it), plus REDIS_CLUSTER_ADDRS=host:port,... for an existing cluster;
   - GATEHOUSE_TEST_BACKENDS=testcontainers with a Docker engine and a local Redis image
     (make redis-image builds one from the installed redis-server).
-Or run 'go test -short ./...' to skip the integration tests.`)
+  - or run 'go test -short ./...' to skip the integration tests`)
 
 // Running reports whether the process is running (started and not stopped).
 func (s *Server) Running() bool {
