@@ -197,11 +197,11 @@ func (l *Limiter) Allow(ctx context.Context, key string, limit Limit) (Result, e
 // denied is admitted as soon as the limit allows. Being denied is a Result, not an error; errors
 // are for invalid arguments and for Redis failing.
 func (l *Limiter) AllowN(ctx context.Context, key string, limit Limit, n int64) (Result, error) {
-	rs, err := l.decide(ctx, opAllow, key, n, false, []Limit{limit})
-	if err != nil {
+	var out [1]Result
+	if err := l.decide(ctx, opAllow, key, n, false, []Limit{limit}, out[:]); err != nil {
 		return Result{}, err
 	}
-	return rs[0], nil
+	return out[0], nil
 }
 
 // AllowAll checks n requests for key against every limit at once, for example PerSecond(10) and
@@ -213,8 +213,8 @@ func (l *Limiter) AllowAll(ctx context.Context, key string, n int64, limits ...L
 	if len(limits) == 0 {
 		return Result{}, fmt.Errorf("%w: AllowAll without limits", ErrInvalidLimit)
 	}
-	rs, err := l.decide(ctx, opAllow, key, n, false, limits)
-	if err != nil {
+	rs := make([]Result, len(limits))
+	if err := l.decide(ctx, opAllow, key, n, false, limits, rs); err != nil {
 		return Result{}, err
 	}
 	return combine(rs), nil
@@ -223,11 +223,11 @@ func (l *Limiter) AllowAll(ctx context.Context, key string, n int64, limits ...L
 // Peek reports what Allow would decide now, without counting anything. Remaining is what is left
 // before the request.
 func (l *Limiter) Peek(ctx context.Context, key string, limit Limit) (Result, error) {
-	rs, err := l.decide(ctx, opPeek, key, 1, true, []Limit{limit})
-	if err != nil {
+	var out [1]Result
+	if err := l.decide(ctx, opPeek, key, 1, true, []Limit{limit}, out[:]); err != nil {
 		return Result{}, err
 	}
-	return rs[0], nil
+	return out[0], nil
 }
 
 // Reset forgets everything counted for key under the given limits.
@@ -304,23 +304,29 @@ const (
 
 var spanNames = map[string]string{opAllow: "gatehouse.limiter.allow", opPeek: "gatehouse.limiter.peek"}
 
-// decide makes one decision in one script call, inside a span, and records its metrics.
-func (l *Limiter) decide(ctx context.Context, op, key string, n int64, peek bool, limits []Limit) ([]Result, error) {
+// decide makes one decision in one script call, inside a span, and records its metrics. It fills
+// out, one Result per limit.
+func (l *Limiter) decide(ctx context.Context, op, key string, n int64, peek bool, limits []Limit, out []Result) error {
 	ctx, span := l.tracer.Start(ctx, spanNames[op])
 	start := time.Now()
-	rs, err := l.run(ctx, key, n, peek, limits)
-	l.observe(ctx, span, op, key, start, n, limits, rs, err)
-	return rs, err
+	err := l.run(ctx, key, n, peek, limits, out)
+	var bind *Result
+	if err == nil {
+		b := binding(out)
+		bind = &b
+	}
+	l.observe(ctx, span, op, key, start, n, limits, bind, err)
+	return err
 }
 
-// run runs the algorithm's script for key and limits, and decodes one Result per limit.
-func (l *Limiter) run(ctx context.Context, key string, n int64, peek bool, limits []Limit) ([]Result, error) {
+// run runs the algorithm's script for key and limits, and decodes one Result per limit into out.
+func (l *Limiter) run(ctx context.Context, key string, n int64, peek bool, limits []Limit, out []Result) error {
 	if n < 1 {
-		return nil, fmt.Errorf("%w: %d (want at least 1)", ErrInvalidCost, n)
+		return fmt.Errorf("%w: %d (want at least 1)", ErrInvalidCost, n)
 	}
 	keys, err := l.keys(key, limits)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	args := make([]any, 0, 3+2*len(limits))
 	args = append(args, n, peekFlag(peek), l.now())
@@ -330,9 +336,9 @@ func (l *Limiter) run(ctx context.Context, key string, n int64, peek bool, limit
 	}
 	v, err := l.alg.script.Run(ctx, l.client, keys, args...)
 	if err != nil {
-		return nil, fmt.Errorf("limiter: %s: %w", l.alg.name, err)
+		return fmt.Errorf("limiter: %s: %w", l.alg.name, err)
 	}
-	return decode(v, limits)
+	return decode(v, limits, out)
 }
 
 // keys validates key and limits and returns the Redis key of each limit.
@@ -362,11 +368,22 @@ func (l *Limiter) keys(key string, limits []Limit) ([]string, error) {
 // is exactly the caller's identifier, whatever bytes it holds, and the limit named by its Name or,
 // without one, its period in milliseconds.
 func (l *Limiter) redisKey(key string, lim Limit) string {
-	id := strconv.FormatInt(lim.Period.Milliseconds(), 10)
+	var b strings.Builder
+	b.Grow(len(l.prefix) + len(key) + len(lim.Name) + 32)
+	b.WriteString(l.prefix)
+	b.WriteByte('{')
+	writeEscaped(&b, key)
+	b.WriteString("}:")
+	b.WriteString(l.alg.tag)
+	b.WriteByte(':')
 	if lim.Name != "" {
-		id = "n" + escape(lim.Name)
+		b.WriteByte('n')
+		writeEscaped(&b, lim.Name)
+	} else {
+		var num [20]byte
+		b.Write(strconv.AppendInt(num[:0], lim.Period.Milliseconds(), 10))
 	}
-	return l.prefix + "{" + escape(key) + "}:" + l.alg.tag + ":" + id
+	return b.String()
 }
 
 // escape makes s safe inside a hash tag: '%', '{' and '}' become %25, %7B and %7D. The mapping is
@@ -375,8 +392,28 @@ func escape(s string) string {
 	if !strings.ContainsAny(s, "%{}") {
 		return s
 	}
-	r := strings.NewReplacer("%", "%25", "{", "%7B", "}", "%7D")
-	return r.Replace(s)
+	var b strings.Builder
+	writeEscaped(&b, s)
+	return b.String()
+}
+
+func writeEscaped(b *strings.Builder, s string) {
+	if !strings.ContainsAny(s, "%{}") {
+		b.WriteString(s)
+		return
+	}
+	for i := 0; i < len(s); i++ {
+		switch s[i] {
+		case '%':
+			b.WriteString("%25")
+		case '{':
+			b.WriteString("%7B")
+		case '}':
+			b.WriteString("%7D")
+		default:
+			b.WriteByte(s[i])
+		}
+	}
 }
 
 func (l *Limiter) now() int64 {
@@ -394,19 +431,18 @@ func peekFlag(peek bool) int64 {
 }
 
 // decode turns the script's reply {allowed, then allowed_i, remaining_i, retry_us_i, reset_us_i per
-// limit} into one Result per limit.
-func decode(v any, limits []Limit) ([]Result, error) {
+// limit} into one Result per limit, in out.
+func decode(v any, limits []Limit, out []Result) error {
 	arr, ok := v.([]any)
 	if !ok || len(arr) != 1+4*len(limits) {
-		return nil, fmt.Errorf("%w: got %T of length %d, want %d integers", ErrBadReply, v, lenOf(v), 1+4*len(limits))
+		return fmt.Errorf("%w: got %T of length %d, want %d integers", ErrBadReply, v, lenOf(v), 1+4*len(limits))
 	}
 	var ints [4]int64
-	out := make([]Result, len(limits))
 	for i, lim := range limits {
 		for j := range ints {
 			n, ok := arr[1+4*i+j].(int64)
 			if !ok {
-				return nil, fmt.Errorf("%w: element %d is %T, want an integer", ErrBadReply, 1+4*i+j, arr[1+4*i+j])
+				return fmt.Errorf("%w: element %d is %T, want an integer", ErrBadReply, 1+4*i+j, arr[1+4*i+j])
 			}
 			ints[j] = n
 		}
@@ -418,7 +454,7 @@ func decode(v any, limits []Limit) ([]Result, error) {
 			ResetAfter: micros(ints[3]),
 		}
 	}
-	return out, nil
+	return nil
 }
 
 // micros converts the scripts' microseconds to a Duration; -1 means never.
@@ -439,9 +475,17 @@ func lenOf(v any) int {
 	return -1
 }
 
-// combine returns the binding result of AllowAll, with every result in All: when denied, the
-// denying limit with the longest RetryAfter; when allowed, the limit with the fewest Remaining.
+// combine returns the binding result of AllowAll with every result in All.
 func combine(rs []Result) Result {
+	out := binding(rs)
+	out.All = rs
+	return out
+}
+
+// binding returns the result that decides for several limits, with Allowed true only if every limit
+// allowed: when denied, the denying limit with the longest RetryAfter; when allowed, the limit with
+// the fewest Remaining. It does not keep rs.
+func binding(rs []Result) Result {
 	allowed := true
 	for _, r := range rs {
 		allowed = allowed && r.Allowed
@@ -462,6 +506,5 @@ func combine(rs []Result) Result {
 		}
 	}
 	out.Allowed = allowed
-	out.All = rs
 	return out
 }

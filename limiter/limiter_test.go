@@ -101,11 +101,12 @@ func TestDecodeMalformedReplies(t *testing.T) {
 		[]any{int64(1), "1", int64(1), int64(0), int64(0)},
 		[]any{int64(1), int64(1), int64(1), int64(0), nil},
 	} {
-		if _, err := decode(v, limits); !errors.Is(err, ErrBadReply) {
+		if err := decode(v, limits, make([]Result, 1)); !errors.Is(err, ErrBadReply) {
 			t.Errorf("decode(%#v) err = %v, want ErrBadReply", v, err)
 		}
 	}
-	rs, err := decode([]any{int64(0), int64(0), int64(0), int64(-1), int64(2500)}, limits)
+	rs := make([]Result, 1)
+	err := decode([]any{int64(0), int64(0), int64(0), int64(-1), int64(2500)}, limits, rs)
 	if err != nil || rs[0].RetryAfter != InfDuration || rs[0].ResetAfter != 2500*time.Microsecond {
 		t.Errorf("decode of a never-allowed reply = %+v, %v", rs, err)
 	}

@@ -69,22 +69,15 @@ func newInstruments(mp metric.MeterProvider) instruments {
 }
 
 // observe records one operation's span attributes and metrics, and ends the span.
-func (l *Limiter) observe(ctx context.Context, span trace.Span, op, key string, start time.Time, n int64, limits []Limit, rs []Result, err error) {
+// bind is the binding result, nil when there is none (an error, or Reset).
+func (l *Limiter) observe(ctx context.Context, span trace.Span, op, key string, start time.Time, n int64, limits []Limit, bind *Result, err error) {
 	recDecision := l.inst.decisions.Enabled(ctx)
 	recDuration := l.inst.duration.Enabled(ctx)
 	if span == nil && !recDecision && !recDuration {
 		return
 	}
 	decision := "error"
-	var bind Result
-	switch {
-	case err != nil:
-	case len(rs) == 1:
-		bind = rs[0]
-	case len(rs) > 1:
-		bind = combine(rs)
-	}
-	if err == nil && len(rs) > 0 {
+	if bind != nil {
 		decision = "denied"
 		if bind.Allowed {
 			decision = "allowed"
@@ -92,7 +85,7 @@ func (l *Limiter) observe(ctx context.Context, span trace.Span, op, key string, 
 	}
 	policy := ""
 	switch {
-	case err == nil && len(rs) > 0:
+	case bind != nil:
 		policy = policyName(bind.Limit)
 	case len(limits) == 1:
 		policy = policyName(limits[0])
@@ -108,7 +101,7 @@ func (l *Limiter) observe(ctx context.Context, span trace.Span, op, key string, 
 		if policy != "" {
 			span.SetAttributes(attrPolicy.String(policy))
 		}
-		if err == nil && len(rs) > 0 {
+		if bind != nil {
 			span.SetAttributes(
 				attrDecision.String(decision),
 				attrLimit.Int64(bind.Limit.Capacity()),
