@@ -1,0 +1,101 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"testing"
+
+	"github.com/gatehouse/gatehouse"
+	"github.com/gatehouse/gatehouse/internal/redistest"
+	"github.com/gatehouse/gatehouse/limiter"
+	"github.com/redis/go-redis/v9"
+)
+
+// A Ring of two private servers: Preload reaches both shards, NOSCRIPT is recovered on the shard
+// that answered, in single calls and in batches, and a limiter works across the shards.
+func TestRing(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration test against real Redis; skipped by -short")
+	}
+	redistest.Get(t, "standalone") // skips unless standalone servers are selected
+	addrs := map[string]string{}
+	for i := range 2 {
+		s, err := redistest.StartServer()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		addrs[fmt.Sprint("shard", i)] = s.Addr
+	}
+	ring := redis.NewRing(&redis.RingOptions{Addrs: addrs, DisableIdentity: true})
+	defer ring.Close()
+	ctx := context.Background()
+	flush := func() {
+		if err := ring.ForEachShard(ctx, func(ctx context.Context, n *redis.Client) error { return n.ScriptFlush(ctx).Err() }); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	if err := gatehouse.Preload(ctx, ring); err != nil {
+		t.Fatal(err)
+	}
+	clock, _ := gatehouse.Lookup("clock")
+	if err := ring.ForEachShard(ctx, func(ctx context.Context, n *redis.Client) error {
+		ok, err := n.ScriptExists(ctx, clock.SHA1()).Result()
+		if err == nil && !ok[0] {
+			err = fmt.Errorf("shard %s lacks the preloaded script", n.Options().Addr)
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+
+	prefix := redistest.Prefix(t)
+	s := incrScript(prefix)
+	flush()
+	for i := range 20 { // keys on both shards
+		if v, err := s.Run(ctx, ring, []string{fmt.Sprintf("%s{k%d}", prefix, i)}, 2); err != nil || v != int64(2) {
+			t.Fatalf("Run after SCRIPT FLUSH on a ring: %v, %v", v, err)
+		}
+	}
+	flush()
+	calls := make([]gatehouse.Call, 50)
+	for i := range calls {
+		calls[i] = gatehouse.Call{Script: s, Keys: []string{fmt.Sprintf("%s{k%d}", prefix, i)}, Args: []any{1}}
+	}
+	for i, r := range gatehouse.RunBatch(ctx, ring, calls) {
+		want := int64(1)
+		if i < 20 {
+			want = 3
+		}
+		if r.Err != nil || r.Val != want {
+			t.Fatalf("batch call %d on a ring = %v, %v; want %d", i, r.Val, r.Err, want)
+		}
+	}
+
+	if err := ring.ForEachShard(ctx, func(ctx context.Context, n *redis.Client) error {
+		if k := n.Keys(ctx, prefix+"*").Val(); len(k) == 0 {
+			return fmt.Errorf("shard %s holds none of the keys: the test does not cover both shards", n.Options().Addr)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+
+	lim, err := limiter.New(ring, limiter.SlidingWindow, limiter.WithKeyPrefix(prefix))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 40 {
+		id := fmt.Sprint("client-", i%4)
+		r, err := lim.AllowAll(ctx, id, 1, limiter.PerMinute(10), limiter.PerHour(100))
+		if err != nil || !r.Allowed {
+			t.Fatalf("AllowAll on a ring: %+v, %v", r, err)
+		}
+	}
+	for i := range 4 {
+		if r, _ := lim.Peek(ctx, fmt.Sprint("client-", i), limiter.PerMinute(10)); r.Remaining != 0 {
+			t.Errorf("client-%d has %d left, want 0", i, r.Remaining)
+		}
+	}
+}
