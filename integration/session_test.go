@@ -487,3 +487,27 @@ func TestSessionLifetimeOverrides(t *testing.T) {
 		assertKeysExpire(t, b, prefix)
 	})
 }
+
+// A create run twice (go-redis retrying after a lost reply) succeeds once and changes nothing the
+// second time.
+func TestSessionCreateIsIdempotent(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, b *redistest.Backend) {
+		ctx := context.Background()
+		st, _ := newStore(t, b, nil)
+		s := stored(t, st, "a", "1")
+		create, _ := gatehouse.Lookup("session_create")
+		before := b.Client.HGetAll(ctx, string(s.Key())).Val()
+		k := string(s.Key())
+		idx := k[:strings.Index(k, "}:s:")+1] + ":ix" // the index of the session's slot tag
+		v, err := create.Run(ctx, b.Client, []string{k, idx}, 0, 60000, 60000, 0, 0, 0, "", 0, 1, "a:a", `"2"`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if arr, ok := v.([]any); !ok || arr[0] != int64(1) {
+			t.Errorf("second create = %v, want success", v)
+		}
+		if after := b.Client.HGetAll(ctx, string(s.Key())).Val(); after["a:a"] != before["a:a"] || after["_c"] != before["_c"] {
+			t.Errorf("second create changed the record: %v -> %v", before, after)
+		}
+	})
+}

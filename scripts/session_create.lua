@@ -15,7 +15,10 @@
 -- ARGV[8]   the most sessions one user may have (the oldest are evicted), or "0" for no cap
 -- ARGV[9]   N, then ARGV[10 .. 9+2N]: further field/value pairs (attributes, _g, _ip, _ua, _l)
 -- Reply     {1, now, evicted}  created; evicted is how many of the user's sessions the cap removed
---           {2}                a session with this key exists already (nothing written)
+--           {1, now, 0}        the key exists already: the key is the digest of a fresh 256-bit
+--                              token, so that is this same call run twice (a client retrying after
+--                              a lost reply), and the first run did the work; nothing is written
+--           {0}                the lifetime given is already over
 
 local now = tonumber(ARGV[1])
 if now == 0 then
@@ -31,7 +34,7 @@ local auth = tonumber(ARGV[6])
 if auth == -1 then auth = now end
 local user, cap, n = ARGV[7], tonumber(ARGV[8]), tonumber(ARGV[9])
 
-if redis.call('EXISTS', KEYS[1]) == 1 then return {2} end
+if redis.call('EXISTS', KEYS[1]) == 1 then return {1, now, 0} end
 local ttl = math.min(idle, deadline - now)
 if ttl <= 0 then return {0} end
 

@@ -426,7 +426,7 @@ func (st *Store) createLocked(ctx context.Context, s *Session, user string, keep
 		return err
 	}
 	if status != 1 || len(arr) < 2 {
-		return fmt.Errorf("session: create: status %d (a token collision, or a lifetime already over)", status)
+		return fmt.Errorf("session: create: status %d: the session's lifetime is already over", status)
 	}
 	now, _ := arr[1].(int64)
 	s.meta.Key, s.meta.LastSeen, s.meta.IdleTimeout = s.key, time.UnixMilli(now), idle
