@@ -487,7 +487,8 @@ func (st *Store) Rotate(ctx context.Context, s *Session) (err error) {
 	ctx, o := st.begin(ctx, "rotate", st.rotate.Name())
 	o.key = s.key
 	defer func() { st.end(&o, err) }()
-	return st.rotateLocked(ctx, s, "")
+	o.script, err = st.rotateLocked(ctx, s, "")
+	return err
 }
 
 // Login signs userID in on the session: a new token (in the user's cluster slot, so that the
@@ -503,12 +504,14 @@ func (st *Store) Login(ctx context.Context, s *Session, userID string) (err erro
 	if userID == "" {
 		return errors.New("session: Login with an empty user ID")
 	}
-	return st.rotateLocked(ctx, s, userID)
+	o.script, err = st.rotateLocked(ctx, s, userID)
+	return err
 }
 
-func (st *Store) rotateLocked(ctx context.Context, s *Session, user string) error {
+// rotateLocked moves s to a new token and returns the name of the script that completed the move.
+func (st *Store) rotateLocked(ctx context.Context, s *Session, user string) (string, error) {
 	if s.destroyed {
-		return ErrNotFound
+		return "", ErrNotFound
 	}
 	tag := s.token.tag()
 	if user != "" {
@@ -516,23 +519,23 @@ func (st *Store) rotateLocked(ctx context.Context, s *Session, user string) erro
 	}
 	tok, err := newToken(tag)
 	if err != nil {
-		return err
+		return "", err
 	}
 	oldKey, oldGen := s.key, s.gen
 	newKey := st.keyOf(tok)
 	if s.isNew {
 		// Never stored: store it straight under the new token.
 		s.token, s.key, s.gen, s.tokenChanged = tok, newKey, "1", true
-		return st.createLocked(ctx, s, user, nil)
+		return st.create.Name(), st.createLocked(ctx, s, user, nil)
 	}
 	// Pending changes go first, into the session as read, so the move carries them.
 	if s.dirty() {
 		if err := st.saveLocked(ctx, s); err != nil {
-			return err
+			return st.save.Name(), err
 		}
 	}
 	if tag == oldKeyTag(oldKey, st.prefix) {
-		return st.rotateSameSlot(ctx, s, tok, newKey, user)
+		return st.rotate.Name(), st.rotateSameSlot(ctx, s, tok, newKey, user)
 	}
 	// Another slot (an anonymous session signing in): copy first, then retire the old key. If the
 	// old one changed in between, the copy is deleted again, so nothing is duplicated or revived.
@@ -546,7 +549,7 @@ func (st *Store) rotateLocked(ctx context.Context, s *Session, user string) erro
 	}
 	moved.meta, moved.idle, moved.lifetime = s.meta, s.idle, s.lifetime
 	if err := st.createLocked(ctx, moved, user, &s.meta); err != nil {
-		return err
+		return st.create.Name(), err
 	}
 	v, err := st.seal.Run(ctx, st.client, []string{string(oldKey)}, st.now(), oldGen, st.grace.Milliseconds(), string(newKey))
 	if err == nil {
@@ -560,10 +563,10 @@ func (st *Store) rotateLocked(ctx context.Context, s *Session, user string) erro
 	}
 	if err != nil {
 		_ = st.del(context.WithoutCancel(ctx), newKey)
-		return st.scriptErr("rotate", err)
+		return st.seal.Name(), st.scriptErr("rotate", err)
 	}
 	s.token, s.key, s.gen, s.meta, s.tokenChanged = tok, newKey, moved.gen, moved.meta, true
-	return nil
+	return st.seal.Name(), nil
 }
 
 func (st *Store) rotateSameSlot(ctx context.Context, s *Session, tok Token, newKey Key, user string) error {
