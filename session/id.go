@@ -69,19 +69,25 @@ func randomTag() (string, error) {
 
 // digest returns base64url(HMAC-SHA256(key, domain|s)), or of SHA-256 without a key.
 func (st *Store) digest(domain, s string) string {
-	var sum []byte
+	var out [43]byte
+	return string(st.appendDigest(out[:0], domain, s))
+}
+
+// appendDigest appends digest(domain, s) to dst.
+func (st *Store) appendDigest(dst []byte, domain, s string) []byte {
+	var sum [sha256.Size]byte
 	if st.hmacKey != nil {
 		m := hmac.New(sha256.New, st.hmacKey)
 		m.Write([]byte(domain))
 		m.Write([]byte(s))
-		sum = m.Sum(nil)
+		m.Sum(sum[:0])
 	} else {
 		h := sha256.New()
 		h.Write([]byte(domain))
 		h.Write([]byte(s))
-		sum = h.Sum(nil)
+		h.Sum(sum[:0])
 	}
-	return b64.EncodeToString(sum)
+	return b64.AppendEncode(dst, sum[:])
 }
 
 // userTag returns the slot tag of a user's sessions: 24 bits of a digest of the user ID, so that
@@ -92,7 +98,15 @@ func (st *Store) userTag(userID string) string {
 
 // keyOf returns the storage key of a token: "<prefix>{<tag>}:s:<digest of the token>".
 func (st *Store) keyOf(t Token) Key {
-	return Key(st.prefix + "{" + t.tag() + "}:s:" + st.digest("gatehouse-session\x00", string(t)))
+	var b strings.Builder
+	b.Grow(len(st.prefix) + tagLen + 6 + secretLen)
+	b.WriteString(st.prefix)
+	b.WriteByte('{')
+	b.WriteString(t.tag())
+	b.WriteString("}:s:")
+	var d [secretLen]byte
+	b.Write(st.appendDigest(d[:0], "gatehouse-session\x00", string(t)))
+	return Key(b.String())
 }
 
 // indexOf returns the key of the index of a slot tag's bucket.

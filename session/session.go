@@ -138,6 +138,9 @@ func (s *Session) Put(name string, v any) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.values[name] = b
+	if s.changed == nil {
+		s.changed = map[string]struct{}{}
+	}
 	s.changed[name] = struct{}{}
 	delete(s.removed, name)
 	return nil
@@ -152,6 +155,9 @@ func (s *Session) Remove(name string) {
 	}
 	delete(s.values, name)
 	delete(s.changed, name)
+	if s.removed == nil {
+		s.removed = map[string]struct{}{}
+	}
 	s.removed[name] = struct{}{}
 }
 
@@ -199,12 +205,12 @@ func (s *Session) SetLifetime(idle, lifetime time.Duration) {
 		return
 	}
 	if idle > 0 {
-		s.metaSet["_i"] = fmt.Sprint(idle.Milliseconds())
+		s.setMetaLocked("_i", fmt.Sprint(idle.Milliseconds()))
 		s.meta.IdleTimeout = idle
 	}
 	if lifetime > 0 {
 		d := s.meta.Created.Add(lifetime)
-		s.metaSet["_d"] = fmt.Sprint(d.UnixMilli())
+		s.setMetaLocked("_d", fmt.Sprint(d.UnixMilli()))
 		s.meta.Deadline = d
 	}
 }
@@ -212,8 +218,15 @@ func (s *Session) SetLifetime(idle, lifetime time.Duration) {
 func (s *Session) setMeta(field, value string, apply func(*Metadata)) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.metaSet[field] = value
+	s.setMetaLocked(field, value)
 	apply(&s.meta)
+}
+
+func (s *Session) setMetaLocked(field, value string) {
+	if s.metaSet == nil {
+		s.metaSet = map[string]string{}
+	}
+	s.metaSet[field] = value
 }
 
 // dirty reports whether there is anything to save.

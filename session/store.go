@@ -154,18 +154,16 @@ func (st *Store) New() (*Session, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := st.blank(tok)
+	s := st.blank(tok, st.keyOf(tok))
 	s.isNew, s.tokenChanged, s.gen = true, true, "1"
 	s.meta.IdleTimeout = st.idle
 	return s, nil
 }
 
-func (st *Store) blank(tok Token) *Session {
-	return &Session{
-		store: st, token: tok, key: st.keyOf(tok),
-		values: map[string][]byte{}, changed: map[string]struct{}{},
-		removed: map[string]struct{}{}, metaSet: map[string]string{},
-	}
+// blank returns an empty session for tok stored under key. The maps that track changes are made
+// on the first change: most requests only read.
+func (st *Store) blank(tok Token, key Key) *Session {
+	return &Session{store: st, token: tok, key: key, values: map[string][]byte{}}
 }
 
 // Load reads the session of tok and slides its expiry, in one script call: the new expiry is the
@@ -217,8 +215,7 @@ func (st *Store) load(ctx context.Context, tok Token) (*Session, error) {
 	if status != 1 {
 		return nil, ErrNotFound
 	}
-	s := st.blank(tok)
-	s.key = key
+	s := st.blank(tok, key)
 	if err := s.fill(arr[1:]); err != nil {
 		return nil, err
 	}
@@ -539,7 +536,7 @@ func (st *Store) rotateLocked(ctx context.Context, s *Session, user string) (str
 	}
 	// Another slot (an anonymous session signing in): copy first, then retire the old key. If the
 	// old one changed in between, the copy is deleted again, so nothing is duplicated or revived.
-	moved := st.blank(tok)
+	moved := st.blank(tok, newKey)
 	moved.values, moved.metaSet, moved.gen = s.values, map[string]string{}, nextGen(oldGen)
 	if s.meta.IP != "" || s.meta.UserAgent != "" {
 		moved.metaSet["_ip"], moved.metaSet["_ua"] = s.meta.IP, s.meta.UserAgent
