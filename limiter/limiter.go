@@ -310,12 +310,7 @@ func (l *Limiter) decide(ctx context.Context, op, key string, n int64, peek bool
 	ctx, span := l.tracer.Start(ctx, spanNames[op])
 	start := time.Now()
 	err := l.run(ctx, key, n, peek, limits, out)
-	var bind *Result
-	if err == nil {
-		b := binding(out)
-		bind = &b
-	}
-	l.observe(ctx, span, op, key, start, n, limits, bind, err)
+	l.observe(ctx, span, op, key, start, n, limits, out, err)
 	return err
 }
 
@@ -386,17 +381,8 @@ func (l *Limiter) redisKey(key string, lim Limit) string {
 	return b.String()
 }
 
-// escape makes s safe inside a hash tag: '%', '{' and '}' become %25, %7B and %7D. The mapping is
-// one to one, so different identifiers never share a key.
-func escape(s string) string {
-	if !strings.ContainsAny(s, "%{}") {
-		return s
-	}
-	var b strings.Builder
-	writeEscaped(&b, s)
-	return b.String()
-}
-
+// writeEscaped writes s made safe inside a hash tag: '%', '{' and '}' become %25, %7B and %7D.
+// The mapping is one to one, so different identifiers never share a key.
 func writeEscaped(b *strings.Builder, s string) {
 	if !strings.ContainsAny(s, "%{}") {
 		b.WriteString(s)

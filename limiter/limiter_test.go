@@ -2,6 +2,7 @@ package limiter
 
 import (
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -10,6 +11,11 @@ import (
 )
 
 func TestEscapeIsOneToOneAndBraceFree(t *testing.T) {
+	escape := func(s string) string {
+		var b strings.Builder
+		writeEscaped(&b, s)
+		return b.String()
+	}
 	ids := []string{"", "a", "{", "}", "%", "%7B", "%257B", "{a}", "a}{", "%%{{}}"}
 	seen := map[string]string{}
 	for _, id := range ids {

@@ -69,12 +69,18 @@ func newInstruments(mp metric.MeterProvider) instruments {
 }
 
 // observe records one operation's span attributes and metrics, and ends the span.
-// bind is the binding result, nil when there is none (an error, or Reset).
-func (l *Limiter) observe(ctx context.Context, span trace.Span, op, key string, start time.Time, n int64, limits []Limit, bind *Result, err error) {
+// out holds the decision's results (nil for Reset); the binding one is worked out only when
+// something records it.
+func (l *Limiter) observe(ctx context.Context, span trace.Span, op, key string, start time.Time, n int64, limits []Limit, out []Result, err error) {
 	recDecision := l.inst.decisions.Enabled(ctx)
 	recDuration := l.inst.duration.Enabled(ctx)
 	if span == nil && !recDecision && !recDuration {
 		return
+	}
+	var bind *Result
+	if err == nil && len(out) > 0 {
+		b := binding(out)
+		bind = &b
 	}
 	decision := "error"
 	if bind != nil {
