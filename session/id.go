@@ -112,12 +112,22 @@ func (st *Store) keyOf(t Token) Key {
 // indexOf returns the key of the index of a slot tag's bucket.
 func (st *Store) indexOf(tag string) string { return st.prefix + "{" + tag + "}:ix" }
 
-// indexOfKey returns the index key of the bucket a storage key belongs to, and whether key has the
-// shape of one of this store's keys.
-func (st *Store) indexOfKey(k Key) (string, bool) {
+// tagOfKey returns the slot tag of a storage key, and whether key has the shape of one of this
+// store's keys.
+func (st *Store) tagOfKey(k Key) (string, bool) {
 	rest, ok := strings.CutPrefix(string(k), st.prefix+"{")
 	if !ok || len(rest) != tagLen+4+secretLen || rest[tagLen:tagLen+4] != "}:s:" {
 		return "", false
 	}
-	return st.indexOf(rest[:tagLen]), true
+	return rest[:tagLen], true
+}
+
+// indexOfKey returns the index key of the bucket a storage key belongs to, and whether key has the
+// shape of one of this store's keys.
+func (st *Store) indexOfKey(k Key) (string, bool) {
+	tag, ok := st.tagOfKey(k)
+	if !ok {
+		return "", false
+	}
+	return st.indexOf(tag), true
 }

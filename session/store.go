@@ -174,7 +174,7 @@ func (st *Store) blank(tok Token, key Key) *Session {
 func (st *Store) Load(ctx context.Context, tok Token) (s *Session, err error) {
 	ctx, o := st.begin(ctx, "load", st.touch.Name())
 	defer func() {
-		if s != nil {
+		if s != nil && st.sized(&o) {
 			o.key, o.bytes = s.key, payload(s.values)
 		}
 		st.end(&o, err)
@@ -307,11 +307,14 @@ func (st *Store) Save(ctx context.Context, s *Session) (err error) {
 	o.key = s.key
 	if s.isNew {
 		o.script = st.create.Name()
+	}
+	if st.sized(&o) { // measured now: a successful save clears the change set
 		o.bytes = payload(s.values)
-	} else {
-		o.bytes = 0
-		for name := range s.changed {
-			o.bytes += len(s.values[name])
+		if !s.isNew {
+			o.bytes = 0
+			for name := range s.changed {
+				o.bytes += len(s.values[name])
+			}
 		}
 	}
 	defer func() { st.end(&o, err) }()
@@ -368,11 +371,7 @@ func (st *Store) saveLocked(ctx context.Context, s *Session) error {
 // createLocked stores s, new, under its token; with a user, indexes it and applies the cap.
 // created and deadline are zero for a new session, or the moved session's own.
 func (st *Store) createLocked(ctx context.Context, s *Session, user string, keep *Metadata) error {
-	size := 0
-	for _, v := range s.values {
-		size += len(v)
-	}
-	if size > st.maxSize {
+	if size := payload(s.values); size > st.maxSize {
 		return fmt.Errorf("%w: %d bytes of attributes, the cap is %d", ErrTooLarge, size, st.maxSize)
 	}
 	tag := s.token.tag()
@@ -531,7 +530,7 @@ func (st *Store) rotateLocked(ctx context.Context, s *Session, user string) (str
 			return st.save.Name(), err
 		}
 	}
-	if tag == oldKeyTag(oldKey, st.prefix) {
+	if oldTag, _ := st.tagOfKey(oldKey); tag == oldTag {
 		return st.rotate.Name(), st.rotateSameSlot(ctx, s, tok, newKey, user)
 	}
 	// Another slot (an anonymous session signing in): copy first, then retire the old key. If the
@@ -594,14 +593,6 @@ func (st *Store) rotateSameSlot(ctx context.Context, s *Session, tok Token, newK
 		s.meta.Deadline = time.UnixMilli(now).Add(st.lifetime)
 	}
 	return nil
-}
-
-func oldKeyTag(k Key, prefix string) string {
-	rest := strings.TrimPrefix(string(k), prefix+"{")
-	if len(rest) < tagLen {
-		return ""
-	}
-	return rest[:tagLen]
 }
 
 func nextGen(g string) string {

@@ -95,6 +95,12 @@ func init() {
 	}
 }
 
+// sized reports whether the operation's payload size would be recorded, so that it is measured
+// only then.
+func (st *Store) sized(o *op) bool {
+	return o.span != nil || st.inst.size.Enabled(o.ctx)
+}
+
 // end records the operation's outcome on its span and metrics.
 func (st *Store) end(o *op, err error) {
 	ctx := o.ctx
