@@ -122,17 +122,19 @@ func (s *Script) Run(ctx context.Context, c redis.UniversalClient, keys []string
 // Redis (a refused dial, a broken connection, a timeout). go-redis reloads it on MOVED, or every
 // ClusterStateReloadInterval (60 s by default); a master that died never answers MOVED, so without
 // this every call for its slots would fail until the next periodic reload, long after a replica
-// took over. go-redis coalesces reloads, so a burst of failures costs one reload per 200 ms.
-func refreshRoutes(c redis.UniversalClient, err error) {
+// took over. go-redis coalesces reloads, so a burst of failures costs one reload per 200 ms. It
+// reports whether it asked for a reload.
+func refreshRoutes(c redis.UniversalClient, err error) bool {
 	cc, ok := c.(*redis.ClusterClient)
 	if !ok || err == nil || errors.Is(err, context.Canceled) {
-		return
+		return false
 	}
 	var reply redis.Error
 	if errors.As(err, &reply) {
-		return // Redis answered: the route works
+		return false // Redis answered: the route works
 	}
 	cc.ReloadState(context.Background())
+	return true
 }
 
 // Load loads the script on every node the client knows: each master and replica of a Cluster, each
@@ -281,11 +283,7 @@ func runPipeline(ctx context.Context, c redis.UniversalClient, calls []Call, idx
 			if isNoScript(err) {
 				noscript = append(noscript, i)
 			} else if !refreshed {
-				var reply redis.Error
-				if !errors.As(err, &reply) {
-					refreshRoutes(c, err)
-					refreshed = true
-				}
+				refreshed = refreshRoutes(c, err)
 			}
 			results[i] = Result{Err: calls[i].Script.wrap(err)}
 			continue
