@@ -122,6 +122,12 @@ type Result struct {
 	ResetAfter time.Duration
 	// All holds one Result per limit, in the order given, for AllowAll; nil otherwise.
 	All []Result
+	// Source says what decided: SourceRedis, or the failure policy when Redis could not (see
+	// WithFailOpen and WithFailClosed). A decision not made in Redis knows nothing of the limit's
+	// state: Remaining and ResetAfter are 0.
+	Source Source
+	// Err is the Redis failure the failure policy stood in for; nil when Source is SourceRedis.
+	Err error
 }
 
 // Limiter makes rate-limit decisions in Redis with one algorithm. Every decision is one atomic
@@ -134,6 +140,9 @@ type Limiter struct {
 	alg    *Algorithm
 	prefix string
 	clock  func() time.Time
+
+	fail    failurePolicy
+	timeout time.Duration
 
 	tp      trace.TracerProvider
 	mp      metric.MeterProvider
@@ -178,6 +187,12 @@ func New(client redis.UniversalClient, alg *Algorithm, opts ...Option) (*Limiter
 	}
 	if strings.ContainsAny(l.prefix, "{}") {
 		return nil, fmt.Errorf("limiter: key prefix %q contains a brace; the hash tag is the identifier's", l.prefix)
+	}
+	if err := l.fail.validate(); err != nil {
+		return nil, err
+	}
+	if l.timeout > 0 && !honoursDeadlines(client) {
+		return nil, errors.New("limiter: WithTimeout needs a client that applies context deadlines: set ContextTimeoutEnabled in its options")
 	}
 	l.tracer = telemetry.NewTracer(l.tp)
 	l.inst = newInstruments(l.mp)
@@ -305,13 +320,27 @@ const (
 var spanNames = map[string]string{opAllow: "gatehouse.limiter.allow", opPeek: "gatehouse.limiter.peek"}
 
 // decide makes one decision in one script call, inside a span, and records its metrics. It fills
-// out, one Result per limit.
+// out, one Result per limit. When Redis fails, the failure policy may decide instead.
 func (l *Limiter) decide(ctx context.Context, op, key string, n int64, peek bool, limits []Limit, out []Result) error {
 	ctx, span := l.tracer.Start(ctx, spanNames[op])
 	start := time.Now()
-	err := l.run(ctx, key, n, peek, limits, out)
+	err := l.runBounded(ctx, key, n, peek, limits, out)
+	if l.fail.absorbs(ctx, err) {
+		l.fail.decide(limits, out, err)
+		err = nil
+	}
 	l.observe(ctx, span, op, key, start, n, limits, out, err)
 	return err
+}
+
+// runBounded is run within the limiter's timeout, if it has one.
+func (l *Limiter) runBounded(ctx context.Context, key string, n int64, peek bool, limits []Limit, out []Result) error {
+	if l.timeout <= 0 {
+		return l.run(ctx, key, n, peek, limits, out)
+	}
+	ctx, cancel := context.WithTimeout(ctx, l.timeout)
+	defer cancel()
+	return l.run(ctx, key, n, peek, limits, out)
 }
 
 // run runs the algorithm's script for key and limits, and decodes one Result per limit into out.

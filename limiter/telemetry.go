@@ -43,6 +43,7 @@ const (
 	attrKeyHash    = attribute.Key("gatehouse.limiter.key_hash")
 	attrOperation  = attribute.Key("gatehouse.limiter.operation")
 	attrWaited     = attribute.Key("gatehouse.limiter.waited")
+	attrSource     = attribute.Key("gatehouse.limiter.source")
 )
 
 type instruments struct {
@@ -54,7 +55,7 @@ func newInstruments(mp metric.MeterProvider) instruments {
 	m := telemetry.Meter(mp)
 	decisions, err := m.Int64Counter("gatehouse.limiter.decisions",
 		metric.WithUnit("{decision}"),
-		metric.WithDescription("Rate-limit decisions, by algorithm, policy and decision (allowed, denied, error)."))
+		metric.WithDescription("Rate-limit decisions, by algorithm, policy, decision (allowed, denied, error) and source (redis, fail_open, fail_closed)."))
 	if err != nil {
 		otel.Handle(err)
 	}
@@ -89,6 +90,11 @@ func (l *Limiter) observe(ctx context.Context, span trace.Span, op, key string, 
 			decision = "allowed"
 		}
 	}
+	source := SourceRedis
+	failure := err // what went wrong, even when the failure policy decided in its place
+	if bind != nil && bind.Source.Local() {
+		source, failure = bind.Source, bind.Err
+	}
 	policy := ""
 	switch {
 	case bind != nil:
@@ -103,6 +109,7 @@ func (l *Limiter) observe(ctx context.Context, span trace.Span, op, key string, 
 			attrAlgorithm.String(l.alg.name),
 			attrCost.Int64(n),
 			attrLimits.Int(len(limits)),
+			attrSource.String(source.String()),
 		)
 		if policy != "" {
 			span.SetAttributes(attrPolicy.String(policy))
@@ -120,11 +127,12 @@ func (l *Limiter) observe(ctx context.Context, span trace.Span, op, key string, 
 		if l.keyHash != nil && key != "" {
 			span.SetAttributes(attrKeyHash.String(l.keyHash.Hash(key)))
 		}
-		telemetry.End(span, err, errorType(err))
+		telemetry.End(span, failure, errorType(failure))
 	}
 	if recDecision && op != "reset" {
 		l.inst.decisions.Add(ctx, 1, metric.WithAttributes(
-			attrAlgorithm.String(l.alg.name), attrPolicy.String(policy), attrDecision.String(decision)))
+			attrAlgorithm.String(l.alg.name), attrPolicy.String(policy), attrDecision.String(decision),
+			attrSource.String(source.String())))
 	}
 	if recDuration {
 		l.inst.duration.Record(ctx, time.Since(start).Seconds(), metric.WithAttributes(

@@ -1,0 +1,223 @@
+package integration
+
+import (
+	"context"
+	"errors"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/gatehouse/gatehouse/internal/redistest"
+	"github.com/gatehouse/gatehouse/limiter"
+	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel/codes"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+)
+
+// privateServer starts a redis-server of the test's own, which the test may stop, pause or break.
+func privateServer(t *testing.T) (*redistest.Server, *redis.Client) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("needs redis-server")
+	}
+	srv, err := redistest.StartServer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Close)
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr, MaxRetries: -1, DisableIdentity: true,
+		DialTimeout: time.Second, ReadTimeout: 5 * time.Second, ContextTimeoutEnabled: true})
+	t.Cleanup(func() { rdb.Close() })
+	return srv, rdb
+}
+
+// The failure policy decides only when Redis fails, says so in the Result, and leaves every other
+// error to the caller. Run against a real server that is stopped, paused and fed corrupt state.
+func TestLimiterFailurePolicy(t *testing.T) {
+	srv, rdb := privateServer(t)
+	ctx := context.Background()
+	limit := limiter.PerMinute(2).WithName("api")
+
+	open, err := limiter.New(rdb, limiter.TokenBucket, limiter.WithFailOpen(), limiter.WithTimeout(200*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed, err := limiter.New(rdb, limiter.TokenBucket, limiter.WithFailClosed(3*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain, err := limiter.New(rdb, limiter.TokenBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := limiter.New(rdb, limiter.TokenBucket, limiter.WithFailClosed(0)); err == nil {
+		t.Error("WithFailClosed(0) accepted")
+	}
+	deaf := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	defer deaf.Close()
+	if _, err := limiter.New(deaf, limiter.TokenBucket, limiter.WithTimeout(time.Second)); err == nil {
+		t.Error("WithTimeout accepted for a client that ignores context deadlines")
+	}
+
+	// Redis up: Redis decides, whatever the policy.
+	for i, want := range []bool{true, true, false} {
+		res, err := open.Allow(ctx, "up", limit)
+		if err != nil || res.Allowed != want || res.Source != limiter.SourceRedis || res.Err != nil {
+			t.Fatalf("Redis up, request %d: %+v, %v; want allowed=%v from Redis", i, res, err, want)
+		}
+	}
+
+	// Corrupt state under the key (another type): the script fails, and the policy decides.
+	corrupt := limiter.PerMinute(2).WithName("corrupt")
+	if err := rdb.HSet(ctx, "gh:rl:{bad}:tb:ncorrupt", "x", "y").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := plain.Allow(ctx, "bad", corrupt); err == nil {
+		t.Fatal("a decision over a key of the wrong type succeeded")
+	}
+	if res, err := open.Allow(ctx, "bad", corrupt); err != nil || !res.Allowed || res.Source != limiter.SourceFailOpen || res.Err == nil {
+		t.Errorf("fail-open over corrupt state: %+v, %v", res, err)
+	}
+
+	// Redis paused (CLIENT PAUSE): the call outlives WithTimeout, and the policy decides on time.
+	if err := rdb.Do(ctx, "CLIENT", "PAUSE", 3000, "ALL").Err(); err != nil {
+		t.Fatal(err)
+	}
+	res, err := open.Allow(ctx, "slow", limit)
+	if err != nil || !res.Allowed || res.Source != limiter.SourceFailOpen || !isTimeout(res.Err) {
+		t.Errorf("fail-open with Redis paused: %+v, %v; want admitted by the policy after the timeout", res, err)
+	}
+	if err := rdb.Do(ctx, "CLIENT", "UNPAUSE").Err(); err != nil {
+		t.Fatal(err)
+	}
+
+	// Redis down.
+	srv.Stop()
+	res, err = open.Allow(ctx, "down", limit)
+	if err != nil || !res.Allowed || res.Source != limiter.SourceFailOpen || res.Err == nil || res.Remaining != 0 {
+		t.Errorf("fail-open, Redis down: %+v, %v", res, err)
+	}
+	res, err = closed.AllowN(ctx, "down", limit, 1)
+	if err != nil || res.Allowed || res.Source != limiter.SourceFailClosed || res.RetryAfter != 3*time.Second || res.Err == nil {
+		t.Errorf("fail-closed, Redis down: %+v, %v", res, err)
+	}
+	res, err = closed.AllowAll(ctx, "down", 1, limit, limiter.PerHour(10))
+	if err != nil || res.Allowed || len(res.All) != 2 || res.All[1].Source != limiter.SourceFailClosed {
+		t.Errorf("fail-closed AllowAll, Redis down: %+v, %v", res, err)
+	}
+	if res, err := closed.Peek(ctx, "down", limit); err != nil || res.Allowed || res.Source != limiter.SourceFailClosed {
+		t.Errorf("fail-closed Peek, Redis down: %+v, %v", res, err)
+	}
+	if _, err := plain.Allow(ctx, "down", limit); err == nil {
+		t.Error("no policy, Redis down: no error")
+	}
+	// Not Redis failures: still errors, whatever the policy.
+	if _, err := open.Allow(ctx, "down", limiter.Limit{}); !errors.Is(err, limiter.ErrInvalidLimit) {
+		t.Errorf("fail-open, invalid limit: %v", err)
+	}
+	if _, err := open.AllowN(ctx, "down", limit, 0); !errors.Is(err, limiter.ErrInvalidCost) {
+		t.Errorf("fail-open, invalid cost: %v", err)
+	}
+	gone, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, err := open.Allow(gone, "down", limit); err == nil {
+		t.Error("fail-open with the caller's context canceled: no error")
+	}
+	if err := open.Reset(ctx, "down", limit); err == nil {
+		t.Error("Reset with Redis down: no error")
+	}
+
+	// Back up: Redis decides again, with what it held before it went down (nothing: no persistence).
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	res, err = open.Allow(ctx, "down", limit)
+	if err != nil || !res.Allowed || res.Source != limiter.SourceRedis || res.Remaining != 1 {
+		t.Errorf("Redis back: %+v, %v", res, err)
+	}
+}
+
+// A decision made by the failure policy is a span with the decision, the source and the Redis
+// error (status Error, error.type redis), and counts in the decisions metric by source.
+func TestLimiterFailurePolicyTelemetry(t *testing.T) {
+	srv, rdb := privateServer(t)
+	ctx := context.Background()
+	rec := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
+	reader := sdkmetric.NewManualReader()
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+	const secretKey = "client-203.0.113.9"
+	lim, err := limiter.New(rdb, limiter.FixedWindow, limiter.WithFailOpen(),
+		limiter.WithTracerProvider(tp), limiter.WithMeterProvider(mp))
+	if err != nil {
+		t.Fatal(err)
+	}
+	limit := limiter.PerMinute(5).WithName("api")
+	if _, err := lim.Allow(ctx, secretKey, limit); err != nil {
+		t.Fatal(err)
+	}
+	srv.Stop()
+	if res, err := lim.Allow(ctx, secretKey, limit); err != nil || res.Source != limiter.SourceFailOpen {
+		t.Fatalf("%+v, %v", res, err)
+	}
+
+	spans := rec.Ended()
+	if len(spans) != 2 {
+		t.Fatalf("%d spans, want 2", len(spans))
+	}
+	for i, want := range []struct {
+		source string
+		status codes.Code
+	}{{"redis", codes.Unset}, {"fail_open", codes.Error}} {
+		sp := spans[i]
+		if v, _ := spanAttr(sp, "gatehouse.limiter.source"); v.AsString() != want.source {
+			t.Errorf("span %d: source %q, want %q", i, v.AsString(), want.source)
+		}
+		if v, _ := spanAttr(sp, "gatehouse.limiter.decision"); v.AsString() != "allowed" {
+			t.Errorf("span %d: decision %q, want allowed", i, v.AsString())
+		}
+		if sp.Status().Code != want.status {
+			t.Errorf("span %d: status %v, want %v", i, sp.Status().Code, want.status)
+		}
+	}
+	failed := spans[1]
+	if v, _ := spanAttr(failed, "error.type"); v.AsString() != "redis" {
+		t.Errorf("fail-open span: error.type %q, want redis", v.AsString())
+	}
+	if len(failed.Events()) == 0 || failed.Events()[0].Name != "exception" {
+		t.Errorf("fail-open span: events %v, want the Redis error recorded", failed.Events())
+	}
+	if l := leaks(spans, []string{secretKey}); len(l) > 0 {
+		t.Errorf("the key leaked: %v", l)
+	}
+
+	var rm metricdata.ResourceMetrics
+	if err := reader.Collect(ctx, &rm); err != nil {
+		t.Fatal(err)
+	}
+	counts := map[string]int64{}
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			if m.Name != "gatehouse.limiter.decisions" {
+				continue
+			}
+			for _, dp := range m.Data.(metricdata.Sum[int64]).DataPoints {
+				src, _ := dp.Attributes.Value("gatehouse.limiter.source")
+				dec, _ := dp.Attributes.Value("gatehouse.limiter.decision")
+				counts[src.AsString()+"/"+dec.AsString()] += dp.Value
+			}
+		}
+	}
+	if counts["redis/allowed"] != 1 || counts["fail_open/allowed"] != 1 || len(counts) != 2 {
+		t.Errorf("decisions by source/decision: %v, want one redis/allowed and one fail_open/allowed", counts)
+	}
+}
+
+// isTimeout reports whether err is a deadline passing: the context's, or the connection's that
+// go-redis sets from it.
+func isTimeout(err error) bool {
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded)
+}

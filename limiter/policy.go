@@ -1,0 +1,118 @@
+package limiter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Source says what made a decision: Redis, or the limiter's failure policy standing in for a Redis
+// that could not answer.
+type Source uint8
+
+const (
+	// SourceRedis: the decision was made in Redis by the algorithm's script. The zero value.
+	SourceRedis Source = iota
+	// SourceFailOpen: Redis failed and the limiter admitted the request (WithFailOpen). Nothing
+	// was counted anywhere.
+	SourceFailOpen
+	// SourceFailClosed: Redis failed and the limiter refused the request (WithFailClosed).
+	SourceFailClosed
+)
+
+// String returns "redis", "fail_open" or "fail_closed", as spans and metrics name the source.
+func (s Source) String() string {
+	switch s {
+	case SourceRedis:
+		return "redis"
+	case SourceFailOpen:
+		return "fail_open"
+	case SourceFailClosed:
+		return "fail_closed"
+	}
+	return fmt.Sprintf("Source(%d)", uint8(s))
+}
+
+// Local reports whether the decision was made in this process rather than in Redis.
+func (s Source) Local() bool { return s != SourceRedis }
+
+// failurePolicy is what a decision does when Redis fails it.
+type failurePolicy struct {
+	source     Source        // SourceRedis: return the error
+	retryAfter time.Duration // of a fail-closed refusal
+}
+
+// WithFailOpen makes the limiter admit a request when Redis cannot decide it: on a connection
+// error, a timeout, a server error or a malformed reply. Allow then returns a nil error and a Result
+// with Allowed true, Source SourceFailOpen and Err holding the failure; the failure is recorded on
+// the span and in the decisions metric, never silently. Invalid arguments are still errors, and so
+// is a failure after the caller's own context has ended. Pair it with WithTimeout, so that a slow
+// Redis costs a bounded wait.
+//
+// Without WithFailOpen or WithFailClosed, a Redis failure is returned as the error.
+func WithFailOpen() Option {
+	return optionFunc(func(l *Limiter) { l.fail = failurePolicy{source: SourceFailOpen} })
+}
+
+// WithFailClosed makes the limiter refuse a request when Redis cannot decide it, with RetryAfter
+// set to retryAfter (which must be positive). Allow then returns a nil error and a Result with
+// Allowed false, Source SourceFailClosed and Err holding the failure. The rest is as WithFailOpen.
+func WithFailClosed(retryAfter time.Duration) Option {
+	return optionFunc(func(l *Limiter) {
+		l.fail = failurePolicy{source: SourceFailClosed, retryAfter: retryAfter}
+	})
+}
+
+// WithTimeout bounds each decision's script call to d, whatever the caller's context allows: a
+// Redis that does not answer in time is a failure, which the failure policy then decides. d <= 0
+// means no bound of the limiter's own (the default).
+//
+// go-redis ignores context deadlines unless the client's options set ContextTimeoutEnabled; New
+// refuses WithTimeout for a client that would ignore it. Without WithTimeout, a slow Redis fails
+// a decision after the client's ReadTimeout (3 seconds by default).
+func WithTimeout(d time.Duration) Option { return optionFunc(func(l *Limiter) { l.timeout = d }) }
+
+// honoursDeadlines reports whether client applies context deadlines to its network calls, as
+// WithTimeout needs. Clients of unknown types are trusted.
+func honoursDeadlines(client redis.UniversalClient) bool {
+	switch c := client.(type) {
+	case *redis.Client:
+		return c.Options().ContextTimeoutEnabled
+	case *redis.ClusterClient:
+		return c.Options().ContextTimeoutEnabled
+	case *redis.Ring:
+		return c.Options().ContextTimeoutEnabled
+	}
+	return true
+}
+
+func (p failurePolicy) validate() error {
+	if p.source == SourceFailClosed && p.retryAfter <= 0 {
+		return fmt.Errorf("limiter: WithFailClosed needs a positive retry-after, got %v", p.retryAfter)
+	}
+	return nil
+}
+
+// absorbs reports whether the policy decides in place of Redis after err: a failure of Redis,
+// while the caller still waits for an answer. Refused arguments are always the caller's to see.
+func (p failurePolicy) absorbs(ctx context.Context, err error) bool {
+	if p.source == SourceRedis || err == nil || ctx.Err() != nil {
+		return false
+	}
+	return !errors.Is(err, ErrInvalidLimit) && !errors.Is(err, ErrInvalidCost) && !errors.Is(err, ErrInvalidKey)
+}
+
+// decide fills out with the policy's decision for each limit, standing in for Redis after cause.
+// Remaining and ResetAfter are unknown, and reported as 0.
+func (p failurePolicy) decide(limits []Limit, out []Result, cause error) {
+	for i, lim := range limits {
+		r := Result{Allowed: p.source == SourceFailOpen, Limit: lim, Source: p.source, Err: cause}
+		if !r.Allowed {
+			r.RetryAfter = p.retryAfter
+		}
+		out[i] = r
+	}
+}
