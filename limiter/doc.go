@@ -9,7 +9,7 @@
 //	...
 //	res, err := lim.Allow(ctx, "user:42", limiter.PerSecond(10).WithBurst(20))
 //	if err != nil {
-//		// Redis failed or the limit is invalid; decide whether to fail open or closed.
+//		// the limit is invalid, or Redis failed (unless WithFailOpen or WithFailClosed decides then)
 //	}
 //	if !res.Allowed {
 //		// refuse, and tell the client to come back after res.RetryAfter
@@ -27,6 +27,18 @@
 //     ErrInvalidKey before Redis is asked.
 //   - AllowAll checks several limits (10 per second and 1000 per hour) and counts the request
 //     against all of them or none, in one script call.
+//
+// # When Redis fails
+//
+// By default a decision Redis could not make is an error. WithFailOpen admits such requests and
+// WithFailClosed refuses them, with a nil error and a Result whose Source says so and whose Err
+// holds the failure; either way the failure is on the span and in the decisions metric.
+// WithTimeout bounds how long a decision waits for Redis.
+//
+// # HTTP
+//
+// Middleware limits net/http requests and sets the IETF draft RateLimit-Policy and RateLimit
+// fields, with Retry-After on refusals.
 //
 // # Keys
 //

@@ -1,0 +1,207 @@
+package limiter
+
+import (
+	"math"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+)
+
+// KeyFunc returns the identifier a request is limited under, such as a user ID, an API key or a
+// client address. An empty identifier exempts the request from the middleware's limits.
+type KeyFunc func(r *http.Request) string
+
+// ByRemoteIP limits each client address (RemoteAddr without its port). Behind a proxy RemoteAddr
+// is the proxy's: use a KeyFunc that reads the header your proxy sets, and only from your proxy.
+func ByRemoteIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+// HTTPOption configures Middleware.
+type HTTPOption func(*httpConfig)
+
+type httpConfig struct {
+	cost      func(*http.Request) int64
+	limitsFor func(*http.Request) []Limit
+	denied    func(http.ResponseWriter, *http.Request, Result)
+	failed    func(http.ResponseWriter, *http.Request, error)
+}
+
+// WithCost sets what a request costs (default 1). A cost below 1 is an error, handled by the
+// error handler.
+func WithCost(cost func(*http.Request) int64) HTTPOption {
+	return func(c *httpConfig) { c.cost = cost }
+}
+
+// WithLimitsFor chooses the limits per request, for tiers or per-route limits; it replaces the
+// limits given to Middleware. Returning none exempts the request.
+func WithLimitsFor(limits func(*http.Request) []Limit) HTTPOption {
+	return func(c *httpConfig) { c.limitsFor = limits }
+}
+
+// WithDeniedHandler sets what answers a refused request. The RateLimit fields and Retry-After are
+// already set on w. The default answers 429 Too Many Requests, or 503 Service Unavailable when the
+// refusal is the fail-closed policy's (Redis failed, not the client).
+func WithDeniedHandler(h func(w http.ResponseWriter, r *http.Request, res Result)) HTTPOption {
+	return func(c *httpConfig) { c.denied = h }
+}
+
+// WithHTTPErrorHandler sets what answers a request the limiter could not decide: Redis failed
+// under the default failure policy, or the limits or cost were invalid. The default answers
+// 503 Service Unavailable and says nothing of the cause.
+func WithHTTPErrorHandler(h func(w http.ResponseWriter, r *http.Request, err error)) HTTPOption {
+	return func(c *httpConfig) { c.failed = h }
+}
+
+// Middleware limits requests with lim: each request is decided under key(r) against limits (all
+// of them at once, in one script call, when there are several), and passed on only if admitted.
+//
+// Every decided response carries the RateLimit-Policy and RateLimit fields of the IETF httpapi
+// draft (draft-ietf-httpapi-ratelimit-headers): one item per limit, named by the limit's Name
+// (or "<rate>/<period>"), with q and w its quota and window in seconds, r the requests remaining
+// and t the seconds until the quota is whole again (for a sliding window, up to two windows). A refused response adds Retry-After, in whole
+// seconds rounded up. A decision the failure policy made without Redis carries no RateLimit field,
+// since nothing is known of the quota.
+//
+// For a token bucket, q is the bucket's capacity (Burst, or Rate) and w the time it takes to refill
+// it from empty, so that r never exceeds q.
+func Middleware(lim *Limiter, key KeyFunc, limits []Limit, opts ...HTTPOption) func(http.Handler) http.Handler {
+	c := httpConfig{denied: deny, failed: unavailable}
+	for _, o := range opts {
+		o(&c)
+	}
+	limits = append([]Limit(nil), limits...)
+	policy := policyField(lim.alg, limits) // computed once for the fixed limits
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			ls, pf := limits, policy
+			if c.limitsFor != nil {
+				ls = c.limitsFor(r)
+				pf = policyField(lim.alg, ls)
+			}
+			id := key(r)
+			if id == "" || len(ls) == 0 {
+				next.ServeHTTP(w, r)
+				return
+			}
+			n := int64(1)
+			if c.cost != nil {
+				n = c.cost(r)
+			}
+			var res Result
+			var err error
+			if len(ls) == 1 {
+				res, err = lim.AllowN(r.Context(), id, ls[0], n)
+			} else {
+				res, err = lim.AllowAll(r.Context(), id, n, ls...)
+			}
+			if err != nil {
+				c.failed(w, r, err)
+				return
+			}
+			h := w.Header()
+			h.Set("RateLimit-Policy", pf)
+			if res.Source == SourceRedis {
+				h.Set("RateLimit", stateField(res))
+			}
+			if !res.Allowed {
+				if res.RetryAfter != InfDuration {
+					h.Set("Retry-After", strconv.FormatInt(ceilSeconds(res.RetryAfter), 10))
+				}
+				c.denied(w, r, res)
+				return
+			}
+			next.ServeHTTP(w, r)
+		})
+	}
+}
+
+func deny(w http.ResponseWriter, _ *http.Request, res Result) {
+	if res.Source == SourceFailClosed {
+		http.Error(w, http.StatusText(http.StatusServiceUnavailable), http.StatusServiceUnavailable)
+		return
+	}
+	http.Error(w, http.StatusText(http.StatusTooManyRequests), http.StatusTooManyRequests)
+}
+
+func unavailable(w http.ResponseWriter, _ *http.Request, _ error) {
+	http.Error(w, http.StatusText(http.StatusServiceUnavailable), http.StatusServiceUnavailable)
+}
+
+// policyField formats RateLimit-Policy: `"name";q=<quota>;w=<seconds>` per limit.
+func policyField(alg *Algorithm, limits []Limit) string {
+	var b []byte
+	for i, l := range limits {
+		if i > 0 {
+			b = append(b, ", "...)
+		}
+		q, w := quotaWindow(alg, l)
+		b = appendSFString(b, policyName(l))
+		b = append(b, ";q="...)
+		b = strconv.AppendInt(b, q, 10)
+		b = append(b, ";w="...)
+		b = strconv.AppendInt(b, w, 10)
+	}
+	return string(b)
+}
+
+// stateField formats RateLimit: `"name";r=<remaining>;t=<seconds>` per limit decided.
+func stateField(res Result) string {
+	all := res.All
+	if all == nil {
+		all = []Result{res}
+	}
+	var b []byte
+	for i, r := range all {
+		if i > 0 {
+			b = append(b, ", "...)
+		}
+		b = appendSFString(b, policyName(r.Limit))
+		b = append(b, ";r="...)
+		b = strconv.AppendInt(b, max(r.Remaining, 0), 10)
+		b = append(b, ";t="...)
+		b = strconv.AppendInt(b, ceilSeconds(r.ResetAfter), 10)
+	}
+	return string(b)
+}
+
+// quotaWindow returns a limit's quota and window, in requests and whole seconds (at least 1).
+func quotaWindow(alg *Algorithm, l Limit) (q, w int64) {
+	if alg == TokenBucket {
+		// Capacity tokens, refilled Rate per Period.
+		refill := math.Ceil(float64(l.Capacity()) * l.Period.Seconds() / float64(l.Rate))
+		return l.Capacity(), max(int64(refill), 1)
+	}
+	return l.Rate, max(ceilSeconds(l.Period), 1)
+}
+
+// ceilSeconds returns d in whole seconds, rounded up.
+func ceilSeconds(d time.Duration) int64 {
+	s := int64(d / time.Second)
+	if d%time.Second > 0 {
+		s++
+	}
+	return s
+}
+
+// appendSFString appends s as a Structured Field String (RFC 8941): quoted, with '"' and '\'
+// escaped, and bytes outside printable ASCII replaced by '_', which a String cannot hold.
+func appendSFString(b []byte, s string) []byte {
+	b = append(b, '"')
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == '"' || c == '\\':
+			b = append(b, '\\', c)
+		case c < 0x20 || c > 0x7e:
+			b = append(b, '_')
+		default:
+			b = append(b, c)
+		}
+	}
+	return append(b, '"')
+}

@@ -1,0 +1,49 @@
+package limiter
+
+import (
+	"net/http/httptest"
+	"testing"
+	"time"
+)
+
+func TestPolicyField(t *testing.T) {
+	for _, c := range []struct {
+		alg    *Algorithm
+		limits []Limit
+		want   string
+	}{
+		{FixedWindow, []Limit{PerMinute(100).WithName("api")}, `"api";q=100;w=60`},
+		{SlidingWindow, []Limit{PerSecond(10), PerHour(1000).WithName("hourly")}, `"10/1s";q=10;w=1, "hourly";q=1000;w=3600`},
+		{FixedWindow, []Limit{Per(5, 250*time.Millisecond).WithName("fast")}, `"fast";q=5;w=1`},
+		// A token bucket: the capacity, and the time to refill it from empty.
+		{TokenBucket, []Limit{PerSecond(10).WithBurst(25).WithName("b")}, `"b";q=25;w=3`},
+		{TokenBucket, []Limit{PerMinute(2).WithName("m")}, `"m";q=2;w=60`},
+		// Names become Structured Field Strings.
+		{FixedWindow, []Limit{PerSecond(1).WithName("say \"hi\" \\ é")}, `"say \"hi\" \\ __";q=1;w=1`},
+	} {
+		if got := policyField(c.alg, c.limits); got != c.want {
+			t.Errorf("%v %v: %s, want %s", c.alg, c.limits, got, c.want)
+		}
+	}
+}
+
+func TestStateField(t *testing.T) {
+	a := Result{Limit: PerSecond(10).WithName("s"), Remaining: 3, ResetAfter: 700 * time.Millisecond}
+	b := Result{Limit: PerHour(100).WithName("h"), Remaining: 0, RetryAfter: time.Minute, ResetAfter: 3599*time.Second + time.Microsecond}
+	if got, want := stateField(a), `"s";r=3;t=1`; got != want {
+		t.Errorf("%s, want %s", got, want)
+	}
+	if got, want := stateField(Result{All: []Result{a, b}}), `"s";r=3;t=1, "h";r=0;t=3600`; got != want {
+		t.Errorf("%s, want %s", got, want)
+	}
+}
+
+func TestByRemoteIP(t *testing.T) {
+	r := httptest.NewRequest("GET", "/", nil)
+	for addr, want := range map[string]string{"192.0.2.1:1234": "192.0.2.1", "[2001:db8::1]:80": "2001:db8::1", "odd": "odd"} {
+		r.RemoteAddr = addr
+		if got := ByRemoteIP(r); got != want {
+			t.Errorf("%s: %s, want %s", addr, got, want)
+		}
+	}
+}
