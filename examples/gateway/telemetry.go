@@ -1,0 +1,43 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"os"
+
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/exporters/otlp/otlpmetric/otlpmetrichttp"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/resource"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+)
+
+// setupTelemetry installs global trace and meter providers that export over OTLP/HTTP when
+// OTEL_EXPORTER_OTLP_ENDPOINT is set, configured by the standard OTEL_* variables
+// (OTEL_SERVICE_NAME names the service). Without it, nothing is installed and gatehouse's
+// instrumentation costs nothing.
+func setupTelemetry(ctx context.Context) (shutdown func(context.Context) error, err error) {
+	if os.Getenv("OTEL_EXPORTER_OTLP_ENDPOINT") == "" {
+		return func(context.Context) error { return nil }, nil
+	}
+	res, err := resource.Merge(resource.Default(), resource.Environment())
+	if err != nil {
+		return nil, err
+	}
+	texp, err := otlptracehttp.New(ctx)
+	if err != nil {
+		return nil, err
+	}
+	mexp, err := otlpmetrichttp.New(ctx)
+	if err != nil {
+		return nil, err
+	}
+	tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(texp), sdktrace.WithResource(res))
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewPeriodicReader(mexp)), sdkmetric.WithResource(res))
+	otel.SetTracerProvider(tp)
+	otel.SetMeterProvider(mp)
+	return func(ctx context.Context) error {
+		return errors.Join(tp.Shutdown(ctx), mp.Shutdown(ctx))
+	}, nil
+}
