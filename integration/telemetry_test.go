@@ -274,13 +274,13 @@ func TestTelemetry(t *testing.T) {
 				}
 			}
 			want := map[string]int64{
-				"gatehouse.limiter.decisions gatehouse.limiter.algorithm=token_bucket,gatehouse.limiter.decision=allowed,gatehouse.limiter.policy=api": 1,
-				"gatehouse.limiter.decisions gatehouse.limiter.algorithm=token_bucket,gatehouse.limiter.decision=denied,gatehouse.limiter.policy=api":  1,
-				"gatehouse.session.operations gatehouse.session.operation=load,gatehouse.session.outcome=ok":                                           1,
-				"gatehouse.session.operations gatehouse.session.operation=load,gatehouse.session.outcome=not_found":                                    1,
-				"gatehouse.session.operations gatehouse.session.operation=save,gatehouse.session.outcome=ok":                                           1,
-				"gatehouse.session.operations gatehouse.session.operation=login,gatehouse.session.outcome=ok":                                          1,
-				"gatehouse.session.size gatehouse.session.operation=save":                                                                              1,
+				"gatehouse.limiter.decisions gatehouse.limiter.algorithm=token_bucket,gatehouse.limiter.decision=allowed,gatehouse.limiter.policy=api,gatehouse.limiter.source=redis": 1,
+				"gatehouse.limiter.decisions gatehouse.limiter.algorithm=token_bucket,gatehouse.limiter.decision=denied,gatehouse.limiter.policy=api,gatehouse.limiter.source=redis":  1,
+				"gatehouse.session.operations gatehouse.session.operation=load,gatehouse.session.outcome=ok":                                                                          1,
+				"gatehouse.session.operations gatehouse.session.operation=load,gatehouse.session.outcome=not_found":                                                                   1,
+				"gatehouse.session.operations gatehouse.session.operation=save,gatehouse.session.outcome=ok":                                                                          1,
+				"gatehouse.session.operations gatehouse.session.operation=login,gatehouse.session.outcome=ok":                                                                         1,
+				"gatehouse.session.size gatehouse.session.operation=save":                                                                                                             1,
 			}
 			for k, v := range want {
 				if counts[k] != v {
