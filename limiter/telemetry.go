@@ -3,6 +3,7 @@ package limiter
 import (
 	"context"
 	"errors"
+	"os"
 	"time"
 
 	"github.com/gatehouse/gatehouse/internal/telemetry"
@@ -156,8 +157,10 @@ func errorType(err error) string {
 		return ""
 	case errors.Is(err, ErrInvalidLimit), errors.Is(err, ErrInvalidCost), errors.Is(err, ErrInvalidKey):
 		return "invalid_argument"
-	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
-		return "context"
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, os.ErrDeadlineExceeded):
+		return "timeout" // the caller's deadline, WithTimeout's, or the client's read timeout
+	case errors.Is(err, context.Canceled):
+		return "canceled"
 	case errors.Is(err, ErrBadReply):
 		return "bad_reply"
 	default:
