@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -41,11 +42,12 @@ func TestLimiterFailurePolicy(t *testing.T) {
 	ctx := context.Background()
 	limit := limiter.PerMinute(2).WithName("api")
 
-	open, err := limiter.New(rdb, limiter.TokenBucket, limiter.WithFailOpen(), limiter.WithTimeout(200*time.Millisecond))
+	// No cooldown: every call below asks Redis (TestLimiterFailureCooldown tests the cooldown).
+	open, err := limiter.New(rdb, limiter.TokenBucket, limiter.WithFailOpen(), limiter.WithTimeout(200*time.Millisecond), limiter.WithCooldown(0))
 	if err != nil {
 		t.Fatal(err)
 	}
-	closed, err := limiter.New(rdb, limiter.TokenBucket, limiter.WithFailClosed(3*time.Second))
+	closed, err := limiter.New(rdb, limiter.TokenBucket, limiter.WithFailClosed(3*time.Second), limiter.WithCooldown(0))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -220,4 +222,97 @@ func TestLimiterFailurePolicyTelemetry(t *testing.T) {
 // go-redis sets from it.
 func isTimeout(err error) bool {
 	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded)
+}
+
+// calls counts the commands a client sends, pipelines included.
+type calls struct{ n atomic.Int64 }
+
+func (c *calls) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (c *calls) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error { c.n.Add(1); return next(ctx, cmd) }
+}
+func (c *calls) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error { c.n.Add(int64(len(cmds))); return next(ctx, cmds) }
+}
+
+// After Redis fails to answer, a limiter with a failure policy stops asking it for the cooldown,
+// then asks once and resumes when Redis answers. An error Redis replies with starts no cooldown.
+func TestLimiterFailureCooldown(t *testing.T) {
+	srv, rdb := privateServer(t)
+	ctx := context.Background()
+	var sent calls
+	rdb.AddHook(&sent)
+	limit := limiter.PerMinute(10).WithName("api")
+	long, err := limiter.New(rdb, limiter.TokenBucket, limiter.WithFailOpen(), limiter.WithCooldown(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	short, err := limiter.New(rdb, limiter.TokenBucket, limiter.WithFailClosed(time.Second), limiter.WithCooldown(200*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	every, err := limiter.New(rdb, limiter.TokenBucket, limiter.WithFailOpen(), limiter.WithCooldown(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// A reply with an error (a key of the wrong type) starts no cooldown.
+	if err := rdb.HSet(ctx, "gh:rl:{bad}:tb:napi", "x", "y").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := long.Allow(ctx, "bad", limit); err != nil || res.Source != limiter.SourceFailOpen || errors.Is(res.Err, limiter.ErrUnavailable) {
+		t.Fatalf("corrupt key: %+v, %v", res, err)
+	}
+	if res, err := long.Allow(ctx, "good", limit); err != nil || res.Source != limiter.SourceRedis {
+		t.Fatalf("after a corrupt key: %+v, %v; want Redis to decide", res, err)
+	}
+
+	srv.Stop()
+	for _, l := range []*limiter.Limiter{long, short} {
+		before := sent.n.Load()
+		res, err := l.Allow(ctx, "k", limit)
+		if err != nil || res.Source == limiter.SourceRedis || errors.Is(res.Err, limiter.ErrUnavailable) || sent.n.Load() == before {
+			t.Fatalf("first call with Redis down: %+v, %v; want the policy, after asking Redis", res, err)
+		}
+	}
+	// Within the cooldown: the policy decides and Redis is not asked. Arguments are still checked.
+	before := sent.n.Load()
+	for range 20 {
+		res, err := long.Allow(ctx, "k", limit)
+		if err != nil || res.Source != limiter.SourceFailOpen || !errors.Is(res.Err, limiter.ErrUnavailable) {
+			t.Fatalf("in the cooldown: %+v, %v", res, err)
+		}
+	}
+	if _, err := long.Allow(ctx, "", limit); !errors.Is(err, limiter.ErrInvalidKey) {
+		t.Errorf("in the cooldown, an empty key: %v", err)
+	}
+	if n := sent.n.Load() - before; n != 0 {
+		t.Errorf("%d commands sent during the cooldown, want 0", n)
+	}
+	// Without a cooldown, every decision asks.
+	before = sent.n.Load()
+	for range 3 {
+		if res, err := every.Allow(ctx, "k", limit); err != nil || res.Source != limiter.SourceFailOpen || errors.Is(res.Err, limiter.ErrUnavailable) {
+			t.Fatalf("no cooldown: %+v, %v", res, err)
+		}
+	}
+	if n := sent.n.Load() - before; n < 3 {
+		t.Errorf("no cooldown: %d commands for 3 decisions", n)
+	}
+
+	// Redis back, cooldown over: the next call asks, and Redis decides from then on.
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(250 * time.Millisecond)
+	for i := range 3 {
+		res, err := short.Allow(ctx, "k", limit)
+		if err != nil || res.Source != limiter.SourceRedis || res.Remaining != int64(9-i) {
+			t.Fatalf("call %d after the cooldown, Redis back: %+v, %v", i, res, err)
+		}
+	}
+	// The long cooldown is still running: its limiter has not asked yet.
+	if res, _ := long.Allow(ctx, "k", limit); !errors.Is(res.Err, limiter.ErrUnavailable) {
+		t.Errorf("long cooldown with Redis back: %+v, want still cooling down", res)
+	}
 }

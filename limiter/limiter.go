@@ -143,6 +143,7 @@ type Limiter struct {
 
 	fail    failurePolicy
 	timeout time.Duration
+	breaker breaker
 
 	tp      trace.TracerProvider
 	mp      metric.MeterProvider
@@ -181,7 +182,7 @@ func New(client redis.UniversalClient, alg *Algorithm, opts ...Option) (*Limiter
 	if alg == nil {
 		return nil, errors.New("limiter: New with a nil algorithm")
 	}
-	l := &Limiter{client: client, alg: alg, prefix: DefaultKeyPrefix}
+	l := &Limiter{client: client, alg: alg, prefix: DefaultKeyPrefix, fail: failurePolicy{cooldown: -1}}
 	for _, o := range opts {
 		o.apply(l)
 	}
@@ -190,6 +191,12 @@ func New(client redis.UniversalClient, alg *Algorithm, opts ...Option) (*Limiter
 	}
 	if err := l.fail.validate(); err != nil {
 		return nil, err
+	}
+	switch {
+	case l.fail.source == SourceRedis:
+		l.fail.cooldown = 0 // errors go to the caller, who may want to retry at once
+	case l.fail.cooldown < 0:
+		l.fail.cooldown = DefaultCooldown
 	}
 	if l.timeout > 0 && !honoursDeadlines(client) {
 		return nil, errors.New("limiter: WithTimeout needs a client that applies context deadlines: set ContextTimeoutEnabled in its options")
@@ -324,13 +331,38 @@ var spanNames = map[string]string{opAllow: "gatehouse.limiter.allow", opPeek: "g
 func (l *Limiter) decide(ctx context.Context, op, key string, n int64, peek bool, limits []Limit, out []Result) error {
 	ctx, span := l.tracer.Start(ctx, spanNames[op])
 	start := time.Now()
-	err := l.runBounded(ctx, key, n, peek, limits, out)
+	var err error
+	if l.fail.cooldown > 0 && l.breaker.skip(start.UnixNano(), l.fail.cooldown) {
+		err = l.validate(key, n, limits)
+		if err == nil {
+			err = ErrUnavailable
+		}
+	} else {
+		err = l.runBounded(ctx, key, n, peek, limits, out)
+		if l.fail.cooldown > 0 && (err == nil || l.fail.absorbs(ctx, err)) {
+			l.breaker.record(time.Now().UnixNano(), l.fail.cooldown, err)
+		}
+	}
 	if l.fail.absorbs(ctx, err) {
 		l.fail.decide(limits, out, err)
 		err = nil
 	}
 	l.observe(ctx, span, op, key, start, n, limits, out, err)
 	return err
+}
+
+// validate checks a decision's arguments as run does, without asking Redis.
+func (l *Limiter) validate(key string, n int64, limits []Limit) error {
+	_, err := l.prepare(key, n, limits)
+	return err
+}
+
+// prepare validates a decision's arguments and returns the Redis key of each limit.
+func (l *Limiter) prepare(key string, n int64, limits []Limit) ([]string, error) {
+	if n < 1 {
+		return nil, fmt.Errorf("%w: %d (want at least 1)", ErrInvalidCost, n)
+	}
+	return l.keys(key, limits)
 }
 
 // runBounded is run within the limiter's timeout, if it has one.
@@ -345,10 +377,7 @@ func (l *Limiter) runBounded(ctx context.Context, key string, n int64, peek bool
 
 // run runs the algorithm's script for key and limits, and decodes one Result per limit into out.
 func (l *Limiter) run(ctx context.Context, key string, n int64, peek bool, limits []Limit, out []Result) error {
-	if n < 1 {
-		return fmt.Errorf("%w: %d (want at least 1)", ErrInvalidCost, n)
-	}
-	keys, err := l.keys(key, limits)
+	keys, err := l.prepare(key, n, limits)
 	if err != nil {
 		return err
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -39,10 +40,19 @@ func (s Source) String() string {
 // Local reports whether the decision was made in this process rather than in Redis.
 func (s Source) Local() bool { return s != SourceRedis }
 
+// ErrUnavailable is the Err of a decision the failure policy made without asking Redis, because
+// Redis failed moments before (see WithCooldown).
+var ErrUnavailable = errors.New("limiter: Redis failed moments ago; not asked during the cooldown")
+
+// DefaultCooldown is how long, after Redis fails to answer, a limiter with a failure policy
+// decides without asking it (see WithCooldown).
+const DefaultCooldown = time.Second
+
 // failurePolicy is what a decision does when Redis fails it.
 type failurePolicy struct {
 	source     Source        // SourceRedis: return the error
 	retryAfter time.Duration // of a fail-closed refusal
+	cooldown   time.Duration // < 0: not set, DefaultCooldown
 }
 
 // WithFailOpen makes the limiter admit a request when Redis cannot decide it: on a connection
@@ -50,11 +60,11 @@ type failurePolicy struct {
 // with Allowed true, Source SourceFailOpen and Err holding the failure; the failure is recorded on
 // the span and in the decisions metric, never silently. Invalid arguments are still errors, and so
 // is a failure after the caller's own context has ended. Pair it with WithTimeout, so that a slow
-// Redis costs a bounded wait.
+// Redis costs a bounded wait; after a failure, Redis is left alone for a cooldown (WithCooldown).
 //
 // Without WithFailOpen or WithFailClosed, a Redis failure is returned as the error.
 func WithFailOpen() Option {
-	return optionFunc(func(l *Limiter) { l.fail = failurePolicy{source: SourceFailOpen} })
+	return optionFunc(func(l *Limiter) { l.fail.source, l.fail.retryAfter = SourceFailOpen, 0 })
 }
 
 // WithFailClosed makes the limiter refuse a request when Redis cannot decide it, with RetryAfter
@@ -62,8 +72,20 @@ func WithFailOpen() Option {
 // Allowed false, Source SourceFailClosed and Err holding the failure. The rest is as WithFailOpen.
 func WithFailClosed(retryAfter time.Duration) Option {
 	return optionFunc(func(l *Limiter) {
-		l.fail = failurePolicy{source: SourceFailClosed, retryAfter: retryAfter}
+		l.fail.source, l.fail.retryAfter = SourceFailClosed, retryAfter
 	})
+}
+
+// WithCooldown sets how long, after Redis failed to answer (a connection refused, a timeout), a
+// limiter with WithFailOpen or WithFailClosed decides by its policy without asking Redis
+// (default DefaultCooldown). With Redis down, each call would otherwise wait for go-redis'
+// dial retries or for WithTimeout before the policy decides: 100ms per request with a 100ms
+// timeout. When the cooldown has passed, one call asks Redis again; while it is out, the others
+// still decide without it. Such decisions have Err ErrUnavailable. A reply Redis gives with an
+// error (a corrupt key, a script error) concerns one key and starts no cooldown. d == 0 asks
+// Redis for every decision.
+func WithCooldown(d time.Duration) Option {
+	return optionFunc(func(l *Limiter) { l.fail.cooldown = max(d, 0) })
 }
 
 // WithTimeout bounds each decision's script call to d, whatever the caller's context allows: a
@@ -103,6 +125,42 @@ func (p failurePolicy) absorbs(ctx context.Context, err error) bool {
 		return false
 	}
 	return !errors.Is(err, ErrInvalidLimit) && !errors.Is(err, ErrInvalidCost) && !errors.Is(err, ErrInvalidKey)
+}
+
+// unreachable reports whether err means Redis did not answer (as opposed to answering with an
+// error about one key or script), which starts a cooldown.
+func unreachable(err error) bool {
+	var reply redis.Error
+	return !errors.As(err, &reply) && !errors.Is(err, ErrBadReply)
+}
+
+// breaker is the cooldown's state: while skipUntil (Unix nanoseconds) is ahead, decisions skip
+// Redis. Zero when Redis answered last.
+type breaker struct{ skipUntil atomic.Int64 }
+
+// skip reports whether a decision at now should not ask Redis. Once the cooldown has passed, one
+// caller wins the right to ask (and pushes the cooldown on for the others while it does).
+func (b *breaker) skip(now int64, cooldown time.Duration) bool {
+	until := b.skipUntil.Load()
+	if until == 0 {
+		return false
+	}
+	if now < until {
+		return true
+	}
+	return !b.skipUntil.CompareAndSwap(until, now+int64(cooldown))
+}
+
+// record notes how a call to Redis went.
+func (b *breaker) record(now int64, cooldown time.Duration, err error) {
+	switch {
+	case err == nil:
+		if b.skipUntil.Load() != 0 {
+			b.skipUntil.Store(0)
+		}
+	case unreachable(err):
+		b.skipUntil.Store(now + int64(cooldown))
+	}
 }
 
 // decide fills out with the policy's decision for each limit, standing in for Redis after cause.
