@@ -2,6 +2,8 @@ package integration
 
 import (
 	"context"
+	"net/http"
+	"net/http/httptest"
 	"strconv"
 	"testing"
 
@@ -148,4 +150,38 @@ func BenchmarkAllowTelemetry(b *testing.B) {
 			}
 		})
 	}
+}
+
+// The HTTP middleware around a handler that writes nothing, against a direct AllowAll with the
+// same two limits: what the RateLimit fields and the plumbing add per request.
+func BenchmarkMiddleware(b *testing.B) {
+	lim := benchLimiter(b, limiter.TokenBucket)
+	limits := []limiter.Limit{limiter.PerSecond(1 << 30).WithName("burst"), limiter.PerHour(1 << 40).WithName("hourly")}
+	b.Run("AllowAll", func(b *testing.B) {
+		ctx := context.Background()
+		b.ReportAllocs()
+		i := 0
+		for b.Loop() {
+			if _, err := lim.AllowAll(ctx, benchKeys[i%len(benchKeys)], 1, limits...); err != nil {
+				b.Fatal(err)
+			}
+			i++
+		}
+	})
+	b.Run("Middleware", func(b *testing.B) {
+		i := 0
+		key := func(*http.Request) string { return benchKeys[i%len(benchKeys)] }
+		h := limiter.Middleware(lim, key, limits)(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+		req := httptest.NewRequest(http.MethodGet, "/", nil)
+		w := httptest.NewRecorder()
+		b.ReportAllocs()
+		for b.Loop() {
+			clear(w.Header())
+			h.ServeHTTP(w, req)
+			if w.Header().Get("RateLimit") == "" {
+				b.Fatal("no RateLimit field")
+			}
+			i++
+		}
+	})
 }

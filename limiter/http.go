@@ -105,13 +105,13 @@ func Middleware(lim *Limiter, key KeyFunc, limits []Limit, opts ...HTTPOption) f
 				return
 			}
 			h := w.Header()
-			h.Set("RateLimit-Policy", pf)
+			h[hdrPolicy] = []string{pf}
 			if res.Source == SourceRedis {
-				h.Set("RateLimit", stateField(res))
+				h[hdrState] = []string{stateField(res)}
 			}
 			if !res.Allowed {
 				if res.RetryAfter != InfDuration {
-					h.Set("Retry-After", strconv.FormatInt(ceilSeconds(res.RetryAfter), 10))
+					h[hdrRetryAfter] = []string{strconv.FormatInt(ceilSeconds(res.RetryAfter), 10)}
 				}
 				c.denied(w, r, res)
 				return
@@ -120,6 +120,14 @@ func Middleware(lim *Limiter, key KeyFunc, limits []Limit, opts ...HTTPOption) f
 		})
 	}
 }
+
+// The fields' names in canonical form (http.CanonicalHeaderKey), so that setting them costs no
+// conversion.
+const (
+	hdrPolicy     = "Ratelimit-Policy"
+	hdrState      = "Ratelimit"
+	hdrRetryAfter = "Retry-After"
+)
 
 func deny(w http.ResponseWriter, _ *http.Request, res Result) {
 	if res.Source == SourceFailClosed {
@@ -135,7 +143,7 @@ func unavailable(w http.ResponseWriter, _ *http.Request, _ error) {
 
 // policyField formats RateLimit-Policy: `"name";q=<quota>;w=<seconds>` per limit.
 func policyField(alg *Algorithm, limits []Limit) string {
-	var b []byte
+	b := make([]byte, 0, 40*len(limits))
 	for i, l := range limits {
 		if i > 0 {
 			b = append(b, ", "...)
@@ -156,7 +164,7 @@ func stateField(res Result) string {
 	if all == nil {
 		all = []Result{res}
 	}
-	var b []byte
+	b := make([]byte, 0, 40*len(all))
 	for i, r := range all {
 		if i > 0 {
 			b = append(b, ", "...)

@@ -1,6 +1,7 @@
 package limiter
 
 import (
+	"net/http"
 	"net/http/httptest"
 	"testing"
 	"time"
@@ -44,6 +45,14 @@ func TestByRemoteIP(t *testing.T) {
 		r.RemoteAddr = addr
 		if got := ByRemoteIP(r); got != want {
 			t.Errorf("%s: %s, want %s", addr, got, want)
+		}
+	}
+}
+
+func TestFieldNamesCanonical(t *testing.T) {
+	for _, h := range []string{hdrPolicy, hdrState, hdrRetryAfter} {
+		if c := http.CanonicalHeaderKey(h); c != h {
+			t.Errorf("%q is not canonical (%q)", h, c)
 		}
 	}
 }
