@@ -243,7 +243,9 @@ func TestLimiterFailureCooldown(t *testing.T) {
 	var sent calls
 	rdb.AddHook(&sent)
 	limit := limiter.PerMinute(10).WithName("api")
-	long, err := limiter.New(rdb, limiter.TokenBucket, limiter.WithFailOpen(), limiter.WithCooldown(time.Hour))
+	var logged atomic.Int64
+	long, err := limiter.New(rdb, limiter.TokenBucket, limiter.WithFailOpen(), limiter.WithCooldown(time.Hour),
+		limiter.WithFailureLog(func(error) { logged.Add(1) }))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -288,6 +290,9 @@ func TestLimiterFailureCooldown(t *testing.T) {
 	}
 	if n := sent.n.Load() - before; n != 0 {
 		t.Errorf("%d commands sent during the cooldown, want 0", n)
+	}
+	if n := logged.Load(); n != 2 {
+		t.Errorf("%d failures logged, want 2 (the corrupt key, the first call with Redis down)", n)
 	}
 	// Without a cooldown, every decision asks.
 	before = sent.n.Load()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log"
 	"math"
 	"strconv"
 	"strings"
@@ -198,6 +199,10 @@ func New(client redis.UniversalClient, alg *Algorithm, opts ...Option) (*Limiter
 	case l.fail.cooldown < 0:
 		l.fail.cooldown = DefaultCooldown
 	}
+	if !l.fail.logSet && l.fail.source != SourceRedis {
+		name, source := alg.name, l.fail.source
+		l.fail.log = func(err error) { log.Printf("limiter: %s: Redis failed; deciding %s: %v", name, source, err) }
+	}
 	if l.timeout > 0 && !honoursDeadlines(client) {
 		return nil, errors.New("limiter: WithTimeout needs a client that applies context deadlines: set ContextTimeoutEnabled in its options")
 	}
@@ -332,20 +337,29 @@ func (l *Limiter) decide(ctx context.Context, op, key string, n int64, peek bool
 	ctx, span := l.tracer.Start(ctx, spanNames[op])
 	start := time.Now()
 	var err error
+	asked := true
 	if l.fail.cooldown > 0 && l.breaker.skip(start.UnixNano(), l.fail.cooldown) {
-		err = l.validate(key, n, limits)
-		if err == nil {
+		asked = false
+		if err = l.validate(key, n, limits); err == nil {
 			err = ErrUnavailable
 		}
 	} else {
 		err = l.runBounded(ctx, key, n, peek, limits, out)
-		if l.fail.cooldown > 0 && (err == nil || l.fail.absorbs(ctx, err)) {
-			l.breaker.record(time.Now().UnixNano(), l.fail.cooldown, err)
-		}
 	}
-	if l.fail.absorbs(ctx, err) {
+	switch {
+	case l.fail.absorbs(ctx, err):
+		if asked {
+			if l.fail.cooldown > 0 {
+				l.breaker.record(time.Now().UnixNano(), l.fail.cooldown, err)
+			}
+			if l.fail.log != nil {
+				l.fail.log(err)
+			}
+		}
 		l.fail.decide(limits, out, err)
 		err = nil
+	case err == nil && l.fail.cooldown > 0:
+		l.breaker.record(0, 0, nil)
 	}
 	l.observe(ctx, span, op, key, start, n, limits, out, err)
 	return err

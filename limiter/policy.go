@@ -53,6 +53,8 @@ type failurePolicy struct {
 	source     Source        // SourceRedis: return the error
 	retryAfter time.Duration // of a fail-closed refusal
 	cooldown   time.Duration // < 0: not set, DefaultCooldown
+	log        func(error)   // told of each failure the policy stands in for; nil: nobody
+	logSet     bool
 }
 
 // WithFailOpen makes the limiter admit a request when Redis cannot decide it: on a connection
@@ -86,6 +88,14 @@ func WithFailClosed(retryAfter time.Duration) Option {
 // Redis for every decision.
 func WithCooldown(d time.Duration) Option {
 	return optionFunc(func(l *Limiter) { l.fail.cooldown = max(d, 0) })
+}
+
+// WithFailureLog sets what is told of each Redis failure the failure policy stands in for (not of
+// the decisions made without asking Redis during a cooldown, so at most about one per cooldown
+// while Redis stays down). The default writes a line to the standard logger; nil tells nobody.
+// Errors name the algorithm and the Redis address, never a key.
+func WithFailureLog(f func(err error)) Option {
+	return optionFunc(func(l *Limiter) { l.fail.log, l.fail.logSet = f, true })
 }
 
 // WithTimeout bounds each decision's script call to d, whatever the caller's context allows: a
