@@ -200,8 +200,14 @@ func New(client redis.UniversalClient, alg *Algorithm, opts ...Option) (*Limiter
 		l.fail.cooldown = DefaultCooldown
 	}
 	if !l.fail.logSet && l.fail.source != SourceRedis {
-		name, source := alg.name, l.fail.source
-		l.fail.log = func(err error) { log.Printf("limiter: %s: Redis failed; deciding %s: %v", name, source, err) }
+		what := "failing open"
+		if l.fail.source == SourceFailClosed {
+			what = "failing closed"
+		}
+		if l.fail.cooldown > 0 {
+			what += " for " + l.fail.cooldown.String()
+		}
+		l.fail.log = func(err error) { log.Printf("%v (%s)", err, what) }
 	}
 	if l.timeout > 0 && !honoursDeadlines(client) {
 		return nil, errors.New("limiter: WithTimeout needs a client that applies context deadlines: set ContextTimeoutEnabled in its options")
