@@ -185,3 +185,30 @@ func BenchmarkMiddleware(b *testing.B) {
 		}
 	})
 }
+
+// A client that keeps knocking while refused: every refusal from Redis, against the deny cache.
+func BenchmarkRefused(b *testing.B) {
+	for _, cached := range []bool{false, true} {
+		name := "redis"
+		var opts []limiter.Option
+		if cached {
+			name, opts = "deny_cache", []limiter.Option{limiter.WithDenyCache(10000)}
+		}
+		b.Run(name, func(b *testing.B) {
+			be := redistest.Get(b, redistest.Names()[0])
+			lim, err := limiter.New(be.Client, limiter.TokenBucket, append(opts, limiter.WithKeyPrefix(redistest.Prefix(b)))...)
+			if err != nil {
+				b.Fatal(err)
+			}
+			ctx := context.Background()
+			limit := limiter.PerHour(1)
+			lim.Allow(ctx, "hammer", limit)
+			b.ReportAllocs()
+			for b.Loop() {
+				if res, err := lim.Allow(ctx, "hammer", limit); err != nil || res.Allowed {
+					b.Fatal(res, err)
+				}
+			}
+		})
+	}
+}

@@ -66,7 +66,7 @@ func WithHTTPErrorHandler(h func(w http.ResponseWriter, r *http.Request, err err
 // (or "<rate>/<period>"), with q and w its quota and window in seconds, r the requests remaining
 // and t the seconds until the quota is whole again (for a sliding window, up to two windows). A refused response adds Retry-After, in whole
 // seconds rounded up. A decision the failure policy made without Redis carries no RateLimit field,
-// since nothing is known of the quota.
+// since nothing is known of the quota; one from the deny cache carries what Redis last said.
 //
 // For a token bucket, q is the bucket's capacity (Burst, or Rate) and w the time it takes to refill
 // it from empty, so that r never exceeds q.
@@ -106,7 +106,7 @@ func Middleware(lim *Limiter, key KeyFunc, limits []Limit, opts ...HTTPOption) f
 			}
 			h := w.Header()
 			h[hdrPolicy] = []string{pf}
-			if res.Source == SourceRedis {
+			if !res.Source.failed() {
 				h[hdrState] = []string{stateField(res)}
 			}
 			if !res.Allowed {

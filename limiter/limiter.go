@@ -123,11 +123,11 @@ type Result struct {
 	ResetAfter time.Duration
 	// All holds one Result per limit, in the order given, for AllowAll; nil otherwise.
 	All []Result
-	// Source says what decided: SourceRedis, or the failure policy when Redis could not (see
-	// WithFailOpen and WithFailClosed). A decision not made in Redis knows nothing of the limit's
-	// state: Remaining and ResetAfter are 0.
+	// Source says what decided: SourceRedis; the failure policy when Redis could not (WithFailOpen,
+	// WithFailClosed), knowing nothing of the limit's state, so Remaining and ResetAfter are 0;
+	// or the deny cache (WithDenyCache), repeating what Redis said moments ago.
 	Source Source
-	// Err is the Redis failure the failure policy stood in for; nil when Source is SourceRedis.
+	// Err is the Redis failure the failure policy stood in for; nil otherwise.
 	Err error
 }
 
@@ -145,6 +145,9 @@ type Limiter struct {
 	fail    failurePolicy
 	timeout time.Duration
 	breaker breaker
+	denyMax int
+	denySet bool
+	denied  *denyCache // nil without WithDenyCache
 
 	tp      trace.TracerProvider
 	mp      metric.MeterProvider
@@ -198,6 +201,12 @@ func New(client redis.UniversalClient, alg *Algorithm, opts ...Option) (*Limiter
 		l.fail.cooldown = 0 // errors go to the caller, who may want to retry at once
 	case l.fail.cooldown < 0:
 		l.fail.cooldown = DefaultCooldown
+	}
+	if l.denySet {
+		var err error
+		if l.denied, err = newDenyCache(l.denyMax); err != nil {
+			return nil, err
+		}
 	}
 	if !l.fail.logSet && l.fail.source != SourceRedis {
 		what := "failing open"
@@ -274,6 +283,9 @@ func (l *Limiter) Reset(ctx context.Context, key string, limits ...Limit) (err e
 	if len(keys) == 0 {
 		return nil
 	}
+	if l.denied != nil {
+		l.denied.forget(key)
+	}
 	if err := l.client.Del(ctx, keys...).Err(); err != nil {
 		return fmt.Errorf("limiter: reset: %w", err)
 	}
@@ -337,20 +349,36 @@ const (
 
 var spanNames = map[string]string{opAllow: "gatehouse.limiter.allow", opPeek: "gatehouse.limiter.peek"}
 
-// decide makes one decision in one script call, inside a span, and records its metrics. It fills
-// out, one Result per limit. When Redis fails, the failure policy may decide instead.
+// decide makes one decision, inside a span, and records its metrics. It fills out, one Result per
+// limit.
 func (l *Limiter) decide(ctx context.Context, op, key string, n int64, peek bool, limits []Limit, out []Result) error {
 	ctx, span := l.tracer.Start(ctx, spanNames[op])
 	start := time.Now()
+	keys, err := l.prepare(key, n, limits)
+	if err == nil {
+		err = l.consult(ctx, key, keys, n, peek, limits, out)
+	}
+	l.observe(ctx, span, op, key, start, n, limits, out, err)
+	return err
+}
+
+// consult decides from the deny cache, else in one script call, else (when Redis fails, or failed
+// moments ago) by the failure policy.
+func (l *Limiter) consult(ctx context.Context, key string, keys []string, n int64, peek bool, limits []Limit, out []Result) error {
+	var sent int64
+	if l.denied != nil {
+		sent = l.localNow()
+		if l.denied.lookup(keys, n, limits, sent, out) {
+			return nil
+		}
+	}
 	var err error
 	asked := true
-	if l.fail.cooldown > 0 && l.breaker.skip(start.UnixNano(), l.fail.cooldown) {
+	if l.fail.cooldown > 0 && l.breaker.skip(time.Now().UnixNano(), l.fail.cooldown) {
 		asked = false
-		if err = l.validate(key, n, limits); err == nil {
-			err = ErrUnavailable
-		}
+		err = ErrUnavailable
 	} else {
-		err = l.runBounded(ctx, key, n, peek, limits, out)
+		err = l.runBounded(ctx, keys, n, peek, limits, out)
 	}
 	switch {
 	case l.fail.absorbs(ctx, err):
@@ -363,18 +391,17 @@ func (l *Limiter) decide(ctx context.Context, op, key string, n int64, peek bool
 			}
 		}
 		l.fail.decide(limits, out, err)
-		err = nil
-	case err == nil && l.fail.cooldown > 0:
+		return nil
+	case err != nil:
+		return err
+	}
+	if l.fail.cooldown > 0 {
 		l.breaker.record(0, 0, nil)
 	}
-	l.observe(ctx, span, op, key, start, n, limits, out, err)
-	return err
-}
-
-// validate checks a decision's arguments as run does, without asking Redis.
-func (l *Limiter) validate(key string, n int64, limits []Limit) error {
-	_, err := l.prepare(key, n, limits)
-	return err
+	if l.denied != nil {
+		l.denied.remember(key, keys, n, limits, sent, out)
+	}
+	return nil
 }
 
 // prepare validates a decision's arguments and returns the Redis key of each limit.
@@ -386,21 +413,18 @@ func (l *Limiter) prepare(key string, n int64, limits []Limit) ([]string, error)
 }
 
 // runBounded is run within the limiter's timeout, if it has one.
-func (l *Limiter) runBounded(ctx context.Context, key string, n int64, peek bool, limits []Limit, out []Result) error {
+func (l *Limiter) runBounded(ctx context.Context, keys []string, n int64, peek bool, limits []Limit, out []Result) error {
 	if l.timeout <= 0 {
-		return l.run(ctx, key, n, peek, limits, out)
+		return l.run(ctx, keys, n, peek, limits, out)
 	}
 	ctx, cancel := context.WithTimeout(ctx, l.timeout)
 	defer cancel()
-	return l.run(ctx, key, n, peek, limits, out)
+	return l.run(ctx, keys, n, peek, limits, out)
 }
 
-// run runs the algorithm's script for key and limits, and decodes one Result per limit into out.
-func (l *Limiter) run(ctx context.Context, key string, n int64, peek bool, limits []Limit, out []Result) error {
-	keys, err := l.prepare(key, n, limits)
-	if err != nil {
-		return err
-	}
+// run runs the algorithm's script on keys (one per limit, from prepare), and decodes one Result
+// per limit into out.
+func (l *Limiter) run(ctx context.Context, keys []string, n int64, peek bool, limits []Limit, out []Result) error {
 	args := make([]any, 0, 3+2*len(limits))
 	args = append(args, n, peekFlag(peek), l.now())
 	for _, lim := range limits {

@@ -22,9 +22,13 @@ const (
 	SourceFailOpen
 	// SourceFailClosed: Redis failed and the limiter refused the request (WithFailClosed).
 	SourceFailClosed
+	// SourceDenyCache: Redis refused the same request moments ago, and said until when; the
+	// limiter refused it again without asking (WithDenyCache).
+	SourceDenyCache
 )
 
-// String returns "redis", "fail_open" or "fail_closed", as spans and metrics name the source.
+// String returns "redis", "fail_open", "fail_closed" or "deny_cache", as spans and metrics name
+// the source.
 func (s Source) String() string {
 	switch s {
 	case SourceRedis:
@@ -33,12 +37,18 @@ func (s Source) String() string {
 		return "fail_open"
 	case SourceFailClosed:
 		return "fail_closed"
+	case SourceDenyCache:
+		return "deny_cache"
 	}
 	return fmt.Sprintf("Source(%d)", uint8(s))
 }
 
 // Local reports whether the decision was made in this process rather than in Redis.
 func (s Source) Local() bool { return s != SourceRedis }
+
+// failed reports whether the decision stands in for a Redis that failed, knowing nothing of the
+// limit's state.
+func (s Source) failed() bool { return s == SourceFailOpen || s == SourceFailClosed }
 
 // ErrUnavailable is the Err of a decision the failure policy made without asking Redis, because
 // Redis failed moments before (see WithCooldown).

@@ -29,7 +29,11 @@ func TestTelemetryOffAllocatesNothing(t *testing.T) {
 		limits := []Limit{PerSecond(1 << 30)}
 		out := make([]Result, 1)
 		untraced := testing.AllocsPerRun(300, func() {
-			if err := l.run(ctx, "k", 1, false, limits, out); err != nil {
+			keys, err := l.prepare("k", 1, limits)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := l.run(ctx, keys, 1, false, limits, out); err != nil {
 				t.Fatal(err)
 			}
 		})

@@ -1,0 +1,145 @@
+package limiter
+
+import (
+	"container/list"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+)
+
+// WithDenyCache keeps, in this process, up to maxEntries recent refusals, and refuses the same
+// request (same identifier, limits and cost) again without asking Redis until the moment Redis
+// said it could be admitted. The Result then has Source SourceDenyCache, the Remaining Redis
+// reported, and RetryAfter counting down.
+//
+// It changes no decision. A refusal changes nothing in Redis, and other processes can only use
+// the limit up, never give capacity back, so Redis would refuse the request until then too; the
+// cached moment is taken from before the request was sent, so the cache stops refusing a little
+// early, never late. Two things can give capacity back: Reset (through this Limiter it clears the
+// cache for that identifier; through another process it is not seen here until the entry ends),
+// and a Redis failover that loses recent writes. What it saves is the round trip, and the load on
+// Redis, for clients that keep knocking while refused: with WithFailOpen, even while Redis is
+// down, they are still refused.
+//
+// maxEntries must be at least 1; the least recently used entry makes room for a new one.
+func WithDenyCache(maxEntries int) Option {
+	return optionFunc(func(l *Limiter) { l.denyMax = maxEntries; l.denySet = true })
+}
+
+// denyCache holds recent refusals, least recently used first to go.
+type denyCache struct {
+	mu      sync.Mutex
+	max     int
+	entries map[string]*list.Element
+	lru     list.List // of *denied, most recently used at the front
+}
+
+type denied struct {
+	key     string
+	id      string // the caller's identifier, for Reset
+	n       int64
+	limits  []Limit
+	results []Result
+	at      int64 // when the request was sent, local nanoseconds
+	until   int64 // when Redis could admit it, local nanoseconds
+}
+
+func newDenyCache(max int) (*denyCache, error) {
+	if max < 1 {
+		return nil, fmt.Errorf("limiter: WithDenyCache(%d): want at least one entry", max)
+	}
+	return &denyCache{max: max, entries: make(map[string]*list.Element)}, nil
+}
+
+// cacheKey names a request's entry: its Redis keys, one per limit.
+func cacheKey(keys []string) string {
+	if len(keys) == 1 {
+		return keys[0]
+	}
+	return strings.Join(keys, "\x00")
+}
+
+// lookup fills out from a live entry for the same keys, limits and cost, and reports whether it did.
+func (c *denyCache) lookup(keys []string, n int64, limits []Limit, now int64, out []Result) bool {
+	k := cacheKey(keys)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.entries[k]
+	if !ok {
+		return false
+	}
+	d := e.Value.(*denied)
+	if now >= d.until {
+		c.remove(e)
+		return false
+	}
+	if d.n != n || !slices.Equal(d.limits, limits) {
+		return false
+	}
+	c.lru.MoveToFront(e)
+	elapsed := time.Duration(now - d.at)
+	for i, r := range d.results {
+		r.Source = SourceDenyCache
+		if !r.Allowed {
+			r.RetryAfter = max(r.RetryAfter-elapsed, time.Microsecond)
+		}
+		r.ResetAfter = max(r.ResetAfter-elapsed, 0)
+		out[i] = r
+	}
+	return true
+}
+
+// remember keeps the refusal in out of a request sent at at, unless it can never be admitted.
+func (c *denyCache) remember(id string, keys []string, n int64, limits []Limit, at int64, out []Result) {
+	var wait time.Duration
+	for _, r := range out {
+		if !r.Allowed {
+			wait = max(wait, r.RetryAfter)
+		}
+	}
+	if wait == 0 || wait == InfDuration {
+		return
+	}
+	d := &denied{key: cacheKey(keys), id: id, n: n, limits: slices.Clone(limits), results: slices.Clone(out),
+		at: at, until: at + int64(wait)}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e, ok := c.entries[d.key]; ok {
+		c.remove(e)
+	}
+	for len(c.entries) >= c.max {
+		c.remove(c.lru.Back())
+	}
+	c.entries[d.key] = c.lru.PushFront(d)
+}
+
+// forget drops every entry of the identifier id.
+func (c *denyCache) forget(id string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for e := c.lru.Front(); e != nil; {
+		next := e.Next()
+		if e.Value.(*denied).id == id {
+			c.remove(e)
+		}
+		e = next
+	}
+}
+
+func (c *denyCache) remove(e *list.Element) {
+	delete(c.entries, e.Value.(*denied).key)
+	c.lru.Remove(e)
+}
+
+// epoch anchors local instants: time.Since reads the monotonic clock.
+var epoch = time.Now()
+
+// localNow is the deny cache's clock, in nanoseconds: the injected clock's, or the monotonic one.
+func (l *Limiter) localNow() int64 {
+	if l.clock != nil {
+		return l.clock().UnixNano()
+	}
+	return int64(time.Since(epoch))
+}
