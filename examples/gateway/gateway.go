@@ -99,7 +99,10 @@ func newGateway(ctx context.Context, cfg config) (gw *gateway, err error) {
 	if prefix == "" {
 		prefix = "demo:"
 	}
-	limOpts := []limiter.Option{limiter.WithKeyPrefix(prefix + "rl:"), limiter.WithTimeout(100 * time.Millisecond)}
+	// Decisions wait at most 100ms for Redis; clients Redis just refused are refused again from a
+	// local cache until the moment Redis gave, with no round trip.
+	limOpts := []limiter.Option{limiter.WithKeyPrefix(prefix + "rl:"), limiter.WithTimeout(100 * time.Millisecond),
+		limiter.WithDenyCache(10000)}
 	switch cfg.failure {
 	case "open", "":
 		limOpts = append(limOpts, limiter.WithFailOpen())
