@@ -6,7 +6,7 @@ TC_ENV := GATEHOUSE_TEST_BACKENDS=testcontainers TESTCONTAINERS_RYUK_DISABLED=tr
 
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: test vet lint redis test-short test-containers redis-image docker bench
+.PHONY: test vet lint redis test-short test-containers redis-image docker bench fuzz
 
 ## test: go vet and staticcheck, then every test with the race detector, integration on a standalone
 ## server and a cluster.
@@ -49,3 +49,13 @@ redis-image: redis docker
 ## bench: the benchmarks, against a private standalone server.
 bench: redis
 	GATEHOUSE_TEST_BACKENDS=standalone $(GO) test -run '^$$' -bench . -benchmem ./...
+
+## fuzz: each fuzz target for FUZZTIME (default 30s). Their seed corpora, and any failing inputs
+## saved under testdata/fuzz, also run in every 'make test'.
+FUZZTIME ?= 30s
+fuzz:
+	@set -e; for pkg in ./limiter ./session; do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
+	    echo "fuzz: $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f\$$" -fuzztime $(FUZZTIME) $$pkg; \
+	  done; \
+	done

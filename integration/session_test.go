@@ -436,6 +436,15 @@ func TestSessionBadInput(t *testing.T) {
 		if _, err := got.Get("a", &v); !errors.Is(err, session.ErrCorrupt) {
 			t.Errorf("Get of a corrupt attribute: err = %v, want ErrCorrupt", err)
 		}
+		// A msgpack value whose header claims billions of elements: refused, without allocating them
+		// (found by FuzzGetters: msgpack v5 sized the slice by the claim and the process ran out of memory).
+		mp, _ := newStore(t, b, nil, session.WithCodec(session.Msgpack))
+		s = stored(t, mp, "a", "1")
+		b.Client.HSet(ctx, string(s.Key()), "a:a", "\x9d000000\x98\x9800000000000000000F\x97\x1d\x903\xdd\xc7000\x9800")
+		var anything any
+		if _, err := mustLoad(t, mp, s.Token()).Get("a", &anything); !errors.Is(err, session.ErrCorrupt) {
+			t.Errorf("Get of a msgpack bomb: err = %v, want ErrCorrupt", err)
+		}
 		for _, corrupt := range []func(k string){
 			func(k string) { b.Client.HDel(ctx, k, "_d") },
 			func(k string) { b.Client.HSet(ctx, k, "_d", "soon") },

@@ -1,7 +1,9 @@
 package session
 
 import (
+	"bytes"
 	"encoding/json"
+	"fmt"
 
 	"github.com/vmihailenco/msgpack/v5"
 )
@@ -27,4 +29,14 @@ func (jsonCodec) Unmarshal(data []byte, v any) error { return json.Unmarshal(dat
 type msgpackCodec struct{}
 
 func (msgpackCodec) Marshal(v any) ([]byte, error)      { return msgpack.Marshal(v) }
-func (msgpackCodec) Unmarshal(data []byte, v any) error { return msgpack.Unmarshal(data, v) }
+
+// Unmarshal first walks the value without building it: msgpack v5 sizes a slice decoded into an
+// interface by the length its header claims, so five corrupt bytes claiming 2^32 elements would
+// allocate tens of gigabytes. Walking checks every claimed element is really there (each takes at
+// least a byte), which bounds what decoding then allocates by the value's size.
+func (msgpackCodec) Unmarshal(data []byte, v any) error {
+	if err := msgpack.NewDecoder(bytes.NewReader(data)).Skip(); err != nil {
+		return fmt.Errorf("msgpack: %w", err)
+	}
+	return msgpack.Unmarshal(data, v)
+}

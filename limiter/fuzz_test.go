@@ -1,0 +1,95 @@
+package limiter
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/gatehouse/gatehouse"
+)
+
+// Any identifier stays inside its hash tag, so its keys' cluster slot is its own, and different
+// identifiers never share a key.
+func FuzzRedisKey(f *testing.F) {
+	for _, s := range [][2]string{{"user:42", "user:43"}, {"{a}", "%7Ba%7D"}, {"a}b", "a%7Db"}, {"%", "%25"}, {"", "}"}, {"x{y}z", "x"}} {
+		f.Add(s[0], s[1])
+	}
+	l := &Limiter{alg: TokenBucket, prefix: DefaultKeyPrefix}
+	lim := PerSecond(1)
+	f.Fuzz(func(t *testing.T, a, b string) {
+		if a == "" || b == "" {
+			return // refused with ErrInvalidKey before any key is made
+		}
+		ka, kb := l.redisKey(a, lim), l.redisKey(b, lim)
+		if (a == b) != (ka == kb) {
+			t.Fatalf("identifiers %q and %q give keys %q and %q", a, b, ka, kb)
+		}
+		open := strings.IndexByte(ka, '{')
+		end := strings.IndexByte(ka[open+1:], '}')
+		if end < 0 || !strings.HasSuffix(ka, "}:tb:1000") || open+1+end != len(ka)-len("}:tb:1000") {
+			t.Fatalf("identifier %q escapes its hash tag in %q", a, ka)
+		}
+		if gatehouse.Slot(ka) != gatehouse.Slot(l.redisKey(a, PerHour(1))) {
+			t.Fatalf("identifier %q: its keys are in different slots", a)
+		}
+	})
+}
+
+// A reply of any shape is decoded or refused with ErrBadReply; it never panics.
+func FuzzDecode(f *testing.F) {
+	f.Add([]byte{1, 1, 2, 3, 4}, uint8(1))
+	f.Add([]byte{0, 0}, uint8(2))
+	f.Add([]byte{}, uint8(0))
+	f.Fuzz(func(t *testing.T, shape []byte, nLimits uint8) {
+		limits := make([]Limit, nLimits%4)
+		for i := range limits {
+			limits[i] = PerSecond(int64(i + 1))
+		}
+		// Each byte makes one element: mostly integers, some of other types.
+		arr := make([]any, len(shape))
+		for i, c := range shape {
+			switch c % 5 {
+			case 0:
+				arr[i] = "x"
+			case 1:
+				arr[i] = nil
+			default:
+				arr[i] = int64(c) - 128
+			}
+		}
+		out := make([]Result, len(limits))
+		for _, v := range []any{arr, string(shape), int64(len(shape)), nil} {
+			if err := decode(v, limits, out); err != nil && !strings.Contains(err.Error(), ErrBadReply.Error()) {
+				t.Fatalf("decode error without ErrBadReply: %v", err)
+			}
+		}
+	})
+}
+
+// Any limit name becomes a valid Structured Field String: printable ASCII, quoted, with only \" and
+// \\ escaped.
+func FuzzPolicyField(f *testing.F) {
+	for _, s := range []string{"api", `say "hi"`, `back\slash`, "é", "\x00\x7f", ""} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, name string) {
+		got := string(appendSFString(nil, name))
+		if len(got) < 2 || got[0] != '"' || got[len(got)-1] != '"' {
+			t.Fatalf("%q: not quoted: %q", name, got)
+		}
+		body := got[1 : len(got)-1]
+		for i := 0; i < len(body); i++ {
+			c := body[i]
+			switch {
+			case c < 0x20 || c > 0x7e:
+				t.Fatalf("%q: byte %#x in %q", name, c, got)
+			case c == '\\':
+				if i+1 == len(body) || (body[i+1] != '"' && body[i+1] != '\\') {
+					t.Fatalf("%q: bad escape in %q", name, got)
+				}
+				i++
+			case c == '"':
+				t.Fatalf("%q: unescaped quote in %q", name, got)
+			}
+		}
+	})
+}
