@@ -1,7 +1,6 @@
 package limiter
 
 import (
-	"container/list"
 	"fmt"
 	"slices"
 	"strings"
@@ -31,13 +30,10 @@ func WithDenyCache(maxEntries int) Option {
 // denyCache holds recent refusals, least recently used first to go.
 type denyCache struct {
 	mu      sync.Mutex
-	max     int
-	entries map[string]*list.Element
-	lru     list.List // of *denied, most recently used at the front
+	entries lru[*denied]
 }
 
 type denied struct {
-	key     string
 	id      string // the caller's identifier, for Reset
 	n       int64
 	limits  []Limit
@@ -50,7 +46,7 @@ func newDenyCache(max int) (*denyCache, error) {
 	if max < 1 {
 		return nil, fmt.Errorf("limiter: WithDenyCache(%d): want at least one entry", max)
 	}
-	return &denyCache{max: max, entries: make(map[string]*list.Element)}, nil
+	return &denyCache{entries: newLRU[*denied](max)}, nil
 }
 
 // cacheKey names a request's entry: its Redis keys, one per limit.
@@ -66,19 +62,17 @@ func (c *denyCache) lookup(keys []string, n int64, limits []Limit, now int64, ou
 	k := cacheKey(keys)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	e, ok := c.entries[k]
+	d, ok := c.entries.get(k)
 	if !ok {
 		return false
 	}
-	d := e.Value.(*denied)
 	if now >= d.until {
-		c.remove(e)
+		c.entries.delete(k)
 		return false
 	}
 	if d.n != n || !slices.Equal(d.limits, limits) {
 		return false
 	}
-	c.lru.MoveToFront(e)
 	elapsed := time.Duration(now - d.at)
 	for i, r := range d.results {
 		r.Source = SourceDenyCache
@@ -102,35 +96,17 @@ func (c *denyCache) remember(id string, keys []string, n int64, limits []Limit, 
 	if wait == 0 || wait == InfDuration {
 		return
 	}
-	d := &denied{key: cacheKey(keys), id: id, n: n, limits: slices.Clone(limits), results: slices.Clone(out),
-		at: at, until: at + int64(wait)}
+	d := &denied{id: id, n: n, limits: slices.Clone(limits), results: slices.Clone(out), at: at, until: at + int64(wait)}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if e, ok := c.entries[d.key]; ok {
-		c.remove(e)
-	}
-	for len(c.entries) >= c.max {
-		c.remove(c.lru.Back())
-	}
-	c.entries[d.key] = c.lru.PushFront(d)
+	c.entries.put(cacheKey(keys), d)
 }
 
 // forget drops every entry of the identifier id.
 func (c *denyCache) forget(id string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for e := c.lru.Front(); e != nil; {
-		next := e.Next()
-		if e.Value.(*denied).id == id {
-			c.remove(e)
-		}
-		e = next
-	}
-}
-
-func (c *denyCache) remove(e *list.Element) {
-	delete(c.entries, e.Value.(*denied).key)
-	c.lru.Remove(e)
+	c.entries.deleteIf(func(d *denied) bool { return d.id == id })
 }
 
 // epoch anchors local instants: time.Since reads the monotonic clock.
