@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -319,5 +320,48 @@ func TestLimiterFailureCooldown(t *testing.T) {
 	// The long cooldown is still running: its limiter has not asked yet.
 	if res, _ := long.Allow(ctx, "k", limit); !errors.Is(res.Err, limiter.ErrUnavailable) {
 		t.Errorf("long cooldown with Redis back: %+v, want still cooling down", res)
+	}
+}
+
+// With WithFailLocal, a stopped Redis leaves the limit enforced in the process: the same client
+// is admitted up to the limit and then refused, other clients are served, and the HTTP middleware
+// reports the local count. When Redis is back it decides again.
+func TestLimiterFailLocal(t *testing.T) {
+	srv, rdb := privateServer(t)
+	ctx := context.Background()
+	lim, err := limiter.New(rdb, limiter.SlidingWindow, limiter.WithFailLocal(limiter.LocalFallback{MaxKeys: 100}),
+		limiter.WithFailureLog(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	limit := limiter.PerHour(3).WithName("api")
+	if res, err := lim.Allow(ctx, "c", limit); err != nil || res.Source != limiter.SourceRedis {
+		t.Fatalf("Redis up: %+v, %v", res, err)
+	}
+	srv.Stop()
+	for i := range 3 {
+		res, err := lim.Allow(ctx, "c", limit)
+		if err != nil || !res.Allowed || res.Source != limiter.SourceLocal || res.Err == nil || res.Remaining != int64(2-i) {
+			t.Fatalf("Redis down, request %d: %+v, %v; want admitted locally with %d left", i, res, err, 2-i)
+		}
+	}
+	res, err := lim.Allow(ctx, "c", limit)
+	if err != nil || res.Allowed || res.Source != limiter.SourceLocal || res.RetryAfter <= 0 || res.RetryAfter > 20*time.Minute {
+		t.Fatalf("Redis down, fourth request: %+v, %v; want refused locally for up to 20 minutes", res, err)
+	}
+	srvHTTP := limitedServer(t, lim, []limiter.Limit{limit})
+	if got := get(t, srvHTTP, "/", "c"); got.StatusCode != 429 || !strings.HasPrefix(got.Header.Get("RateLimit"), `"api";r=0;`) || got.Header.Get("Retry-After") == "" {
+		t.Errorf("middleware, Redis down, client over its limit: %s, RateLimit %q, Retry-After %q", got.Status, got.Header.Get("RateLimit"), got.Header.Get("Retry-After"))
+	}
+	if got := get(t, srvHTTP, "/", "d"); got.StatusCode != 200 || !strings.HasPrefix(got.Header.Get("RateLimit"), `"api";r=2;`) {
+		t.Errorf("middleware, Redis down, another client: %s, RateLimit %q", got.Status, got.Header.Get("RateLimit"))
+	}
+
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(limiter.DefaultCooldown + 100*time.Millisecond)
+	if res, err := lim.Allow(ctx, "c", limit); err != nil || res.Source != limiter.SourceRedis || !res.Allowed {
+		t.Errorf("Redis back (emptied by the restart): %+v, %v; want admitted by Redis", res, err)
 	}
 }

@@ -30,9 +30,10 @@
 //
 // # When Redis fails
 //
-// By default a decision Redis could not make is an error. WithFailOpen admits such requests and
-// WithFailClosed refuses them, with a nil error and a Result whose Source says so and whose Err
-// holds the failure; either way the failure is on the span and in the decisions metric.
+// By default a decision Redis could not make is an error. WithFailOpen admits such requests,
+// WithFailClosed refuses them and WithFailLocal decides them with a bounded in-process limiter,
+// with a nil error and a Result whose Source says so and whose Err holds the failure; either way
+// the failure is on the span and in the decisions metric.
 // WithTimeout bounds how long a decision waits for Redis, and after a failure Redis is left alone
 // for a cooldown (WithCooldown). WithDenyCache refuses clients that Redis just refused again
 // without a round trip, until the moment Redis gave.

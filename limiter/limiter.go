@@ -124,8 +124,9 @@ type Result struct {
 	// All holds one Result per limit, in the order given, for AllowAll; nil otherwise.
 	All []Result
 	// Source says what decided: SourceRedis; the failure policy when Redis could not (WithFailOpen,
-	// WithFailClosed), knowing nothing of the limit's state, so Remaining and ResetAfter are 0;
-	// or the deny cache (WithDenyCache), repeating what Redis said moments ago.
+	// WithFailClosed: knowing nothing of the limit's state, so Remaining and ResetAfter are 0;
+	// WithFailLocal: from the process's own count); or the deny cache (WithDenyCache), repeating
+	// what Redis said moments ago.
 	Source Source
 	// Err is the Redis failure the failure policy stood in for; nil otherwise.
 	Err error
@@ -193,7 +194,7 @@ func New(client redis.UniversalClient, alg *Algorithm, opts ...Option) (*Limiter
 	if strings.ContainsAny(l.prefix, "{}") {
 		return nil, fmt.Errorf("limiter: key prefix %q contains a brace; the hash tag is the identifier's", l.prefix)
 	}
-	if err := l.fail.validate(); err != nil {
+	if err := l.fail.init(); err != nil {
 		return nil, err
 	}
 	switch {
@@ -209,10 +210,7 @@ func New(client redis.UniversalClient, alg *Algorithm, opts ...Option) (*Limiter
 		}
 	}
 	if !l.fail.logSet && l.fail.source != SourceRedis {
-		what := "failing open"
-		if l.fail.source == SourceFailClosed {
-			what = "failing closed"
-		}
+		what := map[Source]string{SourceFailOpen: "failing open", SourceFailClosed: "failing closed", SourceLocal: "deciding locally"}[l.fail.source]
 		if l.fail.cooldown > 0 {
 			what += " for " + l.fail.cooldown.String()
 		}
@@ -390,7 +388,7 @@ func (l *Limiter) consult(ctx context.Context, key string, keys []string, n int6
 				l.fail.log(err)
 			}
 		}
-		l.fail.decide(limits, out, err)
+		l.fail.decide(keys, n, peek, limits, l.localNow(), out, err)
 		return nil
 	case err != nil:
 		return err

@@ -25,10 +25,13 @@ const (
 	// SourceDenyCache: Redis refused the same request moments ago, and said until when; the
 	// limiter refused it again without asking (WithDenyCache).
 	SourceDenyCache
+	// SourceLocal: Redis failed and the limiter decided with its in-process fallback
+	// (WithFailLocal).
+	SourceLocal
 )
 
-// String returns "redis", "fail_open", "fail_closed" or "deny_cache", as spans and metrics name
-// the source.
+// String returns "redis", "fail_open", "fail_closed", "deny_cache" or "local", as spans and
+// metrics name the source.
 func (s Source) String() string {
 	switch s {
 	case SourceRedis:
@@ -39,6 +42,8 @@ func (s Source) String() string {
 		return "fail_closed"
 	case SourceDenyCache:
 		return "deny_cache"
+	case SourceLocal:
+		return "local"
 	}
 	return fmt.Sprintf("Source(%d)", uint8(s))
 }
@@ -65,6 +70,8 @@ type failurePolicy struct {
 	cooldown   time.Duration // < 0: not set, DefaultCooldown
 	log        func(error)   // told of each failure the policy stands in for; nil: nobody
 	logSet     bool
+	localCfg   LocalFallback
+	local      *localLimiter // SourceLocal's state
 }
 
 // WithFailOpen makes the limiter admit a request when Redis cannot decide it: on a connection
@@ -76,7 +83,7 @@ type failurePolicy struct {
 //
 // Without WithFailOpen or WithFailClosed, a Redis failure is returned as the error.
 func WithFailOpen() Option {
-	return optionFunc(func(l *Limiter) { l.fail.source, l.fail.retryAfter = SourceFailOpen, 0 })
+	return optionFunc(func(l *Limiter) { l.fail.source = SourceFailOpen })
 }
 
 // WithFailClosed makes the limiter refuse a request when Redis cannot decide it, with RetryAfter
@@ -131,9 +138,17 @@ func honoursDeadlines(client redis.UniversalClient) bool {
 	return true
 }
 
-func (p failurePolicy) validate() error {
-	if p.source == SourceFailClosed && p.retryAfter <= 0 {
-		return fmt.Errorf("limiter: WithFailClosed needs a positive retry-after, got %v", p.retryAfter)
+// init checks the policy and makes its state.
+func (p *failurePolicy) init() error {
+	switch p.source {
+	case SourceFailClosed:
+		if p.retryAfter <= 0 {
+			return fmt.Errorf("limiter: WithFailClosed needs a positive retry-after, got %v", p.retryAfter)
+		}
+	case SourceLocal:
+		var err error
+		p.local, err = newLocalLimiter(p.localCfg)
+		return err
 	}
 	return nil
 }
@@ -184,8 +199,16 @@ func (b *breaker) record(now int64, cooldown time.Duration, err error) {
 }
 
 // decide fills out with the policy's decision for each limit, standing in for Redis after cause.
-// Remaining and ResetAfter are unknown, and reported as 0.
-func (p failurePolicy) decide(limits []Limit, out []Result, cause error) {
+// Only the local fallback knows anything of the limits' state: the others report Remaining and
+// ResetAfter as 0.
+func (p failurePolicy) decide(keys []string, n int64, peek bool, limits []Limit, now int64, out []Result, cause error) {
+	if p.local != nil {
+		p.local.decide(keys, n, peek, limits, now, out)
+		for i := range out {
+			out[i].Err = cause
+		}
+		return
+	}
 	for i, lim := range limits {
 		r := Result{Allowed: p.source == SourceFailOpen, Limit: lim, Source: p.source, Err: cause}
 		if !r.Allowed {

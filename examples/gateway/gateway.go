@@ -26,7 +26,7 @@ type config struct {
 	addr      string
 	redisURL  string // "" for the embedded stand-in
 	upstream  string // "" for the built-in API
-	failure   string // open, closed or error
+	failure   string // local (default), open, closed or error
 	keyPrefix string // of every key the gateway writes (default "demo:")
 
 	anonymous, signedIn []limiter.Limit // the API's limits (default: the variables below)
@@ -104,13 +104,15 @@ func newGateway(ctx context.Context, cfg config) (gw *gateway, err error) {
 	limOpts := []limiter.Option{limiter.WithKeyPrefix(prefix + "rl:"), limiter.WithTimeout(100 * time.Millisecond),
 		limiter.WithDenyCache(10000)}
 	switch cfg.failure {
-	case "open", "":
+	case "local", "":
+		limOpts = append(limOpts, limiter.WithFailLocal(limiter.LocalFallback{MaxKeys: 10000}))
+	case "open":
 		limOpts = append(limOpts, limiter.WithFailOpen())
 	case "closed":
 		limOpts = append(limOpts, limiter.WithFailClosed(5*time.Second))
 	case "error":
 	default:
-		return nil, fmt.Errorf("-on-redis-failure %q: want open, closed or error", cfg.failure)
+		return nil, fmt.Errorf("-on-redis-failure %q: want local, open, closed or error", cfg.failure)
 	}
 	if gw.lim, err = limiter.New(gw.rdb, limiter.TokenBucket, limOpts...); err != nil {
 		return nil, err

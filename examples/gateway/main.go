@@ -13,7 +13,8 @@
 //	curl -i -b jar localhost:8080/me                       # alice's sessions
 //
 // -redis redis://host:port/db uses a real Redis instead; -upstream http://host:port proxies the
-// API to a real service instead of answering it. When OTEL_EXPORTER_OTLP_ENDPOINT is set (for
+// API to a real service instead of answering it; -on-redis-failure says what the limiter does
+// when Redis fails (by default an in-process limiter stands in). When OTEL_EXPORTER_OTLP_ENDPOINT is set (for
 // example http://localhost:4318), traces and metrics are exported over OTLP/HTTP, so each request
 // shows in Jaeger, Tempo or Grafana as an HTTP span with the limiter's and the session store's
 // spans, and Redis' EVALSHA spans, beneath it.
@@ -38,7 +39,7 @@ func main() {
 	flag.StringVar(&cfg.addr, "addr", "localhost:8080", "address to listen on")
 	flag.StringVar(&cfg.redisURL, "redis", "", "Redis URL (default: an embedded in-process stand-in)")
 	flag.StringVar(&cfg.upstream, "upstream", "", "URL to proxy /api/ to (default: a built-in answer)")
-	flag.StringVar(&cfg.failure, "on-redis-failure", "open", "what the limiter does when Redis fails: open, closed or error")
+	flag.StringVar(&cfg.failure, "on-redis-failure", "local", "what the limiter does when Redis fails: local (an in-process limiter decides), open, closed or error")
 	flag.Parse()
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

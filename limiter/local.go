@@ -1,0 +1,133 @@
+package limiter
+
+import (
+	"fmt"
+	"math"
+	"slices"
+	"sync"
+	"time"
+)
+
+// LocalFallback configures WithFailLocal.
+type LocalFallback struct {
+	// MaxKeys bounds how many identifiers (each with its limits) the fallback keeps state for;
+	// the least recently used make room for new ones. Default 10000.
+	MaxKeys int
+	// Instances divides every limit's rate and capacity, so that N processes sharing a limit
+	// together admit about what it allows while each decides alone. Default 1: each process
+	// enforces the whole limit by itself.
+	Instances int
+}
+
+// WithFailLocal makes the limiter decide in this process when Redis cannot: each identifier's
+// limits are enforced as token buckets in memory (Rate per Period, holding Capacity, divided by
+// Instances), whatever the algorithm, and the Result has Source SourceLocal and Err holding the
+// failure. Such decisions are approximate (each process counts only what it sees, from the moment
+// Redis failed) but keep abusive clients limited and ordinary ones served while Redis is away. When
+// Redis answers again it decides again, with what it counted before; the local state is not copied
+// back. The rest is as WithFailOpen.
+func WithFailLocal(f LocalFallback) Option {
+	return optionFunc(func(l *Limiter) {
+		l.fail.source, l.fail.retryAfter, l.fail.localCfg = SourceLocal, 0, f
+	})
+}
+
+// localLimiter is WithFailLocal's in-process state: a GCRA "theoretical arrival time" per limit,
+// per identifier, in local nanoseconds.
+type localLimiter struct {
+	mu        sync.Mutex
+	instances int64
+	states    lru[*localState]
+}
+
+type localState struct {
+	limits []Limit
+	tat    []int64
+}
+
+func newLocalLimiter(f LocalFallback) (*localLimiter, error) {
+	if f.MaxKeys == 0 {
+		f.MaxKeys = 10000
+	}
+	if f.Instances == 0 {
+		f.Instances = 1
+	}
+	if f.MaxKeys < 0 || f.Instances < 0 {
+		return nil, fmt.Errorf("limiter: WithFailLocal(%+v): want positive MaxKeys and Instances", f)
+	}
+	return &localLimiter{instances: int64(f.Instances), states: newLRU[*localState](f.MaxKeys)}, nil
+}
+
+// bucket returns a limit's local token bucket: nanoseconds per token and the capacity in tokens.
+func (ll *localLimiter) bucket(lim Limit) (emission, capacity int64) {
+	rate := max(lim.Rate/ll.instances, 1)
+	capacity = max(lim.Capacity()/ll.instances, 1)
+	emission = int64(math.Ceil(float64(lim.Period) / float64(rate)))
+	return max(emission, 1), capacity
+}
+
+// decide makes a decision for keys under limits at now, all-or-nothing as the scripts do, and
+// fills out.
+func (ll *localLimiter) decide(keys []string, n int64, peek bool, limits []Limit, now int64, out []Result) {
+	k := cacheKey(keys)
+	ll.mu.Lock()
+	defer ll.mu.Unlock()
+	st, ok := ll.states.get(k)
+	if !ok || !slices.Equal(st.limits, limits) {
+		st = &localState{limits: slices.Clone(limits), tat: make([]int64, len(limits))}
+		ll.states.put(k, st)
+	}
+	all := true
+	next := make([]int64, len(limits))
+	for i, lim := range limits {
+		emission, capacity := ll.bucket(lim)
+		tolerance := satMul(emission, capacity)
+		tat := max(st.tat[i], now)
+		next[i] = satAdd(tat, satMul(emission, n))
+		r := Result{Limit: lim, Source: SourceLocal}
+		switch {
+		case n > capacity:
+			r.RetryAfter = InfDuration
+		case next[i]-now > tolerance:
+			r.RetryAfter = roundUpMicros(next[i] - tolerance - now)
+		default:
+			r.Allowed = true
+		}
+		all = all && r.Allowed
+		out[i] = r
+	}
+	for i := range limits {
+		emission, capacity := ll.bucket(limits[i])
+		tat := max(st.tat[i], now)
+		if all && !peek {
+			tat = next[i]
+			st.tat[i] = tat
+		}
+		out[i].Remaining = max(0, (satMul(emission, capacity)-(tat-now))/emission)
+		out[i].ResetAfter = roundUpMicros(tat - now)
+	}
+}
+
+// roundUpMicros returns ns nanoseconds as a Duration rounded up to a microsecond, as the scripts'.
+func roundUpMicros(ns int64) time.Duration {
+	d := time.Duration(ns)
+	if r := d % time.Microsecond; r > 0 {
+		d += time.Microsecond - r
+	}
+	return d
+}
+
+// satMul and satAdd are a*b and a+b for non-negative operands, capped at MaxInt64/2 so that sums
+// of them cannot overflow.
+func satMul(a, b int64) int64 {
+	const limit = math.MaxInt64 / 2
+	if a != 0 && b > limit/a {
+		return limit
+	}
+	return min(a*b, limit)
+}
+
+func satAdd(a, b int64) int64 {
+	const limit = math.MaxInt64 / 2
+	return min(a+b, limit)
+}
