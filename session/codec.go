@@ -28,7 +28,7 @@ func (jsonCodec) Unmarshal(data []byte, v any) error { return json.Unmarshal(dat
 
 type msgpackCodec struct{}
 
-func (msgpackCodec) Marshal(v any) ([]byte, error)      { return msgpack.Marshal(v) }
+func (msgpackCodec) Marshal(v any) ([]byte, error) { return msgpack.Marshal(v) }
 
 // Unmarshal first walks the value without building it: msgpack v5 sizes a slice decoded into an
 // interface by the length its header claims, so five corrupt bytes claiming 2^32 elements would
