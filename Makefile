@@ -8,12 +8,13 @@ STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
 .PHONY: test vet lint redis test-short test-containers redis-image docker bench fuzz
 
-## test: go vet and staticcheck, then every test with the race detector, integration on a standalone
+## test: gofmt, go vet and staticcheck, then every test with the race detector, integration on a standalone
 ## server and a cluster.
 test: redis vet lint
 	$(GO) test -race -count=1 ./...
 
 vet:
+	@unformatted=$$(gofmt -l .); if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted" >&2; exit 1; fi
 	$(GO) vet ./...
 
 ## lint: staticcheck, fetched through the Go module proxy at a pinned version.
