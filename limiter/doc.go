@@ -41,7 +41,7 @@
 // # HTTP
 //
 // Middleware limits net/http requests and sets the IETF draft RateLimit-Policy and RateLimit
-// fields, with Retry-After on refusals.
+// fields, with Retry-After on refusals. Package limitgrpc has the gRPC server interceptors.
 //
 // # Keys
 //

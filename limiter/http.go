@@ -76,13 +76,13 @@ func Middleware(lim *Limiter, key KeyFunc, limits []Limit, opts ...HTTPOption) f
 		o(&c)
 	}
 	limits = append([]Limit(nil), limits...)
-	policy := policyField(lim.alg, limits) // computed once for the fixed limits
+	policy := PolicyField(lim.alg, limits) // computed once for the fixed limits
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			ls, pf := limits, policy
 			if c.limitsFor != nil {
 				ls = c.limitsFor(r)
-				pf = policyField(lim.alg, ls)
+				pf = PolicyField(lim.alg, ls)
 			}
 			id := key(r)
 			if id == "" || len(ls) == 0 {
@@ -106,8 +106,8 @@ func Middleware(lim *Limiter, key KeyFunc, limits []Limit, opts ...HTTPOption) f
 			}
 			h := w.Header()
 			h[hdrPolicy] = []string{pf}
-			if !res.Source.failed() {
-				h[hdrState] = []string{stateField(res)}
+			if state := StateField(res); state != "" {
+				h[hdrState] = []string{state}
 			}
 			if !res.Allowed {
 				if res.RetryAfter != InfDuration {
@@ -141,8 +141,10 @@ func unavailable(w http.ResponseWriter, _ *http.Request, _ error) {
 	http.Error(w, http.StatusText(http.StatusServiceUnavailable), http.StatusServiceUnavailable)
 }
 
-// policyField formats RateLimit-Policy: `"name";q=<quota>;w=<seconds>` per limit.
-func policyField(alg *Algorithm, limits []Limit) string {
+// PolicyField returns the value of the RateLimit-Policy field for limits decided with alg:
+// `"name";q=<quota>;w=<window seconds>` per limit, as Middleware sets it. It is exported for other
+// transports, such as the gRPC interceptors of package limitgrpc.
+func PolicyField(alg *Algorithm, limits []Limit) string {
 	b := make([]byte, 0, 40*len(limits))
 	for i, l := range limits {
 		if i > 0 {
@@ -158,8 +160,13 @@ func policyField(alg *Algorithm, limits []Limit) string {
 	return string(b)
 }
 
-// stateField formats RateLimit: `"name";r=<remaining>;t=<seconds>` per limit decided.
-func stateField(res Result) string {
+// StateField returns the value of the RateLimit field for res: `"name";r=<remaining>;t=<seconds>`
+// per limit decided, as Middleware sets it; "" for a decision the failure policy made knowing
+// nothing of the quota (WithFailOpen, WithFailClosed).
+func StateField(res Result) string {
+	if res.Source.failed() {
+		return ""
+	}
 	all := res.All
 	if all == nil {
 		all = []Result{res}

@@ -22,7 +22,7 @@ func TestPolicyField(t *testing.T) {
 		// Names become Structured Field Strings.
 		{FixedWindow, []Limit{PerSecond(1).WithName("say \"hi\" \\ é")}, `"say \"hi\" \\ __";q=1;w=1`},
 	} {
-		if got := policyField(c.alg, c.limits); got != c.want {
+		if got := PolicyField(c.alg, c.limits); got != c.want {
 			t.Errorf("%v %v: %s, want %s", c.alg, c.limits, got, c.want)
 		}
 	}
@@ -31,10 +31,10 @@ func TestPolicyField(t *testing.T) {
 func TestStateField(t *testing.T) {
 	a := Result{Limit: PerSecond(10).WithName("s"), Remaining: 3, ResetAfter: 700 * time.Millisecond}
 	b := Result{Limit: PerHour(100).WithName("h"), Remaining: 0, RetryAfter: time.Minute, ResetAfter: 3599*time.Second + time.Microsecond}
-	if got, want := stateField(a), `"s";r=3;t=1`; got != want {
+	if got, want := StateField(a), `"s";r=3;t=1`; got != want {
 		t.Errorf("%s, want %s", got, want)
 	}
-	if got, want := stateField(Result{All: []Result{a, b}}), `"s";r=3;t=1, "h";r=0;t=3600`; got != want {
+	if got, want := StateField(Result{All: []Result{a, b}}), `"s";r=3;t=1, "h";r=0;t=3600`; got != want {
 		t.Errorf("%s, want %s", got, want)
 	}
 }

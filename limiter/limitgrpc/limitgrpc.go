@@ -1,0 +1,152 @@
+// Package limitgrpc limits gRPC calls with a gatehouse limiter: server interceptors for unary and
+// streaming calls, each call decided before its handler runs.
+//
+// A refused call ends with codes.ResourceExhausted, a google.rpc.RetryInfo detail saying when to
+// retry, and the grpc-retry-pushback-ms trailer that gRPC clients with a retry policy obey. Every
+// decided call carries the ratelimit-policy and ratelimit header metadata, the gRPC spelling of
+// the IETF draft fields that limiter.Middleware sets over HTTP. A call the limiter cannot decide
+// (Redis failed under the default failure policy, or an invalid limit) ends with
+// codes.Unavailable, saying nothing of the cause.
+//
+// It is a package of its own so that programs serving only HTTP do not link gRPC.
+package limitgrpc
+
+import (
+	"context"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/gatehouse/gatehouse/limiter"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
+)
+
+// KeyFunc returns the identifier a call is limited under, from its context (peer, metadata, an
+// authenticated identity) and full method name. An empty identifier exempts the call.
+type KeyFunc func(ctx context.Context, fullMethod string) string
+
+// ByPeerIP limits each client address (the peer's IP, without its port).
+func ByPeerIP(ctx context.Context, _ string) string {
+	p, ok := peer.FromContext(ctx)
+	if !ok || p.Addr == nil {
+		return ""
+	}
+	addr := p.Addr.String()
+	if host, _, err := net.SplitHostPort(addr); err == nil {
+		return host
+	}
+	return addr
+}
+
+// Option configures the interceptors.
+type Option func(*config)
+
+type config struct {
+	limitsFor func(ctx context.Context, fullMethod string) []limiter.Limit
+	cost      func(ctx context.Context, fullMethod string) int64
+}
+
+// WithLimitsFor chooses the limits per call, for tiers or per-method limits; it replaces the limits
+// given to the interceptor. Returning none exempts the call.
+func WithLimitsFor(f func(ctx context.Context, fullMethod string) []limiter.Limit) Option {
+	return func(c *config) { c.limitsFor = f }
+}
+
+// WithCost sets what a call costs (default 1).
+func WithCost(f func(ctx context.Context, fullMethod string) int64) Option {
+	return func(c *config) { c.cost = f }
+}
+
+// UnaryServerInterceptor limits unary calls with lim: each is decided under key against limits
+// (all at once, in one script call, when there are several) before its handler runs.
+func UnaryServerInterceptor(lim *limiter.Limiter, key KeyFunc, limits []limiter.Limit, opts ...Option) grpc.UnaryServerInterceptor {
+	g := newGate(lim, key, limits, opts)
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		if err := g.admit(ctx, info.FullMethod, grpc.SetHeader, grpc.SetTrailer); err != nil {
+			return nil, err
+		}
+		return handler(ctx, req)
+	}
+}
+
+// StreamServerInterceptor limits streaming calls with lim: each stream is one request, decided
+// when it opens.
+func StreamServerInterceptor(lim *limiter.Limiter, key KeyFunc, limits []limiter.Limit, opts ...Option) grpc.StreamServerInterceptor {
+	g := newGate(lim, key, limits, opts)
+	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		setHeader := func(_ context.Context, md metadata.MD) error { return ss.SetHeader(md) }
+		setTrailer := func(_ context.Context, md metadata.MD) error { ss.SetTrailer(md); return nil }
+		if err := g.admit(ss.Context(), info.FullMethod, setHeader, setTrailer); err != nil {
+			return err
+		}
+		return handler(srv, ss)
+	}
+}
+
+type gate struct {
+	lim    *limiter.Limiter
+	key    KeyFunc
+	limits []limiter.Limit
+	config
+}
+
+func newGate(lim *limiter.Limiter, key KeyFunc, limits []limiter.Limit, opts []Option) *gate {
+	g := &gate{lim: lim, key: key, limits: append([]limiter.Limit(nil), limits...)}
+	for _, o := range opts {
+		o(&g.config)
+	}
+	return g
+}
+
+// admit decides the call, sets its metadata, and returns the status error of a refusal or failure.
+func (g *gate) admit(ctx context.Context, method string, setHeader, setTrailer func(context.Context, metadata.MD) error) error {
+	limits := g.limits
+	if g.limitsFor != nil {
+		limits = g.limitsFor(ctx, method)
+	}
+	id := g.key(ctx, method)
+	if id == "" || len(limits) == 0 {
+		return nil
+	}
+	n := int64(1)
+	if g.cost != nil {
+		n = g.cost(ctx, method)
+	}
+	var res limiter.Result
+	var err error
+	if len(limits) == 1 {
+		res, err = g.lim.AllowN(ctx, id, limits[0], n)
+	} else {
+		res, err = g.lim.AllowAll(ctx, id, n, limits...)
+	}
+	if err != nil {
+		return status.Error(codes.Unavailable, "rate limiter unavailable")
+	}
+	md := metadata.Pairs("ratelimit-policy", limiter.PolicyField(g.lim.Algorithm(), limits))
+	if state := limiter.StateField(res); state != "" {
+		md.Append("ratelimit", state)
+	}
+	// The metadata is informative: a call whose header was already sent still goes on.
+	_ = setHeader(ctx, md)
+	if res.Allowed {
+		return nil
+	}
+	st := status.New(codes.ResourceExhausted, "rate limit exceeded")
+	if res.Source == limiter.SourceFailClosed {
+		st = status.New(codes.Unavailable, "rate limiter unavailable")
+	}
+	if res.RetryAfter != limiter.InfDuration {
+		ms := (res.RetryAfter + time.Millisecond - 1) / time.Millisecond // rounded up
+		_ = setTrailer(ctx, metadata.Pairs("grpc-retry-pushback-ms", strconv.FormatInt(int64(ms), 10)))
+		if d, err := st.WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(res.RetryAfter)}); err == nil {
+			st = d
+		}
+	}
+	return st.Err()
+}
