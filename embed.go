@@ -101,15 +101,22 @@ func Scripts() []*Script {
 // The reply is returned as go-redis decodes it: int64, string, []any, or a redis.Error for an error
 // reply. Errors are wrapped with the script's name; a nil reply is redis.Nil, wrapped.
 func (s *Script) Run(ctx context.Context, c redis.UniversalClient, keys []string, args ...any) (any, error) {
+	return s.RunVia(ctx, c, c, keys, args...)
+}
+
+// RunVia is Run with the EVALSHA sent through via, such as the *redis.AutoPipeliner of c, which
+// gathers concurrent calls into pipelines. NOSCRIPT recovery and a Cluster's route refresh go
+// through c, the client via sends on.
+func (s *Script) RunVia(ctx context.Context, via redis.Scripter, c redis.UniversalClient, keys []string, args ...any) (any, error) {
 	if err := checkSlots(keys); err != nil {
 		return nil, s.wrap(err)
 	}
-	v, err := c.EvalSha(ctx, s.sha, keys, args...).Result()
+	v, err := via.EvalSha(ctx, s.sha, keys, args...).Result()
 	if isNoScript(err) {
 		if err := s.loadFor(ctx, c, keys); err != nil {
 			return nil, s.wrap(fmt.Errorf("recovering from NOSCRIPT: %w", err))
 		}
-		v, err = c.EvalSha(ctx, s.sha, keys, args...).Result()
+		v, err = via.EvalSha(ctx, s.sha, keys, args...).Result()
 	}
 	if err != nil {
 		refreshRoutes(c, err)

@@ -18,12 +18,12 @@ import (
 // Benchmarks run against the first selected backend ('make bench' selects a private standalone
 // server). Compare figures within one run: absolute numbers depend on the machine.
 
-func benchLimiter(b *testing.B, alg *limiter.Algorithm) *limiter.Limiter {
+func benchLimiter(b *testing.B, alg *limiter.Algorithm, opts ...limiter.Option) *limiter.Limiter {
 	be := redistest.Get(b, redistest.Names()[0])
 	if err := gatehouse.Preload(context.Background(), be.Client); err != nil {
 		b.Fatal(err)
 	}
-	lim, err := limiter.New(be.Client, alg, limiter.WithKeyPrefix(redistest.Prefix(b)))
+	lim, err := limiter.New(be.Client, alg, append(opts, limiter.WithKeyPrefix(redistest.Prefix(b)))...)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -83,27 +83,36 @@ func BenchmarkAllow(b *testing.B) {
 	}
 }
 
-// Many concurrent callers over many keys: decisions per second through one client.
+// Many concurrent callers over many keys: decisions per second through one client, each decision
+// its own round trip, then with WithAutoPipeline.
 func BenchmarkAllowParallel(b *testing.B) {
 	for _, a := range algorithms {
-		b.Run(a.alg.String(), func(b *testing.B) {
-			lim := benchLimiter(b, a.alg)
-			ctx := context.Background()
-			limit := benchLimit(a.alg)
-			b.ReportAllocs()
-			b.SetParallelism(32)
-			b.RunParallel(func(pb *testing.PB) {
-				i := 0
-				for pb.Next() {
-					i++
-					if _, err := lim.Allow(ctx, benchKeys[i%len(benchKeys)], limit); err != nil {
-						b.Error(err)
-						return
-					}
-				}
-			})
-		})
+		for _, auto := range []bool{false, true} {
+			name, opts := a.alg.String(), []limiter.Option(nil)
+			if auto {
+				name, opts = name+"/auto-pipeline", []limiter.Option{limiter.WithAutoPipeline()}
+			}
+			b.Run(name, func(b *testing.B) { allowParallel(b, a.alg, opts) })
+		}
 	}
+}
+
+func allowParallel(b *testing.B, alg *limiter.Algorithm, opts []limiter.Option) {
+	lim := benchLimiter(b, alg, opts...)
+	ctx := context.Background()
+	limit := benchLimit(alg)
+	b.ReportAllocs()
+	b.SetParallelism(32)
+	b.RunParallel(func(pb *testing.PB) {
+		i := 0
+		for pb.Next() {
+			i++
+			if _, err := lim.Allow(ctx, benchKeys[i%len(benchKeys)], limit); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
 }
 
 // Two limits checked and counted in one script call.

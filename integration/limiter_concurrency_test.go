@@ -14,52 +14,64 @@ import (
 // 64 goroutines hammer one key for two windows; each window admits exactly the limit. The instants
 // are injected (every goroutine decides at the same instant, first in one window, then in the
 // next) so the count per window is known exactly, while the contention on the key is real.
+//
+// The same again with WithAutoPipeline, where the 64 goroutines' decisions share pipelines.
 func TestLimiterExactUnderConcurrency(t *testing.T) {
 	redistest.Each(t, func(t *testing.T, b *redistest.Backend) {
 		for _, a := range algorithms {
-			t.Run(a.alg.String(), func(t *testing.T) {
-				ctx := context.Background()
-				prefix := redistest.Prefix(t)
-				var now atomic.Int64
-				now.Store(time.Now().Add(time.Minute).Truncate(time.Minute).UnixMicro() + 1000)
-				lim, err := limiter.New(b.Client, a.alg, limiter.WithKeyPrefix(prefix),
-					limiter.WithClock(func() time.Time { return time.UnixMicro(now.Load()) }))
-				if err != nil {
-					t.Fatal(err)
+			for _, auto := range []bool{false, true} {
+				name := a.alg.String()
+				opts := []limiter.Option{}
+				if auto {
+					name += "/auto-pipeline"
+					opts = append(opts, limiter.WithAutoPipeline())
 				}
-				// 100 per minute; the token bucket holds 100 and refills 100 per minute.
-				per := limiter.PerMinute(100)
-				for window := range 2 {
-					var admitted atomic.Int64
-					var wg sync.WaitGroup
-					for range 64 {
-						wg.Add(1)
-						go func() {
-							defer wg.Done()
-							for range 10 {
-								r, err := lim.Allow(ctx, "hot", per)
-								if err != nil {
-									t.Error(err)
-									return
-								}
-								if r.Allowed {
-									admitted.Add(1)
-								}
-							}
-						}()
-					}
-					wg.Wait()
-					if got := admitted.Load(); got != 100 {
-						t.Errorf("window %d: %d of 640 admitted, want exactly 100", window, got)
-					}
-					// The next window: a whole period later, the sliding window's previous count
-					// weighs nothing only after two periods.
-					now.Add(2 * time.Minute.Microseconds())
-				}
-				assertKeysExpire(t, b, prefix)
-			})
+				t.Run(name, func(t *testing.T) { exactUnderConcurrency(t, b, a.alg, opts) })
+			}
 		}
 	})
+}
+
+func exactUnderConcurrency(t *testing.T, b *redistest.Backend, alg *limiter.Algorithm, opts []limiter.Option) {
+	ctx := context.Background()
+	prefix := redistest.Prefix(t)
+	var now atomic.Int64
+	now.Store(time.Now().Add(time.Minute).Truncate(time.Minute).UnixMicro() + 1000)
+	lim, err := limiter.New(b.Client, alg, append(opts, limiter.WithKeyPrefix(prefix),
+		limiter.WithClock(func() time.Time { return time.UnixMicro(now.Load()) }))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 100 per minute; the token bucket holds 100 and refills 100 per minute.
+	per := limiter.PerMinute(100)
+	for window := range 2 {
+		var admitted atomic.Int64
+		var wg sync.WaitGroup
+		for range 64 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for range 10 {
+					r, err := lim.Allow(ctx, "hot", per)
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					if r.Allowed {
+						admitted.Add(1)
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		if got := admitted.Load(); got != 100 {
+			t.Errorf("window %d: %d of 640 admitted, want exactly 100", window, got)
+		}
+		// The next window: a whole period later, the sliding window's previous count
+		// weighs nothing only after two periods.
+		now.Add(2 * time.Minute.Microseconds())
+	}
+	assertKeysExpire(t, b, prefix)
 }
 
 // On the server's own clock, 64 goroutines on one fixed-window key for about two windows: no window
@@ -100,4 +112,51 @@ func TestFixedWindowServerClockUnderConcurrency(t *testing.T) {
 		}
 		assertKeysExpire(t, b, prefix)
 	})
+}
+
+// Through the auto-pipeliner, decisions still recover from an emptied script cache, and a paused
+// Redis still ends in the failure policy on time.
+func TestLimiterAutoPipelineRecovers(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, b *redistest.Backend) {
+		ctx := context.Background()
+		lim, err := limiter.New(b.Client, limiter.TokenBucket, limiter.WithAutoPipeline(), limiter.WithKeyPrefix(redistest.Prefix(t)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		flushScripts(ctx, t, b.Client)
+		var wg sync.WaitGroup
+		var admitted atomic.Int64
+		for range 16 {
+			wg.Go(func() {
+				res, err := lim.Allow(ctx, "k", limiter.PerHour(10))
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if res.Allowed {
+					admitted.Add(1)
+				}
+			})
+		}
+		wg.Wait()
+		if admitted.Load() != 10 {
+			t.Errorf("%d of 16 admitted after SCRIPT FLUSH, want 10", admitted.Load())
+		}
+	})
+
+	_, rdb := privateServer(t)
+	lim, err := limiter.New(rdb, limiter.TokenBucket, limiter.WithAutoPipeline(), limiter.WithFailOpen(),
+		limiter.WithTimeout(200*time.Millisecond), limiter.WithFailureLog(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := rdb.Do(ctx, "CLIENT", "PAUSE", 3000, "ALL").Err(); err != nil {
+		t.Fatal(err)
+	}
+	res, err := lim.Allow(ctx, "slow", limiter.PerHour(10))
+	if err != nil || res.Source != limiter.SourceFailOpen || !isTimeout(res.Err) {
+		t.Errorf("auto-pipelined with Redis paused: %+v, %v; want fail-open after the timeout", res, err)
+	}
+	rdb.Do(ctx, "CLIENT", "UNPAUSE")
 }

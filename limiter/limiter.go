@@ -139,6 +139,8 @@ type Result struct {
 // Allow is what most callers want.
 type Limiter struct {
 	client redis.UniversalClient
+	via    redis.Scripter // where EVALSHA goes: the client, or its auto-pipeliner
+	auto   bool
 	alg    *Algorithm
 	prefix string
 	clock  func() time.Time
@@ -178,6 +180,13 @@ func WithKeyPrefix(prefix string) Option { return optionFunc(func(l *Limiter) { 
 // the server's clock see state vanish early.
 func WithClock(now func() time.Time) Option { return optionFunc(func(l *Limiter) { l.clock = now }) }
 
+// WithAutoPipeline sends decisions through the client's auto-pipeliner (go-redis' AutoPipeline,
+// marked experimental by go-redis): decisions made concurrently by many goroutines are gathered
+// into pipelines, so that many share each round trip. A lone decision costs about what it did.
+// The auto-pipeliner is the client's, shared with its other users, and ends when the client is
+// closed. The client's AutoPipelineOptions, if set, configure it.
+func WithAutoPipeline() Option { return optionFunc(func(l *Limiter) { l.auto = true }) }
+
 // New returns a Limiter that decides with alg (FixedWindow, SlidingWindow, SlidingLog or TokenBucket)
 // in the Redis behind client: a single server, Sentinel failover client, Cluster or Ring.
 func New(client redis.UniversalClient, alg *Algorithm, opts ...Option) (*Limiter, error) {
@@ -215,6 +224,20 @@ func New(client redis.UniversalClient, alg *Algorithm, opts ...Option) (*Limiter
 			what += " for " + l.fail.cooldown.String()
 		}
 		l.fail.log = func(err error) { log.Printf("%v (%s)", err, what) }
+	}
+	l.via = client
+	if l.auto {
+		ap, ok := client.(interface {
+			AutoPipeline() (*redis.AutoPipeliner, error)
+		})
+		if !ok {
+			return nil, fmt.Errorf("limiter: WithAutoPipeline: a %T cannot auto-pipeline", client)
+		}
+		p, err := ap.AutoPipeline()
+		if err != nil {
+			return nil, fmt.Errorf("limiter: WithAutoPipeline: %w", err)
+		}
+		l.via = p
 	}
 	if l.timeout > 0 && !honoursDeadlines(client) {
 		return nil, errors.New("limiter: WithTimeout needs a client that applies context deadlines: set ContextTimeoutEnabled in its options")
@@ -429,7 +452,7 @@ func (l *Limiter) run(ctx context.Context, keys []string, n int64, peek bool, li
 		a, b := l.alg.args(lim)
 		args = append(args, a, b)
 	}
-	v, err := l.alg.script.Run(ctx, l.client, keys, args...)
+	v, err := l.alg.script.RunVia(ctx, l.via, l.client, keys, args...)
 	if err != nil {
 		return fmt.Errorf("limiter: %s: %w", l.alg.name, err)
 	}
