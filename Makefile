@@ -6,7 +6,7 @@ TC_ENV := GATEHOUSE_TEST_BACKENDS=testcontainers TESTCONTAINERS_RYUK_DISABLED=tr
 
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: test vet lint redis test-short test-containers redis-image docker bench fuzz
+.PHONY: test vet lint redis test-short test-containers redis-image docker bench bench-peers fuzz
 
 ## test: gofmt, go vet and staticcheck, then every test with the race detector, integration on a standalone
 ## server and a cluster.
@@ -50,6 +50,11 @@ redis-image: redis docker
 ## bench: the benchmarks, against a private standalone server.
 bench: redis
 	GATEHOUSE_TEST_BACKENDS=standalone $(GO) test -run '^$$' -bench . -benchmem ./...
+
+## bench-peers: gatehouse against other limiters (go-redis/redis_rate) on one private server, in one
+## run; a module of its own (bench/), so that they never become gatehouse's dependencies.
+bench-peers: redis
+	cd bench && $(GO) test -run '^$$' -bench . -benchmem -count 5 .
 
 ## fuzz: each fuzz target for FUZZTIME (default 30s). Their seed corpora, and any failing inputs
 ## saved under testdata/fuzz, also run in every 'make test'.
