@@ -151,4 +151,3 @@ func TestFaultConnectionReset(t *testing.T) {
 		t.Errorf("healed: load %v", err)
 	}
 }
-
