@@ -405,7 +405,7 @@ func (l *Limiter) consult(ctx context.Context, key string, keys []string, n int6
 	case l.fail.absorbs(ctx, err):
 		if asked {
 			if l.fail.cooldown > 0 {
-				l.breaker.record(time.Now().UnixNano(), l.fail.cooldown, err)
+				l.breaker.failed(time.Now().UnixNano(), l.fail.cooldown, err)
 			}
 			if l.fail.log != nil {
 				l.fail.log(err)
@@ -417,7 +417,7 @@ func (l *Limiter) consult(ctx context.Context, key string, keys []string, n int6
 		return err
 	}
 	if l.fail.cooldown > 0 {
-		l.breaker.record(0, 0, nil)
+		l.breaker.answered()
 	}
 	if l.denied != nil {
 		l.denied.remember(key, keys, n, limits, sent, out)

@@ -186,15 +186,17 @@ func (b *breaker) skip(now int64, cooldown time.Duration) bool {
 	return !b.skipUntil.CompareAndSwap(until, now+int64(cooldown))
 }
 
-// record notes how a call to Redis went.
-func (b *breaker) record(now int64, cooldown time.Duration, err error) {
-	switch {
-	case err == nil:
-		if b.skipUntil.Load() != 0 {
-			b.skipUntil.Store(0)
-		}
-	case unreachable(err):
+// failed notes that a call to Redis failed at now with err; a failure to answer starts a cooldown.
+func (b *breaker) failed(now int64, cooldown time.Duration, err error) {
+	if unreachable(err) {
 		b.skipUntil.Store(now + int64(cooldown))
+	}
+}
+
+// answered notes that Redis answered: the cooldown, if any, is over.
+func (b *breaker) answered() {
+	if b.skipUntil.Load() != 0 {
+		b.skipUntil.Store(0)
 	}
 }
 

@@ -24,7 +24,7 @@ var _ redis.Error = replyError("")
 func TestBreakerOneProbe(t *testing.T) {
 	var b breaker
 	const cooldown = time.Second
-	b.record(0, cooldown, errors.New("dial tcp: connection refused"))
+	b.failed(0, cooldown, errors.New("dial tcp: connection refused"))
 	if !b.skip(int64(cooldown)-1, cooldown) {
 		t.Fatal("not skipping inside the cooldown")
 	}
@@ -41,12 +41,12 @@ func TestBreakerOneProbe(t *testing.T) {
 	if asked.Load() != 1 {
 		t.Fatalf("%d callers asked Redis after the cooldown, want 1", asked.Load())
 	}
-	b.record(int64(cooldown)+1, cooldown, nil)
+	b.answered()
 	if b.skip(int64(cooldown)+2, cooldown) {
 		t.Error("still skipping after Redis answered")
 	}
 	// A reply with an error concerns one key: no cooldown.
-	b.record(0, cooldown, fmt.Errorf("limiter: token_bucket: %w", replyError("WRONGTYPE Operation against a key holding the wrong kind of value")))
+	b.failed(0, cooldown, fmt.Errorf("limiter: token_bucket: %w", replyError("WRONGTYPE Operation against a key holding the wrong kind of value")))
 	if b.skip(1, cooldown) {
 		t.Error("an error reply started a cooldown")
 	}
