@@ -79,15 +79,18 @@ func Middleware(lim *Limiter, key KeyFunc, limits []Limit, opts ...HTTPOption) f
 	policy := PolicyField(lim.alg, limits) // computed once for the fixed limits
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			ls, pf := limits, policy
+			ls := limits
 			if c.limitsFor != nil {
 				ls = c.limitsFor(r)
-				pf = PolicyField(lim.alg, ls)
 			}
 			id := key(r)
 			if id == "" || len(ls) == 0 {
 				next.ServeHTTP(w, r)
 				return
+			}
+			pf := policy
+			if c.limitsFor != nil {
+				pf = PolicyField(lim.alg, ls)
 			}
 			n := int64(1)
 			if c.cost != nil {
