@@ -1,6 +1,7 @@
 package limiter
 
 import (
+	"cmp"
 	"fmt"
 	"slices"
 	"strings"
@@ -24,7 +25,11 @@ import (
 //
 // maxEntries must be at least 1; the least recently used entry makes room for a new one.
 func WithDenyCache(maxEntries int) Option {
-	return optionFunc(func(l *Limiter) { l.denyMax = maxEntries; l.denySet = true })
+	return optionFunc(func(l *Limiter) {
+		var err error
+		l.denied, err = newDenyCache(maxEntries)
+		l.optErr = cmp.Or(l.optErr, err)
+	})
 }
 
 // denyCache holds recent refusals, least recently used first to go.

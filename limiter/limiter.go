@@ -148,9 +148,8 @@ type Limiter struct {
 	fail    failurePolicy
 	timeout time.Duration
 	breaker breaker
-	denyMax int
-	denySet bool
 	denied  *denyCache // nil without WithDenyCache
+	optErr  error      // the first option that could not be applied
 
 	tp      trace.TracerProvider
 	mp      metric.MeterProvider
@@ -200,10 +199,13 @@ func New(client redis.UniversalClient, alg *Algorithm, opts ...Option) (*Limiter
 	for _, o := range opts {
 		o.apply(l)
 	}
+	if l.optErr != nil {
+		return nil, l.optErr
+	}
 	if strings.ContainsAny(l.prefix, "{}") {
 		return nil, fmt.Errorf("limiter: key prefix %q contains a brace; the hash tag is the identifier's", l.prefix)
 	}
-	if err := l.fail.init(); err != nil {
+	if err := l.fail.validate(); err != nil {
 		return nil, err
 	}
 	switch {
@@ -211,12 +213,6 @@ func New(client redis.UniversalClient, alg *Algorithm, opts ...Option) (*Limiter
 		l.fail.cooldown = 0 // errors go to the caller, who may want to retry at once
 	case l.fail.cooldown < 0:
 		l.fail.cooldown = DefaultCooldown
-	}
-	if l.denySet {
-		var err error
-		if l.denied, err = newDenyCache(l.denyMax); err != nil {
-			return nil, err
-		}
 	}
 	if !l.fail.logSet && l.fail.source != SourceRedis {
 		what := map[Source]string{SourceFailOpen: "failing open", SourceFailClosed: "failing closed", SourceLocal: "deciding locally"}[l.fail.source]

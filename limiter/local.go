@@ -1,6 +1,7 @@
 package limiter
 
 import (
+	"cmp"
 	"fmt"
 	"math"
 	"slices"
@@ -28,7 +29,10 @@ type LocalFallback struct {
 // back. The rest is as WithFailOpen.
 func WithFailLocal(f LocalFallback) Option {
 	return optionFunc(func(l *Limiter) {
-		l.fail.source, l.fail.retryAfter, l.fail.localCfg = SourceLocal, 0, f
+		var err error
+		l.fail.source, l.fail.retryAfter = SourceLocal, 0
+		l.fail.local, err = newLocalLimiter(f)
+		l.optErr = cmp.Or(l.optErr, err)
 	})
 }
 

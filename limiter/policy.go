@@ -70,7 +70,6 @@ type failurePolicy struct {
 	cooldown   time.Duration // < 0: not set, DefaultCooldown
 	log        func(error)   // told of each failure the policy stands in for; nil: nobody
 	logSet     bool
-	localCfg   LocalFallback
 	local      *localLimiter // SourceLocal's state
 }
 
@@ -83,7 +82,7 @@ type failurePolicy struct {
 //
 // Without WithFailOpen or WithFailClosed, a Redis failure is returned as the error.
 func WithFailOpen() Option {
-	return optionFunc(func(l *Limiter) { l.fail.source = SourceFailOpen })
+	return optionFunc(func(l *Limiter) { l.fail.source, l.fail.local = SourceFailOpen, nil })
 }
 
 // WithFailClosed makes the limiter refuse a request when Redis cannot decide it, with RetryAfter
@@ -91,7 +90,7 @@ func WithFailOpen() Option {
 // Allowed false, Source SourceFailClosed and Err holding the failure. The rest is as WithFailOpen.
 func WithFailClosed(retryAfter time.Duration) Option {
 	return optionFunc(func(l *Limiter) {
-		l.fail.source, l.fail.retryAfter = SourceFailClosed, retryAfter
+		l.fail.source, l.fail.retryAfter, l.fail.local = SourceFailClosed, retryAfter, nil
 	})
 }
 
@@ -138,17 +137,10 @@ func honoursDeadlines(client redis.UniversalClient) bool {
 	return true
 }
 
-// init checks the policy and makes its state.
-func (p *failurePolicy) init() error {
-	switch p.source {
-	case SourceFailClosed:
-		if p.retryAfter <= 0 {
-			return fmt.Errorf("limiter: WithFailClosed needs a positive retry-after, got %v", p.retryAfter)
-		}
-	case SourceLocal:
-		var err error
-		p.local, err = newLocalLimiter(p.localCfg)
-		return err
+// validate checks the policy.
+func (p failurePolicy) validate() error {
+	if p.source == SourceFailClosed && p.retryAfter <= 0 {
+		return fmt.Errorf("limiter: WithFailClosed needs a positive retry-after, got %v", p.retryAfter)
 	}
 	return nil
 }
