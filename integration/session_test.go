@@ -231,8 +231,8 @@ func TestSessionRotationGrace(t *testing.T) {
 			t.Fatal(err)
 		}
 		viaOld := mustLoad(t, st, old)
-		if viaOld.Key() != s.Key() || viaOld.GetString("a") != "1" {
-			t.Fatalf("old token within grace: key %v, a = %q", viaOld.Key(), viaOld.GetString("a"))
+		if viaOld.Metadata().Key != s.Key() || viaOld.GetString("a") != "1" || !viaOld.ReadOnly() {
+			t.Fatalf("old token within grace: key %v, a = %q, read-only %v", viaOld.Metadata().Key, viaOld.GetString("a"), viaOld.ReadOnly())
 		}
 		if viaOld.Token() != old {
 			t.Error("a load through the old token handed out the new token")
@@ -395,7 +395,7 @@ func TestSessionIndexDoesNotLeak(t *testing.T) {
 func TestSessionBadInput(t *testing.T) {
 	redistest.Each(t, func(t *testing.T, b *redistest.Backend) {
 		ctx := context.Background()
-		st, _ := newStore(t, b, nil, session.WithMaxSize(1000))
+		st, _ := newStore(t, b, nil, session.WithMaxSize(2000))
 
 		before := commandCalls(ctx, t, b)
 		for _, tok := range []session.Token{"", "short", session.Token(strings.Repeat("a", 46)), session.Token(strings.Repeat("a", 46) + "!"), session.Token(strings.Repeat("{", 47))} {
@@ -415,7 +415,7 @@ func TestSessionBadInput(t *testing.T) {
 		// Too large: refused, nothing written.
 		s := stored(t, st, "a", "small")
 		big := mustLoad(t, st, s.Token())
-		big.Put("blob", strings.Repeat("x", 2000))
+		big.Put("blob", strings.Repeat("x", 3000))
 		if err := st.Save(ctx, big); !errors.Is(err, session.ErrTooLarge) {
 			t.Errorf("oversize save: err = %v, want ErrTooLarge", err)
 		}
@@ -423,7 +423,7 @@ func TestSessionBadInput(t *testing.T) {
 			t.Error("an oversize save wrote something")
 		}
 		tooBig, _ := st.New()
-		tooBig.Put("blob", strings.Repeat("x", 2000))
+		tooBig.Put("blob", strings.Repeat("x", 3000))
 		if err := st.Save(ctx, tooBig); !errors.Is(err, session.ErrTooLarge) {
 			t.Errorf("oversize new session: err = %v, want ErrTooLarge", err)
 		}
@@ -508,7 +508,7 @@ func TestSessionCreateIsIdempotent(t *testing.T) {
 		before := b.Client.HGetAll(ctx, string(s.Key())).Val()
 		k := string(s.Key())
 		idx := k[:strings.Index(k, "}:s:")+1] + ":ix" // the index of the session's slot tag
-		v, err := create.Run(ctx, b.Client, []string{k, idx}, 0, 60000, 60000, 0, 0, 0, "", 0, 1, "a:a", `"2"`)
+		v, err := create.Run(ctx, b.Client, []string{k, idx}, 0, 60000, 60000, 0, 0, 0, "", 0, session.DefaultMaxSize, 1, "a:a", `"2"`)
 		if err != nil {
 			t.Fatal(err)
 		}

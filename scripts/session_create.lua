@@ -4,7 +4,9 @@
 -- KEYS[1]   the new session's hash (layout in session_touch.lua)
 -- KEYS[2]   the index of its tag bucket: a sorted set of session keys scored by absolute deadline
 --           (ms); only read or written when ARGV[7] names a user
--- KEYS[3..] sessions the caller found in that index: candidates for eviction under the cap
+-- KEYS[3..] with a user and a cap: every member the caller read from that index (ZRANGE); if the
+--           index now holds a member that is not among them (a sign-in or rotation since), nothing
+--           is written and the caller reads the index again ({4})
 -- ARGV[1]   now in integer milliseconds since the Unix epoch; "0" to use the server's TIME (tests only)
 -- ARGV[2]   idle timeout, ms
 -- ARGV[3]   absolute lifetime, ms: the deadline is now + lifetime, unless ARGV[4] gives one
@@ -12,13 +14,19 @@
 -- ARGV[5]   created, ms since the epoch, or "0" for now (a session moved by a login keeps its own)
 -- ARGV[6]   authenticated at, ms since the epoch; "0" for never, "-1" for now
 -- ARGV[7]   the user ID, or "" for an anonymous session
--- ARGV[8]   the most sessions one user may have (the oldest are evicted), or "0" for no cap
--- ARGV[9]   N, then ARGV[10 .. 9+2N]: further field/value pairs (attributes, _g, _ip, _ua, _l)
--- Reply     {1, now, evicted}  created; evicted is how many of the user's sessions the cap removed
---           {1, now, 0}        the key exists already: the key is the digest of a fresh 256-bit
---                              token, so that is this same call run twice (a client retrying after
---                              a lost reply), and the first run did the work; nothing is written
---           {0}                the lifetime given is already over
+-- ARGV[8]   the most sessions one user may have, or "0" for no cap: a sign-in beyond it ends the
+--           user's oldest sessions by sign-in (authenticated at; equal instants by key), never the
+--           one being created
+-- ARGV[9]   the size cap in bytes (how a record is counted: session_save.lua)
+-- ARGV[10]  N, then ARGV[11 .. 10+2N]: further field/value pairs (attributes, _g, _ip, _ua, _l, _p)
+-- Reply     {1, now, evicted, deadline}  created; evicted is how many sessions the cap ended
+--           {1, now, 0, deadline}        the key exists already: the key is the digest of a fresh
+--                                        256-bit token, so that is this same call run twice (a
+--                                        client retrying after a lost reply), and the first run did
+--                                        the work; nothing is written
+--           {0}                          the lifetime given is already over
+--           {3, size}                    refused: the record would be size bytes, over the cap
+--           {4}                          the index changed since the caller read it: read it again
 
 local now = tonumber(ARGV[1])
 if now == 0 then
@@ -32,48 +40,69 @@ local created = tonumber(ARGV[5])
 if created == 0 then created = now end
 local auth = tonumber(ARGV[6])
 if auth == -1 then auth = now end
-local user, cap, n = ARGV[7], tonumber(ARGV[8]), tonumber(ARGV[9])
+local user, cap, maxsize, n = ARGV[7], tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10])
+local key, idx = KEYS[1], KEYS[2]
 
-if redis.call('EXISTS', KEYS[1]) == 1 then return {1, now, 0} end
+if redis.call('EXISTS', key) == 1 then return {1, now, 0, deadline} end
 local ttl = math.min(idle, deadline - now)
 if ttl <= 0 then return {0} end
 
 local fields = {'_c', created, '_s', now, '_d', deadline, '_i', idle}
 if auth > 0 then fields[#fields + 1] = '_a'; fields[#fields + 1] = auth end
 if user ~= '' then fields[#fields + 1] = '_u'; fields[#fields + 1] = user end
-redis.call('HSET', KEYS[1], unpack(fields))
-for i = 10, 9 + 2 * n, 1000 do
-  redis.call('HSET', KEYS[1], unpack(ARGV, i, math.min(i + 999, 9 + 2 * n)))
+local rec, size = {}, 0
+local function put(f, v)
+  v = tostring(v)
+  if rec[f] then size = size - #f - #rec[f] end
+  size = size + #f + #v
+  rec[f] = v
 end
-redis.call('PEXPIRE', KEYS[1], ttl)
+for i = 1, #fields, 2 do put(fields[i], fields[i + 1]) end
+for i = 11, 10 + 2 * n, 2 do put(ARGV[i], ARGV[i + 1]) end
+if size > maxsize then return {3, size} end
 
 local evicted = 0
 if user ~= '' then
-  local idx = KEYS[2]
   redis.call('ZREMRANGEBYSCORE', idx, '-inf', now)
   if cap > 0 then
-    -- The user's other live sessions among the candidates, oldest first.
+    local known = {}
+    for i = 3, #KEYS do known[KEYS[i]] = true end
+    for _, k in ipairs(redis.call('ZRANGE', idx, 0, -1)) do
+      if not known[k] then return {4} end
+    end
+    -- The user's other live sessions, oldest sign-in first.
     local mine = {}
     for i = 3, #KEYS do
       local k = KEYS[i]
-      if k ~= KEYS[1] and redis.call('ZSCORE', idx, k) then
-        local m = redis.call('HMGET', k, '_u', '_c')
+      if k ~= key and redis.call('ZSCORE', idx, k) then
+        local m = redis.call('HMGET', k, '_u', '_c', '_a')
         if not m[2] then
-          redis.call('ZREM', idx, k)
+          redis.call('ZREM', idx, k) -- gone, or a rotation pointer
         elseif m[1] == user then
-          mine[#mine + 1] = {k, tonumber(m[2])}
+          mine[#mine + 1] = {k, tonumber(m[3]) or 0}
         end
       end
     end
-    table.sort(mine, function(a, b) return a[2] < b[2] end)
+    table.sort(mine, function(a, b)
+      if a[2] ~= b[2] then return a[2] < b[2] end
+      return a[1] < b[1]
+    end)
     for i = 1, #mine + 1 - cap do
       redis.call('DEL', mine[i][1])
       redis.call('ZREM', idx, mine[i][1])
       evicted = evicted + 1
     end
   end
-  redis.call('ZADD', idx, deadline, KEYS[1])
+end
+
+redis.call('HSET', key, unpack(fields))
+for i = 11, 10 + 2 * n, 1000 do
+  redis.call('HSET', key, unpack(ARGV, i, math.min(i + 999, 10 + 2 * n)))
+end
+redis.call('PEXPIRE', key, ttl)
+if user ~= '' then
+  redis.call('ZADD', idx, deadline, key)
   local last = redis.call('ZRANGE', idx, -1, -1, 'WITHSCORES')
   redis.call('PEXPIREAT', idx, last[2])
 end
-return {1, now, evicted}
+return {1, now, evicted, deadline}

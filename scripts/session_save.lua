@@ -4,19 +4,26 @@
 -- Only the fields this request changed are written and only the ones it removed are deleted, so
 -- two requests that change different attributes both keep their change. Nothing is written unless
 -- the session still exists, was not rotated away, and has the generation the request read: a
--- destroyed or rotated session is never brought back.
+-- destroyed or rotated session is never brought back, and a rotation pointer (a token kept
+-- readable for a grace window) is never written through. Every save increments the version _v
+-- (not checked here, so that concurrent deltas all land), which a sign-in that copies the record
+-- to another slot checks before retiring the original (session_seal.lua).
 --
 -- KEYS[1]   the session's hash (layout in session_touch.lua)
+-- KEYS[2]   optional: the index of its tag bucket, given when the save changes the absolute
+--           deadline (_d) of a signed-in session, so that the index scores it by the new deadline
+--           and expires no earlier than its latest member
 -- ARGV[1]   now in integer milliseconds since the Unix epoch; "0" to use the server's TIME (tests only)
 -- ARGV[2]   the generation the request read
--- ARGV[3]   the largest allowed payload: the sum of the lengths of all "a:" values, in bytes
+-- ARGV[3]   the size cap in bytes: a record is the sum, over all its fields, of the length of the
+--           field's name plus the length of its value (attributes "a:<name>" and metadata alike)
 -- ARGV[4]   S, the number of field/value pairs to set; ARGV[5] D, the number of fields to delete
--- ARGV[6 .. 5+2S]          the pairs to set (attributes "a:<name>", or _i, _d, _l to change those)
+-- ARGV[6 .. 5+2S]          the pairs to set (attributes "a:<name>", or _i, _d, _l, _ip, _ua, _p)
 -- ARGV[6+2S .. 5+2S+D]     the fields to delete
--- Reply     {1, ttl_ms} saved, with the expiry slid to min(idle, deadline - now)
---           {0}       no such session (missing or past its deadline)
---           {2}       conflict: rotated away, or another generation
---           {3, size} refused: the payload would be size bytes, more than ARGV[3]
+-- Reply     {1, ttl_ms, size} saved, with the expiry slid to min(idle, deadline - now)
+--           {0}       no such session (missing, or past its deadline, or the new deadline is past)
+--           {2}       conflict: rotated away (a pointer), or another generation
+--           {3, size} refused: the record would be size bytes, over the cap and larger than it was
 
 local now = tonumber(ARGV[1])
 if now == 0 then
@@ -28,35 +35,46 @@ local nset, ndel = tonumber(ARGV[4]), tonumber(ARGV[5])
 
 local h = redis.call('HGETALL', KEYS[1])
 if #h == 0 then return {0} end
-local cur = {}
-for i = 1, #h, 2 do cur[h[i]] = h[i + 1] end
+local cur, before = {}, 0
+for i = 1, #h, 2 do
+  cur[h[i]] = h[i + 1]
+  before = before + #h[i] + #h[i + 1]
+end
 if cur._r or cur._g ~= gen then return {2} end
-local d, idle = tonumber(cur._d), tonumber(cur._i)
-if not d or not idle then
-  return redis.error_reply('GATEHOUSE corrupt session record: no deadline or idle timeout')
+local d, idle, ver = tonumber(cur._d), tonumber(cur._i), tonumber(cur._v or '0')
+if not d or not idle or not ver then
+  return redis.error_reply('GATEHOUSE corrupt session record: no deadline, idle timeout or version')
 end
 if now >= d then
   redis.call('DEL', KEYS[1])
   return {0}
 end
 
--- The payload as it would be after this save.
-local size = 0
-for f, v in pairs(cur) do
-  if string.sub(f, 1, 2) == 'a:' then size = size + #v end
-end
-local first_del = 6 + 2 * nset
-for i = first_del, first_del + ndel - 1 do
-  local f = ARGV[i]
-  if cur[f] and string.sub(f, 1, 2) == 'a:' then size = size - #cur[f] end
-  cur[f] = nil
-end
-for i = 6, first_del - 1, 2 do
-  local f, v = ARGV[i], ARGV[i + 1]
-  if string.sub(f, 1, 2) == 'a:' then size = size - #(cur[f] or '') + #v end
+-- The record as it would be after this save, and its size.
+local size = before
+local function put(f, v)
+  if cur[f] then size = size - #f - #cur[f] end
+  if v then size = size + #f + #v end
   cur[f] = v
 end
-if size > maxsize then return {3, size} end
+local first_del = 6 + 2 * nset
+for i = first_del, first_del + ndel - 1 do put(ARGV[i], nil) end
+for i = 6, first_del - 1, 2 do put(ARGV[i], ARGV[i + 1]) end
+put('_s', tostring(now))
+put('_v', tostring(ver + 1))
+if size > maxsize and size > before then return {3, size} end
+
+d, idle = tonumber(cur._d), tonumber(cur._i)
+if not d or not idle then
+  return redis.error_reply('GATEHOUSE corrupt session change: deadline or idle timeout not a number')
+end
+local ttl = math.min(idle, d - now)
+local idx = KEYS[2]
+if ttl <= 0 then
+  redis.call('DEL', KEYS[1])
+  if idx then redis.call('ZREM', idx, KEYS[1]) end
+  return {0}
+end
 
 if ndel > 0 then
   redis.call('HDEL', KEYS[1], unpack(ARGV, first_del, first_del + ndel - 1))
@@ -65,13 +83,12 @@ end
 for i = 6, first_del - 1, 1000 do
   redis.call('HSET', KEYS[1], unpack(ARGV, i, math.min(i + 999, first_del - 1)))
 end
-redis.call('HSET', KEYS[1], '_s', now)
-
-d, idle = tonumber(cur._d), tonumber(cur._i)
-local ttl = math.min(idle, d - now)
-if ttl <= 0 then
-  redis.call('DEL', KEYS[1])
-  return {0}
-end
+redis.call('HSET', KEYS[1], '_s', now, '_v', ver + 1)
 redis.call('PEXPIRE', KEYS[1], ttl)
-return {1, ttl}
+
+if idx and cur._u then
+  redis.call('ZADD', idx, d, KEYS[1])
+  local last = redis.call('ZRANGE', idx, -1, -1, 'WITHSCORES')
+  redis.call('PEXPIREAT', idx, last[2])
+end
+return {1, ttl, size}

@@ -3,20 +3,24 @@
 --
 -- KEYS[1]   the session's hash (layout in session_touch.lua)
 -- ARGV[1]   now in integer milliseconds since the Unix epoch; "0" to use the server's TIME (tests only)
--- ARGV[2]   the generation the request read
+-- ARGV[2]   the generation of the record that was copied
 -- ARGV[3]   grace window in ms, or "0" to delete the key at once
 -- ARGV[4]   the key the session moved to (kept in the pointer for the grace window)
--- Reply     {1} sealed;  {0} no such session;  {2} conflict (rotated away or another generation):
---           the caller must then delete its copy, so the session is not duplicated
+-- ARGV[5]   the version (_v, "0" when absent) of the record that was copied
+-- Reply     {1} sealed;  {0} no such session;  {2} conflict (rotated away or another generation);
+--           {3} a save landed since the record was copied (another version): the caller deletes
+--           its copy and copies again. On {0} and {2} the caller deletes its copy, so the session
+--           is never duplicated.
 
 local now = tonumber(ARGV[1])
 if now == 0 then
   local t = redis.call('TIME')
   now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
-local m = redis.call('HMGET', KEYS[1], '_g', '_r', '_d')
+local m = redis.call('HMGET', KEYS[1], '_g', '_r', '_v')
 if not m[1] and not m[2] then return {0} end
 if m[2] or m[1] ~= ARGV[2] then return {2} end
+if (m[3] or '0') ~= ARGV[5] then return {3} end
 redis.call('DEL', KEYS[1])
 local grace = tonumber(ARGV[3])
 if grace > 0 then

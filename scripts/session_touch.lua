@@ -2,8 +2,11 @@
 --
 -- A session is a hash: attributes under "a:<name>", metadata under fields starting with '_':
 -- _c created, _s last seen, _d absolute deadline, _a authenticated at (all integer ms since the
--- epoch), _i idle timeout (ms), _g generation, _u user ID, _ip, _ua, _l label; a rotated session
--- kept for a grace window holds only _r (the key it moved to) and _rg (the grace deadline, ms).
+-- epoch), _i idle timeout (ms), _g generation (incremented by every rotation), _v version
+-- (incremented by every save; absent means 0), _u user ID, _ip, _ua, _l label, _p the cookie's
+-- persistence ("1" outlives the browser, "0" does not; absent: the middleware's setting); a
+-- rotated session kept for a grace window holds only _r (the key it moved to) and _rg (the grace
+-- deadline, ms).
 --
 -- KEYS[1]   the session's hash
 -- ARGV[1]   now in integer milliseconds since the Unix epoch; "0" to use the server's TIME (tests only)

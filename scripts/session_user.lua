@@ -1,5 +1,11 @@
 -- session_user.lua: list or destroy one user's sessions, repairing the index as it goes.
 --
+-- Exact at the instant it runs: every script that gives a user a session (session_create.lua,
+-- session_rotate.lua) adds it to the index in the same call, and every change of a session's
+-- deadline moves its score (session_save.lua), so the index always holds every live session of the
+-- user. This script acts only if the index holds no member beyond the ones the caller read; else
+-- (a sign-in or a rotation in between) it does nothing and the caller reads the index again.
+--
 -- KEYS[1]   the index of the user's tag bucket: a sorted set of session keys scored by absolute
 --           deadline (ms). A bucket may hold other users' sessions; they are left alone.
 -- KEYS[2..] the members the caller read from the index (ZRANGE): the sessions to consider
@@ -10,6 +16,7 @@
 -- Reply     list:    {n, then per session: key, created, last seen, deadline, authenticated at,
 --                    idle ms, ip, user agent, label}  (times in ms since the epoch; "" when unset)
 --           destroy: {n destroyed}
+--           {-1}     the index holds a member not in KEYS: read it again; nothing was done
 -- Members that are past their deadline, gone (idle expiry, destroyed), or rotated away are removed
 -- from the index; the index then expires with its last deadline.
 
@@ -21,6 +28,12 @@ end
 local idx, user, mode, keep = KEYS[1], ARGV[2], ARGV[3], ARGV[4]
 
 redis.call('ZREMRANGEBYSCORE', idx, '-inf', now)
+local known = {}
+for i = 2, #KEYS do known[KEYS[i]] = true end
+for _, k in ipairs(redis.call('ZRANGE', idx, 0, -1)) do
+  if not known[k] then return {-1} end
+end
+
 local out, n = {0}, 0
 for i = 2, #KEYS do
   local k = KEYS[i]

@@ -109,23 +109,42 @@ func (m *middleware) wrap(next http.Handler) http.Handler {
 			sw.commit() // nothing was written: the response is the implicit 200, or the error handler's
 			return
 		}
+		if sw.failed {
+			return // the error handler answered for the refused save: it is not tried again
+		}
 		// Changes made after the response started: save them; the cookie cannot change any more.
 		s.mu.Lock()
 		late := s.dirty() && !s.isNew && !s.destroyed
 		s.mu.Unlock()
 		if late {
-			if err := m.st.Save(r.Context(), s); err != nil && !errors.Is(err, ErrNotFound) && !errors.Is(err, ErrConflict) {
+			if err := m.st.Save(r.Context(), s); err != nil && !errors.Is(err, ErrNotFound) && !errors.Is(err, ErrConflict) && !errors.Is(err, ErrReadOnly) {
 				m.logErr(r, err)
 			}
 		}
 	})
 }
 
-// load returns the request's session: the one its cookie names, or a new one.
+// maxCookiesTried bounds how many well-formed cookies of the session's name one request may make
+// the store look up.
+const maxCookiesTried = 3
+
+// load returns the request's session: the one the first of its cookies that names a live session
+// names (a stale cookie of another path or domain may come first), or a new one.
 func (m *middleware) load(r *http.Request) (*Session, bool, error) {
-	c, err := r.Cookie(m.cookie.name())
-	if err == nil && c.Value != "" {
-		s, err := m.st.Load(r.Context(), Token(c.Value))
+	hadCookie, tried := false, 0
+	for _, c := range r.CookiesNamed(m.cookie.name()) {
+		if c.Value == "" {
+			continue
+		}
+		hadCookie = true
+		tok := Token(c.Value)
+		if !tok.valid() {
+			continue
+		}
+		if tried++; tried > maxCookiesTried {
+			break
+		}
+		s, err := m.st.Load(r.Context(), tok)
 		switch {
 		case err == nil:
 			return s, true, nil
@@ -134,11 +153,9 @@ func (m *middleware) load(r *http.Request) (*Session, bool, error) {
 		case !errors.Is(err, ErrNotFound) && !errors.Is(err, ErrMalformed):
 			return nil, true, err
 		}
-		s, err = m.newSession(r)
-		return s, true, err
 	}
 	s, err := m.newSession(r)
-	return s, false, err
+	return s, hadCookie, err
 }
 
 func (m *middleware) newSession(r *http.Request) (*Session, error) {
@@ -217,20 +234,24 @@ func (w *writer) commit() bool {
 	err := w.m.st.Save(w.r.Context(), s)
 	switch {
 	case err == nil:
-	case errors.Is(err, ErrNotFound), errors.Is(err, ErrConflict):
-		// Destroyed or rotated by another request meanwhile: this request's changes are dropped,
-		// never written back.
+	case errors.Is(err, ErrNotFound), errors.Is(err, ErrConflict), errors.Is(err, ErrReadOnly):
+		// Destroyed or rotated by another request meanwhile, or read through a rotated token: this
+		// request's changes are dropped, never written back.
 	default:
 		w.failed = true
 		w.m.onError(w.ResponseWriter, w.r, err)
 		return false
 	}
 	s.mu.Lock()
-	destroyed, stored, changed := s.destroyed, !s.isNew, s.tokenChanged
+	destroyed, stored, changed := s.destroyed, !s.isNew, s.sendCookie
 	tok, deadline := s.token, s.meta.Deadline
-	if stored && changed {
-		s.tokenChanged = false
+	if !s.persistent(!w.m.cookie.BrowserSession) {
+		deadline = time.Time{} // a cookie the browser drops when it closes
 	}
+	if stored && changed {
+		s.sendCookie = false
+	}
+	s.sent = true // from now on Rotate and Login could not send their cookie
 	s.mu.Unlock()
 	switch {
 	case destroyed && w.hadCookie:
@@ -260,7 +281,7 @@ func (w *writer) setCookie(value string, expires time.Time, maxAge int) {
 	if ck.SameSite == 0 {
 		ck.SameSite = http.SameSiteLaxMode
 	}
-	if maxAge < 0 || !c.BrowserSession {
+	if !expires.IsZero() {
 		ck.Expires = expires
 	}
 	h := w.Header()

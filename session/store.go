@@ -21,14 +21,29 @@ var (
 	// ErrConflict: the session was rotated to a new token, or replaced, since this request read
 	// it; the write was refused so that the old token is never revived.
 	ErrConflict = errors.New("session: conflict: rotated or replaced since it was read")
+	// ErrReadOnly: the session was loaded through a token rotated less than the grace window ago
+	// (WithRotationGrace). It can be read; nothing is written through it, and Redis is not asked.
+	ErrReadOnly = errors.New("session: read-only: loaded through a rotated token within its grace window")
+	// ErrHeadersSent: Rotate or Login (or Put after Destroy) was called after the middleware sent
+	// the response's headers, when the new token's cookie can no longer be sent. Nothing was
+	// changed, in Redis or in the session.
+	ErrHeadersSent = errors.New("session: the response has started: a new session cookie can no longer be sent")
+	// ErrContended: a per-user operation, or a sign-in, found the user's sessions (or the session
+	// being signed in) changed by other requests every time it tried; nothing was changed. Try again.
+	ErrContended = errors.New("session: contended: changed by other requests on every attempt")
 	// ErrMalformed: a token that this package never issued (wrong length or alphabet). It is refused
 	// before Redis is asked.
 	ErrMalformed = errors.New("session: malformed token")
-	// ErrTooLarge: the attributes would exceed the store's size cap; nothing was written.
+	// ErrTooLarge: the session would exceed the store's size cap (WithMaxSize); nothing was written.
 	ErrTooLarge = errors.New("session: too large")
 	// ErrCorrupt: the stored record or an attribute cannot be decoded.
 	ErrCorrupt = errors.New("session: corrupt stored data")
 )
+
+// maxAttempts bounds the retries of an operation that another request keeps overtaking: a
+// per-user operation whose index changed after it was read, a capped sign-in, or a sign-in that
+// moves a session to another slot while saves keep landing on it. Past it: ErrContended.
+const maxAttempts = 10
 
 // Store keeps sessions in Redis. It is safe for concurrent use; make one and share it.
 type Store struct {
@@ -41,6 +56,7 @@ type Store struct {
 	grace      time.Duration
 	hmacKey    []byte
 	maxPerUser int
+	timeout    time.Duration
 	clock      func() time.Time
 
 	touch, save, create, rotate, seal, user *gatehouse.Script
@@ -67,6 +83,10 @@ const (
 	DefaultKeyPrefix   = "gh:s:"
 )
 
+// MinMaxSize is the smallest size cap NewStore accepts: room for a session's metadata (about 150
+// bytes, plus the user ID, label, IP address and user agent) and a few attributes.
+const MinMaxSize = 1 << 10
+
 // WithIdleTimeout sets how long a session lives without being read or saved (default 30 minutes).
 func WithIdleTimeout(d time.Duration) Option { return optionFunc(func(s *Store) { s.idle = d }) }
 
@@ -74,8 +94,13 @@ func WithIdleTimeout(d time.Duration) Option { return optionFunc(func(s *Store) 
 // its sign-in), however active it is (default 12 hours).
 func WithLifetime(d time.Duration) Option { return optionFunc(func(s *Store) { s.lifetime = d }) }
 
-// WithMaxSize caps the encoded size of a session's attributes, in bytes (default 16 KiB). A save
-// that would exceed it fails with ErrTooLarge and writes nothing.
+// WithMaxSize caps the size of a stored session, in bytes (default 16 KiB, at least MinMaxSize).
+// A session's size is the sum, over every field of its record, of the length of the field's name
+// plus the length of its value: each attribute counts its name (plus 2) and its encoded value, and
+// the metadata counts too (times, user ID, IP address, user agent, label). A save, sign-in or
+// rotation that would make a session larger than the cap fails with ErrTooLarge and writes
+// nothing; one that leaves it smaller than it was succeeds even over the cap (a cap lowered while
+// larger sessions exist), so that they can still be trimmed.
 func WithMaxSize(bytes int) Option { return optionFunc(func(s *Store) { s.maxSize = bytes }) }
 
 // WithCodec sets how attribute values are encoded (default JSON).
@@ -86,21 +111,33 @@ func WithCodec(c Codec) Option { return optionFunc(func(s *Store) { s.codec = c 
 func WithKeyPrefix(p string) Option { return optionFunc(func(s *Store) { s.prefix = p }) }
 
 // WithRotationGrace keeps a rotated token readable for d, pointing to the new session, so that
-// requests the client already had in flight when it signed in do not lose their session. Writes
-// through the old token are refused all the same. The default, 0, is the safest: an old token
+// requests the client already had in flight when it signed in do not lose their session. A
+// session loaded through the old token is read-only (Session.ReadOnly): Save, Rotate, Login,
+// Destroy and DestroyOthers refuse it with ErrReadOnly, so the old token can never change the
+// session nor obtain a token that outlives the window. The default, 0, is the safest: an old token
 // stops working at once.
 func WithRotationGrace(d time.Duration) Option { return optionFunc(func(s *Store) { s.grace = d }) }
 
-// WithHMACKey stores sessions under HMAC-SHA256(key, token) instead of SHA-256(token), and derives
-// user slot tags the same way, so that neither Redis contents nor cookies can be linked to a token
-// or a user without the key. Use at least 32 random bytes.
+// WithHMACKey stores sessions under HMAC-SHA256(key, "gatehouse-session\x00"+token) instead of
+// SHA-256 of the same, and derives user slot tags the same way, so that neither Redis contents nor
+// cookies can be linked to a token or a user without the key. Use at least 32 random bytes.
 func WithHMACKey(key []byte) Option {
 	return optionFunc(func(s *Store) { s.hmacKey = append([]byte(nil), key...) })
 }
 
 // WithMaxSessionsPerUser caps how many sessions one user may have: a sign-in beyond the cap ends
-// the user's oldest sessions. The default, 0, sets no cap.
+// the user's oldest sessions by sign-in (the earliest authenticated-at; sessions signed in in the
+// same millisecond by key order), never the one signing in. The cap holds however many sign-ins
+// race: each checks, in the script that stores it, that it saw every session of the user. The
+// default, 0, sets no cap.
 func WithMaxSessionsPerUser(n int) Option { return optionFunc(func(s *Store) { s.maxPerUser = n }) }
+
+// WithTimeout bounds each operation (Load, Save, Login, ...) to d, whatever the caller's context
+// allows, so that a stalled Redis costs a bounded wait: past it the operation fails with an error
+// wrapping context.DeadlineExceeded. NewStore refuses it unless the client applies context
+// deadlines (ContextTimeoutEnabled in its options). The default, 0, leaves the caller's context
+// and the client's own timeouts in charge.
+func WithTimeout(d time.Duration) Option { return optionFunc(func(s *Store) { s.timeout = d }) }
 
 // WithClock makes the store use the instants now returns instead of the Redis server's clock. It
 // exists for deterministic tests only. Keys still expire by the server's clock, at instants
@@ -124,8 +161,12 @@ func NewStore(client redis.UniversalClient, opts ...Option) (*Store, error) {
 		return nil, fmt.Errorf("session: key prefix %q contains a brace", st.prefix)
 	case st.idle < time.Millisecond, st.lifetime < time.Millisecond:
 		return nil, fmt.Errorf("session: idle timeout %v and lifetime %v must be at least 1ms", st.idle, st.lifetime)
-	case st.maxSize < 0, st.grace < 0, st.maxPerUser < 0:
-		return nil, errors.New("session: negative size cap, grace window or sessions per user")
+	case st.maxSize < MinMaxSize:
+		return nil, fmt.Errorf("session: size cap %d bytes: at least %d are needed for a session's metadata", st.maxSize, MinMaxSize)
+	case st.grace < 0, st.maxPerUser < 0, st.timeout < 0:
+		return nil, errors.New("session: negative grace window, sessions per user or timeout")
+	case st.timeout > 0 && !honoursDeadlines(client):
+		return nil, errors.New("session: WithTimeout needs a client that applies context deadlines: set ContextTimeoutEnabled in its options")
 	case st.codec == nil:
 		return nil, errors.New("session: nil codec")
 	}
@@ -144,6 +185,20 @@ func NewStore(client redis.UniversalClient, opts ...Option) (*Store, error) {
 	return st, nil
 }
 
+// honoursDeadlines reports whether client applies context deadlines to its network calls, as
+// WithTimeout needs. Clients of unknown types are trusted.
+func honoursDeadlines(client redis.UniversalClient) bool {
+	switch c := client.(type) {
+	case *redis.Client:
+		return c.Options().ContextTimeoutEnabled
+	case *redis.ClusterClient:
+		return c.Options().ContextTimeoutEnabled
+	case *redis.Ring:
+		return c.Options().ContextTimeoutEnabled
+	}
+	return true
+}
+
 // New returns a new anonymous session. Nothing is stored until it is saved with something in it.
 func (st *Store) New() (*Session, error) {
 	tag, err := randomTag()
@@ -155,7 +210,7 @@ func (st *Store) New() (*Session, error) {
 		return nil, err
 	}
 	s := st.blank(tok, st.keyOf(tok))
-	s.isNew, s.tokenChanged, s.gen = true, true, "1"
+	s.isNew, s.sendCookie, s.gen = true, true, "1"
 	s.meta.IdleTimeout = st.idle
 	return s, nil
 }
@@ -170,7 +225,8 @@ func (st *Store) blank(tok Token, key Key) *Session {
 // idle timeout or the time left to the absolute deadline, whichever is sooner. It returns
 // ErrMalformed for a token this package did not issue (Redis is not asked), and ErrNotFound for one
 // that is unknown, expired or destroyed: the caller then starts a new session and never adopts the
-// client's token.
+// client's token. A token rotated less than the grace window ago (WithRotationGrace) loads the
+// session it moved to, read-only (a second call).
 func (st *Store) Load(ctx context.Context, tok Token) (s *Session, err error) {
 	ctx, o := st.begin(ctx, "load", st.touch.Name())
 	defer func() {
@@ -196,16 +252,17 @@ func (st *Store) load(ctx context.Context, tok Token) (*Session, error) {
 	if err != nil {
 		return nil, err
 	}
+	target := key
 	if status == 2 { // rotated within the grace window: read the session it moved to
 		if len(arr) < 2 {
 			return nil, fmt.Errorf("%w: moved without a target", ErrCorrupt)
 		}
-		target, _ := arr[1].(string)
-		if _, ok := st.indexOfKey(Key(target)); !ok {
+		t, _ := arr[1].(string)
+		if _, ok := st.indexOfKey(Key(t)); !ok {
 			return nil, fmt.Errorf("%w: moved to a key of another shape", ErrCorrupt)
 		}
-		key = Key(target)
-		if v, err = st.touch.Run(ctx, st.client, []string{target}, st.now()); err != nil {
+		target = Key(t)
+		if v, err = st.touch.Run(ctx, st.client, []string{t}, st.now()); err != nil {
 			return nil, st.scriptErr("load", err)
 		}
 		if arr, status, err = reply(v); err != nil {
@@ -215,10 +272,13 @@ func (st *Store) load(ctx context.Context, tok Token) (*Session, error) {
 	if status != 1 {
 		return nil, ErrNotFound
 	}
+	// Through a pointer, the session keeps the pointer's key as the key it writes to: besides
+	// ErrReadOnly in Go, every script refuses to write through a pointer.
 	s := st.blank(tok, key)
 	if err := s.fill(arr[1:]); err != nil {
 		return nil, err
 	}
+	s.readOnly, s.meta.Key = target != key, target
 	return s, nil
 }
 
@@ -231,7 +291,8 @@ func (s *Session) fill(arr []any) error {
 	if !ok {
 		return fmt.Errorf("%w: no time in reply", ErrCorrupt)
 	}
-	s.meta = Metadata{Key: s.key, LastSeen: time.UnixMilli(now)}
+	s.now = time.UnixMilli(now)
+	s.meta = Metadata{Key: s.key}
 	for i := 1; i < len(arr); i += 2 {
 		f, ok1 := arr[i].(string)
 		v, ok2 := arr[i+1].(string)
@@ -242,16 +303,35 @@ func (s *Session) fill(arr []any) error {
 			s.values[name] = []byte(v)
 			continue
 		}
-		if err := s.meta.set(f, v); err != nil {
-			return err
-		}
-		if f == "_g" {
+		switch f {
+		case "_g":
 			s.gen = v
+		case "_v":
+			if _, err := strconv.ParseInt(v, 10, 64); err != nil {
+				return fmt.Errorf("%w: _v = %q", ErrCorrupt, v)
+			}
+			s.ver = v
+		case "_p":
+			s.persist = -1
+			if v == "1" {
+				s.persist = 1
+			}
+		case "_s":
+			// Last seen by an earlier request, checked only: this request's time is now.
+			if _, err := strconv.ParseInt(v, 10, 64); err != nil {
+				return fmt.Errorf("%w: _s = %q", ErrCorrupt, v)
+			}
+		default:
+			if err := s.meta.set(f, v); err != nil {
+				return err
+			}
 		}
 	}
 	if s.gen == "" || s.meta.Deadline.IsZero() || s.meta.IdleTimeout == 0 {
 		return fmt.Errorf("%w: record lacks its generation, deadline or idle timeout", ErrCorrupt)
 	}
+	s.meta.LastSeen = s.now
+	s.base = s.size()
 	return nil
 }
 
@@ -291,9 +371,11 @@ func (m *Metadata) set(f, v string) error {
 }
 
 // Save writes what changed in s since it was read: a new session is created with everything in
-// it; a stored one gets only the attributes Put or Removed. Nothing is written into a session that
-// was destroyed (ErrNotFound) or rotated (ErrConflict) since it was read. A new session with no
-// attributes is not stored.
+// it; a stored one gets only the attributes Put or Removed and the metadata set. Nothing is written
+// into a session that was destroyed (ErrNotFound) or rotated (ErrConflict) since it was read, nor
+// through a read-only session (ErrReadOnly). A new session with no attributes is not stored. A
+// session the save would make larger than the size cap is refused with ErrTooLarge, before Redis
+// is asked when this request's own view already exceeds it.
 func (st *Store) Save(ctx context.Context, s *Session) (err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -302,6 +384,8 @@ func (st *Store) Save(ctx context.Context, s *Session) (err error) {
 		return ErrNotFound
 	case s.isNew && len(s.values) == 0, !s.isNew && !s.dirty():
 		return nil // nothing to write: no call, no span
+	case s.readOnly:
+		return ErrReadOnly
 	}
 	ctx, o := st.begin(ctx, "save", st.save.Name())
 	o.key = s.key
@@ -322,17 +406,21 @@ func (st *Store) Save(ctx context.Context, s *Session) (err error) {
 }
 
 func (st *Store) saveLocked(ctx context.Context, s *Session) error {
-	if s.destroyed {
+	switch {
+	case s.destroyed:
 		return ErrNotFound
-	}
-	if s.isNew {
+	case s.readOnly:
+		return ErrReadOnly
+	case s.isNew:
 		if len(s.values) == 0 {
 			return nil
 		}
-		return st.createLocked(ctx, s, "", nil)
-	}
-	if !s.dirty() {
+		return st.createNew(ctx, s, "", loginConfig{})
+	case !s.dirty():
 		return nil
+	}
+	if size := s.size(); size > st.maxSize && size > s.base {
+		return fmt.Errorf("%w: %d bytes, the cap is %d", ErrTooLarge, size, st.maxSize)
 	}
 	args := make([]any, 0, 5+2*(len(s.changed)+len(s.metaSet))+len(s.removed))
 	args = append(args, st.now(), s.gen, st.maxSize, len(s.changed)+len(s.metaSet), len(s.removed))
@@ -345,7 +433,14 @@ func (st *Store) saveLocked(ctx context.Context, s *Session) error {
 	for name := range s.removed {
 		args = append(args, "a:"+name)
 	}
-	v, err := st.save.Run(ctx, st.client, []string{string(s.key)}, args...)
+	keys := []string{string(s.key)}
+	_, deadline := s.metaSet["_d"]
+	if deadline && s.meta.UserID != "" {
+		// The index scores its members by deadline, and must keep one that now lives longer.
+		idx, _ := st.indexOfKey(s.key)
+		keys = append(keys, idx)
+	}
+	v, err := st.save.Run(ctx, st.client, keys, args...)
 	if err != nil {
 		return st.scriptErr("save", err)
 	}
@@ -356,6 +451,10 @@ func (st *Store) saveLocked(ctx context.Context, s *Session) error {
 	switch status {
 	case 1:
 		s.clearChanges()
+		s.base = s.size()
+		if deadline {
+			s.sendCookie = true // the cookie expires at the deadline: it must follow
+		}
 		return nil
 	case 0:
 		return ErrNotFound
@@ -363,93 +462,153 @@ func (st *Store) saveLocked(ctx context.Context, s *Session) error {
 		return ErrConflict
 	case 3:
 		size, _ := arr[1].(int64)
-		return fmt.Errorf("%w: %d bytes of attributes, the cap is %d", ErrTooLarge, size, st.maxSize)
+		return fmt.Errorf("%w: %d bytes, the cap is %d", ErrTooLarge, size, st.maxSize)
 	}
 	return fmt.Errorf("%w: save status %d", ErrCorrupt, status)
 }
 
-// createLocked stores s, new, under its token; with a user, indexes it and applies the cap.
-// created and deadline are zero for a new session, or the moved session's own.
-func (st *Store) createLocked(ctx context.Context, s *Session, user string, keep *Metadata) error {
-	if size := payload(s.values); size > st.maxSize {
-		return fmt.Errorf("%w: %d bytes of attributes, the cap is %d", ErrTooLarge, size, st.maxSize)
-	}
-	tag := s.token.tag()
-	keys := []string{string(s.key), st.indexOf(tag)}
-	if user != "" && st.maxPerUser > 0 {
-		members, err := st.client.ZRange(ctx, st.indexOf(tag), 0, -1).Result()
-		if err != nil {
-			return fmt.Errorf("session: login: reading the user's sessions: %w", err)
-		}
-		keys = append(keys, members...)
-	}
-	idle, lifetime := st.idle, st.lifetime
+// createNew stores s, a session never stored, under its token; with a user, signed in, under the
+// user's cap.
+func (st *Store) createNew(ctx context.Context, s *Session, user string, cfg loginConfig) error {
+	spec := createSpec{user: user, idle: st.idle, lifetime: st.lifetime, deadline: s.deadline}
 	if s.idle > 0 {
-		idle = s.idle
+		spec.idle = s.idle
 	}
 	if s.lifetime > 0 {
-		lifetime = s.lifetime
-	}
-	var created, deadline, auth int64
-	if keep != nil {
-		created, deadline = keep.Created.UnixMilli(), keep.Deadline.UnixMilli()
-		if keep.IdleTimeout > 0 {
-			idle = keep.IdleTimeout
-		}
-		if !keep.AuthenticatedAt.IsZero() {
-			auth = keep.AuthenticatedAt.UnixMilli()
-		}
+		spec.lifetime = s.lifetime
 	}
 	if user != "" {
-		auth, deadline = -1, 0 // a sign-in starts a new lifetime
+		spec.auth, spec.deadline = -1, time.Time{} // a sign-in starts a new lifetime
+		if cfg.idle > 0 {
+			spec.idle = cfg.idle
+		}
+		if cfg.lifetime > 0 {
+			spec.lifetime = cfg.lifetime
+		}
+		if cfg.persist != 0 {
+			s.persist = cfg.persist
+		}
 	}
-	args := []any{st.now(), idle.Milliseconds(), lifetime.Milliseconds(), deadline, created, auth, user, st.maxPerUser}
-	pairs := []any{"_g", s.gen}
+	if s.persist != 0 {
+		s.setMetaLocked("_p", persistFlag(s.persist))
+	}
+	return st.createLocked(ctx, s, spec)
+}
+
+func persistFlag(p int8) string {
+	if p > 0 {
+		return "1"
+	}
+	return "0"
+}
+
+// createSpec is what session_create.lua needs beyond the record's fields.
+type createSpec struct {
+	user           string
+	idle, lifetime time.Duration
+	deadline       time.Time // zero: now + lifetime
+	created        time.Time // zero: now
+	auth           int64     // ms since the epoch; 0 never, -1 now
+}
+
+// createLocked stores s, new, under its token with s.values and s.metaSet; with a user, indexes it
+// and applies the cap, reading the user's index again while other sign-ins overtake it.
+func (st *Store) createLocked(ctx context.Context, s *Session, c createSpec) error {
+	size := s.size()
+	if c.user != "" && s.meta.UserID == "" {
+		size += 2 + len(c.user) + 2 + 13
+	}
+	if size > st.maxSize {
+		return fmt.Errorf("%w: %d bytes, the cap is %d", ErrTooLarge, size, st.maxSize)
+	}
+	var deadline, created int64
+	if !c.deadline.IsZero() {
+		deadline = c.deadline.UnixMilli()
+	}
+	if !c.created.IsZero() {
+		created = c.created.UnixMilli()
+	}
+	pairs := make([]any, 0, 2+2*(len(s.values)+len(s.metaSet)))
+	pairs = append(pairs, "_g", s.gen)
 	for name, v := range s.values {
 		pairs = append(pairs, "a:"+name, v)
 	}
 	for f, v := range s.metaSet {
 		pairs = append(pairs, f, v)
 	}
-	args = append(args, len(pairs)/2)
-	args = append(args, pairs...)
-	v, err := st.create.Run(ctx, st.client, keys, args...)
-	if err != nil {
-		return st.scriptErr("create", err)
+	args := append([]any{st.now(), c.idle.Milliseconds(), c.lifetime.Milliseconds(), deadline, created, c.auth,
+		c.user, st.maxPerUser, st.maxSize, len(pairs) / 2}, pairs...)
+	tag := s.token.tag()
+	idx := st.indexOf(tag)
+	capped := c.user != "" && st.maxPerUser > 0
+	var arr []any
+	var status int64
+	for attempt := 0; ; attempt++ {
+		if attempt == maxAttempts {
+			return fmt.Errorf("session: sign-in under the per-user cap: %w", ErrContended)
+		}
+		keys := []string{string(s.key), idx}
+		if capped {
+			members, err := st.client.ZRange(ctx, idx, 0, -1).Result()
+			if err != nil {
+				return fmt.Errorf("session: login: reading the user's sessions: %w", err)
+			}
+			keys = append(keys, members...)
+		}
+		v, err := st.create.Run(ctx, st.client, keys, args...)
+		if err != nil {
+			return st.scriptErr("create", err)
+		}
+		if arr, status, err = reply(v); err != nil {
+			return err
+		}
+		if status != 4 { // 4: another sign-in changed the index since it was read
+			break
+		}
 	}
-	arr, status, err := reply(v)
-	if err != nil {
-		return err
-	}
-	if status != 1 || len(arr) < 2 {
+	switch {
+	case status == 3 && len(arr) > 1:
+		n, _ := arr[1].(int64)
+		return fmt.Errorf("%w: %d bytes, the cap is %d", ErrTooLarge, n, st.maxSize)
+	case status != 1 || len(arr) < 4:
 		return fmt.Errorf("session: create: status %d: the session's lifetime is already over", status)
 	}
 	now, _ := arr[1].(int64)
-	s.meta.Key, s.meta.LastSeen, s.meta.IdleTimeout = s.key, time.UnixMilli(now), idle
-	if created == 0 {
-		s.meta.Created = time.UnixMilli(now)
+	dl, _ := arr[3].(int64)
+	s.now = time.UnixMilli(now)
+	s.meta.Key, s.meta.LastSeen, s.meta.IdleTimeout = s.key, s.now, c.idle
+	s.meta.Deadline = time.UnixMilli(dl)
+	s.meta.Created = s.now
+	if created != 0 {
+		s.meta.Created = c.created
 	}
-	if user != "" {
-		s.meta.UserID, s.meta.AuthenticatedAt = user, time.UnixMilli(now)
-		s.meta.Deadline = time.UnixMilli(now).Add(lifetime)
-	} else if deadline == 0 {
-		s.meta.Deadline = time.UnixMilli(now).Add(lifetime)
+	if c.user != "" {
+		s.meta.UserID, s.meta.AuthenticatedAt = c.user, s.now
 	}
-	s.isNew = false
+	s.isNew, s.ver = false, ""
 	s.clearChanges()
+	s.base = s.size()
 	return nil
 }
 
-// Destroy ends the session at once. Requests still in flight with it cannot bring it back: their
-// saves fail with ErrNotFound.
+// Destroy ends the session at once, and empties it. Requests still in flight with it cannot bring
+// it back: their saves fail with ErrNotFound. A Put after Destroy starts a new session, with a new
+// token. A read-only session (Session.ReadOnly) is refused with ErrReadOnly.
 func (st *Store) Destroy(ctx context.Context, s *Session) (err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.readOnly {
+		return ErrReadOnly
+	}
 	ctx, o := st.begin(ctx, "destroy", "")
 	o.key = s.key
 	defer func() { st.end(&o, err) }()
+	wasNew := s.isNew
 	s.destroyed = true
-	if s.isNew {
+	clear(s.values)
+	s.clearChanges()
+	s.meta = Metadata{IP: s.meta.IP, UserAgent: s.meta.UserAgent}
+	if wasNew {
 		return nil
 	}
 	return st.del(ctx, s.key)
@@ -472,210 +631,6 @@ func (st *Store) del(ctx context.Context, key Key) error {
 		return fmt.Errorf("session: destroy: %w", err)
 	}
 	return nil
-}
-
-// Rotate gives the session a new token, keeping its data: the defence against session fixation,
-// for any change of privilege. The old token stops working at once (or, with WithRotationGrace,
-// can still read for the grace window; it can never write). The middleware sends the new cookie.
-func (st *Store) Rotate(ctx context.Context, s *Session) (err error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	ctx, o := st.begin(ctx, "rotate", st.rotate.Name())
-	o.key = s.key
-	defer func() { st.end(&o, err) }()
-	o.script, err = st.rotateLocked(ctx, s, "")
-	return err
-}
-
-// Login signs userID in on the session: a new token (in the user's cluster slot, so that the
-// user's sessions can be listed and ended together), authenticated-at set to now, and a fresh
-// absolute lifetime. The old token stops working as with Rotate. With WithMaxSessionsPerUser, the
-// user's oldest sessions beyond the cap are ended.
-func (st *Store) Login(ctx context.Context, s *Session, userID string) (err error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	ctx, o := st.begin(ctx, "login", st.rotate.Name())
-	o.key = s.key
-	defer func() { st.end(&o, err) }()
-	if userID == "" {
-		return errors.New("session: Login with an empty user ID")
-	}
-	o.script, err = st.rotateLocked(ctx, s, userID)
-	return err
-}
-
-// rotateLocked moves s to a new token and returns the name of the script that completed the move.
-func (st *Store) rotateLocked(ctx context.Context, s *Session, user string) (string, error) {
-	if s.destroyed {
-		return "", ErrNotFound
-	}
-	tag := s.token.tag()
-	if user != "" {
-		tag = st.userTag(user)
-	}
-	tok, err := newToken(tag)
-	if err != nil {
-		return "", err
-	}
-	oldKey, oldGen := s.key, s.gen
-	newKey := st.keyOf(tok)
-	if s.isNew {
-		// Never stored: store it straight under the new token.
-		s.token, s.key, s.gen, s.tokenChanged = tok, newKey, "1", true
-		return st.create.Name(), st.createLocked(ctx, s, user, nil)
-	}
-	// Pending changes go first, into the session as read, so the move carries them.
-	if s.dirty() {
-		if err := st.saveLocked(ctx, s); err != nil {
-			return st.save.Name(), err
-		}
-	}
-	if oldTag, _ := st.tagOfKey(oldKey); tag == oldTag {
-		return st.rotate.Name(), st.rotateSameSlot(ctx, s, tok, newKey, user)
-	}
-	// Another slot (an anonymous session signing in): copy first, then retire the old key. If the
-	// old one changed in between, the copy is deleted again, so nothing is duplicated or revived.
-	moved := st.blank(tok, newKey)
-	moved.values, moved.metaSet, moved.gen = s.values, map[string]string{}, nextGen(oldGen)
-	if s.meta.IP != "" || s.meta.UserAgent != "" {
-		moved.metaSet["_ip"], moved.metaSet["_ua"] = s.meta.IP, s.meta.UserAgent
-	}
-	if s.meta.Label != "" {
-		moved.metaSet["_l"] = s.meta.Label
-	}
-	moved.meta, moved.idle, moved.lifetime = s.meta, s.idle, s.lifetime
-	if err := st.createLocked(ctx, moved, user, &s.meta); err != nil {
-		return st.create.Name(), err
-	}
-	v, err := st.seal.Run(ctx, st.client, []string{string(oldKey)}, st.now(), oldGen, st.grace.Milliseconds(), string(newKey))
-	if err == nil {
-		var status int64
-		if _, status, err = reply(v); err == nil && status != 1 {
-			err = ErrConflict
-			if status == 0 {
-				err = ErrNotFound
-			}
-		}
-	}
-	if err != nil {
-		_ = st.del(context.WithoutCancel(ctx), newKey)
-		return st.seal.Name(), st.scriptErr("rotate", err)
-	}
-	s.token, s.key, s.gen, s.meta, s.tokenChanged = tok, newKey, moved.gen, moved.meta, true
-	return st.seal.Name(), nil
-}
-
-func (st *Store) rotateSameSlot(ctx context.Context, s *Session, tok Token, newKey Key, user string) error {
-	keys := []string{string(s.key), string(newKey), st.indexOf(tok.tag())}
-	v, err := st.rotate.Run(ctx, st.client, keys, st.now(), s.gen, st.grace.Milliseconds(), user, st.lifetime.Milliseconds())
-	if err != nil {
-		return st.scriptErr("rotate", err)
-	}
-	arr, status, err := reply(v)
-	if err != nil {
-		return err
-	}
-	switch status {
-	case 0:
-		return ErrNotFound
-	case 2:
-		return ErrConflict
-	}
-	if len(arr) < 3 {
-		return fmt.Errorf("%w: short rotate reply", ErrCorrupt)
-	}
-	now, _ := arr[1].(int64)
-	gen, _ := arr[2].(int64)
-	s.token, s.key, s.gen, s.tokenChanged = tok, newKey, strconv.FormatInt(gen, 10), true
-	s.meta.Key, s.meta.LastSeen = newKey, time.UnixMilli(now)
-	if user != "" {
-		s.meta.UserID, s.meta.AuthenticatedAt = user, time.UnixMilli(now)
-		s.meta.Deadline = time.UnixMilli(now).Add(st.lifetime)
-	}
-	return nil
-}
-
-func nextGen(g string) string {
-	n, _ := strconv.ParseInt(g, 10, 64)
-	return strconv.FormatInt(n+1, 10)
-}
-
-// ListByUser returns the metadata of userID's live sessions, and removes dead ones from the index.
-func (st *Store) ListByUser(ctx context.Context, userID string) (list []Metadata, err error) {
-	ctx, o := st.begin(ctx, "list", st.user.Name())
-	defer func() { o.count = len(list); st.end(&o, err) }()
-	v, err := st.userOp(ctx, userID, "list", "")
-	if err != nil {
-		return nil, err
-	}
-	arr, n, err := reply(v)
-	if err != nil {
-		return nil, err
-	}
-	if int64(len(arr)) != 1+9*n {
-		return nil, fmt.Errorf("%w: list reply of %d elements for %d sessions", ErrCorrupt, len(arr), n)
-	}
-	out := make([]Metadata, 0, n)
-	fields := []string{"", "_c", "_s", "_d", "_a", "_i", "_ip", "_ua", "_l"}
-	for i := int64(0); i < n; i++ {
-		row := arr[1+9*i : 1+9*(i+1)]
-		k, _ := row[0].(string)
-		m := Metadata{Key: Key(k), UserID: userID}
-		for j := 1; j < len(fields); j++ {
-			if s, _ := row[j].(string); s != "" {
-				if err := m.set(fields[j], s); err != nil {
-					return nil, err
-				}
-			}
-		}
-		out = append(out, m)
-	}
-	return out, nil
-}
-
-// DestroyAllForUser ends every session of userID ("sign out everywhere") and returns how many.
-func (st *Store) DestroyAllForUser(ctx context.Context, userID string) (int, error) {
-	return st.destroyUser(ctx, userID, "")
-}
-
-// DestroyOthers ends every other session of s's user ("sign out other devices") and returns how many.
-func (st *Store) DestroyOthers(ctx context.Context, s *Session) (int, error) {
-	s.mu.Lock()
-	user, key := s.meta.UserID, s.key
-	s.mu.Unlock()
-	if user == "" {
-		return 0, nil
-	}
-	return st.destroyUser(ctx, user, key)
-}
-
-func (st *Store) destroyUser(ctx context.Context, userID string, keep Key) (n int, err error) {
-	ctx, o := st.begin(ctx, "destroy_user", st.user.Name())
-	defer func() { o.count = n; st.end(&o, err) }()
-	v, err := st.userOp(ctx, userID, "destroy", keep)
-	if err != nil {
-		return 0, err
-	}
-	_, count, err := reply(v)
-	return int(count), err
-}
-
-// userOp reads the user's index and runs session_user.lua over its members.
-func (st *Store) userOp(ctx context.Context, userID, mode string, keep Key) (any, error) {
-	if userID == "" {
-		return nil, errors.New("session: empty user ID")
-	}
-	idx := st.indexOf(st.userTag(userID))
-	members, err := st.client.ZRange(ctx, idx, 0, -1).Result()
-	if err != nil {
-		return nil, fmt.Errorf("session: reading the user's sessions: %w", err)
-	}
-	keys := append([]string{idx}, members...)
-	v, err := st.user.Run(ctx, st.client, keys, st.now(), userID, mode, string(keep))
-	if err != nil {
-		return nil, st.scriptErr(mode, err)
-	}
-	return v, nil
 }
 
 func (st *Store) now() int64 {

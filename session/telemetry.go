@@ -52,7 +52,7 @@ func newInstruments(mp metric.MeterProvider) instruments {
 	var in instruments
 	in.ops, errs[0] = m.Int64Counter("gatehouse.session.operations",
 		metric.WithUnit("{operation}"),
-		metric.WithDescription("Session operations, by operation and outcome (ok, not_found, conflict, too_large, malformed, corrupt, error)."))
+		metric.WithDescription("Session operations, by operation and outcome (ok, not_found, conflict, read_only, contended, too_large, malformed, corrupt, error)."))
 	in.duration, errs[1] = m.Float64Histogram("gatehouse.session.duration",
 		metric.WithUnit("s"),
 		metric.WithDescription("Time of a session operation, by operation."),
@@ -77,14 +77,19 @@ type op struct {
 	span   trace.Span
 	start  time.Time
 	key    Key
-	bytes  int // attribute bytes read or written; -1 when not applicable
-	count  int // sessions listed or destroyed; -1 when not applicable
+	bytes  int                // attribute bytes read or written; -1 when not applicable
+	count  int                // sessions listed or destroyed; -1 when not applicable
+	cancel context.CancelFunc // ends the WithTimeout bound, if any
 }
 
 // begin starts an operation's span.
 func (st *Store) begin(ctx context.Context, name, script string) (context.Context, op) {
 	ctx, span := st.tracer.Start(ctx, spanNames[name])
-	return ctx, op{name: name, script: script, ctx: ctx, span: span, start: time.Now(), bytes: -1, count: -1}
+	o := op{name: name, script: script, ctx: ctx, span: span, start: time.Now(), bytes: -1, count: -1}
+	if st.timeout > 0 {
+		ctx, o.cancel = context.WithTimeout(ctx, st.timeout)
+	}
+	return ctx, o
 }
 
 var spanNames = map[string]string{}
@@ -103,6 +108,9 @@ func (st *Store) sized(o *op) bool {
 
 // end records the operation's outcome on its span and metrics.
 func (st *Store) end(o *op, err error) {
+	if o.cancel != nil {
+		o.cancel()
+	}
 	ctx := o.ctx
 	outcome := outcomeOf(err)
 	if o.span != nil {
@@ -127,7 +135,7 @@ func (st *Store) end(o *op, err error) {
 		}
 		var failure error
 		switch outcome {
-		case "ok", "not_found", "conflict", "malformed":
+		case "ok", "not_found", "conflict", "read_only", "malformed":
 			// expected outcomes of a session store, not failures
 		default:
 			failure = err
@@ -153,6 +161,10 @@ func outcomeOf(err error) string {
 		return "not_found"
 	case errors.Is(err, ErrConflict):
 		return "conflict"
+	case errors.Is(err, ErrReadOnly):
+		return "read_only"
+	case errors.Is(err, ErrContended):
+		return "contended"
 	case errors.Is(err, ErrTooLarge):
 		return "too_large"
 	case errors.Is(err, ErrMalformed):
