@@ -508,7 +508,7 @@ func TestSessionCreateIsIdempotent(t *testing.T) {
 		before := b.Client.HGetAll(ctx, string(s.Key())).Val()
 		k := string(s.Key())
 		idx := k[:strings.Index(k, "}:s:")+1] + ":ix" // the index of the session's slot tag
-		v, err := create.Run(ctx, b.Client, []string{k, idx}, 0, 60000, 60000, 0, 0, 0, "", 0, session.DefaultMaxSize, 1, "a:a", `"2"`)
+		v, err := create.Run(ctx, b.Client, []string{k, idx}, 0, 60000, 60000, 0, 0, 0, "", 0, session.DefaultMaxSize, 0, 1, "a:a", `"2"`)
 		if err != nil {
 			t.Fatal(err)
 		}

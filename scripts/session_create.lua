@@ -18,7 +18,10 @@
 --           user's oldest sessions by sign-in (authenticated at; equal instants by key), never the
 --           one being created
 -- ARGV[9]   the size cap in bytes (how a record is counted: session_save.lua)
--- ARGV[10]  N, then ARGV[11 .. 10+2N]: further field/value pairs (attributes, _g, _ip, _ua, _l, _p)
+-- ARGV[10]  the size the caller allows over the cap: a sign-in moving a session to another slot
+--           passes the moved record's size plus what the sign-in adds, so that only its request's
+--           own changes can be refused; "0" for a new session
+-- ARGV[11]  N, then ARGV[12 .. 11+2N]: further field/value pairs (attributes, _g, _ip, _ua, _l, _p)
 -- Reply     {1, now, evicted, deadline}  created; evicted is how many sessions the cap ended
 --           {1, now, 0, deadline}        the key exists already: the key is the digest of a fresh
 --                                        256-bit token, so that is this same call run twice (a
@@ -26,6 +29,7 @@
 --                                        the work; nothing is written
 --           {0}                          the lifetime given is already over
 --           {3, size}                    refused: the record would be size bytes, over the cap
+--                                        and over the allowance
 --           {4}                          the index changed since the caller read it: read it again
 
 local now = tonumber(ARGV[1])
@@ -40,7 +44,7 @@ local created = tonumber(ARGV[5])
 if created == 0 then created = now end
 local auth = tonumber(ARGV[6])
 if auth == -1 then auth = now end
-local user, cap, maxsize, n = ARGV[7], tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10])
+local user, cap, maxsize, allowed, n = ARGV[7], tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11])
 local key, idx = KEYS[1], KEYS[2]
 
 if redis.call('EXISTS', key) == 1 then return {1, now, 0, deadline} end
@@ -58,8 +62,8 @@ local function put(f, v)
   rec[f] = v
 end
 for i = 1, #fields, 2 do put(fields[i], fields[i + 1]) end
-for i = 11, 10 + 2 * n, 2 do put(ARGV[i], ARGV[i + 1]) end
-if size > maxsize then return {3, size} end
+for i = 12, 11 + 2 * n, 2 do put(ARGV[i], ARGV[i + 1]) end
+if size > maxsize and size > allowed then return {3, size} end
 
 local evicted = 0
 if user ~= '' then
@@ -96,8 +100,8 @@ if user ~= '' then
 end
 
 redis.call('HSET', key, unpack(fields))
-for i = 11, 10 + 2 * n, 1000 do
-  redis.call('HSET', key, unpack(ARGV, i, math.min(i + 999, 10 + 2 * n)))
+for i = 12, 11 + 2 * n, 1000 do
+  redis.call('HSET', key, unpack(ARGV, i, math.min(i + 999, 11 + 2 * n)))
 end
 redis.call('PEXPIRE', key, ttl)
 if user ~= '' then

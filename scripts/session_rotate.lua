@@ -19,10 +19,9 @@
 -- ARGV[6]   with a sign-in, the idle timeout in ms, or "0" to keep the session's
 -- ARGV[7]   "" to keep the cookie's persistence (_p); "1" or "0" to set it
 -- ARGV[8]   the most sessions one user may have, or "0" for no cap (eviction as session_create.lua)
--- ARGV[9]   the size cap in bytes (how a record is counted: session_save.lua)
 -- Reply     {1, now, generation, deadline, idle} rotated;  {0} no such session;  {2} conflict
---           (rotated away, another generation, or the new key exists);  {3, size} the record
---           would be over the cap and larger than it was;  {4} read the index again
+--           (rotated away, another generation, or the new key exists);  {4} read the index again
+-- A rotation changes no attribute, so the size cap does not apply.
 
 local now = tonumber(ARGV[1])
 if now == 0 then
@@ -30,15 +29,12 @@ if now == 0 then
   now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 local old, new, idx = KEYS[1], KEYS[2], KEYS[3]
-local grace, user, cap, maxsize = tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[8]), tonumber(ARGV[9])
+local grace, user, cap = tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[8])
 
 local h = redis.call('HGETALL', old)
 if #h == 0 then return {0} end
-local cur, before = {}, 0
-for i = 1, #h, 2 do
-  cur[h[i]] = h[i + 1]
-  before = before + #h[i] + #h[i + 1]
-end
+local cur = {}
+for i = 1, #h, 2 do cur[h[i]] = h[i + 1] end
 if cur._r or cur._g ~= ARGV[2] then return {2} end
 if redis.call('EXISTS', new) == 1 then return {2} end
 local d, idle = tonumber(cur._d), tonumber(cur._i)
@@ -61,13 +57,11 @@ if user ~= '' then
   end
 end
 if ARGV[7] ~= '' then cur._p = ARGV[7] end
-local fields, size = {}, 0
+local fields = {}
 for f, v in pairs(cur) do
   fields[#fields + 1] = f
   fields[#fields + 1] = v
-  size = size + #f + #v
 end
-if size > maxsize and size > before then return {3, size} end
 
 if joining and cap > 0 then
   local known = {}

@@ -23,7 +23,10 @@
 -- Reply     {1, ttl_ms, size} saved, with the expiry slid to min(idle, deadline - now)
 --           {0}       no such session (missing, or past its deadline, or the new deadline is past)
 --           {2}       conflict: rotated away (a pointer), or another generation
---           {3, size} refused: the record would be size bytes, over the cap and larger than it was
+--           {3, size} refused: the record would be size bytes, over the cap, and the fields this
+--                     save sets and deletes would grow it (a save that does not grow a session
+--                     passes over the cap, so that a session can be trimmed after the cap was
+--                     lowered; _s and _v, rewritten by every save, count in the size, not as growth)
 
 local now = tonumber(ARGV[1])
 if now == 0 then
@@ -60,9 +63,10 @@ end
 local first_del = 6 + 2 * nset
 for i = first_del, first_del + ndel - 1 do put(ARGV[i], nil) end
 for i = 6, first_del - 1, 2 do put(ARGV[i], ARGV[i + 1]) end
+local grew = size > before
 put('_s', tostring(now))
 put('_v', tostring(ver + 1))
-if size > maxsize and size > before then return {3, size} end
+if size > maxsize and grew then return {3, size} end
 
 d, idle = tonumber(cur._d), tonumber(cur._i)
 if not d or not idle then

@@ -135,7 +135,7 @@ func (st *Store) rotateSameSlot(ctx context.Context, s *Session, tok Token, user
 	// A user gaining a session under a cap: the script checks it saw all of the user's sessions.
 	capped := user != "" && user != s.meta.UserID && st.maxPerUser > 0
 	args := []any{st.now(), s.gen, st.grace.Milliseconds(), user, lifetime.Milliseconds(),
-		cfg.idle.Milliseconds(), persist, st.maxPerUser, st.maxSize}
+		cfg.idle.Milliseconds(), persist, st.maxPerUser}
 	var arr []any
 	var status int64
 	for attempt := 0; ; attempt++ {
@@ -166,12 +166,6 @@ func (st *Store) rotateSameSlot(ctx context.Context, s *Session, tok Token, user
 		return ErrNotFound
 	case 2:
 		return ErrConflict
-	case 3:
-		n := int64(0)
-		if len(arr) > 1 {
-			n, _ = arr[1].(int64)
-		}
-		return fmt.Errorf("%w: %d bytes, the cap is %d", ErrTooLarge, n, st.maxSize)
 	}
 	if status != 1 || len(arr) < 5 {
 		return fmt.Errorf("%w: rotate reply %v", ErrCorrupt, arr)
@@ -228,7 +222,10 @@ func (st *Store) loginAcross(ctx context.Context, s *Session, user string, cfg l
 			return err
 		}
 		moved := st.movedCopy(s, cur, tok, user, cfg)
-		spec := createSpec{user: user, idle: moved.meta.IdleTimeout, lifetime: st.lifetime, created: cur.meta.Created, auth: -1}
+		// Only this request's pending changes may be refused for size: the record as stored, and
+		// what the sign-in adds (_u, _a, _p), are allowed.
+		spec := createSpec{user: user, idle: moved.meta.IdleTimeout, lifetime: st.lifetime, created: cur.meta.Created, auth: -1,
+			allowed: cur.base + 2 + len(user) + 2 + 13 + 2 + 1}
 		if cfg.lifetime > 0 {
 			spec.lifetime = cfg.lifetime
 		}

@@ -509,6 +509,7 @@ type createSpec struct {
 	deadline       time.Time // zero: now + lifetime
 	created        time.Time // zero: now
 	auth           int64     // ms since the epoch; 0 never, -1 now
+	allowed        int       // a size allowed over the cap (a record moved by a sign-in), or 0
 }
 
 // createLocked stores s, new, under its token with s.values and s.metaSet; with a user, indexes it
@@ -518,7 +519,7 @@ func (st *Store) createLocked(ctx context.Context, s *Session, c createSpec) err
 	if c.user != "" && s.meta.UserID == "" {
 		size += 2 + len(c.user) + 2 + 13
 	}
-	if size > st.maxSize {
+	if size > st.maxSize && size > c.allowed {
 		return fmt.Errorf("%w: %d bytes, the cap is %d", ErrTooLarge, size, st.maxSize)
 	}
 	var deadline, created int64
@@ -537,7 +538,7 @@ func (st *Store) createLocked(ctx context.Context, s *Session, c createSpec) err
 		pairs = append(pairs, f, v)
 	}
 	args := append([]any{st.now(), c.idle.Milliseconds(), c.lifetime.Milliseconds(), deadline, created, c.auth,
-		c.user, st.maxPerUser, st.maxSize, len(pairs) / 2}, pairs...)
+		c.user, st.maxPerUser, st.maxSize, c.allowed, len(pairs) / 2}, pairs...)
 	tag := s.token.tag()
 	idx := st.indexOf(tag)
 	capped := c.user != "" && st.maxPerUser > 0
