@@ -2,6 +2,8 @@ package integration
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"strconv"
@@ -622,4 +624,107 @@ func TestSessionStoreTimeout(t *testing.T) {
 	if _, err := st.ListByUser(ctx, "anyone"); !isTimeout(err) {
 		t.Errorf("ListByUser with Redis paused: err = %v, want a timeout", err)
 	}
+}
+
+// Item 6: "oldest" is by sign-in; sessions signed in within the same millisecond go in key order.
+func TestSessionCapOrderBySignIn(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, b *redistest.Backend) {
+		ctx := context.Background()
+		var now atomic.Int64
+		start := time.Now().UnixMilli()
+		now.Store(start)
+		st, _ := newStore(t, b, &now, session.WithMaxSessionsPerUser(2))
+		login := func(s *session.Session, user string, at int64) {
+			t.Helper()
+			now.Store(start + at)
+			if err := st.Login(ctx, s, user); err != nil {
+				t.Fatal(err)
+			}
+		}
+		alive := func(what string, s *session.Session, want bool) {
+			t.Helper()
+			if _, err := st.Load(ctx, s.Token()); (err == nil) != want {
+				t.Errorf("%s: load err %v, want alive %v", what, err, want)
+			}
+		}
+		// By sign-in, not by creation: created first but signed in after a, early is newer.
+		now.Store(start - 5_000)
+		early := stored(t, st, "a", "early")
+		a, _ := st.New()
+		login(a, "order", 0)
+		login(early, "order", 1_000)
+		c, _ := st.New()
+		login(c, "order", 2_000)
+		alive("signed in first (created later)", a, false)
+		alive("signed in second (created first)", early, true)
+		alive("signed in last", c, true)
+
+		// Signed in within the same millisecond: the smaller key goes first.
+		b1, _ := st.New()
+		b2, _ := st.New()
+		login(b1, "ties", 3_000)
+		login(b2, "ties", 3_000)
+		b3, _ := st.New()
+		login(b3, "ties", 3_500)
+		lo, hi := b1, b2
+		if lo.Key() > hi.Key() {
+			lo, hi = hi, lo
+		}
+		alive("the smaller key of a tie", lo, false)
+		alive("the larger key of a tie", hi, true)
+		alive("the last", b3, true)
+	})
+}
+
+// userTag computes a user's slot tag as the store does without an HMAC key.
+func userTag(id string) string {
+	sum := sha256.Sum256([]byte("gatehouse-user\x00" + id))
+	return base64.RawURLEncoding.EncodeToString(sum[:])[:4]
+}
+
+// Item 6, the rare path: a session signed in as one user is signed in as another whose sessions
+// share its slot (24-bit tags collide): the move stays in the slot, in session_rotate.lua, and the
+// cap holds there too.
+func TestSessionCapSignInWithinSlot(t *testing.T) {
+	seen := map[string]string{}
+	var x, y string
+	for i := 0; x == ""; i++ {
+		id := fmt.Sprint("collide-", i)
+		tag := userTag(id)
+		if other, ok := seen[tag]; ok {
+			x, y = other, id
+		}
+		seen[tag] = id
+	}
+	redistest.Each(t, func(t *testing.T, b *redistest.Backend) {
+		ctx := context.Background()
+		var now atomic.Int64
+		start := time.Now().UnixMilli()
+		now.Store(start)
+		st, _ := newStore(t, b, &now, session.WithMaxSessionsPerUser(1))
+		ys, _ := st.New()
+		if err := st.Login(ctx, ys, y); err != nil {
+			t.Fatal(err)
+		}
+		xs, _ := st.New()
+		if err := st.Login(ctx, xs, x); err != nil {
+			t.Fatal(err)
+		}
+		if xs.Token()[:4] != ys.Token()[:4] {
+			t.Fatalf("users %q and %q: tags %s and %s, computed to collide", x, y, xs.Token()[:4], ys.Token()[:4])
+		}
+		now.Store(start + 1_000)
+		if err := st.Login(ctx, xs, y); err != nil { // the same slot: session_rotate.lua
+			t.Fatal(err)
+		}
+		if _, err := st.Load(ctx, ys.Token()); !errors.Is(err, session.ErrNotFound) {
+			t.Errorf("%s's older session under a cap of 1: %v, want ended", y, err)
+		}
+		if list, _ := st.ListByUser(ctx, y); len(list) != 1 || list[0].Key != xs.Key() {
+			t.Errorf("%s's sessions: %+v, want only the one just signed in", y, list)
+		}
+		if list, _ := st.ListByUser(ctx, x); len(list) != 0 {
+			t.Errorf("%s still has %d sessions", x, len(list))
+		}
+	})
 }
