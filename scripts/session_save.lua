@@ -20,7 +20,7 @@
 -- ARGV[4]   S, the number of field/value pairs to set; ARGV[5] D, the number of fields to delete
 -- ARGV[6 .. 5+2S]          the pairs to set (attributes "a:<name>", or _i, _d, _l, _ip, _ua, _p)
 -- ARGV[6+2S .. 5+2S+D]     the fields to delete
--- Reply     {1, ttl_ms, size} saved, with the expiry slid to min(idle, deadline - now)
+-- Reply     {1, ttl_ms}  saved, with the expiry slid to min(idle, deadline - now)
 --           {0}       no such session (missing, or past its deadline, or the new deadline is past)
 --           {2}       conflict: rotated away (a pointer), or another generation
 --           {3, size} refused: the record would be size bytes, over the cap, and the fields this
@@ -95,4 +95,4 @@ if idx and cur._u then
   local last = redis.call('ZRANGE', idx, -1, -1, 'WITHSCORES')
   redis.call('PEXPIREAT', idx, last[2])
 end
-return {1, ttl, size}
+return {1, ttl}

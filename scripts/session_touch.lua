@@ -10,8 +10,11 @@
 --
 -- KEYS[1]   the session's hash
 -- ARGV[1]   now in integer milliseconds since the Unix epoch; "0" to use the server's TIME (tests only)
+-- ARGV[2]   optional: "v" to include the version _v in the reply. Without it, _v is left out: only a
+--           sign-in that copies the record needs it, and every load would otherwise decode it.
 -- Reply     {0}                       no such session (missing, or past its absolute deadline: deleted now)
---           {1, now, field, value, ...} the whole record; its expiry is now min(idle, deadline - now)
+--           {1, now, field, value, ...} the whole record (without _v unless asked, in no particular
+--                                     order); its expiry is now min(idle, deadline - now)
 --           {2, key}                  the session was rotated to key less than its grace window ago
 --           an error reply "GATEHOUSE corrupt ..." when the record lacks its deadline or idle timeout
 -- A read writes no payload: only the expiry, and _s when it is a second or more behind.
@@ -24,9 +27,12 @@ end
 
 local h = redis.call('HGETALL', KEYS[1])
 if #h == 0 then return {0} end
-local m = {}
+local m, vi = {}, nil
 for i = 1, #h, 2 do
-  if string.byte(h[i], 1) == 95 then m[h[i]] = h[i + 1] end -- '_'
+  if string.byte(h[i], 1) == 95 then -- '_'
+    m[h[i]] = h[i + 1]
+    if h[i] == '_v' then vi = i end
+  end
 end
 
 if m._r then
@@ -48,6 +54,11 @@ if now - (tonumber(m._s) or 0) >= 1000 then
   redis.call('HSET', KEYS[1], '_s', now)
 end
 
+if vi and ARGV[2] ~= 'v' then -- move the last pair into _v's place
+  h[vi], h[vi + 1] = h[#h - 1], h[#h]
+  h[#h] = nil
+  h[#h] = nil
+end
 table.insert(h, 1, now)
 table.insert(h, 1, 1)
 return h

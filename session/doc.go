@@ -10,9 +10,15 @@
 //     two concurrent requests changing different attributes both keep their change, and a request
 //     still in flight when the session is destroyed or rotated cannot bring it back.
 //   - Rotate and Login move a session to a new token atomically; the old token dies at once, or
-//     can only read for a grace window (WithRotationGrace).
+//     can only read for a grace window (WithRotationGrace): a session loaded through it is
+//     read-only (ErrReadOnly). Login carries over every save that completed before it, and takes
+//     per-session options (RememberMe, UntilBrowserCloses).
 //   - ListByUser, DestroyAllForUser and DestroyOthers act on all of a user's sessions atomically
-//     (each is two calls: the index is read, then the script acts on the sessions it names).
+//     (each is two calls: the index is read, then the script acts on the sessions it names, or
+//     asks for the index to be read again when a sign-in or rotation landed in between). When
+//     DestroyAllForUser returns, no session the user had is usable under any token.
+//   - WithMaxSessionsPerUser caps a user's sessions, ending the oldest by sign-in, whatever the
+//     concurrency; WithMaxSize caps a session's size, names and metadata included.
 //
 // # Tokens and keys
 //
@@ -24,7 +30,9 @@
 // # HTTP
 //
 // Middleware loads the session from a cookie and saves it before the response starts;
-// FromContext returns it to handlers. Cookies are Secure, HttpOnly and SameSite=Lax by default.
+// FromContext returns it to handlers. Cookies are Secure, HttpOnly and SameSite=Lax by default,
+// and are sent again whenever the token or the deadline changes. Login and Rotate must therefore
+// happen before the response's first byte (after it, ErrHeadersSent).
 //
 // docs/sessions.md describes the key layout and the guarantees in full.
 package session

@@ -197,7 +197,7 @@ func (st *Store) rotateSameSlot(ctx context.Context, s *Session, tok Token, user
 // Login fails. Nothing is duplicated or revived.
 func (st *Store) loginAcross(ctx context.Context, s *Session, user string, cfg loginConfig) error {
 	for attempt := 0; attempt < maxAttempts; attempt++ {
-		v, err := st.touch.Run(ctx, st.client, []string{string(s.key)}, st.now())
+		v, err := st.touch.Run(ctx, st.client, []string{string(s.key)}, st.now(), "v")
 		if err != nil {
 			return st.scriptErr("login", err)
 		}

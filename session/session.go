@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 )
 
 // Session is one client's session: attributes, encoded by the store's Codec, and metadata. Reading
@@ -22,7 +23,7 @@ type Session struct {
 	token Token
 	key   Key    // where writes go; for a read-only session, the rotated token's pointer
 	gen   string // generation, as read: changed by every rotation
-	ver   string // version, as read: changed by every save ("" when the record has none)
+	ver   string // version (changed by every save) as read by a sign-in; "" when not read or absent
 	meta  Metadata
 	now   time.Time // the server's time at the last load, create or rotation: "this request's time"
 	isNew bool      // not stored yet
@@ -318,11 +319,15 @@ func (s *Session) SetClient(ip, userAgent string) {
 	s.setMeta("_ua", userAgent, func(m *Metadata) { m.UserAgent = userAgent })
 }
 
+// truncate cuts s to at most n bytes, at the start of a UTF-8 sequence.
 func truncate(s string, n int) string {
-	if len(s) > n {
-		return s[:n]
+	if len(s) <= n {
+		return s
 	}
-	return s
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
 }
 
 // SetLifetime overrides this session's idle timeout and absolute lifetime (counted from its
@@ -411,8 +416,10 @@ func (s *Session) clearChanges() {
 
 // size counts the session as the scripts count a record: for every field, the length of its name
 // plus the length of its value; attributes are fields "a:<name>", metadata fields start with '_'.
-// It counts what this request knows: the record as read, with this request's changes. Times not
-// known yet (a new session's) count as 13 digits, as every instant from 2001 to 2286 in ms.
+// It counts what this request knows: the record as read, with this request's changes, and
+// without the version _v, which Load does not read (a few bytes: the scripts' count decides).
+// Times not known yet (a new session's) count as 13 digits, as every instant from 2001 to 2286
+// in ms.
 func (s *Session) size() int {
 	n := 0
 	for name, v := range s.values {
