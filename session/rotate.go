@@ -136,30 +136,9 @@ func (st *Store) rotateSameSlot(ctx context.Context, s *Session, tok Token, user
 	capped := user != "" && user != s.meta.UserID && st.maxPerUser > 0
 	args := []any{st.now(), s.gen, st.grace.Milliseconds(), user, lifetime.Milliseconds(),
 		cfg.idle.Milliseconds(), persist, st.maxPerUser}
-	var arr []any
-	var status int64
-	for attempt := 0; ; attempt++ {
-		if attempt == maxAttempts {
-			return fmt.Errorf("session: sign-in under the per-user cap: %w", ErrContended)
-		}
-		keys := []string{string(s.key), string(newKey), idx}
-		if capped {
-			members, err := st.client.ZRange(ctx, idx, 0, -1).Result()
-			if err != nil {
-				return fmt.Errorf("session: login: reading the user's sessions: %w", err)
-			}
-			keys = append(keys, members...)
-		}
-		v, err := st.rotate.Run(ctx, st.client, keys, args...)
-		if err != nil {
-			return st.scriptErr("rotate", err)
-		}
-		if arr, status, err = reply(v); err != nil {
-			return err
-		}
-		if status != 4 {
-			break
-		}
+	arr, status, err := st.runIndexed(ctx, st.rotate, "rotate", []string{string(s.key), string(newKey), idx}, idx, capped, 4, args...)
+	if err != nil {
+		return err
 	}
 	switch status {
 	case 0:

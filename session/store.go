@@ -539,35 +539,12 @@ func (st *Store) createLocked(ctx context.Context, s *Session, c createSpec) err
 	}
 	args := append([]any{st.now(), c.idle.Milliseconds(), c.lifetime.Milliseconds(), deadline, created, c.auth,
 		c.user, st.maxPerUser, st.maxSize, c.allowed, len(pairs) / 2}, pairs...)
-	tag := s.token.tag()
-	idx := st.indexOf(tag)
+	idx := st.indexOf(s.token.tag())
 	capped := c.user != "" && st.maxPerUser > 0
-	var arr []any
-	var status int64
-	for attempt := 0; ; attempt++ {
-		if attempt == maxAttempts {
-			return fmt.Errorf("session: sign-in under the per-user cap: %w", ErrContended)
-		}
-		keys := []string{string(s.key), idx}
-		if capped {
-			members, err := st.client.ZRange(ctx, idx, 0, -1).Result()
-			if err != nil {
-				return fmt.Errorf("session: login: reading the user's sessions: %w", err)
-			}
-			keys = append(keys, members...)
-		}
-		v, err := st.create.Run(ctx, st.client, keys, args...)
-		if err != nil {
-			return st.scriptErr("create", err)
-		}
-		if arr, status, err = reply(v); err != nil {
-			return err
-		}
-		if status != 4 { // 4: another sign-in changed the index since it was read
-			break
-		}
-	}
+	arr, status, err := st.runIndexed(ctx, st.create, "create", []string{string(s.key), idx}, idx, capped, 4, args...)
 	switch {
+	case err != nil:
+		return err
 	case status == 3 && len(arr) > 1:
 		n, _ := arr[1].(int64)
 		return fmt.Errorf("%w: %d bytes, the cap is %d", ErrTooLarge, n, st.maxSize)
@@ -590,6 +567,32 @@ func (st *Store) createLocked(ctx context.Context, s *Session, c createSpec) err
 	s.clearChanges()
 	s.base = s.size()
 	return nil
+}
+
+// runIndexed runs script over keys and, when withMembers, the members of the index idx read just
+// before; again, reading the index again, while the script answers retry: the index changed
+// between the read and the script (a sign-in or a rotation landed). After maxAttempts:
+// ErrContended.
+func (st *Store) runIndexed(ctx context.Context, script *gatehouse.Script, op string, keys []string, idx string, withMembers bool, retry int64, args ...any) ([]any, int64, error) {
+	n := len(keys)
+	for attempt := 0; attempt < maxAttempts; attempt++ {
+		if withMembers {
+			members, err := st.client.ZRange(ctx, idx, 0, -1).Result()
+			if err != nil {
+				return nil, 0, fmt.Errorf("session: %s: reading the user's sessions: %w", op, err)
+			}
+			keys = append(keys[:n], members...)
+		}
+		v, err := script.Run(ctx, st.client, keys, args...)
+		if err != nil {
+			return nil, 0, st.scriptErr(op, err)
+		}
+		arr, status, err := reply(v)
+		if err != nil || status != retry {
+			return arr, status, err
+		}
+	}
+	return nil, 0, fmt.Errorf("session: %s: the user's sessions kept changing: %w", op, ErrContended)
 }
 
 // Destroy ends the session at once, and empties it. Requests still in flight with it cannot bring

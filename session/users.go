@@ -75,20 +75,5 @@ func (st *Store) userOp(ctx context.Context, userID, mode string, keep Key) ([]a
 		return nil, 0, errors.New("session: empty user ID")
 	}
 	idx := st.indexOf(st.userTag(userID))
-	for attempt := 0; attempt < maxAttempts; attempt++ {
-		members, err := st.client.ZRange(ctx, idx, 0, -1).Result()
-		if err != nil {
-			return nil, 0, fmt.Errorf("session: reading the user's sessions: %w", err)
-		}
-		keys := append([]string{idx}, members...)
-		v, err := st.user.Run(ctx, st.client, keys, st.now(), userID, mode, string(keep))
-		if err != nil {
-			return nil, 0, st.scriptErr(mode, err)
-		}
-		arr, n, err := reply(v)
-		if err != nil || n != -1 {
-			return arr, n, err
-		}
-	}
-	return nil, 0, fmt.Errorf("session: %s: the user's sessions kept changing: %w", mode, ErrContended)
+	return st.runIndexed(ctx, st.user, mode, []string{idx}, idx, true, -1, st.now(), userID, mode, string(keep))
 }
