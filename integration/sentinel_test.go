@@ -207,10 +207,14 @@ func TestSentinelFailover(t *testing.T) {
 	waitReplicated(ctx, t, master)
 	rc := redis.NewClient(&redis.Options{Addr: replica.Addr, DisableIdentity: true})
 	defer rc.Close()
+	t.Logf("replica's script cache before the flush: %d of gatehouse's %d scripts (Redis 7 does not replicate SCRIPT LOAD)",
+		cachedScripts(ctx, t, rc), len(gatehouse.Scripts()))
 	if err := rc.ScriptFlush(ctx).Err(); err != nil {
 		t.Fatal(err)
 	}
-	assertNoScripts(ctx, t, rc)
+	if n := cachedScripts(ctx, t, rc); n != 0 {
+		t.Fatalf("%d scripts still cached on the replica after SCRIPT FLUSH", n)
+	}
 
 	// Traffic: one stream per algorithm on its own key, and one session stream.
 	var clock failoverClock
@@ -432,8 +436,8 @@ func (w *sessionWorker) step(ctx context.Context) error {
 	return nil
 }
 
-// assertNoScripts fails the test unless none of gatehouse's scripts is in the node's cache.
-func assertNoScripts(ctx context.Context, t *testing.T, c *redis.Client) {
+// cachedScripts returns how many of gatehouse's scripts are in the node's script cache.
+func cachedScripts(ctx context.Context, t *testing.T, c *redis.Client) int {
 	t.Helper()
 	var shas []string
 	for _, s := range gatehouse.Scripts() {
@@ -443,11 +447,13 @@ func assertNoScripts(ctx context.Context, t *testing.T, c *redis.Client) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for i, ok := range exists {
+	n := 0
+	for _, ok := range exists {
 		if ok {
-			t.Fatalf("script %s is still cached on %s", gatehouse.Scripts()[i].Name(), c.Options().Addr)
+			n++
 		}
 	}
+	return n
 }
 
 // errorCount returns the count of an error prefix in INFO errorstats ("errorstat_NOSCRIPT:count=3").
