@@ -246,14 +246,7 @@ func TestSentinelFailover(t *testing.T) {
 
 	stop := make(chan struct{})
 	wg := runStreams(ctx, &clock, stop, streams, ops)
-	stopped := false
-	stopStreams := func() {
-		if !stopped {
-			stopped = true
-			close(stop)
-			wg.Wait()
-		}
-	}
+	stopStreams := sync.OnceFunc(func() { close(stop); wg.Wait() })
 	defer stopStreams()
 	// Let every stream succeed a few times before the kill.
 	waitUntil(t, 10*time.Second, "traffic before the kill", func() bool {
@@ -568,14 +561,7 @@ func TestSentinelFailoverPolicy(t *testing.T) {
 			}
 		})
 	}
-	stopped := false
-	stopAll := func() {
-		if !stopped {
-			stopped = true
-			close(stop)
-			wg.Wait()
-		}
-	}
+	stopAll := sync.OnceFunc(func() { close(stop); wg.Wait() })
 	defer stopAll()
 	count := func(p *policy, f func(p *policy) int) int { p.mu.Lock(); defer p.mu.Unlock(); return f(p) }
 	waitUntil(t, 10*time.Second, "Redis decisions before the kill", func() bool {
