@@ -41,7 +41,9 @@
 // # HTTP
 //
 // Middleware limits net/http requests and sets the IETF draft RateLimit-Policy and RateLimit
-// fields, with Retry-After on refusals. Package limitgrpc has the gRPC server interceptors.
+// fields. A refusal that passes later is 429 with Retry-After; a request that can never pass (its
+// cost is above the capacity) is 413 without it, which clients take as final. Package limitgrpc
+// has the gRPC server interceptors.
 //
 // # Keys
 //

@@ -45,8 +45,17 @@ func WithLimitsFor(limits func(*http.Request) []Limit) HTTPOption {
 }
 
 // WithDeniedHandler sets what answers a refused request. The RateLimit fields and Retry-After are
-// already set on w. The default answers 429 Too Many Requests, or 503 Service Unavailable when the
-// refusal is the fail-closed policy's (Redis failed, not the client).
+// already set on w. The default answers with a status that tells clients whether and when to
+// retry:
+//
+//   - 429 Too Many Requests, with Retry-After, for a refusal that passes later;
+//   - 413 Content Too Large, without Retry-After, for a request that can never be admitted
+//     (res.RetryAfter == InfDuration: its cost is above a limit's capacity). RFC 9110 makes
+//     Retry-After the sign of a temporary 413, so clients take its absence as final:
+//     go-retryablehttp's DefaultRetryPolicy retries every 429 but no 413;
+//   - 503 Service Unavailable when the refusal stands in for Redis: the fail-closed policy's
+//     (with its Retry-After), or the local fallback's for a cost above its share of the capacity
+//     (WithFailLocal with Instances > 1; no Retry-After, since Redis may admit it when it is back).
 func WithDeniedHandler(h func(w http.ResponseWriter, r *http.Request, res Result)) HTTPOption {
 	return func(c *httpConfig) { c.denied = h }
 }
@@ -63,10 +72,14 @@ func WithHTTPErrorHandler(h func(w http.ResponseWriter, r *http.Request, err err
 //
 // Every decided response carries the RateLimit-Policy and RateLimit fields of the IETF httpapi
 // draft (draft-ietf-httpapi-ratelimit-headers): one item per limit, named by the limit's Name
-// (or "<rate>/<period>"), with q and w its quota and window in seconds, r the requests remaining
-// and t the seconds until the quota is whole again (for a sliding window, up to two windows). A refused response adds Retry-After, in whole
-// seconds rounded up. A decision the failure policy made without Redis carries no RateLimit field,
-// since nothing is known of the quota; one from the deny cache carries what Redis last said.
+// (or Limit.String() without one), with q and w its quota and window in seconds, r the requests
+// remaining and t the seconds until the quota is whole again (for a sliding window, up to two
+// windows). A refusal that passes later adds Retry-After, in whole seconds rounded up, and is
+// answered 429. A request that can never be admitted (a cost above a limit's capacity) is answered
+// 413 with neither Retry-After nor RateLimit, whose t would say the quota is whole now: only
+// RateLimit-Policy, whose q is below the cost (see WithDeniedHandler). A decision the failure
+// policy made without Redis carries no RateLimit field, since nothing is known of the quota; one
+// from the deny cache carries what Redis last said.
 //
 // For a token bucket, q is the bucket's capacity (Burst, or Rate) and w the time it takes to refill
 // it from empty, so that r never exceeds q.
@@ -112,6 +125,8 @@ func Middleware(lim *Limiter, key KeyFunc, limits []Limit, opts ...HTTPOption) f
 			if state := StateField(res); state != "" {
 				h[hdrState] = []string{state}
 			}
+			// Shadow mode (issue #10 item 9) belongs here: a refusal it only records goes on to next,
+			// with the fields above.
 			if !res.Allowed {
 				if res.RetryAfter != InfDuration {
 					h[hdrRetryAfter] = []string{strconv.FormatInt(ceilSeconds(res.RetryAfter), 10)}
@@ -133,11 +148,19 @@ const (
 )
 
 func deny(w http.ResponseWriter, _ *http.Request, res Result) {
-	if res.Source == SourceFailClosed {
-		http.Error(w, http.StatusText(http.StatusServiceUnavailable), http.StatusServiceUnavailable)
-		return
+	code := refusalStatus(res)
+	http.Error(w, http.StatusText(code), code)
+}
+
+// refusalStatus returns the status of a refusal, as WithDeniedHandler describes.
+func refusalStatus(res Result) int {
+	switch {
+	case res.Source == SourceFailClosed, res.RetryAfter == InfDuration && res.Source == SourceLocal:
+		return http.StatusServiceUnavailable
+	case res.RetryAfter == InfDuration:
+		return http.StatusRequestEntityTooLarge
 	}
-	http.Error(w, http.StatusText(http.StatusTooManyRequests), http.StatusTooManyRequests)
+	return http.StatusTooManyRequests
 }
 
 func unavailable(w http.ResponseWriter, _ *http.Request, _ error) {
@@ -165,9 +188,10 @@ func PolicyField(alg *Algorithm, limits []Limit) string {
 
 // StateField returns the value of the RateLimit field for res: `"name";r=<remaining>;t=<seconds>`
 // per limit decided, as Middleware sets it; "" for a decision the failure policy made knowing
-// nothing of the quota (WithFailOpen, WithFailClosed).
+// nothing of the quota (WithFailOpen, WithFailClosed), and for a refusal that can never be
+// admitted (RetryAfter == InfDuration), whose t would say that the quota is whole now, or soon.
 func StateField(res Result) string {
-	if res.Source.failed() {
+	if res.Source.failed() || !res.Allowed && res.RetryAfter == InfDuration {
 		return ""
 	}
 	all := res.All
