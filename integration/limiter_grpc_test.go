@@ -92,13 +92,19 @@ func TestLimiterGRPC(t *testing.T) {
 				t.Errorf("refusal: grpc-retry-pushback-ms %q, want %v rounded up", push, delay)
 			}
 		}
-		// A stream is one request when it opens: this one is refused too.
+		// A stream is one request when it opens: this one is refused too, Trailers-Only.
 		stream, err := client.Watch(ctx, &healthpb.HealthCheckRequest{})
 		if err == nil {
 			_, err = stream.Recv()
 		}
 		if status.Code(err) != codes.ResourceExhausted {
-			t.Errorf("stream: %v, want ResourceExhausted", err)
+			t.Fatalf("stream: %v, want ResourceExhausted", err)
+		}
+		if md, _ := stream.Header(); len(md) != 0 {
+			t.Errorf("refused stream: header %v, want none", md)
+		}
+		if tr := stream.Trailer(); len(tr.Get("grpc-retry-pushback-ms")) != 1 || len(tr.Get("ratelimit")) != 1 || len(tr.Get("ratelimit-policy")) != 1 {
+			t.Errorf("refused stream: trailer %v, want the pushback and the rate-limit metadata", tr)
 		}
 	})
 }

@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -15,6 +16,7 @@ import (
 	"github.com/gatehouse/gatehouse/internal/redistest"
 	"github.com/gatehouse/gatehouse/limiter"
 	"github.com/hashicorp/go-retryablehttp"
+	"github.com/rs/cors"
 )
 
 // get sends GET path with the X-Client header set to client, and returns the response with its
@@ -154,10 +156,16 @@ func TestLimiterMiddlewareRedisDown(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		res := get(t, limitedServer(t, lim, limit), "/", "dave")
+		res := get(t, limitedServer(t, lim, limit, limiter.WithLegacyFields()), "/", "dave")
 		if res.StatusCode != c.status || res.Header.Get("Retry-After") != c.retryAfter || res.Header.Get("RateLimit") != "" {
 			t.Errorf("%s: %s, Retry-After %q, RateLimit %q; want %d, Retry-After %q and no RateLimit",
 				c.name, res.Status, res.Header.Get("Retry-After"), res.Header.Get("RateLimit"), c.status, c.retryAfter)
+		}
+		// What is known of the quota without Redis: its size only.
+		if c.status != 503 || c.retryAfter != "" {
+			if res.Header.Get("X-RateLimit-Limit") != "10" || res.Header.Get("X-RateLimit-Remaining") != "" || res.Header.Get("X-RateLimit-Reset") != "" {
+				t.Errorf("%s: legacy fields %v, want X-RateLimit-Limit only", c.name, res.Header)
+			}
 		}
 	}
 }
@@ -220,7 +228,7 @@ func TestLimiterMiddlewareNeverAdmitted(t *testing.T) {
 					t.Fatal(err)
 				}
 				limits := []limiter.Limit{limiter.PerMinute(5).WithName("burst"), limiter.PerHour(100).WithName("hourly")}
-				srv, seen := recordedServer(t, lim, limits)
+				srv, seen := recordedServer(t, lim, limits, limiter.WithLegacyFields())
 				req, err := retryablehttp.NewRequest(http.MethodGet, srv.URL, nil)
 				if err != nil {
 					t.Fatal(err)
@@ -244,6 +252,9 @@ func TestLimiterMiddlewareNeverAdmitted(t *testing.T) {
 					if v, ok := res.Header[f]; ok {
 						t.Errorf("cost above capacity: %s %q, want none", f, v)
 					}
+				}
+				if got := res.Header.Get("X-RateLimit-Limit"); got != "5" {
+					t.Errorf("X-RateLimit-Limit %q, want the capacity that refused, 5", got)
 				}
 				// Nothing was counted: the next request of cost 1 leaves 4.
 				if res := get(t, srv, "/", "erin"); res.StatusCode != 200 || !strings.HasPrefix(res.Header.Get("RateLimit"), `"burst";r=4;`) {
@@ -315,5 +326,245 @@ func TestLimiterMiddlewareLocalShare(t *testing.T) {
 	if res.StatusCode != 503 || res.Header.Get("Retry-After") != "" || len(seen()) != 1 || seen()[0].state != "" {
 		t.Errorf("cost 3 over a local share of 2: %s, Retry-After %q, RateLimit %q; want 503 and neither",
 			res.Status, res.Header.Get("Retry-After"), seen()[0].state)
+	}
+}
+
+// WithLegacyFields: X-RateLimit-Limit, -Remaining and -Reset describe the binding limit (the one
+// with the fewest remaining, or the one that refused), Reset in epoch seconds at the end of that
+// limit's t; without the option, none of them.
+func TestLimiterMiddlewareLegacyFields(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, b *redistest.Backend) {
+		for _, alg := range []*limiter.Algorithm{limiter.FixedWindow, limiter.TokenBucket} {
+			t.Run(alg.String(), func(t *testing.T) {
+				lim, err := limiter.New(b.Client, alg, limiter.WithKeyPrefix(redistest.Prefix(t)))
+				if err != nil {
+					t.Fatal(err)
+				}
+				minute := limiter.PerMinute(3) // the windows' capacity is the rate, the bucket's its burst
+				if alg == limiter.TokenBucket {
+					minute = limiter.PerMinute(1).WithBurst(3)
+				}
+				limits := []limiter.Limit{limiter.PerHour(100).WithName("hourly"), minute.WithName("minute")}
+				srv := limitedServer(t, lim, limits, limiter.WithLegacyFields())
+				for i, want := range []struct {
+					status    int
+					remaining string
+				}{{200, "2"}, {200, "1"}, {200, "0"}, {429, "0"}} {
+					before := time.Now()
+					res := get(t, srv, "/", "hank")
+					after := time.Now()
+					if res.StatusCode != want.status {
+						t.Fatalf("request %d: %s, want %d", i, res.Status, want.status)
+					}
+					var r1, t1, r2, t2 int
+					if _, err := fmt.Sscanf(res.Header.Get("RateLimit"), `"hourly";r=%d;t=%d, "minute";r=%d;t=%d`, &r1, &t1, &r2, &t2); err != nil {
+						t.Fatalf("request %d: RateLimit %q: %v", i, res.Header.Get("RateLimit"), err)
+					}
+					if got := res.Header.Get("X-RateLimit-Limit"); got != "3" {
+						t.Errorf("request %d: X-RateLimit-Limit %q, want the minute limit's capacity, 3", i, got)
+					}
+					if got := res.Header.Get("X-RateLimit-Remaining"); got != want.remaining || got != strconv.Itoa(r2) {
+						t.Errorf("request %d: X-RateLimit-Remaining %q, want %s (r=%d)", i, got, want.remaining, r2)
+					}
+					// Reset is the instant t (rounded up) ends, in epoch seconds: within a second of
+					// when the request was decided, plus t.
+					reset, err := strconv.ParseInt(res.Header.Get("X-RateLimit-Reset"), 10, 64)
+					lo, hi := float64(before.UnixNano())/1e9+float64(t2)-1, float64(after.UnixNano())/1e9+float64(t2)+1
+					if err != nil || float64(reset) <= lo || float64(reset) >= hi {
+						t.Errorf("request %d: X-RateLimit-Reset %q, want epoch seconds in (%.1f, %.1f) for t=%d", i, res.Header.Get("X-RateLimit-Reset"), lo, hi, t2)
+					}
+				}
+				plain := limitedServer(t, lim, limits)
+				if res := get(t, plain, "/", "ivan"); res.Header.Get("X-RateLimit-Limit") != "" || res.Header.Get("X-RateLimit-Reset") != "" {
+					t.Errorf("without WithLegacyFields: %v", res.Header)
+				}
+			})
+		}
+	})
+}
+
+// problemBody is what ProblemDetails writes.
+type problemBody struct {
+	Type       string   `json:"type"`
+	Title      string   `json:"title"`
+	Status     int      `json:"status"`
+	Detail     string   `json:"detail"`
+	Violated   []string `json:"violated-policies"`
+	RetryAfter *int64   `json:"retry_after"`
+}
+
+// getProblem sends GET with the client and cost given, and decodes the problem details body.
+func getProblem(t *testing.T, srv *httptest.Server, client, cost string) (*http.Response, problemBody, string) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, srv.URL, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("X-Client", client)
+	req.Header.Set("X-Cost", cost)
+	res, err := srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	raw, err := io.ReadAll(res.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var p problemBody
+	if res.StatusCode != 200 {
+		if err := json.Unmarshal(raw, &p); err != nil {
+			t.Fatalf("%s: body %q is not JSON: %v", res.Status, raw, err)
+		}
+	}
+	return res, p, string(raw)
+}
+
+// WithDeniedHandler(ProblemDetails): each refusal as RFC 9457 problem details, with the status and
+// Retry-After of the default handler, and no identifier in the body.
+func TestLimiterMiddlewareProblemDetails(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, b *redistest.Backend) {
+		lim, err := limiter.New(b.Client, limiter.SlidingWindow, limiter.WithKeyPrefix(redistest.Prefix(t)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		limits := []limiter.Limit{limiter.PerMinute(4).WithName("minute"), limiter.PerHour(3).WithName("hourly"), limiter.PerHour(100)}
+		srv, _ := recordedServer(t, lim, limits, limiter.WithDeniedHandler(limiter.ProblemDetails))
+		const who = "user-4242@example.com"
+		if res, _, _ := getProblem(t, srv, who, "3"); res.StatusCode != 200 {
+			t.Fatalf("first request: %s", res.Status)
+		}
+		// Cost 1: the hourly limit (3) is used up; the minute one (1 left) would admit it.
+		res, p, raw := getProblem(t, srv, who, "1")
+		retry, _ := strconv.ParseInt(res.Header.Get("Retry-After"), 10, 64)
+		if res.StatusCode != 429 || res.Header.Get("Content-Type") != "application/problem+json" || retry < 1 {
+			t.Fatalf("refusal: %s, Content-Type %q, Retry-After %q", res.Status, res.Header.Get("Content-Type"), res.Header.Get("Retry-After"))
+		}
+		if p.Type != limiter.ProblemTypeQuotaExceeded || p.Title == "" || p.Status != 429 || p.Detail == "" ||
+			!slices.Equal(p.Violated, []string{"hourly"}) || p.RetryAfter == nil || *p.RetryAfter != retry {
+			t.Errorf("refusal: %s, want quota-exceeded, status 429, violated [hourly], retry_after %d", raw, retry)
+		}
+		// Cost 4: above the hourly capacity (3), and refused for now by the minute limit (1 left):
+		// 413, naming only the limit whose capacity the cost exceeds, no retry_after.
+		res, p, raw = getProblem(t, srv, who, "4")
+		if res.StatusCode != 413 || res.Header.Get("Retry-After") != "" || p.Status != 413 || p.Type != limiter.ProblemTypeQuotaExceeded ||
+			!slices.Equal(p.Violated, []string{"hourly"}) || p.RetryAfter != nil {
+			t.Errorf("cost above capacity: %s, Retry-After %q, %s; want 413, violated [hourly], no retry_after", res.Status, res.Header.Get("Retry-After"), raw)
+		}
+		if strings.Contains(raw, who) || strings.Contains(raw, "4242") || strings.Contains(raw, redistest.Prefix(t)) {
+			t.Errorf("the body names the identifier: %s", raw)
+		}
+	})
+	// Redis down, failing closed: 503 about:blank, with the policy's Retry-After.
+	srv, rdb := privateServer(t)
+	srv.Stop()
+	lim, err := limiter.New(rdb, limiter.TokenBucket, limiter.WithFailClosed(2*time.Second), limiter.WithFailureLog(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	web, _ := recordedServer(t, lim, []limiter.Limit{limiter.PerMinute(2)}, limiter.WithDeniedHandler(limiter.ProblemDetails))
+	res, p, raw := getProblem(t, web, "jo", "1")
+	if res.StatusCode != 503 || res.Header.Get("Retry-After") != "2" || p.Type != "about:blank" || p.Status != 503 || p.RetryAfter == nil || *p.RetryAfter != 2 {
+		t.Errorf("failing closed: %s, Retry-After %q, %s", res.Status, res.Header.Get("Retry-After"), raw)
+	}
+}
+
+// exposed returns the field names an Access-Control-Expose-Headers response lists, lowercased.
+func exposed(h http.Header) []string {
+	var names []string
+	for _, v := range h.Values("Access-Control-Expose-Headers") {
+		for n := range strings.SplitSeq(v, ",") {
+			names = append(names, strings.ToLower(strings.TrimSpace(n)))
+		}
+	}
+	return names
+}
+
+// WithExposedFields behind a real CORS layer (rs/cors, wrapping the middleware): responses to
+// cross-origin requests, admitted or refused, list the rate-limit fields after what the CORS
+// layer exposes, which is kept; requests without Origin get nothing added.
+func TestLimiterMiddlewareExposedFields(t *testing.T) {
+	b := redistest.Get(t, redistest.Names()[0])
+	lim, err := limiter.New(b.Client, limiter.FixedWindow, limiter.WithKeyPrefix(redistest.Prefix(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ok := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
+	app := cors.New(cors.Options{AllowedOrigins: []string{"https://app.example"}, ExposedHeaders: []string{"X-Request-Id"}})
+	for _, c := range []struct {
+		name string
+		opts []limiter.HTTPOption
+		want []string
+	}{
+		{"ietf", []limiter.HTTPOption{limiter.WithExposedFields()}, []string{"x-request-id", "ratelimit", "ratelimit-policy", "retry-after"}},
+		{"legacy", []limiter.HTTPOption{limiter.WithExposedFields(), limiter.WithLegacyFields()},
+			[]string{"x-request-id", "ratelimit", "ratelimit-policy", "retry-after", "x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset"}},
+		{"off", nil, []string{"x-request-id"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			srv := httptest.NewServer(app.Handler(limiter.Middleware(lim, byHeader, []limiter.Limit{limiter.PerMinute(1).WithName(c.name)}, c.opts...)(ok)))
+			defer srv.Close()
+			for i, status := range []int{200, 429} {
+				req, _ := http.NewRequest(http.MethodGet, srv.URL, nil)
+				req.Header.Set("X-Client", "kim")
+				req.Header.Set("Origin", "https://app.example")
+				res, err := srv.Client().Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				res.Body.Close()
+				if res.StatusCode != status || res.Header.Get("Access-Control-Allow-Origin") != "https://app.example" {
+					t.Fatalf("request %d: %s, Access-Control-Allow-Origin %q", i, res.Status, res.Header.Get("Access-Control-Allow-Origin"))
+				}
+				if got := exposed(res.Header); !slices.Equal(got, c.want) {
+					t.Errorf("request %d: Access-Control-Expose-Headers %q, want %q", i, got, c.want)
+				}
+			}
+			// No Origin: not a CORS request; nothing is added.
+			if res := get(t, srv, "/", "lou"); len(res.Header.Values("Access-Control-Expose-Headers")) != 0 {
+				t.Errorf("without Origin: Access-Control-Expose-Headers %q", res.Header.Values("Access-Control-Expose-Headers"))
+			}
+		})
+	}
+}
+
+// A CORS layer may set the same slice on every response (rs/cors does); the middleware adds its
+// names in a new array, even when that slice has room to spare, so that responses never share
+// (or race on) what it appends.
+func TestLimiterMiddlewareExposedFieldsShared(t *testing.T) {
+	b := redistest.Get(t, redistest.Names()[0])
+	lim, err := limiter.New(b.Client, limiter.FixedWindow, limiter.WithKeyPrefix(redistest.Prefix(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	shared := make([]string, 1, 4)
+	shared[0] = "X-Request-Id"
+	ok := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {})
+	mw := limiter.Middleware(lim, byHeader, []limiter.Limit{limiter.PerMinute(1000)}, limiter.WithExposedFields())(ok)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header()["Access-Control-Expose-Headers"] = shared
+		mw.ServeHTTP(w, r)
+	}))
+	defer srv.Close()
+	var wg sync.WaitGroup
+	for i := range 8 {
+		wg.Go(func() {
+			req, _ := http.NewRequest(http.MethodGet, srv.URL, nil)
+			req.Header.Set("X-Client", "client-"+strconv.Itoa(i))
+			req.Header.Set("Origin", "https://app.example")
+			res, err := srv.Client().Do(req)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			res.Body.Close()
+			if got := exposed(res.Header); len(got) != 4 || got[0] != "x-request-id" {
+				t.Errorf("Access-Control-Expose-Headers %q", got)
+			}
+		})
+	}
+	wg.Wait()
+	if spare := shared[:cap(shared)]; spare[1] != "" {
+		t.Errorf("the CORS layer's slice was written past its length: %q", spare)
 	}
 }

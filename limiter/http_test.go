@@ -84,3 +84,18 @@ func TestRefusalStatus(t *testing.T) {
 		t.Errorf("StateField of several limits, one never passing: %q, want none", got)
 	}
 }
+
+func TestQuoteNames(t *testing.T) {
+	for _, c := range []struct {
+		names []string
+		want  string
+	}{
+		{[]string{"a"}, `limit "a"`},
+		{[]string{"a", "b"}, `limits "a" and "b"`},
+		{[]string{"a", "b", "c\""}, `limits "a", "b" and "c\""`},
+	} {
+		if got := quoteNames(c.names); got != c.want {
+			t.Errorf("quoteNames(%q) = %s, want %s", c.names, got, c.want)
+		}
+	}
+}
