@@ -568,3 +568,74 @@ func TestLimiterMiddlewareExposedFieldsShared(t *testing.T) {
 		t.Errorf("the CORS layer's slice was written past its length: %q", spare)
 	}
 }
+
+// ByClientIP over real HTTP and Redis. Behind a trusted proxy (the test's own loopback address),
+// each client named in X-Forwarded-For has its own quota, and the addresses of one IPv6 /64 share
+// one. From a peer that is not trusted, spoofed X-Forwarded-For and Forwarded headers buy nothing:
+// every request counts against the peer's address.
+func TestLimiterMiddlewareClientIP(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, b *redistest.Backend) {
+		lim, err := limiter.New(b.Client, limiter.FixedWindow, limiter.WithKeyPrefix(redistest.Prefix(t)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ok := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {})
+		serve := func(name string, c limiter.ClientIP) *httptest.Server {
+			key, err := limiter.ByClientIP(c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			srv := httptest.NewServer(limiter.Middleware(lim, key, []limiter.Limit{limiter.PerMinute(2).WithName(name)})(ok))
+			t.Cleanup(srv.Close)
+			return srv
+		}
+		send := func(srv *httptest.Server, field, value string) int {
+			req, _ := http.NewRequest(http.MethodGet, srv.URL, nil)
+			req.Header.Set(field, value)
+			res, err := srv.Client().Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			res.Body.Close()
+			return res.StatusCode
+		}
+		behind := serve("xff", limiter.ClientIP{TrustedProxies: []string{"127.0.0.1"}})
+		for i, c := range []struct {
+			xff  string
+			want int
+		}{
+			{"203.0.113.1", 200}, {"203.0.113.1", 200}, {"203.0.113.1", 429},
+			{"198.51.100.2, 127.0.0.1", 200}, // a trusted hop is skipped
+			{"spoofed, 203.0.113.2", 200}, {"203.0.113.2", 200}, {"1.1.1.1, 203.0.113.2", 429},
+			{"2001:db8:1:2::1", 200}, {"[2001:db8:1:2::ffff]:443", 200}, {"2001:db8:1:2:aaaa::9", 429},
+			{"2001:db8:1:3::1", 200},
+		} {
+			if got := send(behind, "X-Forwarded-For", c.xff); got != c.want {
+				t.Errorf("behind a trusted proxy, request %d from %s: %d, want %d", i, c.xff, got, c.want)
+			}
+		}
+		fwd := serve("forwarded", limiter.ClientIP{TrustedProxies: []string{"127.0.0.0/8"}, Header: "Forwarded"})
+		for i, c := range []struct {
+			fwd  string
+			want int
+		}{
+			{`for="[2001:db8:9::1]:1234";proto=https`, 200}, {`for="[2001:db8:9::2]"`, 200}, {`for=1.1.1.1, for="[2001:db8:9::3]:80"`, 429},
+			{`for="_hidden"`, 200}, {"for=unknown", 200}, {"proto=https", 429}, // no address: the proxy's own quota
+		} {
+			if got := send(fwd, "Forwarded", c.fwd); got != c.want {
+				t.Errorf("behind a trusted proxy, request %d with Forwarded %s: %d, want %d", i, c.fwd, got, c.want)
+			}
+		}
+		// Not behind a trusted proxy: a fresh identity in every request is ignored.
+		direct := serve("direct", limiter.ClientIP{TrustedProxies: []string{"10.0.0.0/8"}})
+		for i, h := range [][2]string{{"X-Forwarded-For", "203.0.113.50"}, {"Forwarded", "for=203.0.113.51"}, {"X-Forwarded-For", "10.0.0.7"}, {"X-Forwarded-For", "2001:db8::1"}} {
+			want := 200
+			if i >= 2 {
+				want = 429
+			}
+			if got := send(direct, h[0], h[1]); got != want {
+				t.Errorf("untrusted peer, request %d with %s %s: %d, want %d", i, h[0], h[1], got, want)
+			}
+		}
+	})
+}

@@ -14,7 +14,7 @@ import (
 type KeyFunc func(r *http.Request) string
 
 // ByRemoteIP limits each client address (RemoteAddr without its port). Behind a proxy RemoteAddr
-// is the proxy's: use a KeyFunc that reads the header your proxy sets, and only from your proxy.
+// is the proxy's: use ByClientIP, which reads the header your proxies set, and only from them.
 func ByRemoteIP(r *http.Request) string {
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
