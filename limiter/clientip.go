@@ -164,25 +164,30 @@ func (c *clientIP) group(a netip.Addr) string {
 	if err != nil { // cannot happen: a is IPv6 without a zone, bits6 in 1..128
 		return a.String()
 	}
-	return p.String()
+	var b [len("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff/128")]byte
+	return string(p.AppendTo(b[:0]))
 }
 
 // parseHostPort parses an address with or without a port ("192.0.2.1", "192.0.2.1:80",
 // "2001:db8::1", "[2001:db8::1]", "[2001:db8::1]:80"), IPv4-mapped IPv6 as IPv4, without zone.
 func parseHostPort(s string) (netip.Addr, bool) {
-	a, err := netip.ParseAddr(s)
-	if err != nil {
-		ap, perr := netip.ParseAddrPort(s)
-		switch {
-		case perr == nil:
-			a = ap.Addr()
-		case len(s) > 2 && s[0] == '[' && s[len(s)-1] == ']':
-			if a, err = netip.ParseAddr(s[1 : len(s)-1]); err != nil || !a.Is6() {
-				return netip.Addr{}, false
-			}
-		default:
-			return netip.Addr{}, false
+	// Chosen by shape, so that a well-formed address costs no error value.
+	var a netip.Addr
+	var err error
+	switch {
+	case len(s) > 2 && s[0] == '[' && s[len(s)-1] == ']':
+		if a, err = netip.ParseAddr(s[1 : len(s)-1]); err == nil && !a.Is6() {
+			err = errors.New("IPv4 in brackets")
 		}
+	case s != "" && s[0] == '[' || strings.Count(s, ":") == 1:
+		var ap netip.AddrPort
+		ap, err = netip.ParseAddrPort(s)
+		a = ap.Addr()
+	default:
+		a, err = netip.ParseAddr(s)
+	}
+	if err != nil {
+		return netip.Addr{}, false
 	}
 	return a.Unmap().WithZone(""), true
 }

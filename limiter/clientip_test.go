@@ -199,3 +199,21 @@ func FuzzClientIP(f *testing.F) {
 		}
 	})
 }
+
+// The key function alone: a client behind two proxies, IPv4 and IPv6.
+func BenchmarkByClientIP(b *testing.B) {
+	key := mustClientIP(b, ClientIP{TrustedProxies: trustedForTest})
+	for _, xff := range []string{"203.0.113.9, 10.0.0.2", "2001:db8:1:2::9, 10.0.0.2"} {
+		r := httptest.NewRequest("GET", "/", nil)
+		r.RemoteAddr = "10.0.0.1:4000"
+		r.Header.Set("X-Forwarded-For", xff)
+		b.Run(xff[:4], func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if key(r) == "" {
+					b.Fatal("no key")
+				}
+			}
+		})
+	}
+}

@@ -207,14 +207,22 @@ const (
 // describes.
 func setLegacyFields(h http.Header, alg *Algorithm, res Result, now time.Time) {
 	q, _ := quotaWindow(alg, res.Limit)
-	h[hdrLegacyLimit] = []string{strconv.FormatInt(q, 10)}
 	if !knowsState(res) {
+		h[hdrLegacyLimit] = []string{strconv.FormatInt(q, 10)}
 		return
 	}
-	h[hdrLegacyRemaining] = []string{strconv.FormatInt(max(res.Remaining, 0), 10)}
+	// The three values in one string and the three fields' values in one array: two allocations.
+	var buf [3 * 20]byte
+	b := strconv.AppendInt(buf[:0], q, 10)
+	n1 := len(b)
+	b = strconv.AppendInt(b, max(res.Remaining, 0), 10)
+	n2 := len(b)
 	// The end of ResetAfter, in epoch seconds rounded up.
 	d := min(res.ResetAfter, InfDuration-time.Second) + time.Duration(now.Nanosecond())
-	h[hdrLegacyReset] = []string{strconv.FormatInt(now.Unix()+ceilSeconds(d), 10)}
+	b = strconv.AppendInt(b, now.Unix()+ceilSeconds(d), 10)
+	all := string(b)
+	v := []string{all[:n1], all[n1:n2], all[n2:]}
+	h[hdrLegacyLimit], h[hdrLegacyRemaining], h[hdrLegacyReset] = v[0:1:1], v[1:2:2], v[2:3:3]
 }
 
 func deny(w http.ResponseWriter, _ *http.Request, res Result) {
