@@ -170,7 +170,7 @@ type grpcCall struct {
 	at      time.Time
 	header  metadata.MD
 	trailer metadata.MD
-	code    codes.Code
+	status  *status.Status
 }
 
 // recordingStream keeps the metadata set on a unary call's stream, and passes it on.
@@ -208,7 +208,7 @@ func recordedGRPC(t *testing.T, lim *limiter.Limiter, limits []limiter.Limit) (h
 		res, err := handler(grpc.NewContextWithServerTransportStream(ctx, st), req)
 		mu.Lock()
 		defer mu.Unlock()
-		seen = append(seen, grpcCall{at: at, header: st.header, trailer: st.trailer, code: status.Code(err)})
+		seen = append(seen, grpcCall{at: at, header: st.header, trailer: st.trailer, status: status.Convert(err)})
 		return res, err
 	}
 	cost := limitgrpc.WithCost(func(ctx context.Context, _ string) int64 {
@@ -255,7 +255,7 @@ func TestLimiterGRPCRetryPushback(t *testing.T) {
 			}
 		}
 		s := seen()
-		if len(s) != 3 || s[0].code != codes.OK || s[1].code != codes.ResourceExhausted || s[2].code != codes.OK {
+		if len(s) != 3 || s[0].status.Code() != codes.OK || s[1].status.Code() != codes.ResourceExhausted || s[2].status.Code() != codes.OK {
 			t.Fatalf("the server saw %d attempts, want an admission, a refusal, an admission: %+v", len(s), s)
 		}
 		refused := s[1]
@@ -271,6 +271,15 @@ func TestLimiterGRPCRetryPushback(t *testing.T) {
 		push, err := strconv.Atoi(strings.Join(refused.trailer.Get("grpc-retry-pushback-ms"), ""))
 		if err != nil || push < 1 || push > 400 {
 			t.Fatalf("refusal: grpc-retry-pushback-ms %q, want 1..400", refused.trailer.Get("grpc-retry-pushback-ms"))
+		}
+		var delay time.Duration
+		for _, d := range refused.status.Details() {
+			if ri, ok := d.(*errdetails.RetryInfo); ok {
+				delay = ri.RetryDelay.AsDuration()
+			}
+		}
+		if delay <= 0 || (delay+time.Millisecond-1)/time.Millisecond != time.Duration(push) {
+			t.Errorf("refusal: RetryInfo delay %v, want the pushback %dms (rounded up)", delay, push)
 		}
 		if waited := s[2].at.Sub(refused.at); waited < time.Duration(push)*time.Millisecond {
 			t.Errorf("the retry came %v after the refusal, before its pushback of %dms", waited, push)
