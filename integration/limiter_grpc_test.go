@@ -27,18 +27,24 @@ import (
 // port, and returns a client for it.
 func grpcServer(t *testing.T, lim *limiter.Limiter, limits []limiter.Limit, opts ...limitgrpc.Option) healthpb.HealthClient {
 	t.Helper()
+	return serveHealth(t, grpc.NewServer(
+		grpc.UnaryInterceptor(limitgrpc.UnaryServerInterceptor(lim, limitgrpc.ByPeerIP, limits, opts...)),
+		grpc.StreamInterceptor(limitgrpc.StreamServerInterceptor(lim, limitgrpc.ByPeerIP, limits, opts...)),
+	))
+}
+
+// serveHealth serves the health service with srv on a loopback port until the test ends, and
+// returns a client for it made with dial.
+func serveHealth(t *testing.T, srv *grpc.Server, dial ...grpc.DialOption) healthpb.HealthClient {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := grpc.NewServer(
-		grpc.UnaryInterceptor(limitgrpc.UnaryServerInterceptor(lim, limitgrpc.ByPeerIP, limits, opts...)),
-		grpc.StreamInterceptor(limitgrpc.StreamServerInterceptor(lim, limitgrpc.ByPeerIP, limits, opts...)),
-	)
 	healthpb.RegisterHealthServer(srv, health.NewServer())
 	go srv.Serve(ln)
 	t.Cleanup(srv.Stop)
-	conn, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(ln.Addr().String(), append(dial, grpc.WithTransportCredentials(insecure.NewCredentials()))...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -216,21 +222,8 @@ func recordedGRPC(t *testing.T, lim *limiter.Limiter, limits []limiter.Limit) (h
 		n, _ := strconv.ParseInt(strings.Join(md.Get("x-cost"), ""), 10, 64)
 		return max(n, 1)
 	})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	srv := grpc.NewServer(grpc.ChainUnaryInterceptor(record, limitgrpc.UnaryServerInterceptor(lim, limitgrpc.ByPeerIP, limits, cost)))
-	healthpb.RegisterHealthServer(srv, health.NewServer())
-	go srv.Serve(ln)
-	t.Cleanup(srv.Stop)
-	conn, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultServiceConfig(retryPolicy))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	return healthpb.NewHealthClient(conn), func() []grpcCall {
+	return serveHealth(t, srv, grpc.WithDefaultServiceConfig(retryPolicy)), func() []grpcCall {
 		mu.Lock()
 		defer mu.Unlock()
 		return slices.Clone(seen)

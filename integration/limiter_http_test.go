@@ -39,6 +39,29 @@ func get(t *testing.T, srv *httptest.Server, path, client string) *http.Response
 
 func byHeader(r *http.Request) string { return r.Header.Get("X-Client") }
 
+// send sends GET / to srv with the header fields given as name, value pairs, and returns the
+// response and its body.
+func send(t *testing.T, srv *httptest.Server, fields ...string) (*http.Response, []byte) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, srv.URL, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i+1 < len(fields); i += 2 {
+		req.Header.Set(fields[i], fields[i+1])
+	}
+	res, err := srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	body, err := io.ReadAll(res.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res, body
+}
+
 func limitedServer(t *testing.T, lim *limiter.Limiter, limits []limiter.Limit, opts ...limiter.HTTPOption) *httptest.Server {
 	ok := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
 	srv := httptest.NewServer(limiter.Middleware(lim, byHeader, limits, opts...)(ok))
@@ -312,17 +335,7 @@ func TestLimiterMiddlewareLocalShare(t *testing.T) {
 		t.Fatal(err)
 	}
 	web, seen := recordedServer(t, lim, []limiter.Limit{limiter.PerMinute(5).WithName("burst")})
-	req, err := http.NewRequest(http.MethodGet, web.URL, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("X-Client", "gina")
-	req.Header.Set("X-Cost", "3")
-	res, err := web.Client().Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	res.Body.Close()
+	res, _ := send(t, web, "X-Client", "gina", "X-Cost", "3")
 	if res.StatusCode != 503 || res.Header.Get("Retry-After") != "" || len(seen()) != 1 || seen()[0].state != "" {
 		t.Errorf("cost 3 over a local share of 2: %s, Retry-After %q, RateLimit %q; want 503 and neither",
 			res.Status, res.Header.Get("Retry-After"), seen()[0].state)
@@ -396,21 +409,7 @@ type problemBody struct {
 // getProblem sends GET with the client and cost given, and decodes the problem details body.
 func getProblem(t *testing.T, srv *httptest.Server, client, cost string) (*http.Response, problemBody, string) {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodGet, srv.URL, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("X-Client", client)
-	req.Header.Set("X-Cost", cost)
-	res, err := srv.Client().Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer res.Body.Close()
-	raw, err := io.ReadAll(res.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
+	res, raw := send(t, srv, "X-Client", client, "X-Cost", cost)
 	var p problemBody
 	if res.StatusCode != 200 {
 		if err := json.Unmarshal(raw, &p); err != nil {
@@ -505,14 +504,7 @@ func TestLimiterMiddlewareExposedFields(t *testing.T) {
 			srv := httptest.NewServer(app.Handler(limiter.Middleware(lim, byHeader, []limiter.Limit{limiter.PerMinute(1).WithName(c.name)}, c.opts...)(ok)))
 			defer srv.Close()
 			for i, status := range []int{200, 429} {
-				req, _ := http.NewRequest(http.MethodGet, srv.URL, nil)
-				req.Header.Set("X-Client", "kim")
-				req.Header.Set("Origin", "https://app.example")
-				res, err := srv.Client().Do(req)
-				if err != nil {
-					t.Fatal(err)
-				}
-				res.Body.Close()
+				res, _ := send(t, srv, "X-Client", "kim", "Origin", "https://app.example")
 				if res.StatusCode != status || res.Header.Get("Access-Control-Allow-Origin") != "https://app.example" {
 					t.Fatalf("request %d: %s, Access-Control-Allow-Origin %q", i, res.Status, res.Header.Get("Access-Control-Allow-Origin"))
 				}
@@ -589,14 +581,8 @@ func TestLimiterMiddlewareClientIP(t *testing.T) {
 			t.Cleanup(srv.Close)
 			return srv
 		}
-		send := func(srv *httptest.Server, field, value string) int {
-			req, _ := http.NewRequest(http.MethodGet, srv.URL, nil)
-			req.Header.Set(field, value)
-			res, err := srv.Client().Do(req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			res.Body.Close()
+		status := func(srv *httptest.Server, field, value string) int {
+			res, _ := send(t, srv, field, value)
 			return res.StatusCode
 		}
 		behind := serve("xff", limiter.ClientIP{TrustedProxies: []string{"127.0.0.1"}})
@@ -610,7 +596,7 @@ func TestLimiterMiddlewareClientIP(t *testing.T) {
 			{"2001:db8:1:2::1", 200}, {"[2001:db8:1:2::ffff]:443", 200}, {"2001:db8:1:2:aaaa::9", 429},
 			{"2001:db8:1:3::1", 200},
 		} {
-			if got := send(behind, "X-Forwarded-For", c.xff); got != c.want {
+			if got := status(behind, "X-Forwarded-For", c.xff); got != c.want {
 				t.Errorf("behind a trusted proxy, request %d from %s: %d, want %d", i, c.xff, got, c.want)
 			}
 		}
@@ -622,7 +608,7 @@ func TestLimiterMiddlewareClientIP(t *testing.T) {
 			{`for="[2001:db8:9::1]:1234";proto=https`, 200}, {`for="[2001:db8:9::2]"`, 200}, {`for=1.1.1.1, for="[2001:db8:9::3]:80"`, 429},
 			{`for="_hidden"`, 200}, {"for=unknown", 200}, {"proto=https", 429}, // no address: the proxy's own quota
 		} {
-			if got := send(fwd, "Forwarded", c.fwd); got != c.want {
+			if got := status(fwd, "Forwarded", c.fwd); got != c.want {
 				t.Errorf("behind a trusted proxy, request %d with Forwarded %s: %d, want %d", i, c.fwd, got, c.want)
 			}
 		}
@@ -633,7 +619,7 @@ func TestLimiterMiddlewareClientIP(t *testing.T) {
 			if i >= 2 {
 				want = 429
 			}
-			if got := send(direct, h[0], h[1]); got != want {
+			if got := status(direct, h[0], h[1]); got != want {
 				t.Errorf("untrusted peer, request %d with %s %s: %d, want %d", i, h[0], h[1], got, want)
 			}
 		}
