@@ -25,6 +25,9 @@
 //
 // Middleware loads the session from a cookie and saves it before the response starts;
 // FromContext returns it to handlers. Cookies are Secure, HttpOnly and SameSite=Lax by default.
+// By default the middleware also refuses cross-origin requests with unsafe methods (login CSRF),
+// marks signed-in responses "Cache-Control: private, no-store" when the handler set none, answers
+// 503 Service Unavailable with Retry-After when Redis fails, and logs through log/slog.
 //
 // docs/sessions.md describes the key layout and the guarantees in full.
 package session
