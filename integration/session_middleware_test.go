@@ -366,6 +366,8 @@ func TestSessionMiddlewareCacheControl(t *testing.T) {
 		{"public, max-age=600", `public, max-age=600, no-cache="Set-Cookie"`},
 		{`no-cache="Set-Cookie2", private`, `no-cache="Set-Cookie2, Set-Cookie", private`},
 		{`no-cache="set-cookie"`, `no-cache="set-cookie"`},
+		{`no-cache="X-A, Set-Cookie2", max-age=5`, `no-cache="X-A, Set-Cookie2, Set-Cookie", max-age=5`},
+		{`no-cache=X-A,, private`, `no-cache="X-A, Set-Cookie", private`},
 	} {
 		res, _, tok := request(t, srv, http.MethodGet, "/set?k=a&v=1&cc="+url.QueryEscape(c.app), "")
 		if tok == "" {

@@ -48,12 +48,18 @@ func redisUnavailable(err error) bool {
 		return true // the connection failed or the server closed it
 	case errors.Is(err, redis.ErrPoolTimeout), errors.Is(err, redis.ErrPoolExhausted), errors.Is(err, redis.ErrClosed):
 		return true
-	case redis.IsLoadingError(err), redis.IsMasterDownError(err), redis.IsTryAgainError(err),
-		redis.IsClusterDownError(err), redis.IsReadOnlyError(err), redis.IsOOMError(err),
-		redis.IsMaxClientsError(err), redis.HasErrorPrefix(err, "BUSY"):
-		return true
+	}
+	for _, prefix := range unavailableReplies {
+		if redis.HasErrorPrefix(err, prefix) {
+			return true
+		}
 	}
 	return false
+}
+
+// unavailableReplies are the error replies by which Redis says it cannot serve now.
+var unavailableReplies = []string{
+	"LOADING", "BUSY ", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "READONLY", "OOM", "max number of clients",
 }
 
 // retryAfter is the Retry-After of the default 503, in seconds.
