@@ -166,20 +166,11 @@ func request(t *testing.T, srv *httptest.Server, method, path, token string, hea
 // admin client for that server, and the server.
 func unavailableStore(t *testing.T, opts ...session.Option) (*session.Store, *redis.Client, *redistest.Server) {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("needs redis-server")
-	}
-	srv, err := redistest.StartServer()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Close)
+	srv, admin := privateServer(t)
 	const d = 300 * time.Millisecond
 	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr, DisableIdentity: true, MaxRetries: -1,
 		DialTimeout: d, ReadTimeout: d, WriteTimeout: d, PoolTimeout: d})
 	t.Cleanup(func() { rdb.Close() })
-	admin := redis.NewClient(&redis.Options{Addr: srv.Addr, DisableIdentity: true})
-	t.Cleanup(func() { admin.Close() })
 	st, err := session.NewStore(rdb, append([]session.Option{session.WithKeyPrefix(redistest.Prefix(t))}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
