@@ -6,11 +6,11 @@ TC_ENV := GATEHOUSE_TEST_BACKENDS=testcontainers TESTCONTAINERS_RYUK_DISABLED=tr
 
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: test vet lint redis test-short test-containers redis-image docker bench bench-peers fuzz
+.PHONY: test vet lint redis redis-sentinel chromium test-short test-containers redis-image docker bench bench-peers fuzz
 
 ## test: gofmt, go vet and staticcheck, then every test with the race detector, integration on a standalone
-## server and a cluster.
-test: redis vet lint
+## server, a cluster and a Sentinel deployment, and the session checks in a real browser (Chromium).
+test: redis redis-sentinel chromium vet lint
 	$(GO) test -race -count=1 ./...
 
 vet:
@@ -38,6 +38,32 @@ redis:
 	  else \
 	    echo "redis-server not found: install it (apt-get install redis-server, brew install redis)," >&2; \
 	    echo "or point the tests at servers with REDIS_URL and REDIS_CLUSTER_ADDRS." >&2; exit 1; \
+	  fi; \
+	fi
+
+## redis-sentinel: make sure redis-sentinel is on PATH; installs Debian's redis-sentinel as root with apt-get.
+## The package holds no binary of its own (redis-sentinel is redis-server in Sentinel mode), so
+## without it the Sentinel tests run 'redis-server --sentinel' instead.
+redis-sentinel: redis
+	@if ! command -v redis-sentinel >/dev/null; then \
+	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	    echo "redis-sentinel: installing redis-sentinel with apt-get"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-sentinel >/dev/null; \
+	  else \
+	    echo "redis-sentinel not found: the Sentinel tests run 'redis-server --sentinel' (the same binary)." >&2; \
+	  fi; \
+	fi
+
+## chromium: make sure a Chromium for the browser tests is on PATH; installs Debian's chromium as root with
+## apt-get. Where none can be installed the browser tests skip and say why (or point
+## GATEHOUSE_CHROMIUM at a Chrome or Chromium binary).
+chromium:
+	@if [ -z "$$GATEHOUSE_CHROMIUM" ] && ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null && ! command -v google-chrome >/dev/null; then \
+	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	    echo "chromium: installing Debian's chromium with apt-get"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive NEEDRESTART_SUSPEND=1 apt-get install -y -qq --no-install-recommends chromium >/dev/null; \
+	  else \
+	    echo "chromium: not found and cannot be installed here (not root, or no apt-get): the browser tests will skip." >&2; \
 	  fi; \
 	fi
 

@@ -177,22 +177,50 @@ func BenchmarkMiddleware(b *testing.B) {
 			i++
 		}
 	})
-	b.Run("Middleware", func(b *testing.B) {
-		i := 0
-		key := func(*http.Request) string { return benchKeys[i%len(benchKeys)] }
-		h := limiter.Middleware(lim, key, limits)(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
-		req := httptest.NewRequest(http.MethodGet, "/", nil)
-		w := httptest.NewRecorder()
-		b.ReportAllocs()
-		for b.Loop() {
-			clear(w.Header())
-			h.ServeHTTP(w, req)
-			if w.Header().Get("RateLimit") == "" {
-				b.Fatal("no RateLimit field")
+	clientIP, err := limiter.ByClientIP(limiter.ClientIP{TrustedProxies: []string{"10.0.0.0/8"}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	// The middleware alone, then with each option that adds work to an admitted request.
+	for _, c := range []struct {
+		name string
+		opts []limiter.HTTPOption
+		key  func(i int) limiter.KeyFunc
+		req  func(r *http.Request)
+	}{
+		{name: "Middleware"},
+		{name: "Middleware/legacy", opts: []limiter.HTTPOption{limiter.WithLegacyFields()}},
+		{name: "Middleware/exposed", opts: []limiter.HTTPOption{limiter.WithExposedFields()},
+			req: func(r *http.Request) { r.Header.Set("Origin", "https://app.example") }},
+		{name: "Middleware/client-ip", key: func(int) limiter.KeyFunc { return clientIP },
+			req: func(r *http.Request) {
+				r.RemoteAddr = "10.0.0.1:4000"
+				r.Header.Set("X-Forwarded-For", "203.0.113.9, 10.0.0.2")
+			}},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			i := 0
+			var key limiter.KeyFunc = func(*http.Request) string { return benchKeys[i%len(benchKeys)] }
+			if c.key != nil {
+				key = c.key(i)
 			}
-			i++
-		}
-	})
+			h := limiter.Middleware(lim, key, limits, c.opts...)(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+			req := httptest.NewRequest(http.MethodGet, "/", nil)
+			if c.req != nil {
+				c.req(req)
+			}
+			w := httptest.NewRecorder()
+			b.ReportAllocs()
+			for b.Loop() {
+				clear(w.Header())
+				h.ServeHTTP(w, req)
+				if w.Header().Get("RateLimit") == "" {
+					b.Fatal("no RateLimit field")
+				}
+				i++
+			}
+		})
+	}
 }
 
 // A client that keeps knocking while refused: every refusal from Redis, against the deny cache.

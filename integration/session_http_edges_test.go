@@ -17,12 +17,13 @@ import (
 )
 
 // edgeServer serves the handlers the edge tests need, through the middleware with an insecure
-// cookie named "session". It counts error handler calls and error log lines, and keeps the last
-// error a handler saw from the store.
+// cookie named "session". It counts error handler calls, keeps the middleware's log records, and
+// the last error a handler saw from the store.
 type edgeServer struct {
 	*httptest.Server
 	st               *session.Store
-	onError, logged  atomic.Int64
+	onError          atomic.Int64
+	logs             logRecords
 	lastErr          atomic.Value // string
 	lastErrIsHeaders atomic.Bool
 }
@@ -104,7 +105,7 @@ func newEdgeServer(t *testing.T, st *session.Store, cookie session.Cookie) *edge
 			e.onError.Add(1)
 			http.Error(w, "refused", http.StatusInternalServerError)
 		}),
-		session.WithErrorLog(func(r *http.Request, err error) { e.logged.Add(1) }))
+		session.WithLogger(e.logs.logger()))
 	e.Server = httptest.NewServer(h(mux))
 	t.Cleanup(e.Close)
 	return e
@@ -155,8 +156,8 @@ func TestSessionMiddlewareOldTokenReadOnly(t *testing.T) {
 		t.Fatal("no cookie after login")
 	}
 	code, _, set := e.do(t, "/set?k=evil&v=1", old)
-	if code != http.StatusOK || set != nil || e.onError.Load() != 0 || e.logged.Load() != 0 {
-		t.Errorf("a change through the old token: %d, Set-Cookie %v, %d errors answered, %d logged; want 200 and nothing else", code, set, e.onError.Load(), e.logged.Load())
+	if logged := e.logs.find(t, "session:"); code != http.StatusOK || set != nil || e.onError.Load() != 0 || len(logged) != 0 {
+		t.Errorf("a change through the old token: %d, Set-Cookie %v, %d errors answered, logged %v; want 200 and nothing else", code, set, e.onError.Load(), logged)
 	}
 	if _, body, _ := e.do(t, "/get?k=init", old); body != "1" {
 		t.Errorf("reading through the old token within the window: %q", body)
@@ -221,8 +222,9 @@ func TestSessionMiddlewareOversizeAnsweredOnce(t *testing.T) {
 	if code != http.StatusInternalServerError || strings.Contains(body, "the handler's body") {
 		t.Errorf("oversize: %d %q", code, body)
 	}
-	if e.onError.Load() != 1 || e.logged.Load() != 0 {
-		t.Errorf("oversize: error handler called %d times, %d lines logged; want 1 and 0", e.onError.Load(), e.logged.Load())
+	refused, late := e.logs.find(t, "session: save failed"), e.logs.find(t, "session: save after the response started")
+	if e.onError.Load() != 1 || len(refused) != 1 || len(late) != 0 {
+		t.Errorf("oversize: error handler called %d times, the refusal logged %d times, a save after the response %d times; want 1, 1 and 0", e.onError.Load(), len(refused), len(late))
 	}
 	if _, body, _ := e.do(t, "/get?k=big", tok); body != "" {
 		t.Error("the oversize attribute was stored")

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -301,7 +302,7 @@ func TestSessionMiddlewareRedisDown(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, _ := sessionServer(t, st)
+	srv, _ := sessionServer(t, st, session.WithLogger(slog.New(slog.DiscardHandler)))
 	req, _ := http.NewRequest(http.MethodGet, srv.URL+"/get?k=a", nil)
 	req.AddCookie(&http.Cookie{Name: "session", Value: "AAAA" + strings.Repeat("B", 43)})
 	res, err := srv.Client().Do(req)
@@ -309,8 +310,8 @@ func TestSessionMiddlewareRedisDown(t *testing.T) {
 		t.Fatal(err)
 	}
 	res.Body.Close()
-	if res.StatusCode != http.StatusInternalServerError {
-		t.Errorf("load with Redis down: %s, want 500 from the default error handler", res.Status)
+	if res.StatusCode != http.StatusServiceUnavailable || res.Header.Get("Retry-After") != "1" {
+		t.Errorf("load with Redis down: %s, Retry-After %q; want 503 with Retry-After from the default error handler", res.Status, res.Header.Get("Retry-After"))
 	}
 	// A new session's first save fails the same way.
 	res, err = srv.Client().Get(srv.URL + "/set?k=a&v=1")
@@ -319,7 +320,7 @@ func TestSessionMiddlewareRedisDown(t *testing.T) {
 	}
 	body, _ := io.ReadAll(res.Body)
 	res.Body.Close()
-	if res.StatusCode != http.StatusInternalServerError || strings.Contains(res.Header.Get("Set-Cookie"), "session=") {
+	if res.StatusCode != http.StatusServiceUnavailable || strings.Contains(res.Header.Get("Set-Cookie"), "session=") {
 		t.Errorf("save with Redis down: %s %q, Set-Cookie %q", res.Status, body, res.Header.Get("Set-Cookie"))
 	}
 }

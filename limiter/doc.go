@@ -41,7 +41,12 @@
 // # HTTP
 //
 // Middleware limits net/http requests and sets the IETF draft RateLimit-Policy and RateLimit
-// fields, with Retry-After on refusals. Package limitgrpc has the gRPC server interceptors.
+// fields. A refusal that passes later is 429 with Retry-After; a request that can never pass (its
+// cost is above the capacity) is 413 without it, which clients take as final. Options add the
+// legacy X-RateLimit fields (WithLegacyFields), expose the fields to scripts on other origins
+// (WithExposedFields), and answer with RFC 9457 problem details (ProblemDetails). ByClientIP
+// finds the client behind trusted proxies (X-Forwarded-For or Forwarded), grouping IPv6 clients by
+// /64. Package limitgrpc has the gRPC server interceptors.
 //
 // # Keys
 //

@@ -1,6 +1,7 @@
 package limiter
 
 import (
+	"encoding/json"
 	"math"
 	"net"
 	"net/http"
@@ -13,7 +14,7 @@ import (
 type KeyFunc func(r *http.Request) string
 
 // ByRemoteIP limits each client address (RemoteAddr without its port). Behind a proxy RemoteAddr
-// is the proxy's: use a KeyFunc that reads the header your proxy sets, and only from your proxy.
+// is the proxy's: use ByClientIP, which reads the header your proxies set, and only from them.
 func ByRemoteIP(r *http.Request) string {
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
@@ -30,6 +31,32 @@ type httpConfig struct {
 	limitsFor func(*http.Request) []Limit
 	denied    func(http.ResponseWriter, *http.Request, Result)
 	failed    func(http.ResponseWriter, *http.Request, error)
+	legacy    bool
+	expose    bool
+}
+
+// WithLegacyFields adds the X-RateLimit-Limit, X-RateLimit-Remaining and X-RateLimit-Reset fields
+// that GitHub-style APIs send and many clients still read, beside the IETF ones. They describe
+// one limit, the binding one (see AllowAll): the limit that refused, or the one with the fewest
+// requests remaining. X-RateLimit-Limit is its quota (q of RateLimit-Policy), X-RateLimit-Remaining
+// what remains (r of RateLimit), and X-RateLimit-Reset the instant the quota is whole again (t of
+// RateLimit), in Unix epoch seconds rounded up, as GitHub and ulule/limiter send it: clients of
+// those APIs compute their wait as Reset minus their own clock. Where RateLimit is left
+// out (a decision the failure policy made without Redis, a request that can never pass), only
+// X-RateLimit-Limit is set.
+func WithLegacyFields() HTTPOption {
+	return func(c *httpConfig) { c.legacy = true }
+}
+
+// WithExposedFields lists the rate-limit fields in Access-Control-Expose-Headers on responses to
+// requests with an Origin, so that JavaScript on another origin can read them: RateLimit,
+// RateLimit-Policy and Retry-After (and the legacy fields with WithLegacyFields), which browsers
+// otherwise hide from cross-origin scripts even when the app's CORS layer allows the origin.
+// The names are added after those already set on the response, which are kept. The CORS layer
+// must wrap the middleware (cors(Middleware(...)(app))), not the reverse: the middleware answers
+// refusals itself, so a CORS layer inside it would never see them, and browsers would block them.
+func WithExposedFields() HTTPOption {
+	return func(c *httpConfig) { c.expose = true }
 }
 
 // WithCost sets what a request costs (default 1). A cost below 1 is an error, handled by the
@@ -45,8 +72,17 @@ func WithLimitsFor(limits func(*http.Request) []Limit) HTTPOption {
 }
 
 // WithDeniedHandler sets what answers a refused request. The RateLimit fields and Retry-After are
-// already set on w. The default answers 429 Too Many Requests, or 503 Service Unavailable when the
-// refusal is the fail-closed policy's (Redis failed, not the client).
+// already set on w. The default answers with a status that tells clients whether and when to
+// retry:
+//
+//   - 429 Too Many Requests, with Retry-After, for a refusal that passes later;
+//   - 413 Content Too Large, without Retry-After, for a request that can never be admitted
+//     (res.RetryAfter == InfDuration: its cost is above a limit's capacity). RFC 9110 makes
+//     Retry-After the sign of a temporary 413, so clients take its absence as final:
+//     go-retryablehttp's DefaultRetryPolicy retries every 429 but no 413;
+//   - 503 Service Unavailable when the refusal stands in for Redis: the fail-closed policy's
+//     (with its Retry-After), or the local fallback's for a cost above its share of the capacity
+//     (WithFailLocal with Instances > 1; no Retry-After, since Redis may admit it when it is back).
 func WithDeniedHandler(h func(w http.ResponseWriter, r *http.Request, res Result)) HTTPOption {
 	return func(c *httpConfig) { c.denied = h }
 }
@@ -63,10 +99,14 @@ func WithHTTPErrorHandler(h func(w http.ResponseWriter, r *http.Request, err err
 //
 // Every decided response carries the RateLimit-Policy and RateLimit fields of the IETF httpapi
 // draft (draft-ietf-httpapi-ratelimit-headers): one item per limit, named by the limit's Name
-// (or "<rate>/<period>"), with q and w its quota and window in seconds, r the requests remaining
-// and t the seconds until the quota is whole again (for a sliding window, up to two windows). A refused response adds Retry-After, in whole
-// seconds rounded up. A decision the failure policy made without Redis carries no RateLimit field,
-// since nothing is known of the quota; one from the deny cache carries what Redis last said.
+// (or Limit.String() without one), with q and w its quota and window in seconds, r the requests
+// remaining and t the seconds until the quota is whole again (for a sliding window, up to two
+// windows). A refusal that passes later adds Retry-After, in whole seconds rounded up, and is
+// answered 429. A request that can never be admitted (a cost above a limit's capacity) is answered
+// 413 with neither Retry-After nor RateLimit, whose t would say the quota is whole now: only
+// RateLimit-Policy, whose q is below the cost (see WithDeniedHandler). A decision the failure
+// policy made without Redis carries no RateLimit field, since nothing is known of the quota; one
+// from the deny cache carries what Redis last said.
 //
 // For a token bucket, q is the bucket's capacity (Burst, or Rate) and w the time it takes to refill
 // it from empty, so that r never exceeds q.
@@ -77,6 +117,13 @@ func Middleware(lim *Limiter, key KeyFunc, limits []Limit, opts ...HTTPOption) f
 	}
 	limits = append([]Limit(nil), limits...)
 	policy := PolicyField(lim.alg, limits) // computed once for the fixed limits
+	var exposed string
+	if c.expose {
+		exposed = exposedFields
+		if c.legacy {
+			exposed += ", " + exposedLegacy
+		}
+	}
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			ls := limits
@@ -112,6 +159,16 @@ func Middleware(lim *Limiter, key KeyFunc, limits []Limit, opts ...HTTPOption) f
 			if state := StateField(res); state != "" {
 				h[hdrState] = []string{state}
 			}
+			if c.legacy {
+				setLegacyFields(h, lim.alg, res, time.Now())
+			}
+			if exposed != "" && r.Header[hdrOrigin] != nil {
+				// A new array: the CORS layer's value may be shared between responses.
+				v := h[hdrExpose]
+				h[hdrExpose] = append(v[:len(v):len(v)], exposed)
+			}
+			// Shadow mode (issue #10 item 9) belongs here: a refusal it only records goes on to next,
+			// with the fields above.
 			if !res.Allowed {
 				if res.RetryAfter != InfDuration {
 					h[hdrRetryAfter] = []string{strconv.FormatInt(ceilSeconds(res.RetryAfter), 10)}
@@ -130,14 +187,148 @@ const (
 	hdrPolicy     = "Ratelimit-Policy"
 	hdrState      = "Ratelimit"
 	hdrRetryAfter = "Retry-After"
+
+	hdrLegacyLimit     = "X-Ratelimit-Limit"
+	hdrLegacyRemaining = "X-Ratelimit-Remaining"
+	hdrLegacyReset     = "X-Ratelimit-Reset"
+
+	hdrOrigin = "Origin"
+	hdrExpose = "Access-Control-Expose-Headers"
 )
 
-func deny(w http.ResponseWriter, _ *http.Request, res Result) {
-	if res.Source == SourceFailClosed {
-		http.Error(w, http.StatusText(http.StatusServiceUnavailable), http.StatusServiceUnavailable)
+// The names WithExposedFields lists, as the fields' definitions spell them (field names are
+// case-insensitive).
+const (
+	exposedFields = "RateLimit, RateLimit-Policy, Retry-After"
+	exposedLegacy = "X-RateLimit-Limit, X-RateLimit-Remaining, X-RateLimit-Reset"
+)
+
+// setLegacyFields sets the X-RateLimit fields for res, decided at now, as WithLegacyFields
+// describes.
+func setLegacyFields(h http.Header, alg *Algorithm, res Result, now time.Time) {
+	q, _ := quotaWindow(alg, res.Limit)
+	if !knowsState(res) {
+		h[hdrLegacyLimit] = []string{strconv.FormatInt(q, 10)}
 		return
 	}
-	http.Error(w, http.StatusText(http.StatusTooManyRequests), http.StatusTooManyRequests)
+	// The three values in one string and the three fields' values in one array: two allocations.
+	var buf [3 * 20]byte
+	b := strconv.AppendInt(buf[:0], q, 10)
+	n1 := len(b)
+	b = strconv.AppendInt(b, max(res.Remaining, 0), 10)
+	n2 := len(b)
+	// The end of ResetAfter, in epoch seconds rounded up.
+	d := min(res.ResetAfter, InfDuration-time.Second) + time.Duration(now.Nanosecond())
+	b = strconv.AppendInt(b, now.Unix()+ceilSeconds(d), 10)
+	all := string(b)
+	v := []string{all[:n1], all[n1:n2], all[n2:]}
+	h[hdrLegacyLimit], h[hdrLegacyRemaining], h[hdrLegacyReset] = v[0:1:1], v[1:2:2], v[2:3:3]
+}
+
+func deny(w http.ResponseWriter, _ *http.Request, res Result) {
+	code := refusalStatus(res)
+	http.Error(w, http.StatusText(code), code)
+}
+
+// ProblemTypeQuotaExceeded is the problem type of ProblemDetails' 429 and 413 bodies, the one
+// draft-ietf-httpapi-ratelimit-headers defines (and asks IANA to register) for requests that
+// exceed a quota policy.
+const ProblemTypeQuotaExceeded = "https://iana.org/assignments/http-problem-types#quota-exceeded"
+
+// ProblemDetails answers a refused request with the status the default handler gives (see
+// WithDeniedHandler) and an RFC 9457 application/problem+json body in place of plain text. Use it
+// as WithDeniedHandler(limiter.ProblemDetails).
+//
+// For 429 and 413 the type is ProblemTypeQuotaExceeded, with the draft's "violated-policies"
+// member: the names of the limits that refused, as RateLimit-Policy names them (for a 413, those
+// whose capacity the cost exceeds). A 429 adds "retry_after", the seconds Retry-After says, for
+// cross-origin scripts that cannot read the field. A 503 (Redis unavailable) is of type
+// "about:blank", with "retry_after" when the failure policy gives one. The body names no
+// identifier:
+//
+//	{"type":"https://iana.org/assignments/http-problem-types#quota-exceeded","title":"Rate limit exceeded",
+//	 "status":429,"detail":"Refused by limit \"burst\"; retry in 2 seconds.",
+//	 "violated-policies":["burst"],"retry_after":2}
+func ProblemDetails(w http.ResponseWriter, _ *http.Request, res Result) {
+	code := refusalStatus(res)
+	p := problem{Status: code}
+	switch code {
+	case http.StatusServiceUnavailable:
+		p.Type, p.Title = "about:blank", http.StatusText(code)
+		p.Detail = "The rate limiter cannot decide now."
+	case http.StatusRequestEntityTooLarge:
+		p.Type, p.Title = ProblemTypeQuotaExceeded, "Rate limit exceeded"
+		p.Violated = refusedBy(res, true)
+		p.Detail = "The request costs more than " + quoteNames(p.Violated) + " can ever admit; it will never pass."
+	default:
+		p.Type, p.Title = ProblemTypeQuotaExceeded, "Rate limit exceeded"
+		p.Violated = refusedBy(res, false)
+		p.Detail = "Refused by " + quoteNames(p.Violated) + "; retry in " + strconv.FormatInt(ceilSeconds(res.RetryAfter), 10) + " seconds."
+	}
+	if res.RetryAfter != InfDuration {
+		p.RetryAfter = ceilSeconds(res.RetryAfter)
+	}
+	body, _ := json.Marshal(p) // strings, numbers and lists of strings: it cannot fail
+	h := w.Header()
+	h["Content-Type"] = []string{"application/problem+json"}
+	h["X-Content-Type-Options"] = []string{"nosniff"}
+	w.WriteHeader(code)
+	w.Write(append(body, '\n'))
+}
+
+// problem is an RFC 9457 problem details object, as ProblemDetails writes it.
+type problem struct {
+	Type       string   `json:"type"`
+	Title      string   `json:"title"`
+	Status     int      `json:"status"`
+	Detail     string   `json:"detail"`
+	Violated   []string `json:"violated-policies,omitempty"`
+	RetryAfter int64    `json:"retry_after,omitempty"`
+}
+
+// refusedBy returns the names of the limits that refused res; with never, only those that can
+// never admit it.
+func refusedBy(res Result, never bool) []string {
+	if res.All == nil {
+		return []string{policyName(res.Limit)}
+	}
+	var names []string
+	for _, r := range res.All {
+		if !r.Allowed && (!never || r.RetryAfter == InfDuration) {
+			names = append(names, policyName(r.Limit))
+		}
+	}
+	return names
+}
+
+// quoteNames returns `limit "a"` or `limits "a" and "b"`.
+func quoteNames(names []string) string {
+	s := "limit "
+	if len(names) > 1 {
+		s = "limits "
+	}
+	for i, n := range names {
+		switch {
+		case i == 0:
+		case i == len(names)-1:
+			s += " and "
+		default:
+			s += ", "
+		}
+		s += strconv.Quote(n)
+	}
+	return s
+}
+
+// refusalStatus returns the status of a refusal, as WithDeniedHandler describes.
+func refusalStatus(res Result) int {
+	switch {
+	case res.Source == SourceFailClosed, res.RetryAfter == InfDuration && res.Source == SourceLocal:
+		return http.StatusServiceUnavailable
+	case res.RetryAfter == InfDuration:
+		return http.StatusRequestEntityTooLarge
+	}
+	return http.StatusTooManyRequests
 }
 
 func unavailable(w http.ResponseWriter, _ *http.Request, _ error) {
@@ -165,9 +356,10 @@ func PolicyField(alg *Algorithm, limits []Limit) string {
 
 // StateField returns the value of the RateLimit field for res: `"name";r=<remaining>;t=<seconds>`
 // per limit decided, as Middleware sets it; "" for a decision the failure policy made knowing
-// nothing of the quota (WithFailOpen, WithFailClosed).
+// nothing of the quota (WithFailOpen, WithFailClosed), and for a refusal that can never be
+// admitted (RetryAfter == InfDuration), whose t would say that the quota is whole now, or soon.
 func StateField(res Result) string {
-	if res.Source.failed() {
+	if !knowsState(res) {
 		return ""
 	}
 	all := res.All
@@ -186,6 +378,13 @@ func StateField(res Result) string {
 		b = strconv.AppendInt(b, ceilSeconds(r.ResetAfter), 10)
 	}
 	return string(b)
+}
+
+// knowsState reports whether res says something true and useful of the quota's state: not when
+// the failure policy decided without Redis, nor for a refusal that can never pass, whose reset
+// time would read as "retry then".
+func knowsState(res Result) bool {
+	return !res.Source.failed() && (res.Allowed || res.RetryAfter != InfDuration)
 }
 
 // quotaWindow returns a limit's quota and window, in requests and whole seconds (at least 1).

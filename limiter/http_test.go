@@ -56,3 +56,46 @@ func TestFieldNamesCanonical(t *testing.T) {
 		}
 	}
 }
+
+// The status of each kind of refusal, and the RateLimit field of one that can never pass.
+func TestRefusalStatus(t *testing.T) {
+	lim := PerMinute(5).WithName("m")
+	for _, c := range []struct {
+		name string
+		res  Result
+		want int
+	}{
+		{"later", Result{Limit: lim, RetryAfter: time.Second}, http.StatusTooManyRequests},
+		{"deny cache", Result{Limit: lim, RetryAfter: time.Second, Source: SourceDenyCache}, http.StatusTooManyRequests},
+		{"local, later", Result{Limit: lim, RetryAfter: time.Second, Source: SourceLocal}, http.StatusTooManyRequests},
+		{"never", Result{Limit: lim, RetryAfter: InfDuration}, http.StatusRequestEntityTooLarge},
+		{"local share", Result{Limit: lim, RetryAfter: InfDuration, Source: SourceLocal}, http.StatusServiceUnavailable},
+		{"fail closed", Result{Limit: lim, RetryAfter: time.Second, Source: SourceFailClosed}, http.StatusServiceUnavailable},
+	} {
+		if got := refusalStatus(c.res); got != c.want {
+			t.Errorf("%s: %d, want %d", c.name, got, c.want)
+		}
+	}
+	never := Result{Limit: lim, Remaining: 5, RetryAfter: InfDuration}
+	if got := StateField(never); got != "" {
+		t.Errorf("StateField of a refusal that can never pass: %q, want none", got)
+	}
+	if got := StateField(Result{All: []Result{{Limit: lim, Remaining: 5, RetryAfter: InfDuration}, {Limit: PerHour(9), Allowed: true, Remaining: 9}}, Limit: lim, RetryAfter: InfDuration}); got != "" {
+		t.Errorf("StateField of several limits, one never passing: %q, want none", got)
+	}
+}
+
+func TestQuoteNames(t *testing.T) {
+	for _, c := range []struct {
+		names []string
+		want  string
+	}{
+		{[]string{"a"}, `limit "a"`},
+		{[]string{"a", "b"}, `limits "a" and "b"`},
+		{[]string{"a", "b", "c\""}, `limits "a", "b" and "c\""`},
+	} {
+		if got := quoteNames(c.names); got != c.want {
+			t.Errorf("quoteNames(%q) = %s, want %s", c.names, got, c.want)
+		}
+	}
+}

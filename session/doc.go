@@ -31,8 +31,11 @@
 //
 // Middleware loads the session from a cookie and saves it before the response starts;
 // FromContext returns it to handlers. Cookies are Secure, HttpOnly and SameSite=Lax by default,
-// and are sent again whenever the token or the deadline changes. Login and Rotate must therefore
-// happen before the response's first byte (after it, ErrHeadersSent).
+// and are sent again whenever the token or the deadline changes, so Login and Rotate must happen
+// before the response's first byte (after it, ErrHeadersSent). By default the middleware also
+// refuses cross-origin requests with unsafe methods (login CSRF), marks signed-in responses
+// "Cache-Control: private, no-store" when the handler set none, answers 503 Service Unavailable
+// with Retry-After when Redis fails, and logs through log/slog.
 //
 // docs/sessions.md describes the key layout and the guarantees in full.
 package session

@@ -4,9 +4,10 @@ import (
 	"bufio"
 	"context"
 	"errors"
-	"log"
+	"log/slog"
 	"net"
 	"net/http"
+	"sync/atomic"
 	"time"
 )
 
@@ -20,7 +21,9 @@ type Cookie struct {
 	// HostPrefix names the cookie "__Host-<Name>", which browsers accept only when Secure, with Path
 	// "/" and no Domain: the cookie cannot be set or shadowed by another subdomain.
 	HostPrefix bool
-	// Insecure drops the Secure attribute, for development over plain HTTP only.
+	// Insecure drops the Secure attribute, for development over plain HTTP on a host other than
+	// localhost or a loopback address (a LAN address, a container's name), where browsers drop a
+	// Secure cookie. Never set it where clients reach the server over HTTPS.
 	Insecure bool
 	// BrowserSession leaves out Expires, so the browser drops the cookie when it closes.
 	BrowserSession bool
@@ -48,23 +51,25 @@ func (f httpOptionFunc) applyHTTP(m *middleware) { f(m) }
 func WithCookie(c Cookie) HTTPOption { return httpOptionFunc(func(m *middleware) { m.cookie = c }) }
 
 // WithErrorHandler sets what answers a request whose session cannot be loaded or saved before the
-// response starts (Redis down, ErrTooLarge). The default answers 500 Internal Server Error.
+// response starts. When Redis failed (unreachable, timed out, loading, failing over), err matches
+// ErrUnavailable. The default answers 503 Service Unavailable with Retry-After: 1 for those, and
+// 500 Internal Server Error for anything else (ErrTooLarge, a bad reply). The failure is logged
+// before the handler is called.
 func WithErrorHandler(h func(w http.ResponseWriter, r *http.Request, err error)) HTTPOption {
 	return httpOptionFunc(func(m *middleware) { m.onError = h })
-}
-
-// WithErrorLog sets where errors go that no response can carry: a save after the response started,
-// a corrupt record replaced by a new session. The default is the standard logger. Errors hold no
-// token, attribute or user ID.
-func WithErrorLog(f func(r *http.Request, err error)) HTTPOption {
-	return httpOptionFunc(func(m *middleware) { m.logErr = f })
 }
 
 type middleware struct {
 	st      *Store
 	cookie  Cookie
 	onError func(http.ResponseWriter, *http.Request, error)
-	logErr  func(*http.Request, error)
+	logger  *slog.Logger // nil: slog.Default() at each record
+	// cop refuses cross-origin unsafe requests before the session is loaded; nil: no check.
+	cop *http.CrossOriginProtection
+	// signedInCC is the Cache-Control of a signed-in session's responses that set none; "": none.
+	signedInCC string
+	// warnedPlainHTTP: the Secure-cookie-over-plain-HTTP warning was logged (once per middleware).
+	warnedPlainHTTP atomic.Bool
 }
 
 type ctxKey struct{}
@@ -79,16 +84,21 @@ func FromContext(ctx context.Context) (*Session, bool) {
 // (FromContext), and saves what the handler changed just before the response starts, so that a new
 // token can still be sent. Only changed attributes are written; Set-Cookie is sent only for a new
 // or rotated token, or to clear the cookie of a destroyed session, with Vary: Cookie and
-// Cache-Control: no-cache="Set-Cookie". A cookie naming no live session is never adopted: the
-// request gets a new session with a new token. A session that another request destroyed or
-// rotated meanwhile keeps this request's changes out of Redis.
+// no-cache="Set-Cookie" added to the response's Cache-Control (never weakening what the
+// application set). A cookie naming no live session is never adopted: the request gets a new
+// session with a new token. A session that another request destroyed or rotated meanwhile keeps
+// this request's changes out of Redis.
+//
+// By default it also refuses cross-origin requests with unsafe methods (WithCrossOriginProtection),
+// marks the responses of signed-in sessions "Cache-Control: private, no-store" when the
+// application set no Cache-Control (WithSignedInCacheControl), and logs failures through log/slog
+// (WithLogger).
 func Middleware(st *Store, opts ...HTTPOption) func(http.Handler) http.Handler {
 	m := &middleware{
-		st: st,
-		onError: func(w http.ResponseWriter, _ *http.Request, _ error) {
-			http.Error(w, http.StatusText(http.StatusInternalServerError), http.StatusInternalServerError)
-		},
-		logErr: func(r *http.Request, err error) { log.Printf("session: %s %s: %v", r.Method, r.URL.Path, err) },
+		st:         st,
+		onError:    defaultErrorHandler,
+		cop:        http.NewCrossOriginProtection(),
+		signedInCC: DefaultSignedInCacheControl,
 	}
 	for _, o := range opts {
 		o.applyHTTP(m)
@@ -97,10 +107,10 @@ func Middleware(st *Store, opts ...HTTPOption) func(http.Handler) http.Handler {
 }
 
 func (m *middleware) wrap(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return m.crossOriginCheck(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s, hadCookie, err := m.load(r)
 		if err != nil {
-			m.onError(w, r, err)
+			m.fail(w, r, "load", "", err)
 			return
 		}
 		sw := &writer{ResponseWriter: w, m: m, r: r, s: s, hadCookie: hadCookie}
@@ -118,10 +128,10 @@ func (m *middleware) wrap(next http.Handler) http.Handler {
 		s.mu.Unlock()
 		if late {
 			if err := m.st.Save(r.Context(), s); err != nil && !errors.Is(err, ErrNotFound) && !errors.Is(err, ErrConflict) && !errors.Is(err, ErrReadOnly) {
-				m.logErr(r, err)
+				m.logFailure(r, "save after the response started", s.Key(), classify(err))
 			}
 		}
-	})
+	}))
 }
 
 // maxCookiesTried bounds how many well-formed cookies of the session's name one request may make
@@ -149,7 +159,7 @@ func (m *middleware) load(r *http.Request) (*Session, bool, error) {
 		case err == nil:
 			return s, true, nil
 		case errors.Is(err, ErrCorrupt):
-			m.logErr(r, err) // replaced by a new session below
+			m.logCorrupt(r, m.st.keyOf(tok), err) // replaced by a new session below
 		case !errors.Is(err, ErrNotFound) && !errors.Is(err, ErrMalformed):
 			return nil, true, err
 		}
@@ -239,12 +249,13 @@ func (w *writer) commit() bool {
 		// request's changes are dropped, never written back.
 	default:
 		w.failed = true
-		w.m.onError(w.ResponseWriter, w.r, err)
+		w.m.fail(w.ResponseWriter, w.r, "save", s.Key(), err)
 		return false
 	}
 	s.mu.Lock()
 	destroyed, stored, changed := s.destroyed, !s.isNew, s.sendCookie
 	tok, deadline := s.token, s.meta.Deadline
+	signedIn := s.meta.UserID != "" && !destroyed
 	if !s.persistent(!w.m.cookie.BrowserSession) {
 		deadline = time.Time{} // a cookie the browser drops when it closes
 	}
@@ -253,6 +264,9 @@ func (w *writer) commit() bool {
 	}
 	s.sent = true // from now on Rotate and Login could not send their cookie
 	s.mu.Unlock()
+	if signedIn && w.m.signedInCC != "" && len(w.Header().Values("Cache-Control")) == 0 {
+		w.Header().Set("Cache-Control", w.m.signedInCC)
+	}
 	switch {
 	case destroyed && w.hadCookie:
 		w.setCookie("", time.Unix(1, 0), -1)
@@ -286,6 +300,9 @@ func (w *writer) setCookie(value string, expires time.Time, maxAge int) {
 	}
 	h := w.Header()
 	h.Add("Set-Cookie", ck.String())
-	h.Add("Vary", "Cookie")
-	h.Set("Cache-Control", `no-cache="Set-Cookie"`)
+	addVary(h, "Cookie")
+	keepSetCookieOutOfCaches(h)
+	if ck.Secure && value != "" {
+		w.m.warnPlainHTTP(w.r)
+	}
 }

@@ -21,6 +21,7 @@ type Server struct {
 	Addr string
 	Port int
 	dir  string
+	bin  string // the program to run; "redis-server" when empty
 	args []string
 
 	mu  sync.Mutex
@@ -67,12 +68,16 @@ func (s *Server) Start() error {
 	if s.cmd != nil {
 		return fmt.Errorf("redistest: server %s already running", s.Addr)
 	}
-	cmd := exec.Command("redis-server", s.args...)
+	bin := s.bin
+	if bin == "" {
+		bin = "redis-server"
+	}
+	cmd := exec.Command(bin, s.args...)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	orphanProof(cmd)
 	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("redistest: starting redis-server: %w", err)
+		return fmt.Errorf("redistest: starting %s: %w", bin, err)
 	}
 	s.cmd, s.log = cmd, &out
 	go func() { _ = cmd.Wait() }()
@@ -90,7 +95,7 @@ func (s *Server) Start() error {
 		if time.Now().After(deadline) {
 			_ = cmd.Process.Kill()
 			s.cmd = nil
-			return fmt.Errorf("redistest: redis-server on %s did not answer PING within 10s: %v\n%s", s.Addr, err, out.String())
+			return fmt.Errorf("redistest: %s on %s did not answer PING within 10s: %v\n%s", bin, s.Addr, err, out.String())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

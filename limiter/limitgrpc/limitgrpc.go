@@ -1,12 +1,26 @@
 // Package limitgrpc limits gRPC calls with a gatehouse limiter: server interceptors for unary and
 // streaming calls, each call decided before its handler runs.
 //
-// A refused call ends with codes.ResourceExhausted, a google.rpc.RetryInfo detail saying when to
-// retry, and the grpc-retry-pushback-ms trailer that gRPC clients with a retry policy obey. Every
-// decided call carries the ratelimit-policy and ratelimit header metadata, the gRPC spelling of
-// the IETF draft fields that limiter.Middleware sets over HTTP. A call the limiter cannot decide
-// (Redis failed under the default failure policy, or an invalid limit) ends with
-// codes.Unavailable, saying nothing of the cause.
+// Every decided call carries the ratelimit-policy and ratelimit metadata, the gRPC spelling of the
+// IETF draft fields that limiter.Middleware sets over HTTP: as header metadata when the call is
+// admitted, as trailers when it is refused. A refusal is a Trailers-Only response (nothing is sent
+// before the status), the only form in which gRPC clients (grpc-go among them) read
+// grpc-retry-pushback-ms; header metadata sent first would make them ignore it and not retry.
+//
+//   - A call refused for now ends with codes.ResourceExhausted, a google.rpc.RetryInfo detail
+//     saying when to retry, and grpc-retry-pushback-ms, the same delay in milliseconds (rounded
+//     up), which a client whose retry policy lists RESOURCE_EXHAUSTED waits before retrying.
+//   - A call that can never be admitted (its cost is above a limit's capacity:
+//     limiter.InfDuration) ends with codes.ResourceExhausted, grpc-retry-pushback-ms -1, which
+//     tells such clients not to retry at all, and a google.rpc.QuotaFailure detail naming the
+//     limit (QuotaId) and its capacity (QuotaValue), with no RetryInfo and no ratelimit trailer.
+//   - A refusal that stands in for Redis ends with codes.Unavailable: the fail-closed policy's
+//     with its RetryInfo and pushback, the local fallback's for a cost above its share of the
+//     capacity (limiter.WithFailLocal with Instances > 1) with neither, since Redis may admit it
+//     when it is back.
+//
+// A call the limiter cannot decide (Redis failed under the default failure policy, or an invalid
+// limit) ends with codes.Unavailable, saying nothing of the cause.
 //
 // It is a package of its own so that programs serving only HTTP do not link gRPC.
 package limitgrpc
@@ -24,6 +38,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/protoadapt"
 	"google.golang.org/protobuf/types/known/durationpb"
 )
 
@@ -132,21 +147,62 @@ func (g *gate) admit(ctx context.Context, method string, setHeader, setTrailer f
 	if state := limiter.StateField(res); state != "" {
 		md.Append("ratelimit", state)
 	}
-	// The metadata is informative: a call whose header was already sent still goes on.
-	_ = setHeader(ctx, md)
+	// Shadow mode (issue #10 item 9) belongs here: a refusal it only records is admitted, with the
+	// metadata as header.
 	if res.Allowed {
+		// The metadata is informative: a call whose header was already sent still goes on.
+		_ = setHeader(ctx, md)
 		return nil
 	}
-	st := status.New(codes.ResourceExhausted, "rate limit exceeded")
-	if res.Source == limiter.SourceFailClosed {
+	never := res.RetryAfter == limiter.InfDuration
+	var st *status.Status
+	var detail protoadapt.MessageV1
+	switch {
+	case res.Source == limiter.SourceFailClosed, never && res.Source == limiter.SourceLocal:
 		st = status.New(codes.Unavailable, "rate limiter unavailable")
+	case never:
+		st = status.New(codes.ResourceExhausted, "rate limit exceeded: the call costs more than the limit can ever admit")
+		md.Append("grpc-retry-pushback-ms", "-1")
+		detail = quotaFailure(res, n)
+	default:
+		st = status.New(codes.ResourceExhausted, "rate limit exceeded")
 	}
-	if res.RetryAfter != limiter.InfDuration {
+	if !never {
 		ms := (res.RetryAfter + time.Millisecond - 1) / time.Millisecond // rounded up
-		_ = setTrailer(ctx, metadata.Pairs("grpc-retry-pushback-ms", strconv.FormatInt(int64(ms), 10)))
-		if d, err := st.WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(res.RetryAfter)}); err == nil {
+		md.Append("grpc-retry-pushback-ms", strconv.FormatInt(int64(ms), 10))
+		detail = &errdetails.RetryInfo{RetryDelay: durationpb.New(res.RetryAfter)}
+	}
+	if detail != nil {
+		if d, err := st.WithDetails(detail); err == nil {
 			st = d
 		}
 	}
+	_ = setTrailer(ctx, md)
 	return st.Err()
+}
+
+// quotaFailure describes the limits whose capacity the cost n exceeds: each by its name (the
+// limit's String() without one) and capacity, never by the identifier.
+func quotaFailure(res limiter.Result, n int64) *errdetails.QuotaFailure {
+	all := res.All
+	if all == nil {
+		all = []limiter.Result{res}
+	}
+	q := &errdetails.QuotaFailure{}
+	for _, r := range all {
+		if r.Allowed || r.RetryAfter != limiter.InfDuration {
+			continue
+		}
+		name := r.Limit.Name
+		if name == "" {
+			name = r.Limit.String()
+		}
+		q.Violations = append(q.Violations, &errdetails.QuotaFailure_Violation{
+			Description: "a call costing " + strconv.FormatInt(n, 10) + " exceeds the capacity of " + strconv.Quote(name) +
+				", " + strconv.FormatInt(r.Limit.Capacity(), 10) + ": it can never be admitted",
+			QuotaId:    name,
+			QuotaValue: r.Limit.Capacity(),
+		})
+	}
+	return q
 }

@@ -1,0 +1,202 @@
+package session
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"strings"
+	"syscall"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// ErrUnavailable marks a failure of Redis rather than of the request: the server could not be
+// reached, did not answer in time, or answered that it cannot serve now (LOADING, BUSY,
+// MASTERDOWN, TRYAGAIN, CLUSTERDOWN, READONLY, out of memory, too many clients). The middleware
+// wraps such errors with it, so that an error handler can answer 503 Service Unavailable:
+//
+//	if errors.Is(err, session.ErrUnavailable) { ... }
+var ErrUnavailable = errors.New("session: Redis unavailable")
+
+// classify wraps err with ErrUnavailable when it is a failure of Redis (see ErrUnavailable).
+func classify(err error) error {
+	if err == nil || errors.Is(err, ErrUnavailable) || !redisUnavailable(err) {
+		return err
+	}
+	return fmt.Errorf("%w: %w", ErrUnavailable, err)
+}
+
+// redisUnavailable reports whether err says that Redis could not serve the call. A corrupt
+// record, an oversized session or a bad reply are not: Redis answered.
+func redisUnavailable(err error) bool {
+	var ne net.Error
+	switch {
+	case errors.Is(err, ErrCorrupt), errors.Is(err, ErrTooLarge), errors.Is(err, ErrMalformed):
+		return false // Redis answered; the data or the request is at fault
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, os.ErrDeadlineExceeded):
+		return true // the caller's deadline, the store's, or the client's read or write timeout
+	case errors.As(err, &ne): // dial, read and write failures
+		return true
+	case errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE),
+		errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return true // the connection failed or the server closed it
+	case errors.Is(err, redis.ErrPoolTimeout), errors.Is(err, redis.ErrPoolExhausted), errors.Is(err, redis.ErrClosed):
+		return true
+	}
+	for _, prefix := range unavailableReplies {
+		if redis.HasErrorPrefix(err, prefix) {
+			return true
+		}
+	}
+	return false
+}
+
+// unavailableReplies are the error replies by which Redis says it cannot serve now.
+var unavailableReplies = []string{
+	"LOADING", "BUSY ", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "READONLY", "OOM", "max number of clients",
+}
+
+// retryAfter is the Retry-After of the default 503, in seconds.
+const retryAfter = "1"
+
+// defaultErrorHandler answers 503 with Retry-After when Redis failed, and 500 otherwise.
+func defaultErrorHandler(w http.ResponseWriter, _ *http.Request, err error) {
+	if errors.Is(err, ErrUnavailable) {
+		w.Header().Set("Retry-After", retryAfter)
+		http.Error(w, http.StatusText(http.StatusServiceUnavailable), http.StatusServiceUnavailable)
+		return
+	}
+	http.Error(w, http.StatusText(http.StatusInternalServerError), http.StatusInternalServerError)
+}
+
+// WithLogger sets where the middleware logs (default: slog.Default(), as it is at each record).
+// It logs at Error a session that could not be loaded or saved, at Warn a corrupt record replaced
+// by a new session and, once, a Secure cookie sent over plain HTTP to a host where browsers drop
+// it, at Info a refused cross-origin request, and at Debug a failure caused by the client going
+// away. No record holds a token, an attribute name or value, a user ID, a storage key or the URL
+// (paths and queries can carry identifiers): only the method, the route pattern when the mux set
+// one, the error, and the storage key's salted hash (key_hash) when the store has
+// WithHashedKeyAttribute. A handler that drops records turns logging off:
+// slog.New(slog.DiscardHandler).
+func WithLogger(l *slog.Logger) HTTPOption {
+	return httpOptionFunc(func(m *middleware) { m.logger = l })
+}
+
+func (m *middleware) log() *slog.Logger {
+	if m.logger != nil {
+		return m.logger
+	}
+	return slog.Default()
+}
+
+// fail logs a failure to load or save the session before the response started, and lets the
+// error handler answer.
+func (m *middleware) fail(w http.ResponseWriter, r *http.Request, op string, key Key, err error) {
+	err = classify(err)
+	m.logFailure(r, op, key, err)
+	m.onError(w, r, err)
+}
+
+// logFailure logs a failed session operation, without anything secret (see WithLogger).
+func (m *middleware) logFailure(r *http.Request, op string, key Key, err error) {
+	level := slog.LevelError
+	if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
+		level = slog.LevelDebug // the client went away: nothing failed on this side
+	}
+	ctx := r.Context()
+	if !m.log().Enabled(ctx, level) {
+		return
+	}
+	attrs := append(m.requestAttrs(r, key),
+		slog.Bool("unavailable", errors.Is(err, ErrUnavailable)),
+		slog.String("error", err.Error()))
+	m.log().LogAttrs(ctx, level, "session: "+op+" failed", attrs...)
+}
+
+// logCorrupt logs a corrupt record, which the request replaces by a new session.
+func (m *middleware) logCorrupt(r *http.Request, key Key, err error) {
+	attrs := append(m.requestAttrs(r, key), slog.String("error", err.Error()))
+	m.log().LogAttrs(r.Context(), slog.LevelWarn, "session: corrupt record replaced by a new session", attrs...)
+}
+
+func (m *middleware) requestAttrs(r *http.Request, key Key) []slog.Attr {
+	attrs := make([]slog.Attr, 0, 5)
+	attrs = append(attrs, slog.String("method", r.Method))
+	if r.Pattern != "" {
+		attrs = append(attrs, slog.String("pattern", r.Pattern))
+	}
+	if h := m.st.keyHash; h != nil && key != "" {
+		attrs = append(attrs, slog.String("key_hash", h.Hash(string(key))))
+	}
+	return attrs
+}
+
+// warnPlainHTTP logs, once per middleware, that a Secure cookie went out on a plain-HTTP request
+// to a host where browsers drop it.
+func (m *middleware) warnPlainHTTP(r *http.Request) {
+	if m.warnedPlainHTTP.Load() {
+		return
+	}
+	host, dropped := secureCookieDropped(r)
+	if !dropped || m.warnedPlainHTTP.Swap(true) {
+		return
+	}
+	m.log().LogAttrs(r.Context(), slog.LevelWarn,
+		"session: a Secure session cookie was sent over plain HTTP to a host other than localhost: "+
+			"browsers drop it, so clients stay signed out. Serve HTTPS (behind a TLS-terminating proxy, "+
+			"have it set X-Forwarded-Proto: https), or set Cookie.Insecure for development on this host. "+
+			"Logged once.",
+		slog.String("host", host))
+}
+
+// secureCookieDropped reports whether a browser drops a Secure cookie set by the response to r:
+// the request came over plain HTTP to a host that is not localhost or a loopback address, which
+// browsers treat as secure. It returns the host.
+//
+// A request that says it was forwarded from HTTPS (X-Forwarded-Proto: https, or Forwarded with
+// proto=https) is taken at its word. The client can set those headers, but believing them only
+// leaves out this warning; nothing else depends on them.
+func secureCookieDropped(r *http.Request) (string, bool) {
+	if r.TLS != nil || forwardedHTTPS(r.Header) {
+		return "", false
+	}
+	host := r.Host
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(strings.ToLower(strings.Trim(host, "[]")), ".")
+	switch {
+	case host == "":
+		return "", false // no Host: not a browser
+	case host == "localhost", strings.HasSuffix(host, ".localhost"):
+		return "", false
+	}
+	if a, err := netip.ParseAddr(host); err == nil && a.Unmap().IsLoopback() {
+		return "", false
+	}
+	return host, true
+}
+
+// forwardedHTTPS reports whether a proxy in front says the client used HTTPS.
+func forwardedHTTPS(h http.Header) bool {
+	if v := h.Get("X-Forwarded-Proto"); v != "" {
+		first, _, _ := strings.Cut(v, ",")
+		return strings.EqualFold(strings.TrimSpace(first), "https")
+	}
+	if v := h.Get("Forwarded"); v != "" {
+		first, _, _ := strings.Cut(v, ",") // the element the first proxy added: the client's
+		for pair := range strings.SplitSeq(first, ";") {
+			k, val, _ := strings.Cut(strings.TrimSpace(pair), "=")
+			if strings.EqualFold(k, "proto") {
+				return strings.EqualFold(strings.Trim(val, `"`), "https")
+			}
+		}
+	}
+	return false
+}
