@@ -65,15 +65,27 @@ for i = 1, #fields, 2 do put(fields[i], fields[i + 1]) end
 for i = 12, 11 + 2 * n, 2 do put(ARGV[i], ARGV[i + 1]) end
 if size > maxsize and size > allowed then return {3, size} end
 
+-- The cap's check reads only, so that nothing is written when it asks for another read. The first
+-- write is the new session's: on a full server under noeviction, Redis refuses it, and nothing is
+-- written at all.
+if user ~= '' and cap > 0 then
+  local known = {}
+  for i = 3, #KEYS do known[KEYS[i]] = true end
+  for _, k in ipairs(redis.call('ZRANGEBYSCORE', idx, '(' .. now, '+inf')) do
+    if not known[k] then return {4} end
+  end
+end
+
+redis.call('HSET', key, unpack(fields))
+for i = 12, 11 + 2 * n, 1000 do
+  redis.call('HSET', key, unpack(ARGV, i, math.min(i + 999, 11 + 2 * n)))
+end
+redis.call('PEXPIRE', key, ttl)
+
 local evicted = 0
 if user ~= '' then
   redis.call('ZREMRANGEBYSCORE', idx, '-inf', now)
   if cap > 0 then
-    local known = {}
-    for i = 3, #KEYS do known[KEYS[i]] = true end
-    for _, k in ipairs(redis.call('ZRANGE', idx, 0, -1)) do
-      if not known[k] then return {4} end
-    end
     -- The user's other live sessions, oldest sign-in first.
     local mine = {}
     for i = 3, #KEYS do
@@ -97,14 +109,6 @@ if user ~= '' then
       evicted = evicted + 1
     end
   end
-end
-
-redis.call('HSET', key, unpack(fields))
-for i = 12, 11 + 2 * n, 1000 do
-  redis.call('HSET', key, unpack(ARGV, i, math.min(i + 999, 11 + 2 * n)))
-end
-redis.call('PEXPIRE', key, ttl)
-if user ~= '' then
   redis.call('ZADD', idx, deadline, key)
   local last = redis.call('ZRANGE', idx, -1, -1, 'WITHSCORES')
   redis.call('PEXPIREAT', idx, last[2])

@@ -63,13 +63,24 @@ for f, v in pairs(cur) do
   fields[#fields + 1] = v
 end
 
-if joining and cap > 0 then
+-- The cap's check reads only, and the first write is the new hash's: nothing is written when the
+-- check asks for another read, nor when Redis refuses that write (noeviction, full).
+local capped = joining and cap > 0
+if capped then
   local known = {}
   for i = 4, #KEYS do known[KEYS[i]] = true end
-  redis.call('ZREMRANGEBYSCORE', idx, '-inf', now)
-  for _, k in ipairs(redis.call('ZRANGE', idx, 0, -1)) do
+  for _, k in ipairs(redis.call('ZRANGEBYSCORE', idx, '(' .. now, '+inf')) do
     if not known[k] then return {4} end
   end
+end
+
+for i = 1, #fields, 1000 do
+  redis.call('HSET', new, unpack(fields, i, math.min(i + 999, #fields)))
+end
+redis.call('PEXPIRE', new, math.min(idle, d - now))
+
+if capped then
+  redis.call('ZREMRANGEBYSCORE', idx, '-inf', now)
   -- The user's other live sessions, oldest sign-in first: as in session_create.lua.
   local mine = {}
   for i = 4, #KEYS do
@@ -92,11 +103,6 @@ if joining and cap > 0 then
     redis.call('ZREM', idx, mine[i][1])
   end
 end
-
-for i = 1, #fields, 1000 do
-  redis.call('HSET', new, unpack(fields, i, math.min(i + 999, #fields)))
-end
-redis.call('PEXPIRE', new, math.min(idle, d - now))
 
 redis.call('DEL', old)
 if grace > 0 then

@@ -461,7 +461,10 @@ func (st *Store) saveLocked(ctx context.Context, s *Session) error {
 	case 2:
 		return ErrConflict
 	case 3:
-		size, _ := arr[1].(int64)
+		var size int64
+		if len(arr) > 1 {
+			size, _ = arr[1].(int64)
+		}
 		return fmt.Errorf("%w: %d bytes, the cap is %d", ErrTooLarge, size, st.maxSize)
 	}
 	return fmt.Errorf("%w: save status %d", ErrCorrupt, status)
