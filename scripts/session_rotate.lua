@@ -4,7 +4,10 @@
 -- for a grace window, replaced by a pointer {_r = new key, _rg = grace deadline} so that requests
 -- already in flight with the old token can still read the session. Writes through the old token
 -- fail from now on (session_save.lua refuses a pointer), so a rotated token is never revived. The
--- copy is the record as it is now, so every save that landed before the move is carried.
+-- copy is the record as it is now, so every save that landed before the move is carried. A
+-- signed-in session is moved only while the index vouches for it (session_touch.lua); otherwise
+-- the user was signed out: the record is deleted and the reply is {0}, so that a session signed
+-- out can never come back under a new token.
 --
 -- KEYS[1]   the session's hash (layout in session_touch.lua)
 -- KEYS[2]   the new hash; must not exist
@@ -19,8 +22,9 @@
 -- ARGV[6]   with a sign-in, the idle timeout in ms, or "0" to keep the session's
 -- ARGV[7]   "" to keep the cookie's persistence (_p); "1" or "0" to set it
 -- ARGV[8]   the most sessions one user may have, or "0" for no cap (eviction as session_create.lua)
--- Reply     {1, now, generation, deadline, idle} rotated;  {0} no such session;  {2} conflict
---           (rotated away, another generation, or the new key exists);  {4} read the index again
+-- Reply     {1, now, generation, deadline, idle} rotated;  {0} no such session (or signed out);
+--           {2} conflict (rotated away, another generation, or the new key exists);
+--           {4} read the index again
 -- A rotation changes no attribute, so the size cap does not apply.
 
 local now = tonumber(ARGV[1])
@@ -44,6 +48,13 @@ end
 if now >= d then
   redis.call('DEL', old)
   return {0}
+end
+if cur._u then
+  local score = redis.call('ZSCORE', idx, old)
+  if not score or tonumber(score) <= now then -- signed out (session_touch.lua)
+    redis.call('DEL', old)
+    return {0}
+  end
 end
 
 local joining = user ~= '' and cur._u ~= user

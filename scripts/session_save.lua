@@ -9,10 +9,14 @@
 -- (not checked here, so that concurrent deltas all land), which a sign-in that copies the record
 -- to another slot checks before retiring the original (session_seal.lua).
 --
+-- A signed-in session is saved only while its tag bucket's index vouches for it (the rule and why:
+-- session_touch.lua); otherwise the user was signed out: the record is deleted and the reply is
+-- {0}. A save that sets a signed-in session's absolute deadline (_d) moves its score to it, and
+-- the index expires no earlier than its latest member.
+--
 -- KEYS[1]   the session's hash (layout in session_touch.lua)
--- KEYS[2]   optional: the index of its tag bucket, given when the save changes the absolute
---           deadline (_d) of a signed-in session, so that the index scores it by the new deadline
---           and expires no earlier than its latest member
+-- KEYS[2]   the index of its tag bucket, given for a signed-in session (without it, a record with
+--           a user is taken as signed out)
 -- ARGV[1]   now in integer milliseconds since the Unix epoch; "0" to use the server's TIME (tests only)
 -- ARGV[2]   the generation the request read
 -- ARGV[3]   the size cap in bytes: a record is the sum, over all its fields, of the length of the
@@ -21,7 +25,8 @@
 -- ARGV[6 .. 5+2S]          the pairs to set (attributes "a:<name>", or _i, _d, _l, _ip, _ua, _p)
 -- ARGV[6+2S .. 5+2S+D]     the fields to delete
 -- Reply     {1, ttl_ms}  saved, with the expiry slid to min(idle, deadline - now)
---           {0}       no such session (missing, or past its deadline, or the new deadline is past)
+--           {0}       no such session (missing, past its deadline, signed in and not vouched for
+--                     by the index, or the new deadline is past)
 --           {2}       conflict: rotated away (a pointer), or another generation
 --           {3, size} refused: the record would be size bytes, over the cap, and the fields this
 --                     save sets and deletes would grow it (a save that does not grow a session
@@ -48,9 +53,17 @@ local d, idle, ver = tonumber(cur._d), tonumber(cur._i), tonumber(cur._v or '0')
 if not d or not idle or not ver then
   return redis.error_reply('GATEHOUSE corrupt session record: no deadline, idle timeout or version')
 end
+local idx = KEYS[2]
 if now >= d then
   redis.call('DEL', KEYS[1])
   return {0}
+end
+if cur._u then
+  local score = idx and redis.call('ZSCORE', idx, KEYS[1])
+  if not score or tonumber(score) <= now then -- signed out (session_touch.lua)
+    redis.call('DEL', KEYS[1])
+    return {0}
+  end
 end
 
 -- The record as it would be after this save, and its size.
@@ -62,7 +75,11 @@ local function put(f, v)
 end
 local first_del = 6 + 2 * nset
 for i = first_del, first_del + ndel - 1 do put(ARGV[i], nil) end
-for i = 6, first_del - 1, 2 do put(ARGV[i], ARGV[i + 1]) end
+local setd = false -- the save sets the deadline: the index's score follows
+for i = 6, first_del - 1, 2 do
+  put(ARGV[i], ARGV[i + 1])
+  if ARGV[i] == '_d' then setd = true end
+end
 local grew = size > before
 put('_s', tostring(now))
 put('_v', tostring(ver + 1))
@@ -73,10 +90,9 @@ if not d or not idle then
   return redis.error_reply('GATEHOUSE corrupt session change: deadline or idle timeout not a number')
 end
 local ttl = math.min(idle, d - now)
-local idx = KEYS[2]
 if ttl <= 0 then
   redis.call('DEL', KEYS[1])
-  if idx then redis.call('ZREM', idx, KEYS[1]) end
+  if cur._u then redis.call('ZREM', idx, KEYS[1]) end
   return {0}
 end
 
@@ -90,7 +106,7 @@ end
 redis.call('HSET', KEYS[1], '_s', now, '_v', ver + 1)
 redis.call('PEXPIRE', KEYS[1], ttl)
 
-if idx and cur._u then
+if cur._u and setd then
   redis.call('ZADD', idx, d, KEYS[1])
   local last = redis.call('ZRANGE', idx, -1, -1, 'WITHSCORES')
   redis.call('PEXPIREAT', idx, last[2])

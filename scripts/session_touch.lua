@@ -8,11 +8,23 @@
 -- rotated session kept for a grace window holds only _r (the key it moved to) and _rg (the grace
 -- deadline, ms).
 --
+-- The index of the tag bucket (<prefix>{<tag>}:ix, a sorted set of the bucket's signed-in session
+-- keys scored by absolute deadline) is authoritative for signed-in sessions: a record with a user
+-- (_u) is live only while the index holds its key with a score after now. Without that entry (the
+-- index was evicted, or a per-user operation removed it) the user is signed out: the record is
+-- deleted and the reply is "no such session". Every script that accepts a signed-in session as
+-- live applies the same rule (session_save, session_rotate, session_seal, session_user,
+-- session_create), so nothing works on a session the index does not vouch for, and "sign out
+-- everywhere" cannot miss one whatever Redis evicts. Reading the index here also keeps it as
+-- recently used as the sessions it lists.
+--
 -- KEYS[1]   the session's hash
+-- KEYS[2]   the index of its tag bucket (read only for a record with a user)
 -- ARGV[1]   now in integer milliseconds since the Unix epoch; "0" to use the server's TIME (tests only)
 -- ARGV[2]   optional: "v" to include the version _v in the reply. Without it, _v is left out: only a
 --           sign-in that copies the record needs it, and every load would otherwise decode it.
--- Reply     {0}                       no such session (missing, or past its absolute deadline: deleted now)
+-- Reply     {0}                       no such session (missing; or past its absolute deadline, or
+--                                     signed in and not vouched for by the index: deleted now)
 --           {1, now, field, value, ...} the whole record (without _v unless asked, in no particular
 --                                     order); its expiry is now min(idle, deadline - now)
 --           {2, key}                  the session was rotated to key less than its grace window ago
@@ -48,6 +60,13 @@ end
 if now >= d then
   redis.call('DEL', KEYS[1])
   return {0}
+end
+if m._u then
+  local score = redis.call('ZSCORE', KEYS[2], KEYS[1])
+  if not score or tonumber(score) <= now then -- signed out: see above
+    redis.call('DEL', KEYS[1])
+    return {0}
+  end
 end
 redis.call('PEXPIRE', KEYS[1], math.min(idle, d - now))
 if now - (tonumber(m._s) or 0) >= 1000 then

@@ -1,10 +1,13 @@
 -- session_user.lua: list or destroy one user's sessions, repairing the index as it goes.
 --
--- Exact at the instant it runs: every script that gives a user a session (session_create.lua,
--- session_rotate.lua) adds it to the index in the same call, and every change of a session's
--- deadline moves its score (session_save.lua), so the index always holds every live session of the
--- user. This script acts only if the index holds no member beyond the ones the caller read; else
--- (a sign-in or a rotation in between) it does nothing and the caller reads the index again.
+-- Exact at the instant it runs: the index is authoritative (session_touch.lua): a signed-in
+-- session is live only while the index holds its key, every script that gives a user a session
+-- (session_create.lua, session_rotate.lua) adds it to the index in the same call, and every change
+-- of a session's deadline moves its score (session_save.lua). So the index's members are exactly
+-- the user's live sessions (and dead ones, removed here), whatever was evicted: a session whose
+-- index entry is gone is signed out already. This script acts only if the index holds no member
+-- beyond the ones the caller read; else (a sign-in or a rotation in between) it does nothing and
+-- the caller reads the index again.
 --
 -- KEYS[1]   the index of the user's tag bucket: a sorted set of session keys scored by absolute
 --           deadline (ms). A bucket may hold other users' sessions; they are left alone.
@@ -12,11 +15,13 @@
 -- ARGV[1]   now in integer milliseconds since the Unix epoch; "0" to use the server's TIME (tests only)
 -- ARGV[2]   the user ID
 -- ARGV[3]   "list" or "destroy"
--- ARGV[4]   with "destroy", a session key to keep (DestroyOthers), or ""
+-- ARGV[4]   with "destroy", a session key to keep (DestroyOthers), or "": a session the index
+--           does not vouch for (signed out) cannot end the others ({-2}, nothing done)
 -- Reply     list:    {n, then per session: key, created, last seen, deadline, authenticated at,
 --                    idle ms, ip, user agent, label}  (times in ms since the epoch; "" when unset)
 --           destroy: {n destroyed}
 --           {-1}     the index holds a member not in KEYS: read it again; nothing was done
+--           {-2}     the session to keep is signed out; nothing was done
 -- Members that are past their deadline, gone (idle expiry, destroyed), or rotated away are removed
 -- from the index; the index then expires with its last deadline.
 
@@ -33,6 +38,7 @@ for i = 2, #KEYS do known[KEYS[i]] = true end
 for _, k in ipairs(redis.call('ZRANGE', idx, 0, -1)) do
   if not known[k] then return {-1} end
 end
+if keep ~= '' and not redis.call('ZSCORE', idx, keep) then return {-2} end
 
 local out, n = {0}, 0
 for i = 2, #KEYS do

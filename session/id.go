@@ -99,14 +99,33 @@ func (st *Store) userTag(userID string) string {
 // keyOf returns the storage key of a token: "<prefix>{<tag>}:s:<digest of the token>".
 func (st *Store) keyOf(t Token) Key {
 	var b strings.Builder
-	b.Grow(len(st.prefix) + tagLen + 6 + secretLen)
+	b.Grow(len(st.prefix) + tagLen + 5 + secretLen)
+	st.writeKey(&b, t)
+	return Key(b.String())
+}
+
+// keyAndIndex returns keyOf(t) and the index of its bucket, indexOf(t.tag()), in one allocation:
+// every load needs both.
+func (st *Store) keyAndIndex(t Token) (Key, string) {
+	var b strings.Builder
+	n := len(st.prefix) + tagLen + 5 + secretLen
+	b.Grow(n + len(st.prefix) + tagLen + 5)
+	st.writeKey(&b, t)
+	b.WriteString(st.prefix)
+	b.WriteByte('{')
+	b.WriteString(t.tag())
+	b.WriteString("}:ix")
+	s := b.String()
+	return Key(s[:n]), s[n:]
+}
+
+func (st *Store) writeKey(b *strings.Builder, t Token) {
 	b.WriteString(st.prefix)
 	b.WriteByte('{')
 	b.WriteString(t.tag())
 	b.WriteString("}:s:")
 	var d [secretLen]byte
 	b.Write(st.appendDigest(d[:0], "gatehouse-session\x00", string(t)))
-	return Key(b.String())
 }
 
 // indexOf returns the key of the index of a slot tag's bucket.

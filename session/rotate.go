@@ -176,7 +176,8 @@ func (st *Store) rotateSameSlot(ctx context.Context, s *Session, tok Token, user
 // Login fails. Nothing is duplicated or revived.
 func (st *Store) loginAcross(ctx context.Context, s *Session, user string, cfg loginConfig) error {
 	for attempt := 0; attempt < maxAttempts; attempt++ {
-		v, err := st.touch.Run(ctx, st.client, []string{string(s.key)}, st.now(), "v")
+		oldIdx, _ := st.indexOfKey(s.key)
+		v, err := st.touch.Run(ctx, st.client, []string{string(s.key), oldIdx}, st.now(), "v")
 		if err != nil {
 			return st.scriptErr("login", err)
 		}
@@ -215,7 +216,7 @@ func (st *Store) loginAcross(ctx context.Context, s *Session, user string, cfg l
 		if ver == "" {
 			ver = "0"
 		}
-		v, err = st.seal.Run(ctx, st.client, []string{string(s.key)}, st.now(), cur.gen, st.grace.Milliseconds(), string(moved.key), ver)
+		v, err = st.seal.Run(ctx, st.client, []string{string(s.key), oldIdx}, st.now(), cur.gen, st.grace.Milliseconds(), string(moved.key), ver)
 		if err == nil {
 			_, status, err = reply(v)
 		}

@@ -243,8 +243,8 @@ func (st *Store) load(ctx context.Context, tok Token) (*Session, error) {
 	if !tok.valid() {
 		return nil, ErrMalformed
 	}
-	key := st.keyOf(tok)
-	v, err := st.touch.Run(ctx, st.client, []string{string(key)}, st.now())
+	key, idx := st.keyAndIndex(tok)
+	v, err := st.touch.Run(ctx, st.client, []string{string(key), idx}, st.now())
 	if err != nil {
 		return nil, st.scriptErr("load", err)
 	}
@@ -258,11 +258,12 @@ func (st *Store) load(ctx context.Context, tok Token) (*Session, error) {
 			return nil, fmt.Errorf("%w: moved without a target", ErrCorrupt)
 		}
 		t, _ := arr[1].(string)
-		if _, ok := st.indexOfKey(Key(t)); !ok {
+		idx, ok := st.indexOfKey(Key(t))
+		if !ok {
 			return nil, fmt.Errorf("%w: moved to a key of another shape", ErrCorrupt)
 		}
 		target = Key(t)
-		if v, err = st.touch.Run(ctx, st.client, []string{t}, st.now()); err != nil {
+		if v, err = st.touch.Run(ctx, st.client, []string{t, idx}, st.now()); err != nil {
 			return nil, st.scriptErr("load", err)
 		}
 		if arr, status, err = reply(v); err != nil {
@@ -433,13 +434,16 @@ func (st *Store) saveLocked(ctx context.Context, s *Session) error {
 	for name := range s.removed {
 		args = append(args, "a:"+name)
 	}
-	keys := []string{string(s.key)}
-	_, deadline := s.metaSet["_d"]
-	if deadline && s.meta.UserID != "" {
-		// The index scores its members by deadline, and must keep one that now lives longer.
+	var keys []string
+	if s.meta.UserID != "" {
+		// The index vouches for a signed-in session, and scores it by its deadline. (A record
+		// never gains a user in place: a sign-in moves the session to a new key.)
 		idx, _ := st.indexOfKey(s.key)
-		keys = append(keys, idx)
+		keys = []string{string(s.key), idx}
+	} else {
+		keys = []string{string(s.key)}
 	}
+	_, deadline := s.metaSet["_d"]
 	v, err := st.save.Run(ctx, st.client, keys, args...)
 	if err != nil {
 		return st.scriptErr("save", err)

@@ -8,7 +8,9 @@ import (
 
 // ListByUser returns the metadata of userID's live sessions, and removes dead ones from the index.
 // The list is exact at one instant: a session signed in or rotated while it reads is either listed
-// under its new key or makes it read again.
+// under its new key or makes it read again. The user's index is authoritative: a signed-in session
+// it does not list (its entry, or the whole index, was evicted) is signed out, and every operation
+// treats it as not found.
 func (st *Store) ListByUser(ctx context.Context, userID string) (list []Metadata, err error) {
 	ctx, o := st.begin(ctx, "list", st.user.Name())
 	defer func() { o.count = len(list); st.end(&o, err) }()
@@ -47,7 +49,8 @@ func (st *Store) DestroyAllForUser(ctx context.Context, userID string) (int, err
 
 // DestroyOthers ends every other session of s's user ("sign out other devices") and returns how
 // many, with the guarantee of DestroyAllForUser. Through a read-only session it fails with
-// ErrReadOnly.
+// ErrReadOnly; through a session that is signed out meanwhile (ended by DestroyAllForUser, or its
+// index entry evicted) with ErrNotFound: in both cases it ends nothing.
 func (st *Store) DestroyOthers(ctx context.Context, s *Session) (int, error) {
 	s.mu.Lock()
 	user, key, readOnly := s.meta.UserID, s.key, s.readOnly
@@ -65,6 +68,9 @@ func (st *Store) destroyUser(ctx context.Context, userID string, keep Key) (n in
 	ctx, o := st.begin(ctx, "destroy_user", st.user.Name())
 	defer func() { o.count = n; st.end(&o, err) }()
 	_, count, err := st.userOp(ctx, userID, "destroy", keep)
+	if count == -2 {
+		return 0, fmt.Errorf("session: the session is signed out: %w", ErrNotFound)
+	}
 	return int(count), err
 }
 
