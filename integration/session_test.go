@@ -127,7 +127,8 @@ func TestSessionSlidingExpiryCappedByDeadline(t *testing.T) {
 }
 
 // A read is one EVALSHA, and it writes no payload: no HSET of attributes, no SET, nothing but the
-// expiry and, at most once a second, the last-seen time.
+// expiry and, at most once a second, the last-seen time. A signed-in session's read also asks its
+// user index whether it still vouches for it (ZSCORE).
 func TestSessionReadCostsOneRoundTrip(t *testing.T) {
 	redistest.Each(t, func(t *testing.T, b *redistest.Backend) {
 		ctx := context.Background()
@@ -135,18 +136,29 @@ func TestSessionReadCostsOneRoundTrip(t *testing.T) {
 			t.Fatal(err)
 		}
 		st, _ := newStore(t, b, nil)
-		s := stored(t, st, "payload", strings.Repeat("x", 1500))
-		time.Sleep(1100 * time.Millisecond) // so that the first read records last-seen once
-		stats := []string{"evalsha.calls", "hgetall.calls", "pexpire.calls", "hset.calls", "set.calls", "hmset.calls", "del.calls", "eval.calls", "script|load.calls"}
-		before := commandCalls(ctx, t, b)
-		for range 5 {
-			mustLoad(t, st, s.Token())
+		anon := stored(t, st, "payload", strings.Repeat("x", 1500))
+		in := stored(t, st, "payload", strings.Repeat("x", 1500))
+		if err := st.Login(ctx, in, "reader"); err != nil {
+			t.Fatal(err)
 		}
-		got := delta(before, commandCalls(ctx, t, b), stats...)
-		want := map[string]int64{"evalsha.calls": 5, "hgetall.calls": 5, "pexpire.calls": 5, "hset.calls": 1}
-		for _, k := range stats {
-			if got[k] != want[k] {
-				t.Errorf("5 reads: server counted %s += %d, want %d", k, got[k], want[k])
+		time.Sleep(1100 * time.Millisecond) // so that the first read records last-seen once
+		stats := []string{"evalsha.calls", "hgetall.calls", "pexpire.calls", "hset.calls", "zscore.calls", "set.calls", "hmset.calls",
+			"del.calls", "eval.calls", "script|load.calls", "zadd.calls", "zrem.calls", "zremrangebyscore.calls"}
+		for _, s := range []*session.Session{anon, in} {
+			signedIn := s.UserID() != ""
+			before := commandCalls(ctx, t, b)
+			for range 5 {
+				mustLoad(t, st, s.Token())
+			}
+			got := delta(before, commandCalls(ctx, t, b), stats...)
+			want := map[string]int64{"evalsha.calls": 5, "hgetall.calls": 5, "pexpire.calls": 5, "hset.calls": 1}
+			if signedIn {
+				want["zscore.calls"] = 5
+			}
+			for _, k := range stats {
+				if got[k] != want[k] {
+					t.Errorf("5 reads (signed in %v): server counted %s += %d, want %d", signedIn, k, got[k], want[k])
+				}
 			}
 		}
 	})
