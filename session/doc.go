@@ -16,7 +16,9 @@
 //   - ListByUser, DestroyAllForUser and DestroyOthers act on all of a user's sessions atomically
 //     (each is two calls: the index is read, then the script acts on the sessions it names, or
 //     asks for the index to be read again when a sign-in or rotation landed in between). When
-//     DestroyAllForUser returns, no session the user had is usable under any token.
+//     DestroyAllForUser returns, no session the user had is usable under any token. The user's
+//     index vouches for the user's sessions: one it does not list (evicted by Redis, say) is
+//     signed out, so no eviction can leave a session that sign-out everywhere misses.
 //   - WithMaxSessionsPerUser caps a user's sessions, ending the oldest by sign-in, whatever the
 //     concurrency; WithMaxSize caps a session's size, names and metadata included.
 //
