@@ -24,8 +24,8 @@ var evictionPolicies = []string{
 
 // oomIsRedisFailure is what docs/operations.md says of an OOM reply under noeviction: it "reaches
 // the caller as an error (a Redis failure)", so a limiter with a failure policy lets the policy
-// decide, and one without returns the error. If OOM ever stops counting as a Redis failure for
-// the policies, this and the docs change together.
+// decide, and one without returns the error; the session store returns it as ErrUnavailable. If
+// OOM ever stops counting as a Redis failure, this and the docs change together.
 const oomIsRedisFailure = true
 
 // Each eviction policy against a server of its own whose maxmemory is 2 MiB above what it uses
@@ -484,6 +484,14 @@ func noevictionTraffic(ctx context.Context, t *testing.T, lims []evictionLimiter
 		}
 	}
 
+	// The session store counts OOM as a failure of Redis, as the limiter's policies do.
+	sessionCheck := func(op string, err error) {
+		t.Helper()
+		check(op, err)
+		if !noevictionOutcomes[op] && oomIsRedisFailure && !errors.Is(err, session.ErrUnavailable) {
+			t.Errorf("noeviction, %s on a full server: %v; want an error matching session.ErrUnavailable", op, err)
+		}
+	}
 	load := func(s *session.Session) *session.Session {
 		got, err := st.Load(ctx, s.Token())
 		if err != nil {
@@ -492,27 +500,27 @@ func noevictionTraffic(ctx context.Context, t *testing.T, lims []evictionLimiter
 		return got
 	}
 	_, err := st.Load(ctx, ops["load"].Token())
-	check("load", err)
+	sessionCheck("load", err)
 	s := load(ops["save"])
 	s.Put("w", "changed")
-	check("save", st.Save(ctx, s))
+	sessionCheck("save", st.Save(ctx, s))
 	s = load(ops["save+remove"])
 	s.Put("w", "changed")
 	s.Remove("v")
-	check("save+remove", st.Save(ctx, s))
-	check("rotate", st.Rotate(ctx, load(ops["rotate"])))
-	check("login", st.Login(ctx, load(ops["login"]), "op-login"))
+	sessionCheck("save+remove", st.Save(ctx, s))
+	sessionCheck("rotate", st.Rotate(ctx, load(ops["rotate"])))
+	sessionCheck("login", st.Login(ctx, load(ops["login"]), "op-login"))
 	fresh, err := st.New()
 	if err != nil {
 		t.Fatal(err)
 	}
 	fresh.Put("v", "new")
-	check("new session", st.Save(ctx, fresh))
-	check("destroy", st.Destroy(ctx, load(ops["destroy"])))
+	sessionCheck("new session", st.Save(ctx, fresh))
+	sessionCheck("destroy", st.Destroy(ctx, load(ops["destroy"])))
 	_, err = st.ListByUser(ctx, "op-user")
-	check("list", err)
+	sessionCheck("list", err)
 	_, err = st.DestroyAllForUser(ctx, "op-user")
-	check("destroy all", err)
+	sessionCheck("destroy all", err)
 }
 
 // "Sign out everywhere" cannot miss a session whose user index was evicted: the index vouches for

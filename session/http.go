@@ -128,7 +128,7 @@ func (m *middleware) wrap(next http.Handler) http.Handler {
 		s.mu.Unlock()
 		if late {
 			if err := m.st.Save(r.Context(), s); err != nil && !errors.Is(err, ErrNotFound) && !errors.Is(err, ErrConflict) && !errors.Is(err, ErrReadOnly) {
-				m.logFailure(r, "save after the response started", s.Key(), classify(err))
+				m.logFailure(r, "save after the response started", s.Key(), err)
 			}
 		}
 	}))

@@ -3,64 +3,12 @@ package session
 import (
 	"context"
 	"errors"
-	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
-	"os"
 	"strings"
-	"syscall"
-
-	"github.com/redis/go-redis/v9"
 )
-
-// ErrUnavailable marks a failure of Redis rather than of the request: the server could not be
-// reached, did not answer in time, or answered that it cannot serve now (LOADING, BUSY,
-// MASTERDOWN, TRYAGAIN, CLUSTERDOWN, READONLY, out of memory, too many clients). The middleware
-// wraps such errors with it, so that an error handler can answer 503 Service Unavailable:
-//
-//	if errors.Is(err, session.ErrUnavailable) { ... }
-var ErrUnavailable = errors.New("session: Redis unavailable")
-
-// classify wraps err with ErrUnavailable when it is a failure of Redis (see ErrUnavailable).
-func classify(err error) error {
-	if err == nil || errors.Is(err, ErrUnavailable) || !redisUnavailable(err) {
-		return err
-	}
-	return fmt.Errorf("%w: %w", ErrUnavailable, err)
-}
-
-// redisUnavailable reports whether err says that Redis could not serve the call. A corrupt
-// record, an oversized session or a bad reply are not: Redis answered.
-func redisUnavailable(err error) bool {
-	var ne net.Error
-	switch {
-	case errors.Is(err, ErrCorrupt), errors.Is(err, ErrTooLarge), errors.Is(err, ErrMalformed):
-		return false // Redis answered; the data or the request is at fault
-	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, os.ErrDeadlineExceeded):
-		return true // the caller's deadline, the store's, or the client's read or write timeout
-	case errors.As(err, &ne): // dial, read and write failures
-		return true
-	case errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE),
-		errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
-		return true // the connection failed or the server closed it
-	case errors.Is(err, redis.ErrPoolTimeout), errors.Is(err, redis.ErrPoolExhausted), errors.Is(err, redis.ErrClosed):
-		return true
-	}
-	for _, prefix := range unavailableReplies {
-		if redis.HasErrorPrefix(err, prefix) {
-			return true
-		}
-	}
-	return false
-}
-
-// unavailableReplies are the error replies by which Redis says it cannot serve now.
-var unavailableReplies = []string{
-	"LOADING", "BUSY ", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "READONLY", "OOM", "max number of clients",
-}
 
 // retryAfter is the Retry-After of the default 503, in seconds.
 const retryAfter = "1"
@@ -98,7 +46,6 @@ func (m *middleware) log() *slog.Logger {
 // fail logs a failure to load or save the session before the response started, and lets the
 // error handler answer.
 func (m *middleware) fail(w http.ResponseWriter, r *http.Request, op string, key Key, err error) {
-	err = classify(err)
 	m.logFailure(r, op, key, err)
 	m.onError(w, r, err)
 }

@@ -48,7 +48,7 @@ func (st *Store) Rotate(ctx context.Context, s *Session) (err error) {
 	defer s.mu.Unlock()
 	ctx, o := st.begin(ctx, "rotate", st.rotate.Name())
 	o.key = s.key
-	defer func() { st.end(&o, err) }()
+	defer func() { err = st.end(&o, err) }()
 	o.script, err = st.rotateLocked(ctx, s, "", loginConfig{})
 	return err
 }
@@ -67,7 +67,7 @@ func (st *Store) Login(ctx context.Context, s *Session, userID string, opts ...L
 	defer s.mu.Unlock()
 	ctx, o := st.begin(ctx, "login", st.rotate.Name())
 	o.key = s.key
-	defer func() { st.end(&o, err) }()
+	defer func() { err = st.end(&o, err) }()
 	if userID == "" {
 		return errors.New("session: Login with an empty user ID")
 	}

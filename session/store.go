@@ -38,6 +38,15 @@ var (
 	ErrTooLarge = errors.New("session: too large")
 	// ErrCorrupt: the stored record or an attribute cannot be decoded.
 	ErrCorrupt = errors.New("session: corrupt stored data")
+	// ErrUnavailable: Redis failed, not the request: it could not be reached (a refused dial, a
+	// reset or closed connection, a closed client), did not answer in time (the caller's deadline,
+	// WithTimeout's, the client's read, write or pool timeout), or answered that it cannot serve
+	// now (LOADING, BUSY, MASTERDOWN, TRYAGAIN, CLUSTERDOWN, READONLY, NOREPLICAS, MISCONF, out of
+	// memory under noeviction, too many clients). Every Store operation that fails so returns an
+	// error that matches it and still wraps the cause; the middleware answers 503 for it:
+	//
+	//	if errors.Is(err, session.ErrUnavailable) { ... }
+	ErrUnavailable = errors.New("session: Redis unavailable")
 )
 
 // maxAttempts bounds the retries of an operation that another request keeps overtaking: a
@@ -134,7 +143,8 @@ func WithMaxSessionsPerUser(n int) Option { return optionFunc(func(s *Store) { s
 
 // WithTimeout bounds each operation (Load, Save, Login, ...) to d, whatever the caller's context
 // allows, so that a stalled Redis costs a bounded wait: past it the operation fails with an error
-// wrapping context.DeadlineExceeded. NewStore refuses it unless the client applies context
+// matching ErrUnavailable that wraps the timeout (context.DeadlineExceeded, or the connection's
+// os.ErrDeadlineExceeded). NewStore refuses it unless the client applies context
 // deadlines (ContextTimeoutEnabled in its options). The default, 0, leaves the caller's context
 // and the client's own timeouts in charge.
 func WithTimeout(d time.Duration) Option { return optionFunc(func(s *Store) { s.timeout = d }) }
@@ -233,7 +243,7 @@ func (st *Store) Load(ctx context.Context, tok Token) (s *Session, err error) {
 		if s != nil && st.sized(&o) {
 			o.key, o.bytes = s.key, payload(s.values)
 		}
-		st.end(&o, err)
+		err = st.end(&o, err)
 	}()
 	return st.load(ctx, tok)
 }
@@ -402,7 +412,7 @@ func (st *Store) Save(ctx context.Context, s *Session) (err error) {
 			}
 		}
 	}
-	defer func() { st.end(&o, err) }()
+	defer func() { err = st.end(&o, err) }()
 	return st.saveLocked(ctx, s)
 }
 
@@ -613,7 +623,7 @@ func (st *Store) Destroy(ctx context.Context, s *Session) (err error) {
 	}
 	ctx, o := st.begin(ctx, "destroy", "")
 	o.key = s.key
-	defer func() { st.end(&o, err) }()
+	defer func() { err = st.end(&o, err) }()
 	wasNew := s.isNew
 	s.destroyed = true
 	clear(s.values)
@@ -630,7 +640,7 @@ func (st *Store) Destroy(ctx context.Context, s *Session) (err error) {
 func (st *Store) DestroyKey(ctx context.Context, key Key) (err error) {
 	ctx, o := st.begin(ctx, "destroy", "")
 	o.key = key
-	defer func() { st.end(&o, err) }()
+	defer func() { err = st.end(&o, err) }()
 	if _, ok := st.indexOfKey(key); !ok {
 		return fmt.Errorf("session: DestroyKey: %w", ErrMalformed)
 	}

@@ -3,8 +3,10 @@ package session
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
+	"github.com/gatehouse/gatehouse/internal/redisfail"
 	"github.com/gatehouse/gatehouse/internal/telemetry"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
@@ -52,7 +54,7 @@ func newInstruments(mp metric.MeterProvider) instruments {
 	var in instruments
 	in.ops, errs[0] = m.Int64Counter("gatehouse.session.operations",
 		metric.WithUnit("{operation}"),
-		metric.WithDescription("Session operations, by operation and outcome (ok, not_found, conflict, read_only, contended, too_large, malformed, corrupt, error)."))
+		metric.WithDescription("Session operations, by operation and outcome (ok, not_found, conflict, read_only, contended, too_large, malformed, corrupt, timeout, unavailable, error)."))
 	in.duration, errs[1] = m.Float64Histogram("gatehouse.session.duration",
 		metric.WithUnit("s"),
 		metric.WithDescription("Time of a session operation, by operation."),
@@ -106,13 +108,18 @@ func (st *Store) sized(o *op) bool {
 	return o.span != nil || st.inst.size.Enabled(o.ctx)
 }
 
-// end records the operation's outcome on its span and metrics.
-func (st *Store) end(o *op, err error) {
+// end records the operation's outcome on its span and metrics, and returns err, marked
+// ErrUnavailable when it is a failure of Redis.
+func (st *Store) end(o *op, err error) error {
 	if o.cancel != nil {
 		o.cancel()
 	}
 	ctx := o.ctx
-	outcome := outcomeOf(err)
+	kind := failure(err)
+	if kind.Failed() && !errors.Is(err, ErrUnavailable) {
+		err = fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	outcome := outcomeOf(err, kind)
 	if o.span != nil {
 		o.span.SetAttributes(telemetry.RedisSystem, attrOperation.String(o.name), attrOutcome.String(outcome))
 		if o.script != "" {
@@ -151,12 +158,26 @@ func (st *Store) end(o *op, err error) {
 	if o.bytes >= 0 && st.inst.size.Enabled(ctx) {
 		st.inst.size.Record(ctx, int64(o.bytes), metric.WithAttributes(attrOperation.String(o.name)))
 	}
+	return err
 }
 
-func outcomeOf(err error) string {
+// failure returns the kind of failure of Redis that err is (see ErrUnavailable). The store's own
+// verdicts are not, even when they wrap an I/O error: a corrupt record (a value cut short), an
+// oversized session, a malformed token.
+func failure(err error) redisfail.Kind {
+	if err == nil || errors.Is(err, ErrCorrupt) || errors.Is(err, ErrTooLarge) || errors.Is(err, ErrMalformed) {
+		return redisfail.None
+	}
+	return redisfail.Classify(err)
+}
+
+// outcomeOf names the outcome of an operation that returned err, a failure of Redis of kind.
+func outcomeOf(err error, kind redisfail.Kind) string {
 	switch {
 	case err == nil:
 		return "ok"
+	case kind.Failed():
+		return kind.ErrorType() // "timeout" or "unavailable"
 	case errors.Is(err, ErrNotFound):
 		return "not_found"
 	case errors.Is(err, ErrConflict):

@@ -13,7 +13,7 @@ import (
 // treats it as not found.
 func (st *Store) ListByUser(ctx context.Context, userID string) (list []Metadata, err error) {
 	ctx, o := st.begin(ctx, "list", st.user.Name())
-	defer func() { o.count = len(list); st.end(&o, err) }()
+	defer func() { o.count = len(list); err = st.end(&o, err) }()
 	arr, n, err := st.userOp(ctx, userID, "list", "")
 	if err != nil {
 		return nil, err
@@ -66,7 +66,7 @@ func (st *Store) DestroyOthers(ctx context.Context, s *Session) (int, error) {
 
 func (st *Store) destroyUser(ctx context.Context, userID string, keep Key) (n int, err error) {
 	ctx, o := st.begin(ctx, "destroy_user", st.user.Name())
-	defer func() { o.count = n; st.end(&o, err) }()
+	defer func() { o.count = n; err = st.end(&o, err) }()
 	_, count, err := st.userOp(ctx, userID, "destroy", keep)
 	if count == -2 {
 		return 0, fmt.Errorf("session: the session is signed out: %w", ErrNotFound)
