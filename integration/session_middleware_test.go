@@ -203,7 +203,10 @@ func pauseWrites(t *testing.T, admin *redis.Client) (unpause func()) {
 func TestSessionMiddlewareRedisUnavailable(t *testing.T) {
 	st, admin, redisSrv := unavailableStore(t, session.WithHashedKeyAttribute([]byte("log salt")))
 	logs := &logRecords{}
-	srv := mwServer(t, st, nil, session.WithLogger(logs.logger()), session.WithCookie(session.Cookie{Insecure: true}))
+	// Every failure logged: this test reads each record (TestSessionMiddlewareFailureLogBounded
+	// checks the bound).
+	srv := mwServer(t, st, nil, session.WithLogger(logs.logger()), session.WithCookie(session.Cookie{Insecure: true}),
+		session.WithFailureLogInterval(0))
 
 	const user, secret = "user-7731@example.org", "secret-attribute-value"
 	_, _, tok := request(t, srv, http.MethodGet, "/login?user="+url.QueryEscape(user), "")
@@ -257,6 +260,50 @@ func TestSessionMiddlewareRedisUnavailable(t *testing.T) {
 		t.Errorf("load failures logged: %v, want a second, unavailable", recs)
 	}
 	logs.noSecrets(t, tok, secret, user, key)
+}
+
+// While Redis is down, its failures are logged once per interval, not once per request: 20
+// failing requests (loads and first saves) within an interval of an hour make one record, while
+// other failures (an oversized session, refused before Redis is asked) are logged every time;
+// without an interval, every failure is.
+func TestSessionMiddlewareFailureLogBounded(t *testing.T) {
+	st, _, redisSrv := unavailableStore(t, session.WithMaxSize(session.MinMaxSize))
+	redisSrv.Stop()
+	const token = "aaaaBBBBccccDDDDeeeeFFFFggggHHHHiiiiJJJJkkkkLLL" // well-formed, so Redis is asked
+	big := strings.Repeat("v", 2*session.MinMaxSize)
+	for _, c := range []struct {
+		interval time.Duration
+		want     int
+	}{{time.Hour, 1}, {0, 20}} {
+		logs := &logRecords{}
+		srv := mwServer(t, st, nil, session.WithLogger(logs.logger()), session.WithFailureLogInterval(c.interval))
+		for i := range 20 {
+			path, cookie := "/get?k=a", token
+			if i%2 == 1 {
+				path, cookie = "/set?k=a&v=1", "" // a new session's first save
+			}
+			if res, _, _ := request(t, srv, http.MethodGet, path, cookie); res.StatusCode != http.StatusServiceUnavailable {
+				t.Fatalf("interval %v, request %d: %s, want 503", c.interval, i, res.Status)
+			}
+			if i%5 == 0 {
+				if res, _, _ := request(t, srv, http.MethodGet, "/set?k=a&v="+big, ""); res.StatusCode != http.StatusInternalServerError {
+					t.Fatalf("interval %v, oversized: %s, want 500", c.interval, res.Status)
+				}
+			}
+		}
+		unavailable, other := 0, 0
+		for _, rec := range append(logs.find(t, "session: load failed"), logs.find(t, "session: save failed")...) {
+			if rec["unavailable"] == true {
+				unavailable++
+			} else {
+				other++
+			}
+		}
+		if unavailable != c.want || other != 4 {
+			t.Errorf("interval %v: 20 failures of Redis made %d records (want %d), 4 oversized sessions %d (want 4)",
+				c.interval, unavailable, c.want, other)
+		}
+	}
 }
 
 // Other failures keep 500, without Retry-After, and are logged as such.

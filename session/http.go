@@ -70,6 +70,8 @@ type middleware struct {
 	signedInCC string
 	// warnedPlainHTTP: the Secure-cookie-over-plain-HTTP warning was logged (once per middleware).
 	warnedPlainHTTP atomic.Bool
+	// failures bounds the records of failures of Redis (WithFailureLogInterval).
+	failures failureLog
 }
 
 type ctxKey struct{}
@@ -92,13 +94,14 @@ func FromContext(ctx context.Context) (*Session, bool) {
 // By default it also refuses cross-origin requests with unsafe methods (WithCrossOriginProtection),
 // marks the responses of signed-in sessions "Cache-Control: private, no-store" when the
 // application set no Cache-Control (WithSignedInCacheControl), and logs failures through log/slog
-// (WithLogger).
+// (WithLogger), those of an unavailable Redis at most once a second (WithFailureLogInterval).
 func Middleware(st *Store, opts ...HTTPOption) func(http.Handler) http.Handler {
 	m := &middleware{
 		st:         st,
 		onError:    defaultErrorHandler,
 		cop:        http.NewCrossOriginProtection(),
 		signedInCC: DefaultSignedInCacheControl,
+		failures:   failureLog{interval: DefaultFailureLogInterval, now: time.Now},
 	}
 	for _, o := range opts {
 		o.applyHTTP(m)
@@ -155,6 +158,9 @@ func (m *middleware) load(r *http.Request) (*Session, bool, error) {
 			break
 		}
 		s, err := m.st.Load(r.Context(), tok)
+		if err == nil || errors.Is(err, ErrNotFound) {
+			m.answered(r) // Redis answered: a count of failures not logged may be due
+		}
 		switch {
 		case err == nil:
 			return s, true, nil

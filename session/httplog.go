@@ -8,6 +8,9 @@ import (
 	"net/http"
 	"net/netip"
 	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
 )
 
 // retryAfter is the Retry-After of the default 503, in seconds.
@@ -30,10 +33,79 @@ func defaultErrorHandler(w http.ResponseWriter, _ *http.Request, err error) {
 // away. No record holds a token, an attribute name or value, a user ID, a storage key or the URL
 // (paths and queries can carry identifiers): only the method, the route pattern when the mux set
 // one, the error, and the storage key's salted hash (key_hash) when the store has
-// WithHashedKeyAttribute. A handler that drops records turns logging off:
+// WithHashedKeyAttribute. Failures of Redis are logged at most once per interval
+// (WithFailureLogInterval). A handler that drops records turns logging off:
 // slog.New(slog.DiscardHandler).
 func WithLogger(l *slog.Logger) HTTPOption {
 	return httpOptionFunc(func(m *middleware) { m.logger = l })
+}
+
+// DefaultFailureLogInterval is how often, at most, the middleware logs failures of Redis while it
+// stays unavailable (WithFailureLogInterval).
+const DefaultFailureLogInterval = time.Second
+
+// WithFailureLogInterval bounds the records of failures of Redis (errors matching ErrUnavailable)
+// to one per d, so that an outage does not log one record per request: the first failure is
+// logged at once; those that follow within d of a record are counted, not logged; the next record
+// after d carries how many were not (suppressed); and once Redis answers again, the first request
+// at least d after the last record logs, at Warn, "session: Redis answers again" with the failures
+// not logged since it. Other failures (an oversized session, a bad reply) are logged every time.
+// The default is DefaultFailureLogInterval; d <= 0 logs every failure.
+func WithFailureLogInterval(d time.Duration) HTTPOption {
+	return httpOptionFunc(func(m *middleware) { m.failures.interval = d })
+}
+
+// failureLog bounds the records of failures of Redis (see WithFailureLogInterval).
+type failureLog struct {
+	interval   time.Duration
+	now        func() time.Time
+	suppressed atomic.Int64 // failures not logged since the last record; changed under mu
+
+	mu   sync.Mutex
+	next time.Time // no record before it
+}
+
+// admit reports whether a failure of Redis is logged now and, if it is, how many were not
+// logged since the previous record.
+func (f *failureLog) admit() (bool, int64) {
+	if f.interval <= 0 {
+		return true, 0
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	now := f.now()
+	if now.Before(f.next) {
+		f.suppressed.Add(1)
+		return false, 0
+	}
+	f.next = now.Add(f.interval)
+	return true, f.suppressed.Swap(0)
+}
+
+// recovered returns, when Redis answered, how many failures were not logged since the last
+// record, once the interval since that record has passed; else 0: nothing to log.
+func (f *failureLog) recovered() int64 {
+	if f.suppressed.Load() == 0 {
+		return 0
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	now := f.now()
+	if now.Before(f.next) {
+		return 0
+	}
+	n := f.suppressed.Swap(0)
+	if n > 0 {
+		f.next = now.Add(f.interval)
+	}
+	return n
+}
+
+// answered notes that Redis answered r's call, and logs the failures not logged before, if due.
+func (m *middleware) answered(r *http.Request) {
+	if n := m.failures.recovered(); n > 0 {
+		m.log().LogAttrs(r.Context(), slog.LevelWarn, "session: Redis answers again", slog.Int64("suppressed", n))
+	}
 }
 
 func (m *middleware) log() *slog.Logger {
@@ -50,19 +122,31 @@ func (m *middleware) fail(w http.ResponseWriter, r *http.Request, op string, key
 	m.onError(w, r, err)
 }
 
-// logFailure logs a failed session operation, without anything secret (see WithLogger).
+// logFailure logs a failed session operation, without anything secret (see WithLogger), and
+// failures of Redis at most once per interval (see WithFailureLogInterval).
 func (m *middleware) logFailure(r *http.Request, op string, key Key, err error) {
 	level := slog.LevelError
 	if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
 		level = slog.LevelDebug // the client went away: nothing failed on this side
+	}
+	unavailable := errors.Is(err, ErrUnavailable)
+	var suppressed int64
+	if unavailable {
+		var logged bool
+		if logged, suppressed = m.failures.admit(); !logged {
+			return
+		}
 	}
 	ctx := r.Context()
 	if !m.log().Enabled(ctx, level) {
 		return
 	}
 	attrs := append(m.requestAttrs(r, key),
-		slog.Bool("unavailable", errors.Is(err, ErrUnavailable)),
+		slog.Bool("unavailable", unavailable),
 		slog.String("error", err.Error()))
+	if suppressed > 0 {
+		attrs = append(attrs, slog.Int64("suppressed", suppressed))
+	}
 	m.log().LogAttrs(ctx, level, "session: "+op+" failed", attrs...)
 }
 
@@ -73,7 +157,7 @@ func (m *middleware) logCorrupt(r *http.Request, key Key, err error) {
 }
 
 func (m *middleware) requestAttrs(r *http.Request, key Key) []slog.Attr {
-	attrs := make([]slog.Attr, 0, 5)
+	attrs := make([]slog.Attr, 0, 6)
 	attrs = append(attrs, slog.String("method", r.Method))
 	if r.Pattern != "" {
 		attrs = append(attrs, slog.String("pattern", r.Pattern))
