@@ -103,6 +103,9 @@ type Variant struct {
 	Limits     LimitMode
 	AutoPipe   *redis.AutoPipelineOptions // the client's auto-pipeliner options; nil for go-redis' defaults
 	Goroutines []int                      // concurrency levels; nil for Config.Goroutines
+	// Hogs is how many busy-looping processes run beside the contender during its rounds, to
+	// see how a contender fares on a machine whose other work takes CPU.
+	Hogs int
 }
 
 // Entry is a contender run under a variant.
@@ -233,7 +236,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			for j := range members {
 				m := (j + r) % len(members) // rotate the order every round
 				l := members[m]
-				rd, err := runRound(ctx, cfg, ctl, l.inst, l.env.Keys, l.Variant.Pattern, gr.g, r)
+				rd, err := runRound(ctx, cfg, ctl, l.inst, l.env.Keys, l.Variant, gr.g, r)
 				if err != nil {
 					return nil, fmt.Errorf("harness: %s at %d goroutines: %w", l.id, gr.g, err)
 				}
@@ -253,7 +256,12 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 }
 
 // runRound runs one contender at g goroutines: a warm-up, then the measured window.
-func runRound(ctx context.Context, cfg Config, ctl *redis.Client, inst *Instance, keys int, pattern KeyPattern, g, round int) (Round, error) {
+func runRound(ctx context.Context, cfg Config, ctl *redis.Client, inst *Instance, keys int, v Variant, g, round int) (Round, error) {
+	stopHogs, err := startHogs(v.Hogs)
+	if err != nil {
+		return Round{}, err
+	}
+	defer stopHogs()
 	const (
 		warming = iota
 		measuring
@@ -270,7 +278,7 @@ func runRound(ctx context.Context, cfg Config, ctl *redis.Client, inst *Instance
 	for w := 0; w < g; w++ {
 		tallies[w].hist = NewHistogram()
 		op := inst.Worker()
-		next := picker(pattern, keys, uint64(round)<<32|uint64(w))
+		next := picker(v.Pattern, keys, uint64(round)<<32|uint64(w))
 		wg.Add(1)
 		go func(t *tally) {
 			defer wg.Done()

@@ -101,3 +101,22 @@ func TestParseInfo(t *testing.T) {
 		t.Errorf("parseInfo = %v", f)
 	}
 }
+
+func TestHogsStartAndStop(t *testing.T) {
+	stop, err := startHogs(2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { stop(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("stopping the hogs did not return")
+	}
+	stop, err = startHogs(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop()
+}

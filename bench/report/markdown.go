@@ -17,7 +17,9 @@ func Markdown(rep *harness.Report) string {
 	b.WriteString("Per operation: allocations (runtime.MemStats.Mallocs), Redis CPU (INFO CPU used_cpu_user + " +
 		"used_cpu_sys), client CPU (getrusage of the process), bytes on the wire (INFO stats total_net_input_bytes + " +
 		"total_net_output_bytes) and commands (total_commands_processed), each a delta over the measured window ÷ " +
-		"operations. Latency is each operation's, from the client side. ± is half the range of the rounds' rates.\n\n")
+		"operations; commands include those a script runs. Cores busy is (Redis + client CPU per operation) × " +
+		"operations per second. Latency is each operation's, from the client side. ± is half the range of the " +
+		"rounds' rates.\n\n")
 
 	gs := groups(rep)
 	if variants := variantNames(gs); len(variants) > 1 {
@@ -91,11 +93,11 @@ func table(b *strings.Builder, gr *group) {
 	if withFloor {
 		b.WriteString(" p50 ÷ floor |")
 	}
-	b.WriteString(" p99 µs | allocs | Redis µs | client µs | wire bytes | commands | errors |\n|---|---|---|---|---|")
+	b.WriteString(" p99 µs | allocs | Redis µs | client µs | cores busy | wire bytes | commands | errors |\n|---|---|---|---|---|")
 	if withFloor {
 		b.WriteString("---|")
 	}
-	b.WriteString("---|---|---|---|---|---|---|\n")
+	b.WriteString("---|---|---|---|---|---|---|---|\n")
 	for _, r := range gr.rows {
 		res := r.res
 		name := r.info.Name
@@ -106,10 +108,16 @@ func table(b *strings.Builder, gr *group) {
 		if withFloor {
 			fmt.Fprintf(b, " %.2f |", res.P50us/floor.res.P50us)
 		}
-		fmt.Fprintf(b, " %.0f | %.1f | %.1f | %.1f | %.0f | %.2f | %s |\n",
-			res.P99us, res.AllocsPerOp, res.RedisCPUus, res.ClientCPUus, res.WireBytesPerOp, res.CommandsPerOp, errorsText(res))
+		fmt.Fprintf(b, " %.0f | %.1f | %.1f | %.1f | %.2f | %.0f | %.2f | %s |\n",
+			res.P99us, res.AllocsPerOp, res.RedisCPUus, res.ClientCPUus, coresBusy(res), res.WireBytesPerOp, res.CommandsPerOp, errorsText(res))
 	}
 	b.WriteString("\n")
+}
+
+// coresBusy is the CPU the server and the client spent per second of the run, in cores: what is
+// left of the machine's cores shows whether a contender was bound by CPU or by waiting.
+func coresBusy(r *harness.Result) float64 {
+	return (r.RedisCPUus + r.ClientCPUus) * r.OpsPerSec / 1e6
 }
 
 func errorsText(r *harness.Result) string {

@@ -122,6 +122,50 @@ func wellFormed(b []byte) error {
 	return nil
 }
 
+// TestQuickWhy runs the "why" experiment in its quick mode for two contenders and checks that
+// every variant was measured.
+func TestQuickWhy(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts redis-server; not in -short")
+	}
+	dir := t.TempDir()
+	var log bytes.Buffer
+	if err := run(context.Background(), []string{"-quick", "-experiment", "why", "-only", "^(redis_rate|gatehouse-tb-auto)$", "-out", dir}, &log); err != nil {
+		t.Fatalf("run: %v\n%s", err, log.String())
+	}
+	js, err := os.ReadFile(filepath.Join(dir, "why.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rep harness.Report
+	if err := json.Unmarshal(js, &rep); err != nil {
+		t.Fatal(err)
+	}
+	o, _ := parse([]string{"-quick"}, io.Discard)
+	variants := map[string]bool{}
+	for _, e := range whyEntries(o) {
+		variants[e.Variant.Name] = true
+	}
+	if len(variants) < 5 {
+		t.Fatalf("only %d variants", len(variants))
+	}
+	for v := range variants {
+		for _, id := range []string{"redis_rate", "gatehouse-tb-auto"} {
+			r := rep.Result(id+"@"+v, 64)
+			if r == nil || r.OpsPerSec <= 0 || r.Errors != 0 {
+				t.Errorf("%s@%s at 64 goroutines: %+v", id, v, r)
+			}
+		}
+	}
+	md, err := os.ReadFile(filepath.Join(dir, "why.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(md), "### Variants side by side") {
+		t.Error("why.md has no summary of the variants")
+	}
+}
+
 func TestParseRejectsBadFlags(t *testing.T) {
 	for _, args := range [][]string{
 		{"-rounds", "0"},
