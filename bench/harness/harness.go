@@ -379,23 +379,13 @@ func picker(p KeyPattern, keys int, seed uint64) func() int {
 
 // summarize takes the median of each figure over the rounds.
 func summarize(id string, g int, rounds []Round) Result {
-	med := func(f func(Round) float64) float64 {
+	res := Result{ID: id, Goroutines: g, Rounds: rounds}
+	for i, dst := range res.fields() {
 		v := make([]float64, len(rounds))
-		for i, r := range rounds {
-			v[i] = f(r)
+		for j := range rounds {
+			v[j] = *rounds[j].fields()[i]
 		}
-		return median(v)
-	}
-	res := Result{
-		ID: id, Goroutines: g, Rounds: rounds,
-		OpsPerSec:      med(func(r Round) float64 { return r.OpsPerSec }),
-		P50us:          med(func(r Round) float64 { return r.P50us }),
-		P99us:          med(func(r Round) float64 { return r.P99us }),
-		AllocsPerOp:    med(func(r Round) float64 { return r.AllocsPerOp }),
-		RedisCPUus:     med(func(r Round) float64 { return r.RedisCPUus }),
-		ClientCPUus:    med(func(r Round) float64 { return r.ClientCPUus }),
-		WireBytesPerOp: med(func(r Round) float64 { return r.WireBytesPerOp }),
-		CommandsPerOp:  med(func(r Round) float64 { return r.CommandsPerOp }),
+		*dst = median(v)
 	}
 	res.OpsMin, res.OpsMax = rounds[0].OpsPerSec, rounds[0].OpsPerSec
 	for _, r := range rounds {

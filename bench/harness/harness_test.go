@@ -82,9 +82,9 @@ func TestPickers(t *testing.T) {
 
 func TestSummarizeTakesMedians(t *testing.T) {
 	rounds := []Round{
-		{OpsPerSec: 10, P50us: 5, Errors: 1, FirstError: "first"},
-		{OpsPerSec: 30, P50us: 1},
-		{OpsPerSec: 20, P50us: 9, Errors: 2},
+		{Figures: Figures{OpsPerSec: 10, P50us: 5}, Errors: 1, FirstError: "first"},
+		{Figures: Figures{OpsPerSec: 30, P50us: 1}},
+		{Figures: Figures{OpsPerSec: 20, P50us: 9}, Errors: 2},
 	}
 	r := summarize("x", 4, rounds)
 	if r.OpsPerSec != 20 || r.P50us != 5 || r.OpsMin != 10 || r.OpsMax != 30 || r.Errors != 3 || r.FirstError != "first" {

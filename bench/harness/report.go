@@ -72,15 +72,11 @@ type Failure struct {
 	Reason string `json:"reason"`
 }
 
-// Result is one contender at one concurrency: the median of its rounds, and the rounds.
-type Result struct {
-	ID         string  `json:"id"`
-	Goroutines int     `json:"goroutines"`
-	OpsPerSec  float64 `json:"ops_per_sec"`
-	OpsMin     float64 `json:"ops_per_sec_min"`
-	OpsMax     float64 `json:"ops_per_sec_max"`
-	P50us      float64 `json:"p50_us"`
-	P99us      float64 `json:"p99_us"`
+// Figures are what a measured window gives, per operation where not said otherwise.
+type Figures struct {
+	OpsPerSec float64 `json:"ops_per_sec"`
+	P50us     float64 `json:"p50_us"`
+	P99us     float64 `json:"p99_us"`
 	// AllocsPerOp is runtime.MemStats.Mallocs' growth over the window ÷ operations: the library,
 	// its Redis client and the harness' loop (which allocates nothing itself).
 	AllocsPerOp float64 `json:"allocs_per_op"`
@@ -90,28 +86,37 @@ type Result struct {
 	ClientCPUus float64 `json:"client_cpu_us_per_op"`
 	// WireBytesPerOp is total_net_input_bytes + total_net_output_bytes growth ÷ operations.
 	WireBytesPerOp float64 `json:"wire_bytes_per_op"`
-	// CommandsPerOp is total_commands_processed growth ÷ operations.
+	// CommandsPerOp is total_commands_processed growth ÷ operations; it counts the commands a
+	// script runs as well as the script call.
 	CommandsPerOp float64 `json:"commands_per_op"`
-	Errors        int64   `json:"errors"`
-	FirstError    string  `json:"first_error,omitempty"`
-	Rounds        []Round `json:"rounds"`
+}
+
+// fields lists the figures, for taking the median of each.
+func (f *Figures) fields() []*float64 {
+	return []*float64{&f.OpsPerSec, &f.P50us, &f.P99us, &f.AllocsPerOp, &f.RedisCPUus, &f.ClientCPUus, &f.WireBytesPerOp, &f.CommandsPerOp}
+}
+
+// Result is one contender at one concurrency: the median of each figure over its rounds, and the
+// rounds.
+type Result struct {
+	ID         string `json:"id"`
+	Goroutines int    `json:"goroutines"`
+	Figures
+	OpsMin     float64 `json:"ops_per_sec_min"`
+	OpsMax     float64 `json:"ops_per_sec_max"`
+	Errors     int64   `json:"errors"`
+	FirstError string  `json:"first_error,omitempty"`
+	Rounds     []Round `json:"rounds"`
 }
 
 // Round is one measured window.
 type Round struct {
-	Position       int     `json:"position"` // the contender's place in this round's order
-	Seconds        float64 `json:"seconds"`
-	Ops            int64   `json:"ops"`
-	Errors         int64   `json:"errors"`
-	FirstError     string  `json:"first_error,omitempty"`
-	OpsPerSec      float64 `json:"ops_per_sec"`
-	P50us          float64 `json:"p50_us"`
-	P99us          float64 `json:"p99_us"`
-	AllocsPerOp    float64 `json:"allocs_per_op"`
-	RedisCPUus     float64 `json:"redis_cpu_us_per_op"`
-	ClientCPUus    float64 `json:"client_cpu_us_per_op"`
-	WireBytesPerOp float64 `json:"wire_bytes_per_op"`
-	CommandsPerOp  float64 `json:"commands_per_op"`
+	Position   int     `json:"position"` // the contender's place in this round's order
+	Seconds    float64 `json:"seconds"`
+	Ops        int64   `json:"ops"`
+	Errors     int64   `json:"errors"`
+	FirstError string  `json:"first_error,omitempty"`
+	Figures
 }
 
 // Contender returns the description of the contender with the given ID, or nil.
