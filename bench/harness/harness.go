@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime"
 	"slices"
 	"sort"
 	"sync"
@@ -348,6 +349,12 @@ func runRound(ctx context.Context, cfg Config, ctl *redis.Client, inst *Instance
 	rd.ClientCPUus = micros(after.clientCPU-before.clientCPU) / ops
 	rd.WireBytesPerOp = float64(after.netBytes-before.netBytes) / ops
 	rd.CommandsPerOp = float64(after.commands-before.commands) / ops
+	rd.ReadsPerOp = float64(after.reads-before.reads) / ops
+	if dt := after.total - before.total; dt > 0 {
+		busyCores := float64(after.busy-before.busy) / float64(dt) * float64(runtime.NumCPU())
+		ours := (after.clientCPU - before.clientCPU + after.redisCPU - before.redisCPU).Seconds() / after.at.Sub(before.at).Seconds()
+		rd.OtherCores = max(0, busyCores-ours)
+	}
 	return rd, nil
 }
 

@@ -89,11 +89,18 @@ type Figures struct {
 	// CommandsPerOp is total_commands_processed growth ÷ operations; it counts the commands a
 	// script runs as well as the script call.
 	CommandsPerOp float64 `json:"commands_per_op"`
+	// ReadsPerOp is total_reads_processed growth ÷ operations: the socket reads the server made,
+	// about one per round trip, so 1/ReadsPerOp is about the operations a pipeline carried.
+	ReadsPerOp float64 `json:"reads_per_op"`
+	// OtherCores is the CPU the rest of the machine used meanwhile, in cores: /proc/stat's busy
+	// time less this process' and the server's, over the window.
+	OtherCores float64 `json:"other_cores"`
 }
 
 // fields lists the figures, for taking the median of each.
 func (f *Figures) fields() []*float64 {
-	return []*float64{&f.OpsPerSec, &f.P50us, &f.P99us, &f.AllocsPerOp, &f.RedisCPUus, &f.ClientCPUus, &f.WireBytesPerOp, &f.CommandsPerOp}
+	return []*float64{&f.OpsPerSec, &f.P50us, &f.P99us, &f.AllocsPerOp, &f.RedisCPUus, &f.ClientCPUus,
+		&f.WireBytesPerOp, &f.CommandsPerOp, &f.ReadsPerOp, &f.OtherCores}
 }
 
 // Result is one contender at one concurrency: the median of each figure over its rounds, and the

@@ -17,8 +17,10 @@ func Markdown(rep *harness.Report) string {
 	b.WriteString("Per operation: allocations (runtime.MemStats.Mallocs), Redis CPU (INFO CPU used_cpu_user + " +
 		"used_cpu_sys), client CPU (getrusage of the process), bytes on the wire (INFO stats total_net_input_bytes + " +
 		"total_net_output_bytes) and commands (total_commands_processed), each a delta over the measured window ÷ " +
-		"operations; commands include those a script runs. Cores busy is (Redis + client CPU per operation) × " +
-		"operations per second. Latency is each operation's, from the client side. ± is half the range of the " +
+		"operations; commands include those a script runs; reads are the server's socket reads (about one per " +
+		"round trip, so 1/reads is about the operations one pipeline carried). Cores busy is (Redis + client CPU " +
+		"per operation) × operations per second; others' cores is the CPU the rest of the machine used meanwhile " +
+		"(/proc/stat less the client's and the server's). Latency is each operation's, from the client side. ± is half the range of the " +
 		"rounds' rates.\n\n")
 
 	gs := groups(rep)
@@ -93,11 +95,11 @@ func table(b *strings.Builder, gr *group) {
 	if withFloor {
 		b.WriteString(" p50 ÷ floor |")
 	}
-	b.WriteString(" p99 µs | allocs | Redis µs | client µs | cores busy | wire bytes | commands | errors |\n|---|---|---|---|---|")
+	b.WriteString(" p99 µs | allocs | Redis µs | client µs | cores busy | wire bytes | commands | reads | others' cores | errors |\n|---|---|---|---|---|")
 	if withFloor {
 		b.WriteString("---|")
 	}
-	b.WriteString("---|---|---|---|---|---|---|---|\n")
+	b.WriteString("---|---|---|---|---|---|---|---|---|---|\n")
 	for _, r := range gr.rows {
 		res := r.res
 		name := r.info.Name
@@ -108,8 +110,9 @@ func table(b *strings.Builder, gr *group) {
 		if withFloor {
 			fmt.Fprintf(b, " %.2f |", res.P50us/floor.res.P50us)
 		}
-		fmt.Fprintf(b, " %.0f | %.1f | %.1f | %.1f | %.2f | %.0f | %.2f | %s |\n",
-			res.P99us, res.AllocsPerOp, res.RedisCPUus, res.ClientCPUus, coresBusy(res), res.WireBytesPerOp, res.CommandsPerOp, errorsText(res))
+		fmt.Fprintf(b, " %.0f | %.1f | %.1f | %.1f | %.2f | %.0f | %.2f | %.3f | %.2f | %s |\n",
+			res.P99us, res.AllocsPerOp, res.RedisCPUus, res.ClientCPUus, coresBusy(res), res.WireBytesPerOp,
+			res.CommandsPerOp, res.ReadsPerOp, res.OtherCores, errorsText(res))
 	}
 	b.WriteString("\n")
 }
