@@ -177,6 +177,16 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			ID: id, Contender: e.Contender.ID, Name: e.Contender.Name, Kind: e.Contender.Kind,
 			Variant: e.Variant.Name, Gatehouse: e.Contender.Gatehouse, Pool: e.Contender.Pool,
 			Notes: e.Contender.Notes, Versions: moduleVersions(e.Contender.Modules),
+			Settings: VariantSettings{
+				PoolSize: e.Variant.PoolSize, Separate: e.Variant.Separate, Keys: e.Variant.Keys,
+				Pattern: string(e.Variant.Pattern), Limits: string(e.Variant.Limits), Hogs: e.Variant.Hogs,
+			},
+		}
+		if e.Contender.Kind == Session {
+			info.Settings.Limits = ""
+		}
+		if ap := e.Variant.AutoPipe; ap != nil {
+			info.Settings.AutoPipeline = fmt.Sprintf("%+v", *ap)
 		}
 		mem, err := probeMemory(ctx, cfg, e, env)
 		if err != nil {

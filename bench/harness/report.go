@@ -54,6 +54,7 @@ type ContenderInfo struct {
 	Name      string            `json:"name"`
 	Kind      Kind              `json:"kind"`
 	Variant   string            `json:"variant,omitempty"`
+	Settings  VariantSettings   `json:"variant_settings"`
 	Gatehouse bool              `json:"gatehouse,omitempty"`
 	Versions  map[string]string `json:"versions"`
 	Pool      string            `json:"pool"`
@@ -63,6 +64,18 @@ type ContenderInfo struct {
 	MemoryPerID float64 `json:"memory_bytes_per_id"`
 	// KeysPerID is how many Redis keys one identifier leaves.
 	KeysPerID float64 `json:"keys_per_id"`
+}
+
+// VariantSettings are the settings a contender ran under.
+type VariantSettings struct {
+	PoolSize int    `json:"pool_size"`
+	Separate bool   `json:"separate_client,omitempty"`
+	Keys     int    `json:"keys"`
+	Pattern  string `json:"key_pattern"`
+	Limits   string `json:"limits,omitempty"`
+	Hogs     int    `json:"busy_processes,omitempty"`
+	// AutoPipeline is the client's auto-pipeliner options when not go-redis' defaults.
+	AutoPipeline string `json:"auto_pipeline,omitempty"`
 }
 
 // Failure is a contender left out, and why.

@@ -26,6 +26,7 @@ func Markdown(rep *harness.Report) string {
 	gs := groups(rep)
 	if variants := variantNames(gs); len(variants) > 1 {
 		summary(&b, gs, variants)
+		loadTable(&b, rep)
 	}
 	for _, gr := range gs {
 		table(&b, gr)

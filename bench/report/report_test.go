@@ -211,3 +211,43 @@ func TestKilo(t *testing.T) {
 		}
 	}
 }
+
+func TestLoadTableSortsRoundsByOthersLoad(t *testing.T) {
+	round := func(ops, others float64) harness.Round {
+		return harness.Round{Figures: harness.Figures{OpsPerSec: ops, RedisCPUus: 10, ClientCPUus: 10, OtherCores: others}}
+	}
+	persistent := harness.VariantSettings{Limits: string(harness.Persistent)}
+	rep := &harness.Report{
+		Contenders: []harness.ContenderInfo{
+			{ID: "redis_rate@a", Contender: "redis_rate", Kind: harness.Limiter, Variant: "a", Settings: persistent},
+			{ID: "auto@a", Contender: "auto", Kind: harness.Limiter, Variant: "a", Settings: persistent},
+			{ID: "redis_rate@b", Contender: "redis_rate", Kind: harness.Limiter, Variant: "b", Settings: persistent},
+			{ID: "auto@b", Contender: "auto", Kind: harness.Limiter, Variant: "b", Settings: persistent},
+			// Another workload: left out of the table.
+			{ID: "auto@huge", Contender: "auto", Kind: harness.Limiter, Variant: "huge", Settings: harness.VariantSettings{Limits: string(harness.HugeRate)}},
+		},
+		Results: []harness.Result{
+			{ID: "redis_rate@a", Goroutines: 64, Rounds: []harness.Round{round(40000, 0.1), round(20000, 1.0)}},
+			{ID: "auto@a", Goroutines: 64, Rounds: []harness.Round{round(60000, 0.2), round(60000, 0.9)}},
+			{ID: "redis_rate@b", Goroutines: 64, Rounds: []harness.Round{round(44000, 0.0)}},
+			{ID: "auto@b", Goroutines: 64, Rounds: []harness.Round{round(62000, 1.6)}},
+			{ID: "auto@huge", Goroutines: 64, Rounds: []harness.Round{round(1e6, 0.5)}},
+		},
+	}
+	var b strings.Builder
+	loadTable(&b, rep)
+	md := b.String()
+	for _, want := range []string{
+		"| others' cores (64 goroutines) | redis_rate | auto |",
+		"| 0.0–0.3 | 42.0k (1.00×), 0.84 cores, n=2 | 60.0k (1.43×), 1.20 cores, n=1 |",
+		"| 0.7–1.1 | 20.0k (1.00×), 0.40 cores, n=1 | 60.0k (3.00×), 1.20 cores, n=1 |",
+		"| ≥ 1.5 | – | 62.0k, 1.24 cores, n=1 |",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("load table lacks %q:\n%s", want, md)
+		}
+	}
+	if strings.Contains(md, "0.3–0.7") || strings.Contains(md, "1000.0k") {
+		t.Errorf("load table has a range with no round, or another workload's round:\n%s", md)
+	}
+}

@@ -54,6 +54,7 @@ type options struct {
 	out               string
 	note              string
 	memoryProbe       int
+	redraw            string
 }
 
 func parse(args []string, stderr io.Writer) (*options, error) {
@@ -76,6 +77,7 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.out, "out", "results", "directory for <experiment>.json, .md and .svg")
 	fs.StringVar(&o.note, "note", "", "a note on the machine, written with the figures")
 	fs.IntVar(&o.memoryProbe, "memory-probe", 100, "identifiers whose state MEMORY USAGE measures")
+	fs.StringVar(&o.redraw, "redraw", "", "draw the .md and .svg again from this .json, beside it; run nothing")
 	quick := fs.Bool("quick", false, "a short run for tests: 2 rounds of 100ms, 1 and 8 goroutines, 1000 keys, 50 sessions")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -133,6 +135,9 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	o, err := parse(args, stderr)
 	if err != nil {
 		return err
+	}
+	if o.redraw != "" {
+		return redraw(o.redraw)
 	}
 	srv, err := redistest.StartServer()
 	if err != nil {
@@ -203,6 +208,27 @@ func write(rep *harness.Report, dir, name string) error {
 	if err != nil {
 		return err
 	}
+	if err := os.WriteFile(filepath.Join(dir, name+".json"), append(js, '\n'), 0o644); err != nil {
+		return err
+	}
+	return draw(rep, dir, name)
+}
+
+// redraw reads a report saved as JSON and writes its table and chart beside it.
+func redraw(path string) error {
+	js, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	var rep harness.Report
+	if err := json.Unmarshal(js, &rep); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	return draw(&rep, filepath.Dir(path), strings.TrimSuffix(filepath.Base(path), ".json"))
+}
+
+// draw writes <name>.md and <name>.svg.
+func draw(rep *harness.Report, dir, name string) error {
 	svg, err := report.SVG(rep)
 	if err != nil {
 		return err
@@ -211,7 +237,6 @@ func write(rep *harness.Report, dir, name string) error {
 		ext  string
 		data []byte
 	}{
-		{".json", append(js, '\n')},
 		{".md", []byte(report.Markdown(rep))},
 		{".svg", svg},
 	} {

@@ -166,6 +166,36 @@ func TestQuickWhy(t *testing.T) {
 	}
 }
 
+// TestRedraw draws the table and chart again from a saved report, without a server.
+func TestRedraw(t *testing.T) {
+	dir := t.TempDir()
+	js, err := os.ReadFile("../../report/testdata/fixed.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "saved.json")
+	if err := os.WriteFile(path, js, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := run(context.Background(), []string{"-redraw", path}, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	md, err := os.ReadFile(filepath.Join(dir, "saved.md"))
+	if err != nil || !strings.Contains(string(md), "gatehouse token bucket") {
+		t.Errorf("saved.md: %v\n%s", err, md)
+	}
+	svg, err := os.ReadFile(filepath.Join(dir, "saved.svg"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := wellFormed(svg); err != nil {
+		t.Errorf("saved.svg: %v", err)
+	}
+	if err := run(context.Background(), []string{"-redraw", filepath.Join(dir, "missing.json")}, io.Discard); err == nil {
+		t.Error("redraw of a missing file: nil error")
+	}
+}
+
 func TestParseRejectsBadFlags(t *testing.T) {
 	for _, args := range [][]string{
 		{"-rounds", "0"},
