@@ -126,7 +126,7 @@ func Limiters() []harness.Contender {
 			ID: "ulule", Name: "ulule/limiter v3 (fixed window)", Kind: harness.Limiter,
 			Modules: []string{"github.com/ulule/limiter/v3"},
 			Pool:    "the shared client; its Client interface also takes go-redis' AutoPipeliner",
-			Notes:   "client clock; window anchored at the first hit",
+			Notes:   "one script: INCRBY, and PEXPIRE on the first hit, so a window starts at its first hit",
 			New:     newUlule(false),
 		},
 		{
@@ -147,7 +147,7 @@ func Limiters() []harness.Contender {
 			Modules: []string{"github.com/sethvargo/go-limiter", "github.com/sethvargo/go-redisstore"},
 			Pool: "its own redigo pool, MaxActive = MaxIdle = the pool size, Wait; its New() default " +
 				"keeps no idle connection and PINGs on every borrow, so NewWithPool is used",
-			Notes: "client clock",
+			Notes: "one script, client clock",
 			New:   newSethvargo,
 		},
 		{
@@ -176,7 +176,7 @@ func Limiters() []harness.Contender {
 			Modules: []string{"github.com/go-chi/httprate", "github.com/go-chi/httprate-redis"},
 			Pool:    "the shared client (a *redis.Client)",
 			Notes: "MGET, then MULTI INCRBY EXPIRE, under one mutex per limiter: decisions are serialized " +
-				"in the process; called through OnLimit with a response writer",
+				"in the process; client clock; called through OnLimit with a response writer",
 			New: newHTTPRate,
 		},
 	}
