@@ -84,17 +84,19 @@ bench: redis
 	GATEHOUSE_TEST_BACKENDS=standalone $(GO) test -run '^$$' -bench . -benchmem ./...
 
 ## bench-peers: gatehouse against the other rate limiters and session stores on one private server, in one
-## interleaved run (about 17 minutes); writes docs/benchmarks/peers.{json,md,svg}. PEERS_FLAGS passes flags
+## interleaved run (about 17 minutes); writes docs/benchmarks/peers.{json,md,svg} and puts the tables in
+## docs/benchmarks.md between its bench:peers markers. PEERS_FLAGS passes flags
 ## (go run ./cmd/peers -h lists them), e.g. PEERS_FLAGS='-rounds 3 -round 1s -note "quiet machine"'.
 ## bench/ is a module of its own, so that the libraries compared never become gatehouse's dependencies.
 PEERS_FLAGS ?=
 bench-peers: redis
-	cd bench && $(GO) run ./cmd/peers -out ../docs/benchmarks $(PEERS_FLAGS)
+	cd bench && $(GO) run ./cmd/peers -out ../docs/benchmarks -doc ../docs/benchmarks.md $(PEERS_FLAGS)
 
 ## bench-why: what moves gatehouse's ratio to redis_rate at 64 goroutines (pool size, shared or separate
-## clients, key count and order, limits): docs/benchmarks/why.{json,md,svg}, about 5 minutes.
+## clients, key count and order, limits, a busy core): docs/benchmarks/why.{json,md,svg} and the bench:why
+## markers of docs/benchmarks.md, about 9 minutes.
 bench-why: redis
-	cd bench && $(GO) run ./cmd/peers -experiment why -out ../docs/benchmarks $(PEERS_FLAGS)
+	cd bench && $(GO) run ./cmd/peers -experiment why -out ../docs/benchmarks -doc ../docs/benchmarks.md $(PEERS_FLAGS)
 
 ## fuzz: each fuzz target for FUZZTIME (default 30s). Their seed corpora, and any failing inputs
 ## saved under testdata/fuzz, also run in every 'make test'.

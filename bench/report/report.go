@@ -166,11 +166,21 @@ func runLine(rep *harness.Report) string {
 	if st.Clients == "separate" {
 		clients = fmt.Sprintf("a go-redis client with PoolSize %d for each contender", st.PoolSize)
 	}
-	return fmt.Sprintf("%s UTC; %d interleaved rounds of %gs (after %gs of warm-up) per contender and concurrency, "+
-		"in rotating order, median reported; %d identifiers picked %s, %s limits never reached; "+
-		"%d sessions of 1.5 KB, 9 reads to 1 write; %s",
+	s := fmt.Sprintf("%s UTC; %d interleaved rounds of %gs (after %gs of warm-up) per contender and concurrency, "+
+		"in rotating order, median reported; %d identifiers picked %s, %s limits never reached; ",
 		rep.Started.Format("2006-01-02 15:04"), st.Rounds, st.RoundSeconds, st.WarmupSeconds,
-		st.Keys, patternWords(st.KeyPattern), st.Limits, st.Sessions, clients)
+		st.Keys, patternWords(st.KeyPattern), st.Limits)
+	for _, c := range rep.Contenders {
+		if c.Kind == harness.Session {
+			s += fmt.Sprintf("%d sessions of 1.5 KB, 9 reads to 1 write; ", st.Sessions)
+			break
+		}
+	}
+	s += clients
+	if len(variantNames(groups(rep))) > 1 {
+		s += "; the variants below change some of these"
+	}
+	return s
 }
 
 func patternWords(p string) string {

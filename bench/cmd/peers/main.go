@@ -55,6 +55,7 @@ type options struct {
 	note              string
 	memoryProbe       int
 	redraw            string
+	doc               string
 }
 
 func parse(args []string, stderr io.Writer) (*options, error) {
@@ -77,6 +78,7 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.out, "out", "results", "directory for <experiment>.json, .md and .svg")
 	fs.StringVar(&o.note, "note", "", "a note on the machine, written with the figures")
 	fs.IntVar(&o.memoryProbe, "memory-probe", 100, "identifiers whose state MEMORY USAGE measures")
+	fs.StringVar(&o.doc, "doc", "", "also put the tables in this Markdown file, between <!-- bench:EXPERIMENT --> and <!-- /bench:EXPERIMENT -->")
 	fs.StringVar(&o.redraw, "redraw", "", "draw the .md and .svg again from this .json, beside it; run nothing")
 	quick := fs.Bool("quick", false, "a short run for tests: 2 rounds of 100ms, 1 and 8 goroutines, 1000 keys, 50 sessions")
 	if err := fs.Parse(args); err != nil {
@@ -137,7 +139,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	if o.redraw != "" {
-		return redraw(o.redraw)
+		return redraw(o.redraw, o.doc)
 	}
 	srv, err := redistest.StartServer()
 	if err != nil {
@@ -178,7 +180,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	rep.NotBuilt = contenders.NotBuilt()
 	rep.Machine.Note = o.note
 	rep.Machine.Gatehouse = gitDescribe()
-	return write(rep, o.out, o.experiment)
+	return write(rep, o.out, o.experiment, o.doc)
 }
 
 // peerEntries are every contender under the run's settings.
@@ -200,7 +202,7 @@ func peerEntries(o *options) []harness.Entry {
 }
 
 // write saves the report as <name>.json, and the table and chart drawn from it.
-func write(rep *harness.Report, dir, name string) error {
+func write(rep *harness.Report, dir, name, doc string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
@@ -211,11 +213,11 @@ func write(rep *harness.Report, dir, name string) error {
 	if err := os.WriteFile(filepath.Join(dir, name+".json"), append(js, '\n'), 0o644); err != nil {
 		return err
 	}
-	return draw(rep, dir, name)
+	return draw(rep, dir, name, doc)
 }
 
 // redraw reads a report saved as JSON and writes its table and chart beside it.
-func redraw(path string) error {
+func redraw(path, doc string) error {
 	js, err := os.ReadFile(path)
 	if err != nil {
 		return err
@@ -224,27 +226,50 @@ func redraw(path string) error {
 	if err := json.Unmarshal(js, &rep); err != nil {
 		return fmt.Errorf("%s: %w", path, err)
 	}
-	return draw(&rep, filepath.Dir(path), strings.TrimSuffix(filepath.Base(path), ".json"))
+	return draw(&rep, filepath.Dir(path), strings.TrimSuffix(filepath.Base(path), ".json"), doc)
 }
 
-// draw writes <name>.md and <name>.svg.
-func draw(rep *harness.Report, dir, name string) error {
+// draw writes <name>.md and <name>.svg, and the tables into doc between its <!-- bench:name -->
+// markers when doc is set.
+func draw(rep *harness.Report, dir, name, doc string) error {
 	svg, err := report.SVG(rep)
 	if err != nil {
 		return err
 	}
+	md := report.Markdown(rep)
 	for _, f := range []struct {
 		ext  string
 		data []byte
 	}{
-		{".md", []byte(report.Markdown(rep))},
+		{".md", []byte(md)},
 		{".svg", svg},
 	} {
 		if err := os.WriteFile(filepath.Join(dir, name+f.ext), f.data, 0o644); err != nil {
 			return err
 		}
 	}
-	return nil
+	if doc == "" {
+		return nil
+	}
+	return updateDoc(doc, name, md)
+}
+
+// updateDoc replaces what lies between the lines <!-- bench:name --> and <!-- /bench:name --> in
+// the Markdown file doc with md.
+func updateDoc(doc, name, md string) error {
+	b, err := os.ReadFile(doc)
+	if err != nil {
+		return err
+	}
+	begin, end := "<!-- bench:"+name+" -->\n", "<!-- /bench:"+name+" -->"
+	s := string(b)
+	i := strings.Index(s, begin)
+	j := strings.Index(s, end)
+	if i < 0 || j < i {
+		return fmt.Errorf("%s: no %q ... %q markers", doc, strings.TrimSpace(begin), end)
+	}
+	s = s[:i+len(begin)] + md + s[j:]
+	return os.WriteFile(doc, []byte(s), 0o644)
 }
 
 // gitDescribe names the gatehouse commit measured, when the tree is a git checkout.

@@ -196,6 +196,25 @@ func TestRedraw(t *testing.T) {
 	}
 }
 
+func TestUpdateDoc(t *testing.T) {
+	doc := filepath.Join(t.TempDir(), "doc.md")
+	before := "# Title\n\ntext\n<!-- bench:peers -->\nold table\n<!-- /bench:peers -->\nafter\n"
+	if err := os.WriteFile(doc, []byte(before), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := updateDoc(doc, "peers", "new table\n"); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := os.ReadFile(doc)
+	want := "# Title\n\ntext\n<!-- bench:peers -->\nnew table\n<!-- /bench:peers -->\nafter\n"
+	if string(got) != want {
+		t.Errorf("after updateDoc:\n%s\nwant\n%s", got, want)
+	}
+	if err := updateDoc(doc, "why", "x"); err == nil {
+		t.Error("updateDoc without the markers: nil error")
+	}
+}
+
 func TestParseRejectsBadFlags(t *testing.T) {
 	for _, args := range [][]string{
 		{"-rounds", "0"},
