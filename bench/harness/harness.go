@@ -402,7 +402,7 @@ func summarize(id string, g int, rounds []Round) Result {
 		for j := range rounds {
 			v[j] = *rounds[j].fields()[i]
 		}
-		*dst = median(v)
+		*dst = Median(v)
 	}
 	res.OpsMin, res.OpsMax = rounds[0].OpsPerSec, rounds[0].OpsPerSec
 	for _, r := range rounds {
@@ -416,7 +416,8 @@ func summarize(id string, g int, rounds []Round) Result {
 	return res
 }
 
-func median(v []float64) float64 {
+// Median returns the median of v (the mean of the middle two for an even count), 0 for none.
+func Median(v []float64) float64 {
 	if len(v) == 0 {
 		return 0
 	}

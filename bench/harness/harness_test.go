@@ -90,7 +90,7 @@ func TestSummarizeTakesMedians(t *testing.T) {
 	if r.OpsPerSec != 20 || r.P50us != 5 || r.OpsMin != 10 || r.OpsMax != 30 || r.Errors != 3 || r.FirstError != "first" {
 		t.Errorf("summarize = %+v", r)
 	}
-	if got := median([]float64{4, 1, 3, 2}); got != 2.5 {
+	if got := Median([]float64{4, 1, 3, 2}); got != 2.5 {
 		t.Errorf("median of an even count = %v, want 2.5", got)
 	}
 }

@@ -103,7 +103,7 @@ func medianOps(rs []harness.Round) float64 {
 	for i, r := range rs {
 		v[i] = r.OpsPerSec
 	}
-	return medianOf(v)
+	return harness.Median(v)
 }
 
 func medianCores(rs []harness.Round) float64 {
@@ -111,17 +111,5 @@ func medianCores(rs []harness.Round) float64 {
 	for i, r := range rs {
 		v[i] = (r.RedisCPUus + r.ClientCPUus) * r.OpsPerSec / 1e6
 	}
-	return medianOf(v)
-}
-
-func medianOf(v []float64) float64 {
-	if len(v) == 0 {
-		return 0
-	}
-	sort.Float64s(v)
-	n := len(v)
-	if n%2 == 1 {
-		return v[n/2]
-	}
-	return (v[n/2-1] + v[n/2]) / 2
+	return harness.Median(v)
 }
