@@ -18,6 +18,8 @@
 --           oldest requests will have aged out for this cost, or -1 when the cost is larger than
 --           limit i and can never be admitted.
 
+local CHUNK = 1000 -- members per ZADD
+
 local cost = tonumber(ARGV[1])
 local peek = ARGV[2] == '1'
 local now = tonumber(ARGV[3])
@@ -62,13 +64,20 @@ for i = 1, #KEYS do
   local count, last = s.count, nil
   if consume then
     redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', string.format('%d', now - s.span))
-    local seq = redis.call('ZCARD', KEYS[i])
+    -- Members are "<now>:<k>" with k counting this instant's members: those never age out within
+    -- the call, so k + j is new whatever was removed. At most CHUNK members per ZADD: unpack of a
+    -- long table passes Lua's stack.
+    local at = string.format('%d', now)
+    local seq = redis.call('ZCOUNT', KEYS[i], at, at)
     local args = {}
     for j = 1, cost do
-      args[#args + 1] = string.format('%d', now)
-      args[#args + 1] = string.format('%d:%d', now, seq + j)
+      args[#args + 1] = at
+      args[#args + 1] = at .. ':' .. (seq + j)
+      if #args == 2 * CHUNK or j == cost then
+        redis.call('ZADD', KEYS[i], unpack(args))
+        args = {}
+      end
     end
-    redis.call('ZADD', KEYS[i], unpack(args))
     redis.call('PEXPIREAT', KEYS[i], string.format('%d', math.ceil((now + s.span) / 1000)))
     count, last = count + cost, now
   elseif count > 0 then
