@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log"
 	"math"
 	"strconv"
 	"strings"
@@ -214,13 +213,6 @@ func New(client redis.UniversalClient, alg *Algorithm, opts ...Option) (*Limiter
 	case l.fail.cooldown < 0:
 		l.fail.cooldown = DefaultCooldown
 	}
-	if !l.fail.logSet && l.fail.source != SourceRedis {
-		what := map[Source]string{SourceFailOpen: "failing open", SourceFailClosed: "failing closed", SourceLocal: "deciding locally"}[l.fail.source]
-		if l.fail.cooldown > 0 {
-			what += " for " + l.fail.cooldown.String()
-		}
-		l.fail.log = func(err error) { log.Printf("%v (%s)", err, what) }
-	}
 	l.via = client
 	if l.auto {
 		ap, ok := client.(interface {
@@ -400,12 +392,12 @@ func (l *Limiter) consult(ctx context.Context, key string, keys []string, n int6
 	switch {
 	case l.fail.absorbs(ctx, err):
 		if asked {
-			if l.fail.cooldown > 0 {
-				l.breaker.failed(time.Now().UnixNano(), l.fail.cooldown, err)
+			var cooldown time.Duration
+			if _, serverWide := isUnavailable(err); serverWide && l.fail.cooldown > 0 {
+				cooldown = l.fail.cooldown
+				l.breaker.failed(time.Now().UnixNano(), cooldown)
 			}
-			if l.fail.log != nil {
-				l.fail.log(err)
-			}
+			l.fail.report(err, cooldown)
 		}
 		l.fail.decide(keys, n, peek, limits, l.localNow(), out, err)
 		return nil

@@ -56,7 +56,7 @@ func newInstruments(mp metric.MeterProvider) instruments {
 	m := telemetry.Meter(mp)
 	decisions, err := m.Int64Counter("gatehouse.limiter.decisions",
 		metric.WithUnit("{decision}"),
-		metric.WithDescription("Rate-limit decisions, by algorithm, policy, decision (allowed, denied, error) and source (redis, fail_open, fail_closed)."))
+		metric.WithDescription("Rate-limit decisions, by algorithm, policy, decision (allowed, denied, error; errors with their error.type) and source (redis, fail_open, fail_closed, local, deny_cache)."))
 	if err != nil {
 		otel.Handle(err)
 	}
@@ -131,9 +131,14 @@ func (l *Limiter) observe(ctx context.Context, span trace.Span, op, key string, 
 		telemetry.End(span, failure, errorType(failure))
 	}
 	if recDecision && op != "reset" {
-		l.inst.decisions.Add(ctx, 1, metric.WithAttributes(
-			attrAlgorithm.String(l.alg.name), attrPolicy.String(policy), attrDecision.String(decision),
-			attrSource.String(source.String())))
+		attrs := [5]attribute.KeyValue{attrAlgorithm.String(l.alg.name), attrPolicy.String(policy),
+			attrDecision.String(decision), attrSource.String(source.String())}
+		n := 4
+		if err != nil {
+			attrs[n] = telemetry.ErrorType.String(errorType(err))
+			n++
+		}
+		l.inst.decisions.Add(ctx, 1, metric.WithAttributes(attrs[:n]...))
 	}
 	if recDuration {
 		l.inst.duration.Record(ctx, time.Since(start).Seconds(), metric.WithAttributes(
@@ -157,13 +162,15 @@ func errorType(err error) string {
 		return ""
 	case errors.Is(err, ErrInvalidLimit), errors.Is(err, ErrInvalidCost), errors.Is(err, ErrInvalidKey):
 		return "invalid_argument"
+	case errors.Is(err, ErrBadReply):
+		return "bad_reply"
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, os.ErrDeadlineExceeded):
 		return "timeout" // the caller's deadline, WithTimeout's, or the client's read timeout
 	case errors.Is(err, context.Canceled):
 		return "canceled"
-	case errors.Is(err, ErrBadReply):
-		return "bad_reply"
-	default:
-		return "redis"
 	}
+	if ok, _ := isUnavailable(err); ok {
+		return "unavailable" // no answer, or a server that cannot serve now
+	}
+	return "redis" // any other error Redis replied with, such as the script's own
 }

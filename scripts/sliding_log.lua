@@ -63,10 +63,10 @@ for i = 1, #KEYS do
   local s = st[i]
   local count, last = s.count, nil
   if consume then
-    redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', string.format('%d', now - s.span))
-    -- Members are "<now>:<k>" with k counting this instant's members: those never age out within
-    -- the call, so k + j is new whatever was removed. At most CHUNK members per ZADD: unpack of a
-    -- long table passes Lua's stack.
+    -- Members are "<now>:<k>" with k counting this instant's members, which the removal below never
+    -- touches, so k + j is new. At most CHUNK members per ZADD: unpack of a long table passes Lua's
+    -- stack. ZADD comes first: Redis refuses a script's first write when it is out of memory
+    -- (maxmemory with noeviction), but lets any write through once the script has written.
     local at = string.format('%d', now)
     local seq = redis.call('ZCOUNT', KEYS[i], at, at)
     local args = {}
@@ -78,6 +78,7 @@ for i = 1, #KEYS do
         args = {}
       end
     end
+    redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', string.format('%d', now - s.span))
     redis.call('PEXPIREAT', KEYS[i], string.format('%d', math.ceil((now + s.span) / 1000)))
     count, last = count + cost, now
   elseif count > 0 then
