@@ -2,7 +2,11 @@ package integration
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"math"
 	"testing"
+	"time"
 
 	"github.com/gatehouse/gatehouse/internal/redistest"
 	"github.com/gatehouse/gatehouse/limiter"
@@ -77,4 +81,86 @@ func logMembers(t *testing.T, b *redistest.Backend, prefix, id string) int64 {
 		}
 	}
 	return total
+}
+
+// capacityLimit is, for each algorithm, a limit at the largest capacity it accepts (for the
+// windows and the token bucket, at the bound of their products).
+var capacityLimit = map[*limiter.Algorithm]limiter.Limit{
+	limiter.FixedWindow:   limiter.PerSecond(limiter.MaxRate),
+	limiter.SlidingWindow: limiter.Per(1<<40, 1024*time.Millisecond), // rate × period in ms = 2^50
+	limiter.SlidingLog:    limiter.PerHour(limiter.MaxSlidingLogRate),
+	limiter.TokenBucket:   limiter.PerSecond(1000),
+}
+
+// Every limit, cost and instant the limiter accepts works, and just past each bound it is refused:
+// the longest period, the largest capacity, the largest cost, the last instant.
+func TestLimiterBounds(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, b *redistest.Backend) {
+		for _, a := range algorithms {
+			t.Run(a.alg.String(), func(t *testing.T) {
+				ctx := context.Background()
+				prefix := redistest.Prefix(t)
+				at := time.Now()
+				lim, err := limiter.New(b.Client, a.alg, limiter.WithKeyPrefix(prefix))
+				if err != nil {
+					t.Fatal(err)
+				}
+				clocked, err := limiter.New(b.Client, a.alg, limiter.WithKeyPrefix(prefix), limiter.WithClock(func() time.Time { return at }))
+				if err != nil {
+					t.Fatal(err)
+				}
+
+				// The longest period: a request, then a refusal that says when (not never).
+				long := limiter.Per(1, limiter.MaxPeriod)
+				for _, l := range []*limiter.Limiter{lim, clocked} {
+					id := fmt.Sprintf("period-%p", l)
+					if r, err := l.Allow(ctx, id, long); err != nil || !r.Allowed {
+						t.Fatalf("Allow under %v = %+v, %v; want admitted", long, r, err)
+					}
+					r, err := l.Allow(ctx, id, long)
+					if err != nil || r.Allowed || r.RetryAfter <= 0 || r.RetryAfter > 2*limiter.MaxPeriod ||
+						r.ResetAfter < r.RetryAfter || r.ResetAfter > 2*limiter.MaxPeriod {
+						t.Fatalf("second Allow under %v = %+v, %v; want refused until within two periods", long, r, err)
+					}
+				}
+				for _, l := range []limiter.Limit{limiter.Per(1, limiter.MaxPeriod+time.Millisecond),
+					limiter.Per(1, limiter.InfDuration.Truncate(time.Millisecond))} {
+					if r, err := lim.Allow(ctx, "period", l); !errors.Is(err, limiter.ErrInvalidLimit) {
+						t.Errorf("Allow under %v = %+v, %v; want ErrInvalidLimit", l, r, err)
+					}
+				}
+
+				// The largest capacity, taken whole; then one more waits; a larger cost never fits.
+				c := capacityLimit[a.alg]
+				if r, err := lim.AllowN(ctx, "capacity", c, c.Capacity()); err != nil || !r.Allowed || r.Remaining != 0 {
+					t.Fatalf("AllowN(%d) under %v = %+v, %v; want admitted with 0 left", c.Capacity(), c, r, err)
+				}
+				if r, err := lim.Allow(ctx, "capacity", c); err != nil || r.Allowed || r.RetryAfter <= 0 || r.RetryAfter > 2*c.Period {
+					t.Fatalf("Allow after the whole capacity of %v = %+v, %v; want refused for at most two periods", c, r, err)
+				}
+				for _, n := range []int64{c.Capacity() + 1, math.MaxInt64} {
+					if r, err := lim.AllowN(ctx, "too-much", c, n); err != nil || r.Allowed || r.RetryAfter != limiter.InfDuration || r.Remaining != c.Capacity() {
+						t.Errorf("AllowN(%d) under %v = %+v, %v; want never, nothing counted", n, c, r, err)
+					}
+				}
+
+				// The last instant: decisions work there, with their periods; a microsecond later, or
+				// before 1970, the clock is refused.
+				at = time.UnixMicro(1<<53 - 2*int64(limiter.MaxPeriod/time.Microsecond))
+				if r, err := clocked.Allow(ctx, "last", long); err != nil || !r.Allowed {
+					t.Fatalf("Allow at %v = %+v, %v", at, r, err)
+				}
+				if r, err := clocked.Allow(ctx, "last", long); err != nil || r.Allowed || r.RetryAfter > 2*limiter.MaxPeriod {
+					t.Fatalf("second Allow at %v = %+v, %v; want refused until within two periods", at, r, err)
+				}
+				for _, when := range []time.Time{at.Add(time.Microsecond), time.UnixMicro(0), time.Date(-300000, 1, 1, 0, 0, 0, 0, time.UTC)} {
+					at = when
+					if r, err := clocked.Allow(ctx, "last", long); err == nil || errors.Is(err, limiter.ErrInvalidLimit) {
+						t.Errorf("Allow at %v = %+v, %v; want an error about the clock", when, r, err)
+					}
+				}
+				assertKeysExpire(t, b, prefix)
+			})
+		}
+	})
 }

@@ -5,10 +5,8 @@ package limiter
 // cheapest algorithm, but a client can send Rate requests at the end of one window and Rate more at
 // the start of the next. One key per identifier and limit: about 110 bytes in Redis
 // (MEMORY USAGE, Redis 7.0).
-var FixedWindow = newAlgorithm("fixed_window", "fw", checkWindow, windowArgs)
-
-func checkWindow(l Limit) error {
-	return checkProduct(l, "rate × period in milliseconds", l.Rate, l.Period.Milliseconds())
-}
+//
+// It only adds counts, so it takes every rate up to MaxRate, with any period.
+var FixedWindow = newAlgorithm("fixed_window", "fw", func(Limit) error { return nil }, windowArgs)
 
 func windowArgs(l Limit) (int64, int64) { return l.Rate, l.Period.Milliseconds() }

@@ -32,6 +32,24 @@ var (
 // the limit's capacity (Rate for the windows, Burst for the token bucket).
 const InfDuration = time.Duration(math.MaxInt64)
 
+// MaxPeriod is the longest Period a limit may have: ten years of 365 days. Every instant a script
+// computes lies within two periods of now, and so stays below 2^53 microseconds (the year 2255),
+// where the scripts' numbers, doubles, stop being exact, until the year 2235.
+const MaxPeriod = 10 * 365 * 24 * time.Hour
+
+// MaxRate is the largest Rate and Burst a limit may have, 2^52: a count and a cost that each fit
+// under it add up exactly in the scripts' doubles. Each algorithm may ask less (MaxSlidingLogRate;
+// the sliding window and the token bucket bound products, see their docs).
+const MaxRate = 1 << 52
+
+// maxInstant is the latest instant, in microseconds since the Unix epoch, that a decision may be
+// made at: two periods later must still be below 2^53.
+const maxInstant = 1<<53 - 2*int64(MaxPeriod/time.Microsecond)
+
+// errInvalidClock is returned, wrapped, when the clock of WithClock gives an instant the scripts
+// cannot compute with: before the epoch, or later than maxInstant (the year 2235).
+var errInvalidClock = errors.New("limiter: WithClock gave an instant outside 1970 to 2235")
+
 // Limit is a rate: Rate requests per Period. Limits are plain values passed with every call, so
 // tiers, per-customer overrides and limits changed at run time need nothing special. The zero Limit
 // is invalid.
@@ -89,18 +107,24 @@ func (l Limit) String() string {
 	return s
 }
 
-// validate checks what every algorithm needs: a positive rate and a period of whole milliseconds,
-// and a burst that is not negative.
+// validate checks what every algorithm needs: a rate from 1 to MaxRate, a period of whole
+// milliseconds from 1ms to MaxPeriod, and a burst from 0 to MaxRate.
 func (l Limit) validate() error {
 	switch {
 	case l.Rate <= 0:
 		return fmt.Errorf("%w %v: rate must be at least 1", ErrInvalidLimit, l)
+	case l.Rate > MaxRate:
+		return fmt.Errorf("%w %v: rate must be at most MaxRate (2^52)", ErrInvalidLimit, l)
 	case l.Period < time.Millisecond:
 		return fmt.Errorf("%w %v: period must be at least 1ms", ErrInvalidLimit, l)
 	case l.Period%time.Millisecond != 0:
 		return fmt.Errorf("%w %v: period must be whole milliseconds", ErrInvalidLimit, l)
+	case l.Period > MaxPeriod:
+		return fmt.Errorf("%w %v: period must be at most MaxPeriod (%v)", ErrInvalidLimit, l, MaxPeriod)
 	case l.Burst < 0:
 		return fmt.Errorf("%w %v: burst must not be negative", ErrInvalidLimit, l)
+	case l.Burst > MaxRate:
+		return fmt.Errorf("%w %v: burst must be at most MaxRate (2^52)", ErrInvalidLimit, l)
 	}
 	return nil
 }
@@ -175,7 +199,7 @@ func WithKeyPrefix(prefix string) Option { return optionFunc(func(l *Limiter) { 
 // clock. It exists for deterministic tests; in production every host must use the server's clock,
 // or hosts with skewed clocks would each enforce a different window. Keys still expire by the
 // server's clock, at instants computed from the injected one: injected instants that fall behind
-// the server's clock see state vanish early.
+// the server's clock see state vanish early. An instant before 1970 or after 2235 is an error.
 func WithClock(now func() time.Time) Option { return optionFunc(func(l *Limiter) { l.clock = now }) }
 
 // WithAutoPipeline sends decisions through the client's auto-pipeliner (go-redis' AutoPipeline,
@@ -364,8 +388,12 @@ func (l *Limiter) decide(ctx context.Context, op, key string, n int64, peek bool
 	ctx, span := l.tracer.Start(ctx, spanNames[op])
 	start := time.Now()
 	keys, err := l.prepare(key, n, limits)
+	var now int64
 	if err == nil {
-		err = l.consult(ctx, key, keys, n, peek, limits, out)
+		now, err = l.now()
+	}
+	if err == nil {
+		err = l.consult(ctx, key, keys, n, now, peek, limits, out)
 	}
 	l.observe(ctx, span, op, key, start, n, limits, out, err)
 	return err
@@ -373,7 +401,7 @@ func (l *Limiter) decide(ctx context.Context, op, key string, n int64, peek bool
 
 // consult decides from the deny cache, else in one script call, else (when Redis fails, or failed
 // moments ago) by the failure policy.
-func (l *Limiter) consult(ctx context.Context, key string, keys []string, n int64, peek bool, limits []Limit, out []Result) error {
+func (l *Limiter) consult(ctx context.Context, key string, keys []string, n, now int64, peek bool, limits []Limit, out []Result) error {
 	var sent int64
 	if l.denied != nil {
 		sent = l.localNow()
@@ -387,7 +415,7 @@ func (l *Limiter) consult(ctx context.Context, key string, keys []string, n int6
 		asked = false
 		err = ErrUnavailable
 	} else {
-		err = l.runBounded(ctx, keys, n, peek, limits, out)
+		err = l.runBounded(ctx, keys, n, now, peek, limits, out)
 	}
 	switch {
 	case l.fail.absorbs(ctx, err):
@@ -422,20 +450,20 @@ func (l *Limiter) prepare(key string, n int64, limits []Limit) ([]string, error)
 }
 
 // runBounded is run within the limiter's timeout, if it has one.
-func (l *Limiter) runBounded(ctx context.Context, keys []string, n int64, peek bool, limits []Limit, out []Result) error {
+func (l *Limiter) runBounded(ctx context.Context, keys []string, n, now int64, peek bool, limits []Limit, out []Result) error {
 	if l.timeout <= 0 {
-		return l.run(ctx, keys, n, peek, limits, out)
+		return l.run(ctx, keys, n, now, peek, limits, out)
 	}
 	ctx, cancel := context.WithTimeout(ctx, l.timeout)
 	defer cancel()
-	return l.run(ctx, keys, n, peek, limits, out)
+	return l.run(ctx, keys, n, now, peek, limits, out)
 }
 
-// run runs the algorithm's script on keys (one per limit, from prepare), and decodes one Result
-// per limit into out.
-func (l *Limiter) run(ctx context.Context, keys []string, n int64, peek bool, limits []Limit, out []Result) error {
+// run runs the algorithm's script on keys (one per limit, from prepare) at now (microseconds, 0
+// for the server's clock), and decodes one Result per limit into out.
+func (l *Limiter) run(ctx context.Context, keys []string, n, now int64, peek bool, limits []Limit, out []Result) error {
 	args := make([]any, 0, 3+2*len(limits))
-	args = append(args, n, peekFlag(peek), l.now())
+	args = append(args, n, peekFlag(peek), now)
 	for _, lim := range limits {
 		a, b := l.alg.args(lim)
 		args = append(args, a, b)
@@ -513,11 +541,17 @@ func writeEscaped(b *strings.Builder, s string) {
 	}
 }
 
-func (l *Limiter) now() int64 {
+// now returns the instant of a decision in microseconds since the epoch: the injected clock's, or
+// 0 for the server's TIME, which the script then reads.
+func (l *Limiter) now() (int64, error) {
 	if l.clock == nil {
-		return 0 // the script reads the server's TIME
+		return 0, nil
 	}
-	return l.clock().UnixMicro()
+	t := l.clock()
+	if t.Before(time.UnixMicro(1)) || t.After(time.UnixMicro(maxInstant)) {
+		return 0, fmt.Errorf("%w: %v", errInvalidClock, t)
+	}
+	return t.UnixMicro(), nil
 }
 
 func peekFlag(peek bool) int64 {

@@ -84,7 +84,24 @@ func TestLimitValidation(t *testing.T) {
 		{SlidingLog, PerSecond(MaxSlidingLogRate), true},
 		{SlidingLog, PerSecond(MaxSlidingLogRate + 1), false},
 		{SlidingWindow, Per(1<<40, 1<<20*time.Millisecond), false},
+		{SlidingWindow, Per(1<<40, 1024*time.Millisecond), true}, // rate × period = 2^50
+		{SlidingWindow, Per(1<<40+1, 1024*time.Millisecond), false},
+		{FixedWindow, Per(1<<40, 1<<20*time.Millisecond), true}, // no product: counts only add
+		{FixedWindow, PerSecond(MaxRate), true},
+		{FixedWindow, PerSecond(MaxRate + 1), false},
+		{FixedWindow, PerSecond(1).WithBurst(MaxRate + 1), false},
 		{TokenBucket, Per(1, time.Hour).WithBurst(1 << 40), false},
+	}
+	for _, alg := range []*Algorithm{FixedWindow, SlidingWindow, SlidingLog, TokenBucket} {
+		tests = append(tests, []struct {
+			alg   *Algorithm
+			limit Limit
+			ok    bool
+		}{
+			{alg, Per(1, MaxPeriod), true},
+			{alg, Per(1, MaxPeriod+time.Millisecond), false},
+			{alg, Per(1, InfDuration.Truncate(time.Millisecond)), false}, // about 292 years
+		}...)
 	}
 	for _, tt := range tests {
 		l := &Limiter{alg: tt.alg, prefix: DefaultKeyPrefix}

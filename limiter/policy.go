@@ -215,7 +215,7 @@ func isUnavailable(err error) (ok, serverWide bool) {
 		return strings.HasPrefix(msg, "ERR max number of clients reached"), true
 	}
 	for _, e := range [...]error{ErrBadReply, ErrInvalidLimit, ErrInvalidCost, ErrInvalidKey,
-		redis.ErrClosed, gatehouse.ErrCrossSlot, context.Canceled} {
+		errInvalidClock, redis.ErrClosed, gatehouse.ErrCrossSlot, context.Canceled} {
 		if errors.Is(err, e) {
 			return false, false
 		}

@@ -7,7 +7,14 @@ import "fmt"
 // smooths the burst FixedWindow allows at window edges at the same cost (one key of about
 // 110 bytes). The estimate assumes the previous window's requests were spread evenly; docs/algorithms.md
 // states how far off that can be.
-var SlidingWindow = newAlgorithm("sliding_window", "sw", checkWindow, windowArgs)
+//
+// It weighs counts by milliseconds of the window, so Rate × Period in milliseconds must be at
+// most 2^50 (PerSecond(1_125_899_906_842), PerDay(13_031_248)); beyond, ErrInvalidLimit.
+var SlidingWindow = newAlgorithm("sliding_window", "sw", checkSliding, windowArgs)
+
+func checkSliding(l Limit) error {
+	return checkProduct(l, "rate × period in milliseconds", l.Rate, l.Period.Milliseconds())
+}
 
 // MaxSlidingLogRate is the largest Rate SlidingLog accepts: it keeps one sorted-set member per
 // admitted request, so its memory grows with the rate.

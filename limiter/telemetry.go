@@ -160,7 +160,7 @@ func errorType(err error) string {
 	switch {
 	case err == nil:
 		return ""
-	case errors.Is(err, ErrInvalidLimit), errors.Is(err, ErrInvalidCost), errors.Is(err, ErrInvalidKey):
+	case errors.Is(err, ErrInvalidLimit), errors.Is(err, ErrInvalidCost), errors.Is(err, ErrInvalidKey), errors.Is(err, errInvalidClock):
 		return "invalid_argument"
 	case errors.Is(err, ErrBadReply):
 		return "bad_reply"
