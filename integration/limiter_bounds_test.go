@@ -89,7 +89,7 @@ var capacityLimit = map[*limiter.Algorithm]limiter.Limit{
 	limiter.FixedWindow:   limiter.PerSecond(limiter.MaxRate),
 	limiter.SlidingWindow: limiter.Per(1<<40, 1024*time.Millisecond), // rate × period in ms = 2^50
 	limiter.SlidingLog:    limiter.PerHour(limiter.MaxSlidingLogRate),
-	limiter.TokenBucket:   limiter.PerSecond(1000),
+	limiter.TokenBucket:   limiter.Per(16500, time.Millisecond).WithBurst(1 << 51), // 2^51 tokens of 1/2: at 2^52
 }
 
 // Every limit, cost and instant the limiter accepts works, and just past each bound it is refused:
@@ -130,12 +130,13 @@ func TestLimiterBounds(t *testing.T) {
 					}
 				}
 
-				// The largest capacity, taken whole; then one more waits; a larger cost never fits.
+				// The largest capacity, taken whole; then one more waits (at the same instant: the
+				// bucket gains 16.5 tokens a microsecond); a larger cost never fits.
 				c := capacityLimit[a.alg]
-				if r, err := lim.AllowN(ctx, "capacity", c, c.Capacity()); err != nil || !r.Allowed || r.Remaining != 0 {
+				if r, err := clocked.AllowN(ctx, "capacity", c, c.Capacity()); err != nil || !r.Allowed || r.Remaining != 0 {
 					t.Fatalf("AllowN(%d) under %v = %+v, %v; want admitted with 0 left", c.Capacity(), c, r, err)
 				}
-				if r, err := lim.Allow(ctx, "capacity", c); err != nil || r.Allowed || r.RetryAfter <= 0 || r.RetryAfter > 2*c.Period {
+				if r, err := clocked.Allow(ctx, "capacity", c); err != nil || r.Allowed || r.RetryAfter <= 0 || r.RetryAfter > 2*c.Period {
 					t.Fatalf("Allow after the whole capacity of %v = %+v, %v; want refused for at most two periods", c, r, err)
 				}
 				for _, n := range []int64{c.Capacity() + 1, math.MaxInt64} {
@@ -162,5 +163,63 @@ func TestLimiterBounds(t *testing.T) {
 				assertKeysExpire(t, b, prefix)
 			})
 		}
+	})
+}
+
+// The token bucket counts exactly in fractions of a token, at every rate it accepts: up to
+// 4,503,599,627 per second whatever the rate, to 4.5 × 10^15 per second for multiples of a
+// million. Past its bounds (capacity × period ÷ gcd(rate, period) over 2^52 in µs, or a refill
+// longer than MaxPeriod) a limit is refused.
+func TestTokenBucketExact(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, b *redistest.Backend) {
+		ctx := context.Background()
+		prefix := redistest.Prefix(t)
+		now := time.UnixMicro((time.Now().UnixMicro()/1e6 + 60) * 1e6)
+		lim, err := limiter.New(b.Client, limiter.TokenBucket, limiter.WithKeyPrefix(prefix), limiter.WithClock(func() time.Time { return now }))
+		if err != nil {
+			t.Fatal(err)
+		}
+		start := now
+		for _, c := range []struct {
+			limit limiter.Limit
+			after time.Duration
+			want  int64 // tokens held after being emptied, then left alone for after
+		}{
+			{limiter.PerSecond(10_000_000), 100 * time.Millisecond, 1_000_000}, // one token every 0.1 µs
+			{limiter.PerSecond(3), 333333 * time.Microsecond, 0},               // 0.999999 of a token
+			{limiter.PerSecond(3), 333334 * time.Microsecond, 1},
+			{limiter.PerSecond(4_503_599_627), 100 * time.Millisecond, 450_359_962},         // the largest coprime rate: 450,359,962.7
+			{limiter.PerSecond(4_503_599_627_000_000), time.Microsecond, 4_503_599_627},     // the largest per-second rate
+			{limiter.Per(7, 3*time.Second).WithBurst(100), 3 * time.Second, 7},              // 7 per 3s
+			{limiter.Per(16500, time.Millisecond).WithBurst(1 << 51), time.Microsecond, 16}, // at the product bound: 16.5
+			{limiter.Per(1, limiter.MaxPeriod), limiter.MaxPeriod - time.Microsecond, 0},
+			{limiter.Per(1, limiter.MaxPeriod), limiter.MaxPeriod, 1},
+		} {
+			now = start
+			id := c.limit.String() + c.after.String()
+			if r, err := lim.AllowN(ctx, id, c.limit, c.limit.Capacity()); err != nil || !r.Allowed || r.Remaining != 0 {
+				t.Fatalf("emptying %v: %+v, %v", c.limit, r, err)
+			}
+			now = start.Add(c.after)
+			r, err := lim.Peek(ctx, id, c.limit)
+			if err != nil || r.Remaining != c.want {
+				t.Errorf("%v, %v after being emptied: Peek = %+v, %v; want %d tokens", c.limit, c.after, r, err, c.want)
+			}
+		}
+		for _, l := range []limiter.Limit{
+			limiter.PerSecond(4_503_599_631),                          // coprime with a million: 4.5 × 10^15 units
+			limiter.PerSecond(4_503_599_628_000_000),                  // past MaxRate
+			limiter.Per(16500, time.Millisecond).WithBurst(1<<51 + 1), // one token past 2^52 units
+			limiter.Per(1, limiter.MaxPeriod).WithBurst(2),            // twenty years to refill
+			limiter.Per(1, time.Hour).WithBurst(87601),                // MaxPeriod and an hour to refill
+		} {
+			if r, err := lim.Allow(ctx, "refused", l); !errors.Is(err, limiter.ErrInvalidLimit) {
+				t.Errorf("Allow under %v = %+v, %v; want ErrInvalidLimit", l, r, err)
+			}
+		}
+		if r, err := lim.Allow(ctx, "refused", limiter.Per(1, time.Hour).WithBurst(87600)); err != nil || !r.Allowed {
+			t.Errorf("a bucket refilled in MaxPeriod: %+v, %v; want admitted", r, err)
+		}
+		assertKeysExpire(t, b, prefix)
 	})
 }

@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"fmt"
+	"math/big"
 	"math/rand/v2"
 	"os"
 	"reflect"
@@ -65,61 +66,65 @@ func firstMS(now int64, limit int64, fits func(ms int64) bool) int64 {
 	panic("model: no admissible instant found")
 }
 
-// fixedModel: a count per epoch-aligned window.
-type fixedModel struct{ win, count []int64 }
+// fixedModel: a count that holds until the end of the window it was last counted in (a window
+// of the period it was counted under: after a change of period, the old window's count holds until
+// that window ends, or until a request admitted under the new period moves it to the new window).
+type fixedModel struct{ end, count []int64 }
 
-func (m *fixedModel) state(i int, lim limiter.Limit, ms int64) int64 {
-	w := ms / lim.Period.Milliseconds()
-	if m.win[i] != w {
-		return 0
+// used returns limit i's count at millisecond ms.
+func (m *fixedModel) used(i int, ms int64) int64 {
+	if m.end[i] > ms {
+		return m.count[i]
 	}
-	return m.count[i]
+	return 0
 }
 
 func (m *fixedModel) check(i int, lim limiter.Limit, now, n int64) (bool, int64) {
 	if n > lim.Rate {
 		return false, -1
 	}
-	if m.state(i, lim, now/1000)+n <= lim.Rate {
+	if m.used(i, now/1000)+n <= lim.Rate {
 		return true, 0
 	}
-	return false, firstMS(now, 2*lim.Period.Milliseconds(), func(t int64) bool { return m.state(i, lim, t)+n <= lim.Rate })
+	return false, firstMS(now, m.end[i]-now/1000, func(t int64) bool { return m.used(i, t)+n <= lim.Rate })
 }
 
 func (m *fixedModel) take(i int, lim limiter.Limit, now, n int64) {
-	c := m.state(i, lim, now/1000)
-	m.win[i], m.count[i] = now/1000/lim.Period.Milliseconds(), c+n
+	p, ms := lim.Period.Milliseconds(), now/1000
+	m.count[i], m.end[i] = m.used(i, ms)+n, (ms/p+1)*p
 }
 
 func (m *fixedModel) report(i int, lim limiter.Limit, now int64) (int64, int64) {
-	c := m.state(i, lim, now/1000)
+	c := m.used(i, now/1000)
 	if c == 0 {
 		return lim.Rate, 0
 	}
-	end := (now/1000/lim.Period.Milliseconds() + 1) * lim.Period.Milliseconds()
-	return lim.Rate - c, end*1000 - now
+	return max(0, lim.Rate-c), m.end[i]*1000 - now
 }
 
-// slidingModel: the weighted two-window counter, weights as exact fractions.
-type slidingModel struct{ win, cur, prev []int64 }
+// slidingModel: the weighted two-window counter, weights as exact fractions, over the windows of the
+// period the counts were made under. A request admitted under another period starts the new
+// period's window with the old estimate, rounded up, as its count.
+type slidingModel struct{ start, period, cur, prev []int64 }
 
-// counts returns the current and previous window's counts as seen at millisecond ms.
-func (m *slidingModel) counts(i int, lim limiter.Limit, ms int64) (cur, prev int64) {
-	w := ms / lim.Period.Milliseconds()
-	switch m.win[i] {
-	case w:
-		return m.cur[i], m.prev[i]
-	case w - 1:
-		return 0, m.cur[i]
+// estimate returns limit i's weighted count at millisecond ms as the fraction num / den.
+func (m *slidingModel) estimate(i int, ms int64) (num, den int64) {
+	p := m.period[i]
+	if p == 0 {
+		return 0, 1
 	}
-	return 0, 0
+	switch e := ms - m.start[i]; {
+	case e < p:
+		return m.prev[i]*(p-e) + m.cur[i]*p, p
+	case e < 2*p:
+		return m.cur[i] * (2*p - e), p
+	}
+	return 0, p
 }
 
-// fits reports whether prev*(P-elapsed)/P + cur + n <= rate, compared as exact fractions.
 func (m *slidingModel) fits(i int, lim limiter.Limit, ms, n int64) bool {
-	p := lim.Period.Milliseconds()
-	cur, prev := m.counts(i, lim, ms)
-	return prev*(p-ms%p)+(cur+n)*p <= lim.Rate*p
+	num, den := m.estimate(i, ms)
+	return num+n*den <= lim.Rate*den
 }
 
 func (m *slidingModel) check(i int, lim limiter.Limit, now, n int64) (bool, int64) {
@@ -129,30 +134,40 @@ func (m *slidingModel) check(i int, lim limiter.Limit, now, n int64) (bool, int6
 	if m.fits(i, lim, now/1000, n) {
 		return true, 0
 	}
-	return false, firstMS(now, 3*lim.Period.Milliseconds(), func(t int64) bool { return m.fits(i, lim, t, n) })
+	return false, firstMS(now, 3*max(lim.Period.Milliseconds(), m.period[i]), func(t int64) bool { return m.fits(i, lim, t, n) })
 }
 
 func (m *slidingModel) take(i int, lim limiter.Limit, now, n int64) {
-	cur, prev := m.counts(i, lim, now/1000)
-	m.win[i], m.cur[i], m.prev[i] = now/1000/lim.Period.Milliseconds(), cur+n, prev
+	p, ms := lim.Period.Milliseconds(), now/1000
+	win := ms / p * p
+	switch {
+	case m.period[i] == p && m.start[i] == win:
+		m.cur[i] += n
+	case m.period[i] == p && m.start[i] == win-p:
+		m.prev[i], m.cur[i] = m.cur[i], n
+	default:
+		num, den := m.estimate(i, ms)
+		m.prev[i], m.cur[i] = 0, (num+den-1)/den+n
+	}
+	m.start[i], m.period[i] = win, p
 }
 
 func (m *slidingModel) report(i int, lim limiter.Limit, now int64) (int64, int64) {
-	p, ms := lim.Period.Milliseconds(), now/1000
-	cur, prev := m.counts(i, lim, ms)
-	free := lim.Rate*p - prev*(p-ms%p) - cur*p
-	rem := max(0, free) / p
-	start := ms / p * p
-	switch {
-	case cur > 0:
-		return rem, (start+2*p)*1000 - now
-	case prev > 0:
-		return rem, (start+p)*1000 - now
+	num, den := m.estimate(i, now/1000)
+	rem := max(0, lim.Rate-(num+den-1)/den)
+	if num == 0 {
+		return rem, 0
 	}
-	return rem, 0
+	// Nothing counts once the last window holding a count has passed out of the estimate.
+	p, end := m.period[i], m.start[i]+2*m.period[i]
+	if now/1000-m.start[i] < p && m.cur[i] == 0 {
+		end -= p
+	}
+	return rem, end*1000 - now
 }
 
-// logModel: the time of every admitted request.
+// logModel: the time of every admitted request. An admitted request drops the times the limit it
+// was admitted under no longer needs.
 type logModel struct{ times [][]int64 }
 
 func (m *logModel) live(i int, lim limiter.Limit, now int64) []int64 {
@@ -184,6 +199,7 @@ func (m *logModel) check(i int, lim limiter.Limit, now, n int64) (bool, int64) {
 }
 
 func (m *logModel) take(i int, lim limiter.Limit, now, n int64) {
+	m.times[i] = m.live(i, lim, now)
 	for range n {
 		m.times[i] = append(m.times[i], now)
 	}
@@ -194,18 +210,67 @@ func (m *logModel) report(i int, lim limiter.Limit, now int64) (int64, int64) {
 	if len(live) == 0 {
 		return lim.Rate, 0
 	}
-	return lim.Rate - int64(len(live)), slices.Max(live) + lim.Period.Microseconds() - now
+	return max(0, lim.Rate-int64(len(live))), slices.Max(live) + lim.Period.Microseconds() - now
 }
 
-// bucketModel: tokens as exact fractions of the refill interval, via the time the bucket is full.
-type bucketModel struct{ full []int64 }
+// bucketModel: the tokens a bucket owes, as an exact fraction, at the instant of the last admitted
+// request, with the limit it was admitted under. Read under a limit of another rate, what was owed
+// is rounded up to whole tokens; under any limit it is capped at the capacity; it is refilled at the
+// reading limit's rate from that instant, and is gone once the writing limit would have refilled it.
+type bucketModel struct {
+	owed []*big.Rat
+	at   []int64
+	by   []limiter.Limit
+}
 
-// debt returns how far (microseconds) the bucket is from full at now.
-func (m *bucketModel) debt(i int, now int64) int64 { return max(0, m.full[i]-now) }
+// perMicro is a limit's refill rate in tokens per microsecond.
+func perMicro(lim limiter.Limit) *big.Rat { return big.NewRat(lim.Rate, lim.Period.Microseconds()) }
+
+// debt returns the tokens limit i's bucket lacks at now, read under lim.
+func (m *bucketModel) debt(i int, lim limiter.Limit, now int64) *big.Rat {
+	zero := new(big.Rat)
+	if m.owed[i] == nil {
+		return zero
+	}
+	elapsed := new(big.Rat).SetInt64(now - m.at[i])
+	refilled := func(by limiter.Limit) *big.Rat { return new(big.Rat).Mul(elapsed, perMicro(by)) }
+	if m.owed[i].Cmp(refilled(m.by[i])) <= 0 {
+		return zero // the limit that wrote it has refilled it
+	}
+	owed := new(big.Rat).Set(m.owed[i])
+	if perMicro(m.by[i]).Cmp(perMicro(lim)) != 0 {
+		whole := new(big.Int).Add(owed.Num(), new(big.Int).Sub(owed.Denom(), big.NewInt(1)))
+		owed.SetInt(whole.Quo(whole, owed.Denom()))
+	}
+	if capacity := new(big.Rat).SetInt64(lim.Capacity()); owed.Cmp(capacity) > 0 {
+		owed = capacity
+	}
+	owed.Sub(owed, refilled(lim))
+	if owed.Sign() < 0 {
+		return zero
+	}
+	return owed
+}
 
 func (m *bucketModel) fits(i int, lim limiter.Limit, now, n int64) bool {
-	t := bucketInterval(lim)
-	return m.debt(i, now)+n*t <= lim.Capacity()*t
+	need := new(big.Rat).Add(m.debt(i, lim, now), new(big.Rat).SetInt64(n))
+	return need.Cmp(new(big.Rat).SetInt64(lim.Capacity())) <= 0
+}
+
+// firstMicro returns the first instant after now at which ok holds (ok must stay true after it).
+func firstMicro(now int64, ok func(int64) bool) int64 {
+	lo, hi := now, now+1
+	for !ok(hi) {
+		lo, hi = hi, now+2*(hi-now)
+	}
+	for lo+1 < hi {
+		if mid := lo + (hi-lo)/2; ok(mid) {
+			hi = mid
+		} else {
+			lo = mid
+		}
+	}
+	return hi
 }
 
 func (m *bucketModel) check(i int, lim limiter.Limit, now, n int64) (bool, int64) {
@@ -215,32 +280,22 @@ func (m *bucketModel) check(i int, lim limiter.Limit, now, n int64) (bool, int64
 	if m.fits(i, lim, now, n) {
 		return true, 0
 	}
-	// Binary search for the first microsecond at which it fits.
-	lo, hi := now, now+m.debt(i, now)
-	for lo+1 < hi {
-		mid := lo + (hi-lo)/2
-		if m.fits(i, lim, mid, n) {
-			hi = mid
-		} else {
-			lo = mid
-		}
-	}
-	return false, hi - now
+	return false, firstMicro(now, func(t int64) bool { return m.fits(i, lim, t, n) }) - now
 }
 
 func (m *bucketModel) take(i int, lim limiter.Limit, now, n int64) {
-	m.full[i] = now + m.debt(i, now) + n*bucketInterval(lim)
+	m.owed[i] = new(big.Rat).Add(m.debt(i, lim, now), new(big.Rat).SetInt64(n))
+	m.at[i], m.by[i] = now, lim
 }
 
 func (m *bucketModel) report(i int, lim limiter.Limit, now int64) (int64, int64) {
-	t := bucketInterval(lim)
-	return (lim.Capacity()*t - m.debt(i, now)) / t, m.debt(i, now)
-}
-
-// bucketInterval is Period/Rate in microseconds, rounded up, as documented for TokenBucket.
-func bucketInterval(lim limiter.Limit) int64 {
-	us := lim.Period.Microseconds()
-	return (us + lim.Rate - 1) / lim.Rate
+	debt := m.debt(i, lim, now)
+	left := new(big.Rat).Sub(new(big.Rat).SetInt64(lim.Capacity()), debt)
+	rem := new(big.Int).Quo(left.Num(), left.Denom()).Int64()
+	if debt.Sign() == 0 {
+		return rem, 0
+	}
+	return rem, firstMicro(now, func(t int64) bool { return m.debt(i, lim, t).Sign() == 0 }) - now
 }
 
 var algorithms = []struct {
@@ -249,10 +304,12 @@ var algorithms = []struct {
 }{
 	{limiter.FixedWindow, func(n int) model { return &fixedModel{make([]int64, n), make([]int64, n)} }},
 	{limiter.SlidingWindow, func(n int) model {
-		return &slidingModel{make([]int64, n), make([]int64, n), make([]int64, n)}
+		return &slidingModel{make([]int64, n), make([]int64, n), make([]int64, n), make([]int64, n)}
 	}},
 	{limiter.SlidingLog, func(n int) model { return &logModel{make([][]int64, n)} }},
-	{limiter.TokenBucket, func(n int) model { return &bucketModel{make([]int64, n)} }},
+	{limiter.TokenBucket, func(n int) model {
+		return &bucketModel{make([]*big.Rat, n), make([]int64, n), make([]limiter.Limit, n)}
+	}},
 }
 
 // The model and Redis are driven with the same random requests at the same injected instants, and
@@ -263,12 +320,32 @@ func TestLimiterMatchesModel(t *testing.T) {
 			t.Run(a.alg.String(), func(t *testing.T) {
 				prefix := redistest.Prefix(t)
 				for seed := range uint64(8) {
-					runModel(t, b, prefix, a.alg, a.model, seed)
+					runModel(t, b, prefix, a.alg, a.model, seed, false)
 				}
 				assertKeysExpire(t, b, prefix)
 			})
 		}
 	})
+}
+
+var modelPeriods = []time.Duration{time.Millisecond, 7 * time.Millisecond, 50 * time.Millisecond, time.Second, 3 * time.Second}
+
+// randomLimit returns a limit named name for alg: mostly small rates, sometimes (not for the log,
+// whose memory grows with the rate) 1,000 to 90 million per period; for the bucket, half the time
+// a burst other than the rate.
+func randomLimit(rng *rand.Rand, alg *limiter.Algorithm, name string) limiter.Limit {
+	rate := 1 + rng.Int64N(40)
+	if alg != limiter.SlidingLog && rng.IntN(4) == 0 {
+		rate = 1 + rng.Int64N(9)
+		for range 3 + rng.IntN(5) {
+			rate *= 10
+		}
+	}
+	l := limiter.Per(rate, modelPeriods[rng.IntN(len(modelPeriods))]).WithName(name)
+	if alg == limiter.TokenBucket && rng.IntN(2) == 0 {
+		l = l.WithBurst(1 + rng.Int64N(2*rate))
+	}
+	return l
 }
 
 // modelStart returns the first instant of a run: ahead of the server's clock (so that the expiries
@@ -285,7 +362,7 @@ func modelStart(seed uint64) int64 {
 	return base + off
 }
 
-func runModel(t *testing.T, b *redistest.Backend, prefix string, alg *limiter.Algorithm, newModel func(int) model, seed uint64) {
+func runModel(t *testing.T, b *redistest.Backend, prefix string, alg *limiter.Algorithm, newModel func(int) model, seed uint64, changes bool) {
 	ctx := context.Background()
 	rng := rand.New(rand.NewPCG(seed, 0x9a7e))
 	now := modelStart(seed)
@@ -293,17 +370,23 @@ func runModel(t *testing.T, b *redistest.Backend, prefix string, alg *limiter.Al
 	if err != nil {
 		t.Fatal(err)
 	}
-	periods := []time.Duration{time.Millisecond, 7 * time.Millisecond, 50 * time.Millisecond, time.Second, 3 * time.Second}
 	limits := []limiter.Limit{
-		limiter.Per(1+rng.Int64N(12), periods[rng.IntN(len(periods))]).WithName("a"),
-		limiter.Per(1+rng.Int64N(40), periods[rng.IntN(len(periods))]).WithName("b"),
+		limiter.Per(1+rng.Int64N(12), modelPeriods[rng.IntN(len(modelPeriods))]).WithName("a"),
+		limiter.Per(1+rng.Int64N(40), modelPeriods[rng.IntN(len(modelPeriods))]).WithName("b"),
 	}
 	if alg == limiter.TokenBucket {
 		limits[0] = limits[0].WithBurst(1 + rng.Int64N(15))
 	}
+	if changes {
+		limits = []limiter.Limit{randomLimit(rng, alg, "a"), randomLimit(rng, alg, "b")}
+	}
 	m := newModel(len(limits))
 	key := fmt.Sprintf("user-%d", seed)
 	for step := range 300 {
+		if changes && rng.IntN(8) == 0 {
+			k := rng.IntN(len(limits))
+			limits[k] = randomLimit(rng, alg, limits[k].Name)
+		}
 		// Advance by nothing, a little, or a lot relative to the shorter period.
 		switch rng.IntN(4) {
 		case 0:
@@ -314,13 +397,27 @@ func runModel(t *testing.T, b *redistest.Backend, prefix string, alg *limiter.Al
 		case 3:
 			now += rng.Int64N(3 * limits[1].Period.Microseconds())
 		}
+		op := rng.IntN(4)
+		ls := limits
+		switch op {
+		case 0:
+			ls = limits[:1]
+		case 1:
+			ls = limits[1:]
+		}
 		n := 1 + rng.Int64N(3)
 		if rng.IntN(20) == 0 {
 			n = 50 // more than any capacity here: never allowed
 		}
+		if changes {
+			smallest := min(ls[0].Capacity(), ls[len(ls)-1].Capacity())
+			n = 1 + rng.Int64N(max(1, smallest/3))
+			if rng.IntN(20) == 0 {
+				n = smallest + 1 // never allowed
+			}
+		}
 		var got []limiter.Result
 		var want []limiter.Result
-		op := rng.IntN(4)
 		switch op {
 		case 0: // AllowN on the first limit
 			r, err := lim.AllowN(ctx, key, limits[0], n)
@@ -333,6 +430,7 @@ func runModel(t *testing.T, b *redistest.Backend, prefix string, alg *limiter.Al
 			if err != nil {
 				t.Fatal(err)
 			}
+			n = 1
 			got, want = []limiter.Result{r}, decideModel(subModel{m, 1}, now, 1, true, limits[1:])
 		default: // AllowAll on both
 			r, err := lim.AllowAll(ctx, key, n, limits...)

@@ -7,6 +7,4 @@ package limiter
 // (MEMORY USAGE, Redis 7.0).
 //
 // It only adds counts, so it takes every rate up to MaxRate, with any period.
-var FixedWindow = newAlgorithm("fixed_window", "fw", func(Limit) error { return nil }, windowArgs)
-
-func windowArgs(l Limit) (int64, int64) { return l.Rate, l.Period.Milliseconds() }
+var FixedWindow = newAlgorithm("fixed_window", "fw", func(Limit) error { return nil }, 2, windowArgs)

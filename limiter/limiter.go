@@ -56,9 +56,18 @@ var errInvalidClock = errors.New("limiter: WithClock gave an instant outside 197
 //
 // For the windows, Period is the window length: PerMinute(100) admits 100 requests per minute.
 // For the token bucket, the bucket holds Burst tokens (Rate when Burst is 0) and gains Rate tokens
-// per Period, one every Period/Rate (rounded up to a whole microsecond); each request takes its
-// cost in tokens. Example: Per(2, 10*time.Minute).WithBurst(5) admits 5 requests at once, then one
-// every 5 minutes; an idle bucket is full again 25 minutes after it was emptied.
+// per Period, exactly, in fractions of a token; each request takes its cost in tokens. Example:
+// Per(2, 10*time.Minute).WithBurst(5) admits 5 requests at once, then one every 5 minutes; an idle
+// bucket is full again 25 minutes after it was emptied.
+//
+// Bounds: Period from 1ms to MaxPeriod in whole milliseconds, Rate from 1 and Burst from 0 to
+// MaxRate, and what each algorithm can compute exactly (SlidingWindow: Rate × Period in ms at most
+// 2^50; SlidingLog: Rate at most MaxSlidingLogRate; TokenBucket: every rate up to 4,503,599,627 per
+// second with Burst = Rate, and up to 4,503,599,627,000,000 per second when a multiple of a million;
+// see TokenBucket). Limits past them are refused with ErrInvalidLimit, never answered inexactly.
+//
+// Changing a limit (a customer's tier, say) keeps what was used under the old one; docs/algorithms.md
+// defines, per algorithm, how it carries over.
 //
 // Name is optional. It names the limit in the keys (in place of the period) and in RateLimit
 // headers and metrics; limits that should count separately on one key need different names or periods.
@@ -462,11 +471,10 @@ func (l *Limiter) runBounded(ctx context.Context, keys []string, n, now int64, p
 // run runs the algorithm's script on keys (one per limit, from prepare) at now (microseconds, 0
 // for the server's clock), and decodes one Result per limit into out.
 func (l *Limiter) run(ctx context.Context, keys []string, n, now int64, peek bool, limits []Limit, out []Result) error {
-	args := make([]any, 0, 3+2*len(limits))
+	args := make([]any, 0, 3+l.alg.nargs*len(limits))
 	args = append(args, n, peekFlag(peek), now)
 	for _, lim := range limits {
-		a, b := l.alg.args(lim)
-		args = append(args, a, b)
+		args = l.alg.args(args, lim)
 	}
 	v, err := l.alg.script.RunVia(ctx, l.via, l.client, keys, args...)
 	if err != nil {

@@ -10,7 +10,7 @@ import "fmt"
 //
 // It weighs counts by milliseconds of the window, so Rate × Period in milliseconds must be at
 // most 2^50 (PerSecond(1_125_899_906_842), PerDay(13_031_248)); beyond, ErrInvalidLimit.
-var SlidingWindow = newAlgorithm("sliding_window", "sw", checkSliding, windowArgs)
+var SlidingWindow = newAlgorithm("sliding_window", "sw", checkSliding, 2, windowArgs)
 
 func checkSliding(l Limit) error {
 	return checkProduct(l, "rate × period in milliseconds", l.Rate, l.Period.Milliseconds())
@@ -24,7 +24,7 @@ const MaxSlidingLogRate = 10000
 // admits exactly Rate requests in any span of Period. Its memory is bounded by the limit (about 36
 // bytes per request counted while the set has at most 128 members, about 115 beyond, where Redis
 // switches the sorted set from a listpack to a skiplist), so it is meant for small limits: Rate is at most MaxSlidingLogRate.
-var SlidingLog = newAlgorithm("sliding_log", "sl", checkLog, windowArgs)
+var SlidingLog = newAlgorithm("sliding_log", "sl", checkLog, 2, windowArgs)
 
 func checkLog(l Limit) error {
 	if l.Rate > MaxSlidingLogRate {
