@@ -328,6 +328,23 @@ func TestLimiterMatchesModel(t *testing.T) {
 	})
 }
 
+// The same, while the limits change under the state: rates and bursts up and down, periods longer
+// and shorter (the limits are named, so a new period keeps the key), with rates up to 90 million per
+// period, so that a token bucket gains tokens many times per microsecond.
+func TestLimiterMatchesModelAcrossLimitChanges(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, b *redistest.Backend) {
+		for _, a := range algorithms {
+			t.Run(a.alg.String(), func(t *testing.T) {
+				prefix := redistest.Prefix(t)
+				for seed := range uint64(8) {
+					runModel(t, b, prefix, a.alg, a.model, seed, true)
+				}
+				assertKeysExpire(t, b, prefix)
+			})
+		}
+	})
+}
+
 var modelPeriods = []time.Duration{time.Millisecond, 7 * time.Millisecond, 50 * time.Millisecond, time.Second, 3 * time.Second}
 
 // randomLimit returns a limit named name for alg: mostly small rates, sometimes (not for the log,

@@ -5,8 +5,15 @@
 --   weighted = prev * (window - elapsed) / window + cur
 -- computed in integers (scaled by window, never floored), so rounding never lets a request through.
 --
--- KEYS[i]   state of limit i: a string "<window index>:<current count>:<previous count>" that expires
---           at the end of the window after its own (the count is the next window's previous count)
+-- The state holds the counts with the window they were made in (its start and length), and is
+-- always weighed over those windows. A request admitted in the window after the stored one moves
+-- the current count to the previous one. One admitted under another period (a named limit whose
+-- period changed) starts its own window's count with the stored estimate, rounded up.
+--
+-- KEYS[i]   state of limit i: "v2:<window start ms>:<window ms>:<current count>:<previous count>",
+--           expiring at the end of the window after its own (the count is then the previous one).
+--           Earlier versions stored "<window index>:<current count>:<previous count>", the index
+--           under the limit's period: it is read as that window.
 -- ARGV[1]   cost: how many requests this call asks for, an integer >= 1
 -- ARGV[2]   "1" to peek (decide, write nothing, report the state before the cost), "0" to consume
 -- ARGV[3]   now in integer microseconds since the Unix epoch; "0" to use the server's TIME (only
@@ -16,7 +23,10 @@
 --           allowed is 1 when every limit admits the cost; only then, and only when consuming, is
 --           anything written. A denied call changes nothing. retry_after_us_i is when the weighted
 --           count will have fallen enough for this cost (not the end of the window), or -1 when the
---           cost is larger than limit i and can never be admitted. Malformed state is treated as empty.
+--           cost is larger than limit i and can never be admitted.
+--
+-- The caller keeps rate * window <= 2^50, so that every product below, of counts made under some
+-- limit by that limit's window, stays an exact integer in a double.
 
 -- floor(a / b) for non-negative integers a, b > 0, exact where a double quotient would round.
 local function idiv(a, b)
@@ -40,43 +50,48 @@ local st = {}
 for i = 1, #KEYS do
   local rate = tonumber(ARGV[2 + 2 * i])
   local window = tonumber(ARGV[3 + 2 * i])
-  local win = math.floor(now_ms / window)
-  local start = win * window -- ms
-  local elapsed = now_ms - start
+  local start = math.floor(now_ms / window) * window -- this limit's window (ms)
 
-  local cur, prev = 0, 0
+  -- The counts, over their windows: cur in [s, s + p), prev in the window before it.
+  local s, p, cur, prev = start, window, 0, 0
   local v = redis.call('GET', KEYS[i])
   if v then
-    local w, c, p = string.match(v, '^(%d+):(%d+):(%d+)$')
-    w = tonumber(w)
-    if w == win then
-      cur, prev = tonumber(c), tonumber(p)
-    elseif w == win - 1 then
-      prev = tonumber(c)
+    local a, b, c, d = string.match(v, '^v2:(%d+):(%d+):(%d+):(%d+)$')
+    if a then
+      s, p, cur, prev = tonumber(a), tonumber(b), tonumber(c), tonumber(d)
+    else
+      a, c, d = string.match(v, '^(%d+):(%d+):(%d+)$')
+      if a then s, cur, prev = tonumber(a) * window, tonumber(c), tonumber(d) end
+    end
+    if now_ms - s >= 2 * p then -- nothing counts any more
+      s, p, cur, prev = start, window, 0, 0
+    elseif now_ms - s >= p then -- the window after the stored one: cur is now the previous count
+      s, cur, prev = s + p, 0, cur
     end
   end
+  local elapsed = math.max(0, now_ms - s) -- 0 for a window ahead of now (a clock behind)
 
-  -- Everything below is scaled by window: weighted * window = prev * (window - elapsed) + cur * window.
-  local scaled = prev * (window - elapsed) + cur * window
+  -- Everything below is scaled by p: weighted * p = prev * (p - elapsed) + cur * p.
+  local scaled = prev * (p - elapsed) + cur * p
   local allowed, retry = 1, 0
   if cost > rate then
     allowed, retry, all = 0, -1, 0
-  elseif scaled + cost * window > rate * window then
+  elseif cur + prev + cost > rate and scaled > (rate - cost) * p then
     allowed, all = 0, 0
     local at -- the first millisecond at which this cost fits
     if cur + cost <= rate then
       -- Later in this window, once prev's weight has shrunk enough:
-      -- prev * (window - x) <= (rate - cur - cost) * window.
-      at = start + window - idiv((rate - cur - cost) * window, prev)
+      -- prev * (p - x) <= (rate - cur - cost) * p.
+      at = s + p - idiv((rate - cur - cost) * p, prev)
     else
-      -- In the next window, where cur becomes the previous count: cur * (window - x) <= (rate - cost) * window.
+      -- In the next window, where cur becomes the previous count: cur * (p - x) <= (rate - cost) * p.
       local x = 0
-      if cur > 0 then x = math.max(0, window - idiv((rate - cost) * window, cur)) end
-      at = start + window + x
+      if cur > 0 then x = math.max(0, p - idiv((rate - cost) * p, cur)) end
+      at = s + p + x
     end
     retry = at * 1000 - now
   end
-  st[i] = {rate = rate, window = window, win = win, start = start, scaled = scaled,
+  st[i] = {rate = rate, window = window, start = start, s = s, p = p, scaled = scaled,
            cur = cur, prev = prev, allowed = allowed, retry = retry}
 end
 
@@ -84,25 +99,28 @@ end
 local consume = all == 1 and not peek
 local out = {all}
 for i = 1, #KEYS do
-  local s = st[i]
-  local cur, scaled = s.cur, s.scaled
+  local x = st[i]
+  local s, p, cur, prev, scaled = x.s, x.p, x.cur, x.prev, x.scaled
   if consume then
-    cur = cur + cost
-    scaled = scaled + cost * s.window
-    redis.call('SET', KEYS[i], string.format('%d:%d:%d', s.win, cur, s.prev), 'PXAT',
-      string.format('%d', s.start + 2 * s.window))
+    if s ~= x.start or p ~= x.window then -- counted under another period, or ahead of now
+      cur, prev = idiv(scaled + p - 1, p), 0
+    end
+    s, p, cur = x.start, x.window, cur + cost
+    scaled = prev * (p - (now_ms - s)) + cur * p
+    redis.call('SET', KEYS[i], string.format('v2:%d:%d:%d:%d', s, p, cur, prev), 'PXAT',
+      string.format('%d', s + 2 * p))
   end
   -- Fully replenished when nothing counts any more: the end of the next window while the current
   -- window has requests, else the end of this one while the previous window still weighs.
   local reset = 0
   if cur > 0 then
-    reset = (s.start + 2 * s.window) * 1000 - now
-  elseif s.prev > 0 then
-    reset = (s.start + s.window) * 1000 - now
+    reset = (s + 2 * p) * 1000 - now
+  elseif prev > 0 then
+    reset = (s + p) * 1000 - now
   end
-  out[#out + 1] = s.allowed
-  out[#out + 1] = math.max(0, idiv(math.max(0, s.rate * s.window - scaled), s.window))
-  out[#out + 1] = s.retry
+  out[#out + 1] = x.allowed
+  out[#out + 1] = math.max(0, x.rate - idiv(scaled + p - 1, p))
+  out[#out + 1] = x.retry
   out[#out + 1] = reset
 end
 return out
