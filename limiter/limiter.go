@@ -26,6 +26,11 @@ var (
 	// ErrBadReply is returned, wrapped, when Redis answers a script call with a reply of the wrong
 	// shape (for example a script of another version under the same name).
 	ErrBadReply = errors.New("limiter: malformed reply from Redis")
+	// ErrCorruptState is returned, wrapped, when a limit's key holds what the limiter never writes:
+	// a key of another type, a value of another shape, or numbers no limit could have written. The
+	// decision is not made and nothing is written, whatever the failure policy, since reading such
+	// a key as empty would hand the client a fresh quota. Reset clears it.
+	ErrCorruptState = errors.New("limiter: corrupt state in Redis")
 )
 
 // InfDuration is the RetryAfter of a request that can never be allowed: its cost is larger than
@@ -478,9 +483,30 @@ func (l *Limiter) run(ctx context.Context, keys []string, n, now int64, peek boo
 	}
 	v, err := l.alg.script.RunVia(ctx, l.via, l.client, keys, args...)
 	if err != nil {
+		if lim, ok := corrupt(err, limits); ok {
+			return fmt.Errorf("limiter: %s: %w under %v: %w", l.alg.name, ErrCorruptState, lim, err)
+		}
 		return fmt.Errorf("limiter: %s: %w", l.alg.name, err)
 	}
 	return decode(v, limits, out)
+}
+
+// corrupt reports whether err is Redis saying that a limit's key holds corrupt state: the scripts'
+// "CORRUPTSTATE <i>" (limit i), or WRONGTYPE, a key of another type (a limit not known). It
+// returns the limit, for the message.
+func corrupt(err error, limits []Limit) (any, bool) {
+	var reply redis.Error
+	if !errors.As(err, &reply) {
+		return nil, false
+	}
+	msg := reply.Error()
+	if rest, ok := strings.CutPrefix(msg, "CORRUPTSTATE "); ok {
+		if i, err := strconv.Atoi(rest); err == nil && i >= 1 && i <= len(limits) {
+			return limits[i-1], true
+		}
+		return "a limit", true
+	}
+	return "a limit (a key of another type)", strings.HasPrefix(msg, "WRONGTYPE ")
 }
 
 // keys validates key and limits and returns the Redis key of each limit.

@@ -85,8 +85,8 @@ type failurePolicy struct {
 // WithTimeout, so that a slow Redis costs a bounded wait; after a failure, Redis is left alone for
 // a cooldown (WithCooldown).
 //
-// Everything else is returned as the error, whatever the policy: invalid arguments, a malformed
-// reply (ErrBadReply), an error of the script itself, a key of another type, and a failure
+// Everything else is returned as the error, whatever the policy: invalid arguments, corrupt state
+// (ErrCorruptState), a malformed reply (ErrBadReply), an error of the script itself, and a failure
 // after the caller's own context has ended. Such errors are counted in the decisions metric with
 // decision "error" and their error.type.
 //
@@ -214,7 +214,7 @@ func isUnavailable(err error) (ok, serverWide bool) {
 		}
 		return strings.HasPrefix(msg, "ERR max number of clients reached"), true
 	}
-	for _, e := range [...]error{ErrBadReply, ErrInvalidLimit, ErrInvalidCost, ErrInvalidKey,
+	for _, e := range [...]error{ErrBadReply, ErrCorruptState, ErrInvalidLimit, ErrInvalidCost, ErrInvalidKey,
 		errInvalidClock, redis.ErrClosed, gatehouse.ErrCrossSlot, context.Canceled} {
 		if errors.Is(err, e) {
 			return false, false

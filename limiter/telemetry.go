@@ -162,6 +162,8 @@ func errorType(err error) string {
 		return ""
 	case errors.Is(err, ErrInvalidLimit), errors.Is(err, ErrInvalidCost), errors.Is(err, ErrInvalidKey), errors.Is(err, errInvalidClock):
 		return "invalid_argument"
+	case errors.Is(err, ErrCorruptState):
+		return "corrupt_state"
 	case errors.Is(err, ErrBadReply):
 		return "bad_reply"
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, os.ErrDeadlineExceeded):

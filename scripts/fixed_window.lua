@@ -8,7 +8,8 @@
 --
 -- KEYS[i]   state of limit i: "v2:<window end in ms>:<count>", which expires at the window's end.
 --           Earlier versions stored "<window index>:<count>", the index under the limit's period:
---           it is read as the window of that index.
+--           it is read as the window of that index. Any other value (or numbers no limit could
+--           have written) is corrupt: the call fails with "CORRUPTSTATE <i>" and writes nothing.
 -- ARGV[1]   cost: how many requests this call asks for, an integer >= 1
 -- ARGV[2]   "1" to peek (decide, write nothing, report the state before the cost), "0" to consume
 -- ARGV[3]   now in integer microseconds since the Unix epoch; "0" to use the server's TIME (only
@@ -18,6 +19,9 @@
 --           allowed is 1 when every limit admits the cost; only then, and only when consuming, is
 --           anything written. A denied call changes nothing. retry_after_us_i is -1 when the cost is
 --           larger than limit i and can never be admitted.
+
+local EXACT = 9007199254740992   -- 2^53
+local AHEAD = 630720000000       -- ms: two MaxPeriods; no window ends later than that after now
 
 local cost = tonumber(ARGV[1])
 local peek = ARGV[2] == '1'
@@ -45,9 +49,12 @@ for i = 1, #KEYS do
     else
       local w
       w, c = string.match(v, '^(%d+):(%d+)$')
-      e = w and (tonumber(w) + 1) * window or 0
+      if not w then return redis.error_reply('CORRUPTSTATE ' .. i) end
+      e = (tonumber(w) + 1) * window
     end
-    if e > now_ms then count, ends = tonumber(c), e end
+    c = tonumber(c)
+    if e > now_ms + AHEAD or c > EXACT then return redis.error_reply('CORRUPTSTATE ' .. i) end
+    if e > now_ms then count, ends = c, e end
   end
 
   local allowed, retry = 1, 0

@@ -17,6 +17,10 @@
 --           anything written. A denied call changes nothing. retry_after_us_i is when enough of the
 --           oldest requests will have aged out for this cost, or -1 when the cost is larger than
 --           limit i and can never be admitted.
+--
+-- A score that is not a whole number of microseconds, where the script reads one, is corrupt: the
+-- call fails with "CORRUPTSTATE <i>" and writes nothing. (A key of another type fails with
+-- WRONGTYPE, which the caller reports the same way.)
 
 local CHUNK = 1000 -- members per ZADD
 
@@ -28,10 +32,17 @@ if now == 0 then
   now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 end
 
--- The time of the newest member, or nil.
-local function newest(key)
-  local r = redis.call('ZREVRANGEBYSCORE', key, '+inf', '-inf', 'WITHSCORES', 'LIMIT', 0, 1)
-  if r[2] then return tonumber(r[2]) end
+-- A member's score as an integer, or nil when it is not one a request could have: corrupt.
+local function instant(score)
+  local t = tonumber(score)
+  if t and t == math.floor(t) and t > -9007199254740992 and t < 9007199254740992 then return t end
+  return nil
+end
+
+-- The time of the newest member of limit i's key, or nil; false when the score is corrupt.
+local function newest(i)
+  local r = redis.call('ZREVRANGEBYSCORE', KEYS[i], '+inf', '-inf', 'WITHSCORES', 'LIMIT', 0, 1)
+  if r[2] then return instant(r[2]) or false end
   return nil
 end
 
@@ -51,7 +62,9 @@ for i = 1, #KEYS do
     allowed, all = 0, 0
     -- The (count + cost - rate)-th oldest live request must age out first.
     local r = redis.call('ZRANGEBYSCORE', KEYS[i], live, '+inf', 'WITHSCORES', 'LIMIT', count + cost - rate - 1, 1)
-    retry = tonumber(r[2]) + span - now
+    local t = instant(r[2])
+    if not t then return redis.error_reply('CORRUPTSTATE ' .. i) end
+    retry = t + span - now
   end
   st[i] = {rate = rate, span = span, count = count, allowed = allowed, retry = retry}
 end
@@ -82,7 +95,8 @@ for i = 1, #KEYS do
     redis.call('PEXPIREAT', KEYS[i], string.format('%d', math.ceil((now + s.span) / 1000)))
     count, last = count + cost, now
   elseif count > 0 then
-    last = newest(KEYS[i])
+    last = newest(i)
+    if last == false then return redis.error_reply('CORRUPTSTATE ' .. i) end
   end
   local reset = 0
   if count > 0 and last then reset = last + s.span - now end

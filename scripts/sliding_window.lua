@@ -13,7 +13,9 @@
 -- KEYS[i]   state of limit i: "v2:<window start ms>:<window ms>:<current count>:<previous count>",
 --           expiring at the end of the window after its own (the count is then the previous one).
 --           Earlier versions stored "<window index>:<current count>:<previous count>", the index
---           under the limit's period: it is read as that window.
+--           under the limit's period: it is read as that window. Any other value (or numbers no
+--           limit could have written) is corrupt: the call fails with "CORRUPTSTATE <i>" and
+--           writes nothing.
 -- ARGV[1]   cost: how many requests this call asks for, an integer >= 1
 -- ARGV[2]   "1" to peek (decide, write nothing, report the state before the cost), "0" to consume
 -- ARGV[3]   now in integer microseconds since the Unix epoch; "0" to use the server's TIME (only
@@ -34,6 +36,10 @@ local function idiv(a, b)
   if q * b > a then q = q - 1 elseif (q + 1) * b <= a then q = q + 1 end
   return q
 end
+
+local EXACT = 9007199254740992   -- 2^53
+local AHEAD = 630720000000       -- ms: two MaxPeriods; no window starts later than that after now
+local LONGEST = 315360000000     -- ms: MaxPeriod
 
 local cost = tonumber(ARGV[1])
 local peek = ARGV[2] == '1'
@@ -61,7 +67,11 @@ for i = 1, #KEYS do
       s, p, cur, prev = tonumber(a), tonumber(b), tonumber(c), tonumber(d)
     else
       a, c, d = string.match(v, '^(%d+):(%d+):(%d+)$')
-      if a then s, cur, prev = tonumber(a) * window, tonumber(c), tonumber(d) end
+      if not a then return redis.error_reply('CORRUPTSTATE ' .. i) end
+      s, cur, prev = tonumber(a) * window, tonumber(c), tonumber(d)
+    end
+    if p < 1 or p > LONGEST or s > now_ms + AHEAD or (cur + prev) * p > EXACT then
+      return redis.error_reply('CORRUPTSTATE ' .. i)
     end
     if now_ms - s >= 2 * p then -- nothing counts any more
       s, p, cur, prev = start, window, 0, 0

@@ -16,6 +16,8 @@
 --           r and p those of the limit that wrote it; it expires when the bucket is full. Earlier
 --           versions stored "<tat>", the instant the bucket is full again at one token per
 --           ceil(p / r) microseconds: it is read as the whole tokens it stood for, rounded up.
+--           Any other value (or numbers no limit could have written) is corrupt: the call fails
+--           with "CORRUPTSTATE <i>" and writes nothing.
 -- ARGV[1]   cost: how many tokens this call takes, an integer >= 1
 -- ARGV[2]   "1" to peek (decide, write nothing, report the state before the cost), "0" to consume
 -- ARGV[3]   now in integer microseconds since the Unix epoch; "0" to use the server's TIME (only
@@ -35,6 +37,9 @@ local function idiv(a, b)
   if q * b > a then q = q - 1 elseif (q + 1) * b <= a then q = q + 1 end
   return q
 end
+
+local EXACT = 9007199254740992   -- 2^53
+local AHEAD = 630720000000000    -- µs: two MaxPeriods; no state is written later than that after now
 
 local cost = tonumber(ARGV[1])
 local peek = ARGV[2] == '1'
@@ -58,6 +63,9 @@ for i = 1, #KEYS do
     local sd, t, sr, sp = string.match(v, '^v2:(%d+):(%d+):(%d+):(%d+)$')
     if sd then
       sd, t, sr, sp = tonumber(sd), tonumber(t), tonumber(sr), tonumber(sp)
+      if sr < 1 or sp < 1 or sr > EXACT or sp > EXACT or sd > EXACT or t > now + AHEAD then
+        return redis.error_reply('CORRUPTSTATE ' .. i)
+      end
       local e = now - t
       if e < 0 then e, base = 0, t end -- written at a later instant (a clock behind): as of then
       if e * sr < sd then -- not yet refilled under the limit that wrote it
@@ -70,7 +78,9 @@ for i = 1, #KEYS do
         d = math.max(0, sd - e * r)
       end
     else
-      local tat = tonumber(string.match(v, '^(%d+)$') or 0)
+      local tat = string.match(v, '^(%d+)$')
+      if not tat then return redis.error_reply('CORRUPTSTATE ' .. i) end
+      tat = tonumber(tat)
       if tat > now then
         local iv = idiv(p + r - 1, r)
         d = math.min(idiv(tat - now + iv - 1, iv), burst) * p
