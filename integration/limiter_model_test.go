@@ -29,21 +29,26 @@ type model interface {
 	report(i int, lim limiter.Limit, now int64) (remaining, reset int64)
 }
 
-// decideModel is the model's AllowAll: all or nothing, then each limit reported as it stands.
+// decideModel is the model's AllowAll: all or nothing over the limits that enforce, counted by
+// each limit that admits, then each limit reported as it stands. A refusal in shadow mode is an
+// admission that says Shadow.
 func decideModel(m model, now, n int64, peek bool, limits []limiter.Limit) []limiter.Result {
 	out := make([]limiter.Result, len(limits))
 	all := true
 	for i, lim := range limits {
 		ok, retry := m.check(i, lim, now, n)
 		out[i] = limiter.Result{Allowed: ok, Limit: lim, RetryAfter: usDuration(retry)}
-		all = all && ok
+		all = all && (ok || lim.Shadow)
 	}
 	for i, lim := range limits {
-		if all && !peek {
+		if all && !peek && out[i].Allowed {
 			m.take(i, lim, now, n)
 		}
 		rem, reset := m.report(i, lim, now)
 		out[i].Remaining, out[i].ResetAfter = rem, usDuration(reset)
+		if lim.Shadow && !out[i].Allowed {
+			out[i].Allowed, out[i].Shadow = true, true
+		}
 	}
 	return out
 }
@@ -330,7 +335,8 @@ func TestLimiterMatchesModel(t *testing.T) {
 
 // The same, while the limits change under the state: rates and bursts up and down, periods longer
 // and shorter (the limits are named, so a new period keeps the key), with rates up to 90 million per
-// period, so that a token bucket gains tokens many times per microsecond.
+// period, so that a token bucket gains tokens many times per microsecond; and limits moved in and
+// out of shadow mode.
 func TestLimiterMatchesModelAcrossLimitChanges(t *testing.T) {
 	redistest.Each(t, func(t *testing.T, b *redistest.Backend) {
 		for _, a := range algorithms {
@@ -361,6 +367,9 @@ func randomLimit(rng *rand.Rand, alg *limiter.Algorithm, name string) limiter.Li
 	l := limiter.Per(rate, modelPeriods[rng.IntN(len(modelPeriods))]).WithName(name)
 	if alg == limiter.TokenBucket && rng.IntN(2) == 0 {
 		l = l.WithBurst(1 + rng.Int64N(2*rate))
+	}
+	if rng.IntN(4) == 0 {
+		l = l.WithShadow()
 	}
 	return l
 }
@@ -455,9 +464,9 @@ func runModel(t *testing.T, b *redistest.Backend, prefix string, alg *limiter.Al
 				t.Fatal(err)
 			}
 			got, want = r.All, decideModel(m, now, n, false, limits)
-			allowed := want[0].Allowed && want[1].Allowed
-			if r.Allowed != allowed {
-				t.Fatalf("seed %d step %d: AllowAll allowed = %v, model %v", seed, step, r.Allowed, allowed)
+			allowed, shadow := want[0].Allowed && want[1].Allowed, want[0].Shadow || want[1].Shadow
+			if r.Allowed != allowed || r.Shadow != shadow {
+				t.Fatalf("seed %d step %d: AllowAll allowed = %v, shadow = %v; model %v, %v", seed, step, r.Allowed, r.Shadow, allowed, shadow)
 			}
 		}
 		for i := range want {

@@ -75,12 +75,18 @@ var errInvalidClock = errors.New("limiter: WithClock gave an instant outside 197
 // defines, per algorithm, how it carries over.
 //
 // Name is optional. It names the limit in the keys (in place of the period) and in RateLimit
-// headers and metrics; limits that should count separately on one key need different names or periods.
+// headers and metrics; limits that should count separately on one key need different names or
+// periods. Without a Name, headers and metrics name the limit by String: "100/1m0s",
+// "2/10m0s burst 5".
+//
+// Shadow puts the limit in shadow mode (dry run): it is decided, counted and recorded as usual,
+// but cannot refuse a request (see WithShadow).
 type Limit struct {
 	Name   string
 	Rate   int64
 	Period time.Duration
 	Burst  int64
+	Shadow bool
 }
 
 // Per returns a limit of rate requests per period.
@@ -101,6 +107,16 @@ func (l Limit) WithBurst(burst int64) Limit { l.Burst = burst; return l }
 // WithName returns a copy of l named name.
 func (l Limit) WithName(name string) Limit { l.Name = name; return l }
 
+// WithShadow returns a copy of l in shadow mode, the way to roll out a new limit: it is decided
+// and counted with the others, but a refusal of its own does not refuse the request. The Result
+// says what would have happened (Shadow, with the RetryAfter the refusal would have had), and so
+// do the span and the decisions metric (decision "denied" with gatehouse.limiter.shadow true). In
+// AllowAll it does not take part in the all-or-nothing: the limits that enforce decide, and count
+// the request when they all admit it; a shadow limit counts it too when it would itself have
+// admitted it, so that its state holds what the limit would hold were it enforced. Shadow mode
+// does not change the key: a limit moved from shadow to enforcing keeps its count.
+func (l Limit) WithShadow() Limit { l.Shadow = true; return l }
+
 // Capacity returns the most requests the limit admits at once: Burst when set, else Rate.
 func (l Limit) Capacity() int64 {
 	if l.Burst > 0 {
@@ -109,7 +125,8 @@ func (l Limit) Capacity() int64 {
 	return l.Rate
 }
 
-// String returns the limit as "name:rate/period", such as "api:100/1m0s" or "100/1m0s".
+// String returns the limit as "name:rate/period", with " burst n" when Burst is set, such as
+// "api:100/1m0s", "100/1m0s" or "2/10m0s burst 5". Shadow mode does not show.
 func (l Limit) String() string {
 	s := strconv.FormatInt(l.Rate, 10) + "/" + l.Period.String()
 	if l.Burst > 0 {
@@ -145,16 +162,23 @@ func (l Limit) validate() error {
 
 // Result is the outcome of a decision.
 type Result struct {
-	// Allowed reports whether the request was admitted (and, except for Peek, counted).
+	// Allowed reports whether the request was admitted (and, except for Peek, counted). A limit in
+	// shadow mode never makes it false.
 	Allowed bool
+	// Shadow reports a refusal in shadow mode: a limit in shadow mode (Limit.WithShadow, or every
+	// limit under WithShadowMode) refused the request, which was admitted anyway unless a limit
+	// that enforces refused it too. Limit and RetryAfter then describe that refusal. In AllowAll,
+	// each result of All says it of its own limit.
+	Shadow bool
 	// Limit is the limit this result describes.
 	Limit Limit
 	// Remaining is how many more requests of cost 1 the limit admits now: after this request when
 	// it was admitted, before it otherwise. For Peek, before any cost.
 	Remaining int64
-	// RetryAfter is 0 when Allowed; otherwise the earliest time after which the same request can be
-	// admitted, rounded up, so a client that waits this long is not refused again for the same
-	// reason. InfDuration when the cost exceeds the limit's capacity.
+	// RetryAfter is 0 when Allowed and not Shadow; otherwise the earliest time after which the same
+	// request can be admitted (by the limit that refused it, for Shadow), rounded up, so a client
+	// that waits this long is not refused again for the same reason. InfDuration when the cost
+	// exceeds the limit's capacity.
 	RetryAfter time.Duration
 	// ResetAfter is how long until the limit is fully replenished, with nothing counted against it.
 	ResetAfter time.Duration
@@ -182,6 +206,7 @@ type Limiter struct {
 	prefix string
 	clock  func() time.Time
 
+	shadow  bool // WithShadowMode
 	fail    failurePolicy
 	timeout time.Duration
 	breaker breaker
@@ -215,6 +240,12 @@ func WithKeyPrefix(prefix string) Option { return optionFunc(func(l *Limiter) { 
 // server's clock, at instants computed from the injected one: injected instants that fall behind
 // the server's clock see state vanish early. An instant before 1970 or after 2235 is an error.
 func WithClock(now func() time.Time) Option { return optionFunc(func(l *Limiter) { l.clock = now }) }
+
+// WithShadowMode puts every limit the limiter decides in shadow mode, as Limit.WithShadow does for
+// one: decisions are made, counted and recorded, and no request is refused. Each limit counts a
+// request when it would have admitted it, so its state holds what it would hold were it enforced,
+// alone. The Results say what would have happened (Shadow, RetryAfter).
+func WithShadowMode() Option { return optionFunc(func(l *Limiter) { l.shadow = true }) }
 
 // WithAutoPipeline sends decisions through the client's auto-pipeliner (go-redis' AutoPipeline,
 // marked experimental by go-redis): decisions made concurrently by many goroutines are gathered
@@ -296,8 +327,10 @@ func (l *Limiter) AllowN(ctx context.Context, key string, limit Limit, n int64) 
 // AllowAll checks n requests for key against every limit at once, for example PerSecond(10) and
 // PerHour(1000), and counts them against all of them only if every limit admits them, in one
 // atomic script call. The Result is the binding one: when denied, the denying limit that asks for
-// the longest wait; when allowed, the limit with the fewest requests remaining. Result.All has the
-// result of each limit, in order. Limits on one key must differ in Name or Period.
+// the longest wait; when admitted although limits in shadow mode refused, the shadow refusal with
+// the longest wait (Shadow true); otherwise the limit with the fewest requests remaining.
+// Result.All has the result of each limit, in order. Limits on one key must differ in Name or
+// Period.
 func (l *Limiter) AllowAll(ctx context.Context, key string, n int64, limits ...Limit) (Result, error) {
 	if len(limits) == 0 {
 		return Result{}, fmt.Errorf("%w: AllowAll without limits", ErrInvalidLimit)
@@ -441,11 +474,13 @@ func (l *Limiter) consult(ctx context.Context, key string, keys []string, n, now
 			}
 			l.fail.report(err, cooldown)
 		}
-		l.fail.decide(keys, n, peek, limits, l.localNow(), out, err)
+		l.fail.decide(keys, n, peek, limits, l.shadow, l.localNow(), out, err)
+		l.applyShadow(limits, out)
 		return nil
 	case err != nil:
 		return err
 	}
+	l.applyShadow(limits, out)
 	if l.fail.cooldown > 0 {
 		l.breaker.answered()
 	}
@@ -477,7 +512,7 @@ func (l *Limiter) runBounded(ctx context.Context, keys []string, n, now int64, p
 // for the server's clock), and decodes one Result per limit into out.
 func (l *Limiter) run(ctx context.Context, keys []string, n, now int64, peek bool, limits []Limit, out []Result) error {
 	args := make([]any, 0, 3+l.alg.nargs*len(limits))
-	args = append(args, n, peekFlag(peek), now)
+	args = append(args, n, l.flags(peek, limits), now)
 	for _, lim := range limits {
 		args = l.alg.args(args, lim)
 	}
@@ -588,11 +623,42 @@ func (l *Limiter) now() (int64, error) {
 	return t.UnixMicro(), nil
 }
 
-func peekFlag(peek bool) int64 {
+// flags returns the scripts' ARGV[2]: "1" to peek, "0" to consume, then, when any limit is in
+// shadow mode, one character per limit: 's' for shadow mode, '-' to enforce.
+func (l *Limiter) flags(peek bool, limits []Limit) any {
+	mode := "0"
 	if peek {
-		return 1
+		mode = "1"
 	}
-	return 0
+	shadow := l.shadow
+	for _, lim := range limits {
+		shadow = shadow || lim.Shadow
+	}
+	if !shadow {
+		return mode
+	}
+	b := make([]byte, 1+len(limits))
+	b[0] = mode[0]
+	for i, lim := range limits {
+		b[1+i] = '-'
+		if l.shadowed(lim) {
+			b[1+i] = 's'
+		}
+	}
+	return string(b)
+}
+
+// shadowed reports whether lim is decided in shadow mode.
+func (l *Limiter) shadowed(lim Limit) bool { return l.shadow || lim.Shadow }
+
+// applyShadow turns the refusals of limits in shadow mode into admissions that say Shadow, keeping
+// their RetryAfter.
+func (l *Limiter) applyShadow(limits []Limit, out []Result) {
+	for i, lim := range limits {
+		if !out[i].Allowed && l.shadowed(lim) {
+			out[i].Allowed, out[i].Shadow = true, true
+		}
+	}
 }
 
 // decode turns the script's reply {allowed, then allowed_i, remaining_i, retry_us_i, reset_us_i per
@@ -648,21 +714,29 @@ func combine(rs []Result) Result {
 }
 
 // binding returns the result that decides for several limits, with Allowed true only if every limit
-// allowed: when denied, the denying limit with the longest RetryAfter; when allowed, the limit with
-// the fewest Remaining. It does not keep rs.
+// allowed and Shadow true if any limit refused in shadow mode: when denied, the denying limit with
+// the longest RetryAfter; when allowed despite refusals in shadow mode, the one of them with the
+// longest RetryAfter; otherwise the limit with the fewest Remaining. It does not keep rs.
 func binding(rs []Result) Result {
-	allowed := true
+	allowed, shadow := true, false
 	for _, r := range rs {
 		allowed = allowed && r.Allowed
+		shadow = shadow || r.Shadow
 	}
 	binds := func(r, than Result) bool {
-		if allowed {
-			return r.Remaining < than.Remaining
+		switch {
+		case !allowed:
+			if r.Allowed != than.Allowed {
+				return !r.Allowed
+			}
+			return !r.Allowed && r.RetryAfter > than.RetryAfter
+		case shadow:
+			if r.Shadow != than.Shadow {
+				return r.Shadow
+			}
+			return r.Shadow && r.RetryAfter > than.RetryAfter
 		}
-		if r.Allowed != than.Allowed {
-			return !r.Allowed
-		}
-		return r.RetryAfter > than.RetryAfter
+		return r.Remaining < than.Remaining
 	}
 	out := rs[0]
 	for _, r := range rs[1:] {
@@ -670,6 +744,6 @@ func binding(rs []Result) Result {
 			out = r
 		}
 	}
-	out.Allowed = allowed
+	out.Allowed, out.Shadow = allowed, shadow
 	return out
 }

@@ -146,4 +146,16 @@ func TestCombine(t *testing.T) {
 	if r := combine([]Result{a, c, b, d}); r.Allowed || r.Limit != d.Limit {
 		t.Errorf("combine with two denials = %+v, want denied, binding the longest wait", r)
 	}
+	// Refusals in shadow mode: admitted, the longest shadow wait binds; an enforced refusal wins.
+	s1 := Result{Allowed: true, Shadow: true, RetryAfter: time.Minute, Limit: PerMinute(2).WithShadow()}
+	s2 := Result{Allowed: true, Shadow: true, RetryAfter: 2 * time.Hour, Limit: PerDay(2).WithShadow()}
+	if r := combine([]Result{a, s1, b, s2}); !r.Allowed || !r.Shadow || r.Limit != s2.Limit || r.RetryAfter != 2*time.Hour {
+		t.Errorf("combine with shadow refusals = %+v, want admitted, shadow, binding the longest shadow wait", r)
+	}
+	if r := combine([]Result{s2, c, a}); r.Allowed || !r.Shadow || r.Limit != c.Limit || r.RetryAfter != time.Second {
+		t.Errorf("combine with an enforced refusal and a shadow one = %+v, want denied by the enforced limit, Shadow set", r)
+	}
 }
+
+// PerDay is a test helper: a limit of rate requests per day.
+func PerDay(rate int64) Limit { return Per(rate, 24*time.Hour) }

@@ -252,12 +252,12 @@ func (b *breaker) answered() {
 	}
 }
 
-// decide fills out with the policy's decision for each limit, standing in for Redis after cause.
-// Only the local fallback knows anything of the limits' state: the others report Remaining and
-// ResetAfter as 0.
-func (p failurePolicy) decide(keys []string, n int64, peek bool, limits []Limit, now int64, out []Result, cause error) {
+// decide fills out with the policy's decision for each limit, standing in for Redis after cause
+// (the verdicts: limits in shadow mode are the caller's to apply). Only the local fallback knows
+// anything of the limits' state: the others report Remaining and ResetAfter as 0.
+func (p failurePolicy) decide(keys []string, n int64, peek bool, limits []Limit, shadowMode bool, now int64, out []Result, cause error) {
 	if p.local != nil {
-		p.local.decide(keys, n, peek, limits, now, out)
+		p.local.decide(keys, n, peek, limits, shadowMode, now, out)
 		for i := range out {
 			out[i].Err = cause
 		}

@@ -45,6 +45,7 @@ const (
 	attrOperation  = attribute.Key("gatehouse.limiter.operation")
 	attrWaited     = attribute.Key("gatehouse.limiter.waited")
 	attrSource     = attribute.Key("gatehouse.limiter.source")
+	attrShadow     = attribute.Key("gatehouse.limiter.shadow")
 )
 
 type instruments struct {
@@ -84,12 +85,15 @@ func (l *Limiter) observe(ctx context.Context, span trace.Span, op, key string, 
 		b := binding(out)
 		bind = &b
 	}
-	decision := "error"
+	// The decision is the limits' verdict: "denied" when a limit in shadow mode refused, with
+	// gatehouse.limiter.shadow true when that refusal was not enforced (the request was admitted).
+	decision, unenforced := "error", false
 	if bind != nil {
 		decision = "denied"
-		if bind.Allowed {
+		if bind.Allowed && !bind.Shadow {
 			decision = "allowed"
 		}
+		unenforced = bind.Allowed && bind.Shadow
 	}
 	source := SourceRedis
 	failure := err // what went wrong, even when the failure policy decided in its place
@@ -121,8 +125,11 @@ func (l *Limiter) observe(ctx context.Context, span trace.Span, op, key string, 
 				attrLimit.Int64(bind.Limit.Capacity()),
 				attrRemaining.Int64(bind.Remaining),
 			)
-			if !bind.Allowed && bind.RetryAfter != InfDuration {
+			if (!bind.Allowed || bind.Shadow) && bind.RetryAfter != InfDuration {
 				span.SetAttributes(attrRetryAfter.Float64(bind.RetryAfter.Seconds()))
+			}
+			if unenforced {
+				span.SetAttributes(attrShadow.Bool(true))
 			}
 		}
 		if l.keyHash != nil && key != "" {
@@ -134,8 +141,12 @@ func (l *Limiter) observe(ctx context.Context, span trace.Span, op, key string, 
 		attrs := [5]attribute.KeyValue{attrAlgorithm.String(l.alg.name), attrPolicy.String(policy),
 			attrDecision.String(decision), attrSource.String(source.String())}
 		n := 4
-		if err != nil {
+		switch {
+		case err != nil:
 			attrs[n] = telemetry.ErrorType.String(errorType(err))
+			n++
+		case unenforced:
+			attrs[n] = attrShadow.Bool(true)
 			n++
 		}
 		l.inst.decisions.Add(ctx, 1, metric.WithAttributes(attrs[:n]...))
@@ -146,8 +157,9 @@ func (l *Limiter) observe(ctx context.Context, span trace.Span, op, key string, 
 	}
 }
 
-// policyName names a limit in spans, metrics and headers: its Name, or "<rate>/<period>". The
-// number of distinct values is the number of limits a program configures, never one per client.
+// policyName names a limit in spans, metrics and headers: its Name, or without one its String,
+// such as "100/1m0s" or "2/10m0s burst 5". The number of distinct values is the number of limits a
+// program configures, never one per client.
 func policyName(l Limit) string {
 	if l.Name != "" {
 		return l.Name

@@ -11,20 +11,24 @@
 --           it is read as the window of that index. Any other value (or numbers no limit could
 --           have written) is corrupt: the call fails with "CORRUPTSTATE <i>" and writes nothing.
 -- ARGV[1]   cost: how many requests this call asks for, an integer >= 1
--- ARGV[2]   "1" to peek (decide, write nothing, report the state before the cost), "0" to consume
+-- ARGV[2]   "1" to peek (decide, write nothing, report the state before the cost), "0" to consume;
+--           then, when any limit is in shadow mode, one character per limit: "s" for shadow mode
+--           (its refusal does not refuse the call; it counts the cost only when it admits it), "-"
+--           to enforce
 -- ARGV[3]   now in integer microseconds since the Unix epoch; "0" to use the server's TIME (only
 --           tests pass a time)
 -- ARGV[2+2i], ARGV[3+2i]   limit i: requests per window, window length in integer milliseconds
 -- Reply     {allowed, then for each limit i: allowed_i, remaining_i, retry_after_us_i, reset_after_us_i}
---           allowed is 1 when every limit admits the cost; only then, and only when consuming, is
---           anything written. A denied call changes nothing. retry_after_us_i is -1 when the cost is
+--           allowed is 1 when every limit not in shadow mode admits the cost; only then, and only
+--           when consuming, is anything written, to each limit that admits it. A denied call changes nothing. retry_after_us_i is -1 when the cost is
 --           larger than limit i and can never be admitted.
 
 local EXACT = 9007199254740992   -- 2^53
 local AHEAD = 630720000000       -- ms: two MaxPeriods; no window ends later than that after now
 
 local cost = tonumber(ARGV[1])
-local peek = ARGV[2] == '1'
+local flags = ARGV[2]
+local peek = string.byte(flags) == 49 -- '1'
 local now = tonumber(ARGV[3])
 if now == 0 then
   local t = redis.call('TIME')
@@ -59,20 +63,22 @@ for i = 1, #KEYS do
 
   local allowed, retry = 1, 0
   if cost > rate then
-    allowed, retry, all = 0, -1, 0
+    allowed, retry = 0, -1
   elseif count + cost > rate then
-    allowed, retry, all = 0, ends * 1000 - now, 0
+    allowed, retry = 0, ends * 1000 - now
   end
+  if allowed == 0 and string.byte(flags, 1 + i) ~= 115 then all = 0 end -- 's': shadow mode
   st[i] = {rate = rate, window_end = window_end, count = count, ends = ends, allowed = allowed, retry = retry}
 end
 
--- Second pass: consume only if every limit allowed, then report each limit as it now stands.
+-- Second pass: consume only if every limit that enforces allowed, then report each limit as it
+-- now stands.
 local consume = all == 1 and not peek
 local out = {all}
 for i = 1, #KEYS do
   local s = st[i]
   local count, ends = s.count, s.ends
-  if consume then
+  if consume and s.allowed == 1 then
     count, ends = count + cost, s.window_end
     redis.call('SET', KEYS[i], string.format('v2:%d:%d', ends, count), 'PXAT', string.format('%d', ends))
   end

@@ -17,13 +17,16 @@
 --           limit could have written) is corrupt: the call fails with "CORRUPTSTATE <i>" and
 --           writes nothing.
 -- ARGV[1]   cost: how many requests this call asks for, an integer >= 1
--- ARGV[2]   "1" to peek (decide, write nothing, report the state before the cost), "0" to consume
+-- ARGV[2]   "1" to peek (decide, write nothing, report the state before the cost), "0" to consume;
+--           then, when any limit is in shadow mode, one character per limit: "s" for shadow mode
+--           (its refusal does not refuse the call; it counts the cost only when it admits it), "-"
+--           to enforce
 -- ARGV[3]   now in integer microseconds since the Unix epoch; "0" to use the server's TIME (only
 --           tests pass a time)
 -- ARGV[2+2i], ARGV[3+2i]   limit i: requests per window, window length in integer milliseconds
 -- Reply     {allowed, then for each limit i: allowed_i, remaining_i, retry_after_us_i, reset_after_us_i}
---           allowed is 1 when every limit admits the cost; only then, and only when consuming, is
---           anything written. A denied call changes nothing. retry_after_us_i is when the weighted
+--           allowed is 1 when every limit not in shadow mode admits the cost; only then, and only
+--           when consuming, is anything written, to each limit that admits it. A denied call changes nothing. retry_after_us_i is when the weighted
 --           count will have fallen enough for this cost (not the end of the window), or -1 when the
 --           cost is larger than limit i and can never be admitted.
 --
@@ -42,7 +45,8 @@ local AHEAD = 630720000000       -- ms: two MaxPeriods; no window starts later t
 local LONGEST = 315360000000     -- ms: MaxPeriod
 
 local cost = tonumber(ARGV[1])
-local peek = ARGV[2] == '1'
+local flags = ARGV[2]
+local peek = string.byte(flags) == 49 -- '1'
 local now = tonumber(ARGV[3])
 if now == 0 then
   local t = redis.call('TIME')
@@ -85,9 +89,9 @@ for i = 1, #KEYS do
   local scaled = prev * (p - elapsed) + cur * p
   local allowed, retry = 1, 0
   if cost > rate then
-    allowed, retry, all = 0, -1, 0
+    allowed, retry = 0, -1
   elseif cur + prev + cost > rate and scaled > (rate - cost) * p then
-    allowed, all = 0, 0
+    allowed = 0
     local at -- the first millisecond at which this cost fits
     if cur + cost <= rate then
       -- Later in this window, once prev's weight has shrunk enough:
@@ -101,17 +105,19 @@ for i = 1, #KEYS do
     end
     retry = at * 1000 - now
   end
+  if allowed == 0 and string.byte(flags, 1 + i) ~= 115 then all = 0 end -- 's': shadow mode
   st[i] = {rate = rate, window = window, start = start, s = s, p = p, scaled = scaled,
            cur = cur, prev = prev, allowed = allowed, retry = retry}
 end
 
--- Second pass: consume only if every limit allowed, then report each limit as it now stands.
+-- Second pass: consume only if every limit that enforces allowed, then report each limit as it
+-- now stands.
 local consume = all == 1 and not peek
 local out = {all}
 for i = 1, #KEYS do
   local x = st[i]
   local s, p, cur, prev, scaled = x.s, x.p, x.cur, x.prev, x.scaled
-  if consume then
+  if consume and x.allowed == 1 then
     if s ~= x.start or p ~= x.window then -- counted under another period, or ahead of now
       cur, prev = idiv(scaled + p - 1, p), 0
     end

@@ -19,14 +19,17 @@
 --           Any other value (or numbers no limit could have written) is corrupt: the call fails
 --           with "CORRUPTSTATE <i>" and writes nothing.
 -- ARGV[1]   cost: how many tokens this call takes, an integer >= 1
--- ARGV[2]   "1" to peek (decide, write nothing, report the state before the cost), "0" to consume
+-- ARGV[2]   "1" to peek (decide, write nothing, report the state before the cost), "0" to consume;
+--           then, when any limit is in shadow mode, one character per limit: "s" for shadow mode
+--           (its refusal does not refuse the call; it counts the cost only when it admits it), "-"
+--           to enforce
 -- ARGV[3]   now in integer microseconds since the Unix epoch; "0" to use the server's TIME (only
 --           tests pass a time)
 -- ARGV[1+3i], ARGV[2+3i], ARGV[3+3i]   limit i: burst (the bucket's capacity in tokens), r, p
 -- Reply     {allowed, then for each limit i: allowed_i, remaining_i, retry_after_us_i, reset_after_us_i}
 --           remaining_i is whole tokens left; reset_after_us_i is the time until the bucket is full.
---           allowed is 1 when every limit admits the cost; only then, and only when consuming, is
---           anything written. A denied call changes nothing. retry_after_us_i is -1 when the cost is
+--           allowed is 1 when every limit not in shadow mode admits the cost; only then, and only
+--           when consuming, is anything written, to each limit that admits it. A denied call changes nothing. retry_after_us_i is -1 when the cost is
 --           larger than the burst and can never be admitted.
 --
 -- The caller keeps burst * p <= 2^52, so every value below stays an exact integer in a double.
@@ -42,7 +45,8 @@ local EXACT = 9007199254740992   -- 2^53
 local AHEAD = 630720000000000    -- µs: two MaxPeriods; no state is written later than that after now
 
 local cost = tonumber(ARGV[1])
-local peek = ARGV[2] == '1'
+local flags = ARGV[2]
+local peek = string.byte(flags) == 49 -- '1'
 local now = tonumber(ARGV[3])
 if now == 0 then
   local t = redis.call('TIME')
@@ -90,25 +94,27 @@ for i = 1, #KEYS do
 
   local allowed, retry = 1, 0
   if cost > burst then
-    allowed, retry, all = 0, -1, 0
+    allowed, retry = 0, -1
   else
     local over = d + cost * p - cap
     if over > 0 then
       retry = base - now + idiv(over + r - 1, r)
       if gone and gone - now < retry then retry = gone - now end
-      allowed, all = 0, 0
+      allowed = 0
     end
   end
+  if allowed == 0 and string.byte(flags, 1 + i) ~= 115 then all = 0 end -- 's': shadow mode
   st[i] = {burst = burst, r = r, p = p, d = d, base = base, gone = gone, allowed = allowed, retry = retry}
 end
 
--- Second pass: consume only if every limit allowed, then report each limit as it now stands.
+-- Second pass: consume only if every limit that enforces allowed, then report each limit as it
+-- now stands.
 local consume = all == 1 and not peek
 local out = {all}
 for i = 1, #KEYS do
   local s = st[i]
   local d, gone = s.d, s.gone
-  if consume then
+  if consume and s.allowed == 1 then
     d, gone = d + cost * s.p, nil
     local full = s.base + idiv(d + s.r - 1, s.r)
     redis.call('SET', KEYS[i], string.format('v2:%d:%d:%d:%d', d, s.base, s.r, s.p), 'PXAT',
