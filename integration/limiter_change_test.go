@@ -60,3 +60,41 @@ func TestLimiterChangedLimitKeepsWhatWasUsed(t *testing.T) {
 		}
 	})
 }
+
+// What skewed injected clocks do to a fixed window, as the WithClock doc states it: hosts share
+// the state but not the window. A host whose clock is behind reads the count of the window ahead
+// and is held until that window ends; when it admits a request, it moves the window's end back to
+// its own, and the host ahead then finds the window over: a fresh quota.
+func TestWithClockSkewOnAFixedWindow(t *testing.T) {
+	b := redistest.Get(t, redistest.Names()[0])
+	ctx := context.Background()
+	prefix := redistest.Prefix(t)
+	minute := (time.Now().UnixMicro()/60e6 + 3) * 60e6
+	ahead, behind := time.UnixMicro(minute+10e6), time.UnixMicro(minute-50e6) // one window apart
+	a, err := limiter.New(b.Client, limiter.FixedWindow, limiter.WithKeyPrefix(prefix), limiter.WithClock(func() time.Time { return ahead }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bh, err := limiter.New(b.Client, limiter.FixedWindow, limiter.WithKeyPrefix(prefix), limiter.WithClock(func() time.Time { return behind }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	limit := limiter.PerMinute(2)
+	if r, err := a.AllowN(ctx, "c", limit, 2); err != nil || !r.Allowed {
+		t.Fatalf("ahead: %+v, %v", r, err)
+	}
+	r, err := bh.Allow(ctx, "c", limit)
+	if err != nil || r.Allowed || r.RetryAfter != 110*time.Second {
+		t.Errorf("behind, after the host ahead took 2: %+v, %v; want refused until the window ahead ends, 110s", r, err)
+	}
+	if err := a.Reset(ctx, "c", limit); err != nil {
+		t.Fatal(err)
+	}
+	a.Allow(ctx, "c", limit)
+	if r, err := bh.Allow(ctx, "c", limit); err != nil || !r.Allowed {
+		t.Fatalf("behind, after the host ahead took 1: %+v, %v; want admitted (2 of 2)", r, err)
+	}
+	if r, err := a.AllowN(ctx, "c", limit, 2); err != nil || !r.Allowed {
+		t.Errorf("ahead, after the host behind moved the window back: %+v, %v; want a fresh quota (4 in one window)", r, err)
+	}
+}

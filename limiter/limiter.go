@@ -235,10 +235,14 @@ const DefaultKeyPrefix = "gh:rl:"
 func WithKeyPrefix(prefix string) Option { return optionFunc(func(l *Limiter) { l.prefix = prefix }) }
 
 // WithClock makes the limiter decide at the instants now returns instead of the Redis server's
-// clock. It exists for deterministic tests; in production every host must use the server's clock,
-// or hosts with skewed clocks would each enforce a different window. Keys still expire by the
-// server's clock, at instants computed from the injected one: injected instants that fall behind
-// the server's clock see state vanish early. An instant before 1970 or after 2235 is an error.
+// clock. It exists for deterministic tests; in production every host must use the server's clock.
+// Hosts with skewed clocks share the state but not the time: a fixed window's count holds until
+// the end written by whichever host counted last, so a host whose clock is behind is held until
+// the window of a host ahead ends, and, when it admits a request, moves the window's end back to
+// its own, after which the host ahead finds the window over and starts a fresh count (more than
+// the limit in one window). Keys also expire by the server's clock, at instants computed from the
+// injected one: injected instants that fall behind the server's clock see state vanish early. An
+// instant before 1970 or after 2235 is an error.
 func WithClock(now func() time.Time) Option { return optionFunc(func(l *Limiter) { l.clock = now }) }
 
 // WithShadowMode puts every limit the limiter decides in shadow mode, as Limit.WithShadow does for

@@ -20,8 +20,9 @@ type Source uint8
 const (
 	// SourceRedis: the decision was made in Redis by the algorithm's script. The zero value.
 	SourceRedis Source = iota
-	// SourceFailOpen: Redis failed and the limiter admitted the request (WithFailOpen). Nothing
-	// was counted anywhere.
+	// SourceFailOpen: Redis failed and the limiter admitted the request (WithFailOpen). The
+	// limiter counted nothing for it; but a call that timed out had usually reached Redis, which
+	// then ran it and counted the request.
 	SourceFailOpen
 	// SourceFailClosed: Redis failed and the limiter refused the request (WithFailClosed).
 	SourceFailClosed
