@@ -627,22 +627,27 @@ func (l *Limiter) now() (int64, error) {
 	return t.UnixMicro(), nil
 }
 
+// The scripts' ARGV[2] without shadow mode, boxed once.
+var flagConsume, flagPeek any = "0", "1"
+
 // flags returns the scripts' ARGV[2]: "1" to peek, "0" to consume, then, when any limit is in
 // shadow mode, one character per limit: 's' for shadow mode, '-' to enforce.
 func (l *Limiter) flags(peek bool, limits []Limit) any {
-	mode := "0"
-	if peek {
-		mode = "1"
-	}
 	shadow := l.shadow
 	for _, lim := range limits {
 		shadow = shadow || lim.Shadow
 	}
-	if !shadow {
-		return mode
+	switch {
+	case !shadow && peek:
+		return flagPeek
+	case !shadow:
+		return flagConsume
 	}
 	b := make([]byte, 1+len(limits))
-	b[0] = mode[0]
+	b[0] = '0'
+	if peek {
+		b[0] = '1'
+	}
 	for i, lim := range limits {
 		b[1+i] = '-'
 		if l.shadowed(lim) {

@@ -47,12 +47,12 @@ for i = 1, #KEYS do
   local count, ends = 0, 0 -- the count, and when it stops counting (ms)
   local v = redis.call('GET', KEYS[i])
   if v then
-    local e, c = string.match(v, '^v2:(%d+):(%d+)$')
+    local e, c = string.match(v, '^v2:([0-9]+):([0-9]+)$')
     if e then
       e = tonumber(e)
     else
       local w
-      w, c = string.match(v, '^(%d+):(%d+)$')
+      w, c = string.match(v, '^([0-9]+):([0-9]+)$')
       if not w then return redis.error_reply('CORRUPTSTATE ' .. i) end
       e = (tonumber(w) + 1) * window
     end
@@ -80,7 +80,7 @@ for i = 1, #KEYS do
   local count, ends = s.count, s.ends
   if consume and s.allowed == 1 then
     count, ends = count + cost, s.window_end
-    redis.call('SET', KEYS[i], string.format('v2:%d:%d', ends, count), 'PXAT', string.format('%d', ends))
+    redis.call('SET', KEYS[i], string.format('v2:%d:%d', ends, count), 'PXAT', ends) -- a number: exact below 2^53
   end
   local reset = 0
   if count > 0 then reset = ends * 1000 - now end

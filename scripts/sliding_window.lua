@@ -34,8 +34,9 @@
 -- limit by that limit's window, stays an exact integer in a double.
 
 -- floor(a / b) for non-negative integers a, b > 0, exact where a double quotient would round.
+local floor = math.floor
 local function idiv(a, b)
-  local q = math.floor(a / b)
+  local q = floor(a / b)
   if q * b > a then q = q - 1 elseif (q + 1) * b <= a then q = q + 1 end
   return q
 end
@@ -66,11 +67,11 @@ for i = 1, #KEYS do
   local s, p, cur, prev = start, window, 0, 0
   local v = redis.call('GET', KEYS[i])
   if v then
-    local a, b, c, d = string.match(v, '^v2:(%d+):(%d+):(%d+):(%d+)$')
+    local a, b, c, d = string.match(v, '^v2:([0-9]+):([0-9]+):([0-9]+):([0-9]+)$')
     if a then
       s, p, cur, prev = tonumber(a), tonumber(b), tonumber(c), tonumber(d)
     else
-      a, c, d = string.match(v, '^(%d+):(%d+):(%d+)$')
+      a, c, d = string.match(v, '^([0-9]+):([0-9]+):([0-9]+)$')
       if not a then return redis.error_reply('CORRUPTSTATE ' .. i) end
       s, cur, prev = tonumber(a) * window, tonumber(c), tonumber(d)
     end
@@ -123,8 +124,7 @@ for i = 1, #KEYS do
     end
     s, p, cur = x.start, x.window, cur + cost
     scaled = prev * (p - (now_ms - s)) + cur * p
-    redis.call('SET', KEYS[i], string.format('v2:%d:%d:%d:%d', s, p, cur, prev), 'PXAT',
-      string.format('%d', s + 2 * p))
+    redis.call('SET', KEYS[i], string.format('v2:%d:%d:%d:%d', s, p, cur, prev), 'PXAT', s + 2 * p) -- exact below 2^53
   end
   -- Fully replenished when nothing counts any more: the end of the next window while the current
   -- window has requests, else the end of this one while the previous window still weighs.
