@@ -7,7 +7,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"reflect"
-	"slices"
+	"sort"
 	"strconv"
 	"testing"
 	"time"
@@ -60,15 +60,11 @@ func usDuration(us int64) time.Duration {
 	return time.Duration(us) * time.Microsecond
 }
 
-// firstMS returns the first whole millisecond t > now/1000 for which fits(t) holds, searching up to
-// limit milliseconds ahead; as a retry-after in microseconds from now.
-func firstMS(now int64, limit int64, fits func(ms int64) bool) int64 {
-	for t := now/1000 + 1; t <= now/1000+limit; t++ {
-		if fits(t) {
-			return t*1000 - now
-		}
-	}
-	panic("model: no admissible instant found")
+// firstMS returns the first whole millisecond t > now/1000 for which fits(t) holds, as a
+// retry-after in microseconds from now. fits must stay true once true (a window's count only falls
+// while nothing is admitted): the search doubles, then bisects.
+func firstMS(now int64, fits func(ms int64) bool) int64 {
+	return firstMicro(now/1000, fits)*1000 - now
 }
 
 // fixedModel: a count that holds until the end of the window it was last counted in (a window
@@ -91,7 +87,7 @@ func (m *fixedModel) check(i int, lim limiter.Limit, now, n int64) (bool, int64)
 	if m.used(i, now/1000)+n <= lim.Rate {
 		return true, 0
 	}
-	return false, firstMS(now, m.end[i]-now/1000, func(t int64) bool { return m.used(i, t)+n <= lim.Rate })
+	return false, firstMS(now, func(t int64) bool { return m.used(i, t)+n <= lim.Rate })
 }
 
 func (m *fixedModel) take(i int, lim limiter.Limit, now, n int64) {
@@ -129,7 +125,8 @@ func (m *slidingModel) estimate(i int, ms int64) (num, den int64) {
 
 func (m *slidingModel) fits(i int, lim limiter.Limit, ms, n int64) bool {
 	num, den := m.estimate(i, ms)
-	return num+n*den <= lim.Rate*den
+	need := new(big.Int).Add(big.NewInt(num), new(big.Int).Mul(big.NewInt(n), big.NewInt(den)))
+	return need.Cmp(new(big.Int).Mul(big.NewInt(lim.Rate), big.NewInt(den))) <= 0
 }
 
 func (m *slidingModel) check(i int, lim limiter.Limit, now, n int64) (bool, int64) {
@@ -139,7 +136,7 @@ func (m *slidingModel) check(i int, lim limiter.Limit, now, n int64) (bool, int6
 	if m.fits(i, lim, now/1000, n) {
 		return true, 0
 	}
-	return false, firstMS(now, 3*max(lim.Period.Milliseconds(), m.period[i]), func(t int64) bool { return m.fits(i, lim, t, n) })
+	return false, firstMS(now, func(t int64) bool { return m.fits(i, lim, t, n) })
 }
 
 func (m *slidingModel) take(i int, lim limiter.Limit, now, n int64) {
@@ -171,51 +168,54 @@ func (m *slidingModel) report(i int, lim limiter.Limit, now int64) (int64, int64
 	return rem, end*1000 - now
 }
 
-// logModel: the time of every admitted request. An admitted request drops the times the limit it
-// was admitted under no longer needs.
+// logModel: the time of every admitted request, in order. An admitted request drops the times the
+// limit it was admitted under no longer needs.
 type logModel struct{ times [][]int64 }
 
-func (m *logModel) live(i int, lim limiter.Limit, now int64) []int64 {
-	span := lim.Period.Microseconds()
-	var out []int64
-	for _, t := range m.times[i] {
-		if now-t < span {
-			out = append(out, t)
-		}
+// live returns how many of limit i's requests count at now, and the newest of them.
+func (m *logModel) live(i int, lim limiter.Limit, now int64) (count, newest int64) {
+	ts := m.times[i]
+	first := sort.Search(len(ts), func(k int) bool { return now-ts[k] < lim.Period.Microseconds() })
+	if first == len(ts) {
+		return 0, 0
 	}
-	return out
+	return int64(len(ts) - first), ts[len(ts)-1]
 }
 
 func (m *logModel) check(i int, lim limiter.Limit, now, n int64) (bool, int64) {
 	if n > lim.Rate {
 		return false, -1
 	}
-	if int64(len(m.live(i, lim, now)))+n <= lim.Rate {
+	if c, _ := m.live(i, lim, now); c+n <= lim.Rate {
 		return true, 0
 	}
 	// The request fits at the first instant some request ages out and enough have.
-	for _, t := range m.live(i, lim, now) {
-		at := t + lim.Period.Microseconds()
-		if int64(len(m.live(i, lim, at)))+n <= lim.Rate {
-			return false, at - now
+	ts := m.times[i]
+	for _, t := range ts {
+		if at := t + lim.Period.Microseconds(); at > now {
+			if c, _ := m.live(i, lim, at); c+n <= lim.Rate {
+				return false, at - now
+			}
 		}
 	}
 	panic("model: no admissible instant found")
 }
 
 func (m *logModel) take(i int, lim limiter.Limit, now, n int64) {
-	m.times[i] = m.live(i, lim, now)
+	c, _ := m.live(i, lim, now)
+	ts := m.times[i][int64(len(m.times[i]))-c:]
 	for range n {
-		m.times[i] = append(m.times[i], now)
+		ts = append(ts, now)
 	}
+	m.times[i] = ts
 }
 
 func (m *logModel) report(i int, lim limiter.Limit, now int64) (int64, int64) {
-	live := m.live(i, lim, now)
-	if len(live) == 0 {
+	c, newest := m.live(i, lim, now)
+	if c == 0 {
 		return lim.Rate, 0
 	}
-	return max(0, lim.Rate-int64(len(live))), slices.Max(live) + lim.Period.Microseconds() - now
+	return max(0, lim.Rate-c), newest + lim.Period.Microseconds() - now
 }
 
 // bucketModel: the tokens a bucket owes, as an exact fraction, at the instant of the last admitted
@@ -325,7 +325,7 @@ func TestLimiterMatchesModel(t *testing.T) {
 			t.Run(a.alg.String(), func(t *testing.T) {
 				prefix := redistest.Prefix(t)
 				for seed := range uint64(8) {
-					runModel(t, b, prefix, a.alg, a.model, seed, false)
+					runModel(t, b, prefix, a.alg, a.model, seed, fixedLimits)
 				}
 				assertKeysExpire(t, b, prefix)
 			})
@@ -343,12 +343,49 @@ func TestLimiterMatchesModelAcrossLimitChanges(t *testing.T) {
 			t.Run(a.alg.String(), func(t *testing.T) {
 				prefix := redistest.Prefix(t)
 				for seed := range uint64(8) {
-					runModel(t, b, prefix, a.alg, a.model, seed, true)
+					runModel(t, b, prefix, a.alg, a.model, seed, changingLimits)
 				}
 				assertKeysExpire(t, b, prefix)
 			})
 		}
 	})
+}
+
+// At each algorithm's bounds: the largest rates, bursts and costs it accepts (for the log, costs of
+// up to MaxSlidingLogRate in one call), periods up to MaxPeriod.
+func TestLimiterMatchesModelAtBounds(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, b *redistest.Backend) {
+		for _, a := range algorithms {
+			t.Run(a.alg.String(), func(t *testing.T) {
+				prefix := redistest.Prefix(t)
+				for seed := range uint64(4) {
+					runModel(t, b, prefix, a.alg, a.model, seed, boundLimits)
+				}
+				assertKeysExpire(t, b, prefix)
+			})
+		}
+	})
+}
+
+// How a model run chooses its limits.
+type modelLimits int
+
+const (
+	fixedLimits    modelLimits = iota // two small limits, kept for the run
+	changingLimits                    // random limits, changed as the run goes
+	boundLimits                       // limits at the algorithm's bounds, kept for the run
+)
+
+// limitsAtBounds are, per algorithm, limits at the bounds it accepts.
+var limitsAtBounds = map[*limiter.Algorithm][]limiter.Limit{
+	limiter.FixedWindow: {limiter.PerSecond(limiter.MaxRate), limiter.Per(limiter.MaxRate, limiter.MaxPeriod),
+		limiter.Per(1, limiter.MaxPeriod), limiter.Per(3, time.Millisecond)},
+	limiter.SlidingWindow: {limiter.Per(1<<40, 1024*time.Millisecond), limiter.Per(3570, limiter.MaxPeriod),
+		limiter.Per(1, limiter.MaxPeriod), limiter.Per(3, time.Millisecond)},
+	limiter.SlidingLog: {limiter.PerHour(limiter.MaxSlidingLogRate), limiter.Per(limiter.MaxSlidingLogRate, limiter.MaxPeriod),
+		limiter.PerSecond(limiter.MaxSlidingLogRate), limiter.Per(1, limiter.MaxPeriod)},
+	limiter.TokenBucket: {limiter.Per(16500, time.Millisecond).WithBurst(1 << 51), limiter.PerSecond(4_503_599_627),
+		limiter.PerSecond(4_503_599_627_000_000), limiter.Per(1, limiter.MaxPeriod), limiter.Per(1, time.Hour).WithBurst(87600)},
 }
 
 var modelPeriods = []time.Duration{time.Millisecond, 7 * time.Millisecond, 50 * time.Millisecond, time.Second, 3 * time.Second}
@@ -388,7 +425,8 @@ func modelStart(seed uint64) int64 {
 	return base + off
 }
 
-func runModel(t *testing.T, b *redistest.Backend, prefix string, alg *limiter.Algorithm, newModel func(int) model, seed uint64, changes bool) {
+func runModel(t *testing.T, b *redistest.Backend, prefix string, alg *limiter.Algorithm, newModel func(int) model, seed uint64, mode modelLimits) {
+	changes := mode == changingLimits
 	ctx := context.Background()
 	rng := rand.New(rand.NewPCG(seed, 0x9a7e))
 	now := modelStart(seed)
@@ -403,12 +441,21 @@ func runModel(t *testing.T, b *redistest.Backend, prefix string, alg *limiter.Al
 	if alg == limiter.TokenBucket {
 		limits[0] = limits[0].WithBurst(1 + rng.Int64N(15))
 	}
-	if changes {
+	steps := 300
+	switch mode {
+	case changingLimits:
 		limits = []limiter.Limit{randomLimit(rng, alg, "a"), randomLimit(rng, alg, "b")}
+	case boundLimits:
+		set := limitsAtBounds[alg]
+		k := rng.IntN(len(set))
+		limits = []limiter.Limit{set[k].WithName("a"), set[(k+1+rng.IntN(len(set)-1))%len(set)].WithName("b")}
+		steps = 60
 	}
+	last := 1<<53 - 2*limiter.MaxPeriod.Microseconds() // the last instant a decision may be made at
 	m := newModel(len(limits))
 	key := fmt.Sprintf("user-%d", seed)
-	for step := range 300 {
+	for step := range steps {
+		before := now
 		if changes && rng.IntN(8) == 0 {
 			k := rng.IntN(len(limits))
 			limits[k] = randomLimit(rng, alg, limits[k].Name)
@@ -423,6 +470,9 @@ func runModel(t *testing.T, b *redistest.Backend, prefix string, alg *limiter.Al
 		case 3:
 			now += rng.Int64N(3 * limits[1].Period.Microseconds())
 		}
+		if now > last {
+			now = before
+		}
 		op := rng.IntN(4)
 		ls := limits
 		switch op {
@@ -435,11 +485,14 @@ func runModel(t *testing.T, b *redistest.Backend, prefix string, alg *limiter.Al
 		if rng.IntN(20) == 0 {
 			n = 50 // more than any capacity here: never allowed
 		}
-		if changes {
+		if mode != fixedLimits {
 			smallest := min(ls[0].Capacity(), ls[len(ls)-1].Capacity())
 			n = 1 + rng.Int64N(max(1, smallest/3))
-			if rng.IntN(20) == 0 {
+			switch {
+			case rng.IntN(20) == 0:
 				n = smallest + 1 // never allowed
+			case mode == boundLimits && rng.IntN(3) == 0:
+				n = smallest // the whole capacity at once
 			}
 		}
 		var got []limiter.Result
