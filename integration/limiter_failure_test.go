@@ -14,7 +14,6 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.opentelemetry.io/otel/codes"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
-	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 )
@@ -198,23 +197,7 @@ func TestLimiterFailurePolicyTelemetry(t *testing.T) {
 		t.Errorf("the key leaked: %v", l)
 	}
 
-	var rm metricdata.ResourceMetrics
-	if err := reader.Collect(ctx, &rm); err != nil {
-		t.Fatal(err)
-	}
-	counts := map[string]int64{}
-	for _, sm := range rm.ScopeMetrics {
-		for _, m := range sm.Metrics {
-			if m.Name != "gatehouse.limiter.decisions" {
-				continue
-			}
-			for _, dp := range m.Data.(metricdata.Sum[int64]).DataPoints {
-				src, _ := dp.Attributes.Value("gatehouse.limiter.source")
-				dec, _ := dp.Attributes.Value("gatehouse.limiter.decision")
-				counts[src.AsString()+"/"+dec.AsString()] += dp.Value
-			}
-		}
-	}
+	counts := decisionCounts(t, reader, "gatehouse.limiter.source", "gatehouse.limiter.decision")
 	if counts["redis/allowed"] != 1 || counts["fail_open/allowed"] != 1 || len(counts) != 2 {
 		t.Errorf("decisions by source/decision: %v, want one redis/allowed and one fail_open/allowed", counts)
 	}

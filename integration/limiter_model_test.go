@@ -319,13 +319,16 @@ var algorithms = []struct {
 
 // The model and Redis are driven with the same random requests at the same injected instants, and
 // must agree on every field of every result.
-func TestLimiterMatchesModel(t *testing.T) {
+func TestLimiterMatchesModel(t *testing.T) { runModels(t, fixedLimits, 8) }
+
+// runModels runs seeds model runs of the mode for each algorithm, on each backend.
+func runModels(t *testing.T, mode modelLimits, seeds uint64) {
 	redistest.Each(t, func(t *testing.T, b *redistest.Backend) {
 		for _, a := range algorithms {
 			t.Run(a.alg.String(), func(t *testing.T) {
 				prefix := redistest.Prefix(t)
-				for seed := range uint64(8) {
-					runModel(t, b, prefix, a.alg, a.model, seed, fixedLimits)
+				for seed := range seeds {
+					runModel(t, b, prefix, a.alg, a.model, seed, mode)
 				}
 				assertKeysExpire(t, b, prefix)
 			})
@@ -337,35 +340,11 @@ func TestLimiterMatchesModel(t *testing.T) {
 // and shorter (the limits are named, so a new period keeps the key), with rates up to 90 million per
 // period, so that a token bucket gains tokens many times per microsecond; and limits moved in and
 // out of shadow mode.
-func TestLimiterMatchesModelAcrossLimitChanges(t *testing.T) {
-	redistest.Each(t, func(t *testing.T, b *redistest.Backend) {
-		for _, a := range algorithms {
-			t.Run(a.alg.String(), func(t *testing.T) {
-				prefix := redistest.Prefix(t)
-				for seed := range uint64(8) {
-					runModel(t, b, prefix, a.alg, a.model, seed, changingLimits)
-				}
-				assertKeysExpire(t, b, prefix)
-			})
-		}
-	})
-}
+func TestLimiterMatchesModelAcrossLimitChanges(t *testing.T) { runModels(t, changingLimits, 8) }
 
 // At each algorithm's bounds: the largest rates, bursts and costs it accepts (for the log, costs of
 // up to MaxSlidingLogRate in one call), periods up to MaxPeriod.
-func TestLimiterMatchesModelAtBounds(t *testing.T) {
-	redistest.Each(t, func(t *testing.T, b *redistest.Backend) {
-		for _, a := range algorithms {
-			t.Run(a.alg.String(), func(t *testing.T) {
-				prefix := redistest.Prefix(t)
-				for seed := range uint64(4) {
-					runModel(t, b, prefix, a.alg, a.model, seed, boundLimits)
-				}
-				assertKeysExpire(t, b, prefix)
-			})
-		}
-	})
-}
+func TestLimiterMatchesModelAtBounds(t *testing.T) { runModels(t, boundLimits, 4) }
 
 // How a model run chooses its limits.
 type modelLimits int

@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -132,8 +133,8 @@ func TestLimiterShadowMode(t *testing.T) {
 				if shadowSpans != 4 {
 					t.Errorf("%d spans marked shadow, want 4", shadowSpans)
 				}
-				counts := decisionCounts(t, reader)
-				if counts["denied/shadow"] != 4 || counts["allowed/"] != 4 || len(counts) != 2 {
+				counts := decisionCounts(t, reader, "gatehouse.limiter.decision", "gatehouse.limiter.shadow")
+				if counts["denied/true"] != 4 || counts["allowed/"] != 4 || len(counts) != 2 {
 					t.Errorf("decisions by decision/shadow: %v; want 4 denied in shadow, 4 allowed (3 requests, a peek)", counts)
 				}
 				assertKeysExpire(t, b, prefix)
@@ -142,8 +143,9 @@ func TestLimiterShadowMode(t *testing.T) {
 	})
 }
 
-// decisionCounts returns the decisions metric by "decision/shadow".
-func decisionCounts(t *testing.T, reader *sdkmetric.ManualReader) map[string]int64 {
+// decisionCounts returns the decisions metric's counts by the values of the attributes keys,
+// joined with "/" (an attribute absent counts as "").
+func decisionCounts(t *testing.T, reader *sdkmetric.ManualReader, keys ...attribute.Key) map[string]int64 {
 	t.Helper()
 	var rm metricdata.ResourceMetrics
 	if err := reader.Collect(context.Background(), &rm); err != nil {
@@ -156,13 +158,13 @@ func decisionCounts(t *testing.T, reader *sdkmetric.ManualReader) map[string]int
 				continue
 			}
 			for _, dp := range m.Data.(metricdata.Sum[int64]).DataPoints {
-				dec, _ := dp.Attributes.Value("gatehouse.limiter.decision")
-				sh, _ := dp.Attributes.Value("gatehouse.limiter.shadow")
-				k := dec.AsString() + "/"
-				if sh.Type() == attribute.BOOL && sh.AsBool() {
-					k += "shadow"
+				vals := make([]string, len(keys))
+				for i, k := range keys {
+					if v, ok := dp.Attributes.Value(k); ok {
+						vals[i] = v.Emit()
+					}
 				}
-				out[k] += dp.Value
+				out[strings.Join(vals, "/")] += dp.Value
 			}
 		}
 	}

@@ -18,7 +18,6 @@ import (
 	"github.com/gatehouse/gatehouse/limiter"
 	"github.com/redis/go-redis/v9"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
-	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 )
 
 // startServer starts a private redis-server with extra options, and a client for it that applies
@@ -119,23 +118,10 @@ func (p *policyLimiters) refuse(t *testing.T, ctx context.Context, key string, l
 // errorTypes returns the decisions metric's error.type counts for decision=error.
 func (p *policyLimiters) errorTypes(t *testing.T) map[string]int64 {
 	t.Helper()
-	var rm metricdata.ResourceMetrics
-	if err := p.reader.Collect(context.Background(), &rm); err != nil {
-		t.Fatal(err)
-	}
 	out := map[string]int64{}
-	for _, sm := range rm.ScopeMetrics {
-		for _, m := range sm.Metrics {
-			if m.Name != "gatehouse.limiter.decisions" {
-				continue
-			}
-			for _, dp := range m.Data.(metricdata.Sum[int64]).DataPoints {
-				if dec, _ := dp.Attributes.Value("gatehouse.limiter.decision"); dec.AsString() != "error" {
-					continue
-				}
-				et, _ := dp.Attributes.Value("error.type")
-				out[et.AsString()] += dp.Value
-			}
+	for k, n := range decisionCounts(t, p.reader, "gatehouse.limiter.decision", "error.type") {
+		if typ, ok := strings.CutPrefix(k, "error/"); ok {
+			out[typ] += n
 		}
 	}
 	return out
