@@ -5,7 +5,7 @@ import "fmt"
 // SlidingWindow approximates the count over the last Period from two epoch-aligned windows: the
 // current one, plus the previous one weighted by the part of it still inside the sliding span. It
 // smooths the burst FixedWindow allows at window edges at the same cost (one key of about
-// 110 bytes). The estimate assumes the previous window's requests were spread evenly; docs/algorithms.md
+// 120 bytes). The estimate assumes the previous window's requests were spread evenly; docs/algorithms.md
 // states how far off that can be.
 //
 // It weighs counts by milliseconds of the window, so Rate × Period in milliseconds must be at

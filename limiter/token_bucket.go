@@ -8,7 +8,7 @@ import (
 // TokenBucket is a bucket of Burst tokens (Rate when Burst is 0) that gains Rate tokens per Period;
 // each request takes its cost in tokens. It admits bursts up to the bucket's size and a steady rate
 // after that, with no window edges. The state is one short string per identifier and limit (about
-// 110 bytes), which expires when the bucket is full again, so idle clients cost no memory.
+// 135 bytes), which expires when the bucket is full again, so idle clients cost no memory.
 //
 // It counts exactly, in fractions of a token: PerSecond(10_000_000) holds exactly 1,000,000 tokens
 // 100 ms after being emptied. That needs Capacity × Period in µs ÷ gcd(Rate, Period in µs) to be at
