@@ -161,7 +161,7 @@ func decisionCounts(t *testing.T, reader *sdkmetric.ManualReader, keys ...attrib
 				vals := make([]string, len(keys))
 				for i, k := range keys {
 					if v, ok := dp.Attributes.Value(k); ok {
-						vals[i] = v.Emit()
+						vals[i] = v.String()
 					}
 				}
 				out[strings.Join(vals, "/")] += dp.Value
