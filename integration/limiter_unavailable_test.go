@@ -236,11 +236,12 @@ func TestLimiterUnavailableKinds(t *testing.T) {
 			}},
 		{name: "timeout (CLIENT PAUSE)", client: debugServer, cooldown: true,
 			begin: func(t *testing.T) {
-				if err := debug.Do(ctx, "CLIENT", "PAUSE", 5000, "ALL").Err(); err != nil {
+				// Long enough for the 5 decisions below, 300ms each; paused, UNPAUSE does not get through.
+				if err := debug.Do(ctx, "CLIENT", "PAUSE", 2500, "ALL").Err(); err != nil {
 					t.Fatal(err)
 				}
 			},
-			end: func(t *testing.T) { debug.Do(ctx, "CLIENT", "UNPAUSE") }},
+			end: func(t *testing.T) { waitReply(t, clientFor(t, srv.Addr), "") }},
 		{name: "connection reset", cooldown: true,
 			client: func(t *testing.T) redis.UniversalClient {
 				f := newFaultyRedis(t)
