@@ -6,24 +6,30 @@ TC_ENV := GATEHOUSE_TEST_BACKENDS=testcontainers TESTCONTAINERS_RYUK_DISABLED=tr
 
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: test vet lint redis redis-sentinel chromium test-short test-containers redis-image docker bench bench-peers fuzz
+.PHONY: test vet lint redis redis-sentinel chromium test-short test-containers redis-image docker bench bench-peers bench-why fuzz
 
 ## test: gofmt, go vet and staticcheck, then every test with the race detector, integration on a standalone
-## server, a cluster and a Sentinel deployment, and the session checks in a real browser (Chromium).
+## server, a cluster and a Sentinel deployment, and the session checks in a real browser (Chromium);
+## then the tests of bench/ (a module of its own), which run the comparison harness in its quick mode
+## against a private server (without -race, to keep them short).
 test: redis redis-sentinel chromium vet lint
 	$(GO) test -race -count=1 ./...
+	cd bench && $(GO) test -count=1 ./...
 
 vet:
 	@unformatted=$$(gofmt -l .); if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted" >&2; exit 1; fi
 	$(GO) vet ./...
+	cd bench && $(GO) vet ./...
 
 ## lint: staticcheck, fetched through the Go module proxy at a pinned version.
 lint:
 	$(GO) run $(STATICCHECK) ./...
+	cd bench && $(GO) run $(STATICCHECK) ./...
 
 ## test-short: the tests that need no Redis.
 test-short: vet
 	$(GO) test -short -race -count=1 ./...
+	cd bench && $(GO) test -short -count=1 ./...
 
 ## test-containers: the integration suite once more, against Redis in a container (testcontainers-go).
 test-containers: redis docker redis-image
@@ -77,10 +83,20 @@ redis-image: redis docker
 bench: redis
 	GATEHOUSE_TEST_BACKENDS=standalone $(GO) test -run '^$$' -bench . -benchmem ./...
 
-## bench-peers: gatehouse against other limiters (go-redis/redis_rate) on one private server, in one
-## run; a module of its own (bench/), so that they never become gatehouse's dependencies.
+## bench-peers: gatehouse against the other rate limiters and session stores on one private server, in one
+## interleaved run (about 17 minutes); writes docs/benchmarks/peers.{json,md,svg} and puts the tables in
+## docs/benchmarks.md between its bench:peers markers. PEERS_FLAGS passes flags
+## (go run ./cmd/peers -h lists them), e.g. PEERS_FLAGS='-rounds 3 -round 1s -note "quiet machine"'.
+## bench/ is a module of its own, so that the libraries compared never become gatehouse's dependencies.
+PEERS_FLAGS ?=
 bench-peers: redis
-	cd bench && $(GO) test -run '^$$' -bench . -benchmem -count 5 .
+	cd bench && $(GO) run ./cmd/peers -out ../docs/benchmarks -doc ../docs/benchmarks.md $(PEERS_FLAGS)
+
+## bench-why: what moves gatehouse's ratio to redis_rate at 64 goroutines (pool size, shared or separate
+## clients, key count and order, limits, a busy core): docs/benchmarks/why.{json,md,svg} and the bench:why
+## markers of docs/benchmarks.md, about 9 minutes.
+bench-why: redis
+	cd bench && $(GO) run ./cmd/peers -experiment why -out ../docs/benchmarks -doc ../docs/benchmarks.md $(PEERS_FLAGS)
 
 ## fuzz: each fuzz target for FUZZTIME (default 30s). Their seed corpora, and any failing inputs
 ## saved under testdata/fuzz, also run in every 'make test'.

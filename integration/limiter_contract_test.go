@@ -161,7 +161,7 @@ func contract(t *testing.T, b *redistest.Backend, lim *limiter.Limiter, prefix s
 			{"zero period", func() error { _, err := lim.Allow(ctx, "k", limiter.Per(1, 0)); return err }, limiter.ErrInvalidLimit},
 			{"sub-millisecond period", func() error { _, err := lim.Allow(ctx, "k", limiter.Per(1, 1500*time.Microsecond)); return err }, limiter.ErrInvalidLimit},
 			{"negative burst", func() error { _, err := lim.Allow(ctx, "k", limiter.PerSecond(1).WithBurst(-1)); return err }, limiter.ErrInvalidLimit},
-			{"huge limit", func() error { _, err := lim.Allow(ctx, "k", limiter.Per(1<<52, time.Hour)); return err }, limiter.ErrInvalidLimit},
+			{"huge limit", func() error { _, err := lim.Allow(ctx, "k", limiter.Per(limiter.MaxRate+1, time.Hour)); return err }, limiter.ErrInvalidLimit},
 			{"zero cost", func() error { _, err := lim.AllowN(ctx, "k", per, 0); return err }, limiter.ErrInvalidCost},
 			{"negative cost", func() error { _, err := lim.AllowN(ctx, "k", per, -3); return err }, limiter.ErrInvalidCost},
 			{"empty key", func() error { _, err := lim.Allow(ctx, "", per); return err }, limiter.ErrInvalidKey},

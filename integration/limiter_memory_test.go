@@ -53,7 +53,7 @@ func TestLimiterMemoryUsage(t *testing.T) {
 	bound := map[string]func(n int64) int64{
 		"fixed_window":   func(int64) int64 { return 128 },
 		"sliding_window": func(int64) int64 { return 128 },
-		"token_bucket":   func(int64) int64 { return 96 },
+		"token_bucket":   func(int64) int64 { return 144 },
 		"sliding_log":    func(n int64) int64 { return 100 + 40*n }, // ~36 B per request in a listpack
 	}
 	b := redistest.Get(t, redistest.Names()[0])

@@ -12,20 +12,24 @@ type Algorithm struct {
 	name   string
 	tag    string // the algorithm's part of a key
 	script *gatehouse.Script
-	check  func(Limit) error          // what this algorithm needs of a limit beyond Limit.validate
-	args   func(Limit) (int64, int64) // the limit's two ARGV values
+	check  func(Limit) error               // what this algorithm needs of a limit beyond Limit.validate
+	nargs  int                             // how many ARGV values a limit takes
+	args   func(args []any, l Limit) []any // appends the limit's ARGV values to args
 }
 
 // String returns the algorithm's name, such as "token_bucket".
 func (a *Algorithm) String() string { return a.name }
 
-func newAlgorithm(name, tag string, check func(Limit) error, args func(Limit) (int64, int64)) *Algorithm {
+func newAlgorithm(name, tag string, check func(Limit) error, nargs int, args func([]any, Limit) []any) *Algorithm {
 	s, ok := gatehouse.Lookup(name)
 	if !ok {
 		panic("limiter: no embedded script " + name + ".lua") // a broken build, caught by any test
 	}
-	return &Algorithm{name: name, tag: tag, script: s, check: check, args: args}
+	return &Algorithm{name: name, tag: tag, script: s, check: check, nargs: nargs, args: args}
 }
+
+// windowArgs appends a window limit's ARGV values: the rate and the period in milliseconds.
+func windowArgs(args []any, l Limit) []any { return append(args, l.Rate, l.Period.Milliseconds()) }
 
 // maxExact is the largest integer the scripts compute with exactly: Lua numbers are doubles. Limits
 // whose arithmetic would pass it are refused.

@@ -81,7 +81,7 @@ func (c *denyCache) lookup(keys []string, n int64, limits []Limit, now int64, ou
 	elapsed := time.Duration(now - d.at)
 	for i, r := range d.results {
 		r.Source = SourceDenyCache
-		if !r.Allowed {
+		if (!r.Allowed || r.Shadow) && r.RetryAfter != InfDuration {
 			r.RetryAfter = max(r.RetryAfter-elapsed, time.Microsecond)
 		}
 		r.ResetAfter = max(r.ResetAfter-elapsed, 0)

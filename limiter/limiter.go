@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log"
 	"math"
 	"strconv"
 	"strings"
@@ -27,11 +26,34 @@ var (
 	// ErrBadReply is returned, wrapped, when Redis answers a script call with a reply of the wrong
 	// shape (for example a script of another version under the same name).
 	ErrBadReply = errors.New("limiter: malformed reply from Redis")
+	// ErrCorruptState is returned, wrapped, when a limit's key holds what the limiter never writes:
+	// a key of another type, a value of another shape, or numbers no limit could have written. The
+	// decision is not made and nothing is written, whatever the failure policy, since reading such
+	// a key as empty would hand the client a fresh quota. Reset clears it.
+	ErrCorruptState = errors.New("limiter: corrupt state in Redis")
 )
 
 // InfDuration is the RetryAfter of a request that can never be allowed: its cost is larger than
 // the limit's capacity (Rate for the windows, Burst for the token bucket).
 const InfDuration = time.Duration(math.MaxInt64)
+
+// MaxPeriod is the longest Period a limit may have: ten years of 365 days. Every instant a script
+// computes lies within two periods of now, and so stays below 2^53 microseconds (the year 2255),
+// where the scripts' numbers, doubles, stop being exact, until the year 2235.
+const MaxPeriod = 10 * 365 * 24 * time.Hour
+
+// MaxRate is the largest Rate and Burst a limit may have, 2^52: a count and a cost that each fit
+// under it add up exactly in the scripts' doubles. Each algorithm may ask less (MaxSlidingLogRate;
+// the sliding window and the token bucket bound products, see their docs).
+const MaxRate = 1 << 52
+
+// maxInstant is the latest instant, in microseconds since the Unix epoch, that a decision may be
+// made at: two periods later must still be below 2^53.
+const maxInstant = 1<<53 - 2*int64(MaxPeriod/time.Microsecond)
+
+// errInvalidClock is returned, wrapped, when the clock of WithClock gives an instant the scripts
+// cannot compute with: before the epoch, or later than maxInstant (the year 2235).
+var errInvalidClock = errors.New("limiter: WithClock gave an instant outside 1970 to 2235")
 
 // Limit is a rate: Rate requests per Period. Limits are plain values passed with every call, so
 // tiers, per-customer overrides and limits changed at run time need nothing special. The zero Limit
@@ -39,17 +61,32 @@ const InfDuration = time.Duration(math.MaxInt64)
 //
 // For the windows, Period is the window length: PerMinute(100) admits 100 requests per minute.
 // For the token bucket, the bucket holds Burst tokens (Rate when Burst is 0) and gains Rate tokens
-// per Period, one every Period/Rate (rounded up to a whole microsecond); each request takes its
-// cost in tokens. Example: Per(2, 10*time.Minute).WithBurst(5) admits 5 requests at once, then one
-// every 5 minutes; an idle bucket is full again 25 minutes after it was emptied.
+// per Period, exactly, in fractions of a token; each request takes its cost in tokens. Example:
+// Per(2, 10*time.Minute).WithBurst(5) admits 5 requests at once, then one every 5 minutes; an idle
+// bucket is full again 25 minutes after it was emptied.
+//
+// Bounds: Period from 1ms to MaxPeriod in whole milliseconds, Rate from 1 and Burst from 0 to
+// MaxRate, and what each algorithm can compute exactly (SlidingWindow: Rate × Period in ms at most
+// 2^50; SlidingLog: Rate at most MaxSlidingLogRate; TokenBucket: every rate up to 4,503,599,627 per
+// second with Burst = Rate, and up to 4,503,599,627,000,000 per second when a multiple of a million;
+// see TokenBucket). Limits past them are refused with ErrInvalidLimit, never answered inexactly.
+//
+// Changing a limit (a customer's tier, say) keeps what was used under the old one; docs/algorithms.md
+// defines, per algorithm, how it carries over.
 //
 // Name is optional. It names the limit in the keys (in place of the period) and in RateLimit
-// headers and metrics; limits that should count separately on one key need different names or periods.
+// headers and metrics; limits that should count separately on one key need different names or
+// periods. Without a Name, headers and metrics name the limit by String: "100/1m0s",
+// "2/10m0s burst 5".
+//
+// Shadow puts the limit in shadow mode (dry run): it is decided, counted and recorded as usual,
+// but cannot refuse a request (see WithShadow).
 type Limit struct {
 	Name   string
 	Rate   int64
 	Period time.Duration
 	Burst  int64
+	Shadow bool
 }
 
 // Per returns a limit of rate requests per period.
@@ -70,6 +107,16 @@ func (l Limit) WithBurst(burst int64) Limit { l.Burst = burst; return l }
 // WithName returns a copy of l named name.
 func (l Limit) WithName(name string) Limit { l.Name = name; return l }
 
+// WithShadow returns a copy of l in shadow mode, the way to roll out a new limit: it is decided
+// and counted with the others, but a refusal of its own does not refuse the request. The Result
+// says what would have happened (Shadow, with the RetryAfter the refusal would have had), and so
+// do the span and the decisions metric (decision "denied" with gatehouse.limiter.shadow true). In
+// AllowAll it does not take part in the all-or-nothing: the limits that enforce decide, and count
+// the request when they all admit it; a shadow limit counts it too when it would itself have
+// admitted it, so that its state holds what the limit would hold were it enforced. Shadow mode
+// does not change the key: a limit moved from shadow to enforcing keeps its count.
+func (l Limit) WithShadow() Limit { l.Shadow = true; return l }
+
 // Capacity returns the most requests the limit admits at once: Burst when set, else Rate.
 func (l Limit) Capacity() int64 {
 	if l.Burst > 0 {
@@ -78,7 +125,8 @@ func (l Limit) Capacity() int64 {
 	return l.Rate
 }
 
-// String returns the limit as "name:rate/period", such as "api:100/1m0s" or "100/1m0s".
+// String returns the limit as "name:rate/period", with " burst n" when Burst is set, such as
+// "api:100/1m0s", "100/1m0s" or "2/10m0s burst 5". Shadow mode does not show.
 func (l Limit) String() string {
 	s := strconv.FormatInt(l.Rate, 10) + "/" + l.Period.String()
 	if l.Burst > 0 {
@@ -90,34 +138,47 @@ func (l Limit) String() string {
 	return s
 }
 
-// validate checks what every algorithm needs: a positive rate and a period of whole milliseconds,
-// and a burst that is not negative.
+// validate checks what every algorithm needs: a rate from 1 to MaxRate, a period of whole
+// milliseconds from 1ms to MaxPeriod, and a burst from 0 to MaxRate.
 func (l Limit) validate() error {
 	switch {
 	case l.Rate <= 0:
 		return fmt.Errorf("%w %v: rate must be at least 1", ErrInvalidLimit, l)
+	case l.Rate > MaxRate:
+		return fmt.Errorf("%w %v: rate must be at most MaxRate (2^52)", ErrInvalidLimit, l)
 	case l.Period < time.Millisecond:
 		return fmt.Errorf("%w %v: period must be at least 1ms", ErrInvalidLimit, l)
 	case l.Period%time.Millisecond != 0:
 		return fmt.Errorf("%w %v: period must be whole milliseconds", ErrInvalidLimit, l)
+	case l.Period > MaxPeriod:
+		return fmt.Errorf("%w %v: period must be at most MaxPeriod (%v)", ErrInvalidLimit, l, MaxPeriod)
 	case l.Burst < 0:
 		return fmt.Errorf("%w %v: burst must not be negative", ErrInvalidLimit, l)
+	case l.Burst > MaxRate:
+		return fmt.Errorf("%w %v: burst must be at most MaxRate (2^52)", ErrInvalidLimit, l)
 	}
 	return nil
 }
 
 // Result is the outcome of a decision.
 type Result struct {
-	// Allowed reports whether the request was admitted (and, except for Peek, counted).
+	// Allowed reports whether the request was admitted (and, except for Peek, counted). A limit in
+	// shadow mode never makes it false.
 	Allowed bool
+	// Shadow reports a refusal in shadow mode: a limit in shadow mode (Limit.WithShadow, or every
+	// limit under WithShadowMode) refused the request, which was admitted anyway unless a limit
+	// that enforces refused it too. Limit and RetryAfter then describe that refusal. In AllowAll,
+	// each result of All says it of its own limit.
+	Shadow bool
 	// Limit is the limit this result describes.
 	Limit Limit
 	// Remaining is how many more requests of cost 1 the limit admits now: after this request when
 	// it was admitted, before it otherwise. For Peek, before any cost.
 	Remaining int64
-	// RetryAfter is 0 when Allowed; otherwise the earliest time after which the same request can be
-	// admitted, rounded up, so a client that waits this long is not refused again for the same
-	// reason. InfDuration when the cost exceeds the limit's capacity.
+	// RetryAfter is 0 when Allowed and not Shadow; otherwise the earliest time after which the same
+	// request can be admitted (by the limit that refused it, for Shadow), rounded up, so a client
+	// that waits this long is not refused again for the same reason. InfDuration when the cost
+	// exceeds the limit's capacity.
 	RetryAfter time.Duration
 	// ResetAfter is how long until the limit is fully replenished, with nothing counted against it.
 	ResetAfter time.Duration
@@ -145,6 +206,7 @@ type Limiter struct {
 	prefix string
 	clock  func() time.Time
 
+	shadow  bool // WithShadowMode
 	fail    failurePolicy
 	timeout time.Duration
 	breaker breaker
@@ -173,11 +235,21 @@ const DefaultKeyPrefix = "gh:rl:"
 func WithKeyPrefix(prefix string) Option { return optionFunc(func(l *Limiter) { l.prefix = prefix }) }
 
 // WithClock makes the limiter decide at the instants now returns instead of the Redis server's
-// clock. It exists for deterministic tests; in production every host must use the server's clock,
-// or hosts with skewed clocks would each enforce a different window. Keys still expire by the
-// server's clock, at instants computed from the injected one: injected instants that fall behind
-// the server's clock see state vanish early.
+// clock. It exists for deterministic tests; in production every host must use the server's clock.
+// Hosts with skewed clocks share the state but not the time: a fixed window's count holds until
+// the end written by whichever host counted last, so a host whose clock is behind is held until
+// the window of a host ahead ends, and, when it admits a request, moves the window's end back to
+// its own, after which the host ahead finds the window over and starts a fresh count (more than
+// the limit in one window). Keys also expire by the server's clock, at instants computed from the
+// injected one: injected instants that fall behind the server's clock see state vanish early. An
+// instant before 1970 or after 2235 is an error.
 func WithClock(now func() time.Time) Option { return optionFunc(func(l *Limiter) { l.clock = now }) }
+
+// WithShadowMode puts every limit the limiter decides in shadow mode, as Limit.WithShadow does for
+// one: decisions are made, counted and recorded, and no request is refused. Each limit counts a
+// request when it would have admitted it, so its state holds what it would hold were it enforced,
+// alone. The Results say what would have happened (Shadow, RetryAfter).
+func WithShadowMode() Option { return optionFunc(func(l *Limiter) { l.shadow = true }) }
 
 // WithAutoPipeline sends decisions through the client's auto-pipeliner (go-redis' AutoPipeline,
 // marked experimental by go-redis): decisions made concurrently by many goroutines are gathered
@@ -213,13 +285,6 @@ func New(client redis.UniversalClient, alg *Algorithm, opts ...Option) (*Limiter
 		l.fail.cooldown = 0 // errors go to the caller, who may want to retry at once
 	case l.fail.cooldown < 0:
 		l.fail.cooldown = DefaultCooldown
-	}
-	if !l.fail.logSet && l.fail.source != SourceRedis {
-		what := map[Source]string{SourceFailOpen: "failing open", SourceFailClosed: "failing closed", SourceLocal: "deciding locally"}[l.fail.source]
-		if l.fail.cooldown > 0 {
-			what += " for " + l.fail.cooldown.String()
-		}
-		l.fail.log = func(err error) { log.Printf("%v (%s)", err, what) }
 	}
 	l.via = client
 	if l.auto {
@@ -266,8 +331,10 @@ func (l *Limiter) AllowN(ctx context.Context, key string, limit Limit, n int64) 
 // AllowAll checks n requests for key against every limit at once, for example PerSecond(10) and
 // PerHour(1000), and counts them against all of them only if every limit admits them, in one
 // atomic script call. The Result is the binding one: when denied, the denying limit that asks for
-// the longest wait; when allowed, the limit with the fewest requests remaining. Result.All has the
-// result of each limit, in order. Limits on one key must differ in Name or Period.
+// the longest wait; when admitted although limits in shadow mode refused, the shadow refusal with
+// the longest wait (Shadow true); otherwise the limit with the fewest requests remaining.
+// Result.All has the result of each limit, in order. Limits on one key must differ in Name or
+// Period.
 func (l *Limiter) AllowAll(ctx context.Context, key string, n int64, limits ...Limit) (Result, error) {
 	if len(limits) == 0 {
 		return Result{}, fmt.Errorf("%w: AllowAll without limits", ErrInvalidLimit)
@@ -372,8 +439,12 @@ func (l *Limiter) decide(ctx context.Context, op, key string, n int64, peek bool
 	ctx, span := l.tracer.Start(ctx, spanNames[op])
 	start := time.Now()
 	keys, err := l.prepare(key, n, limits)
+	var now int64
 	if err == nil {
-		err = l.consult(ctx, key, keys, n, peek, limits, out)
+		now, err = l.now()
+	}
+	if err == nil {
+		err = l.consult(ctx, key, keys, n, now, peek, limits, out)
 	}
 	l.observe(ctx, span, op, key, start, n, limits, out, err)
 	return err
@@ -381,7 +452,7 @@ func (l *Limiter) decide(ctx context.Context, op, key string, n int64, peek bool
 
 // consult decides from the deny cache, else in one script call, else (when Redis fails, or failed
 // moments ago) by the failure policy.
-func (l *Limiter) consult(ctx context.Context, key string, keys []string, n int64, peek bool, limits []Limit, out []Result) error {
+func (l *Limiter) consult(ctx context.Context, key string, keys []string, n, now int64, peek bool, limits []Limit, out []Result) error {
 	var sent int64
 	if l.denied != nil {
 		sent = l.localNow()
@@ -395,23 +466,25 @@ func (l *Limiter) consult(ctx context.Context, key string, keys []string, n int6
 		asked = false
 		err = ErrUnavailable
 	} else {
-		err = l.runBounded(ctx, keys, n, peek, limits, out)
+		err = l.runBounded(ctx, keys, n, now, peek, limits, out)
 	}
 	switch {
 	case l.fail.absorbs(ctx, err):
 		if asked {
-			if l.fail.cooldown > 0 {
-				l.breaker.failed(time.Now().UnixNano(), l.fail.cooldown, err)
+			var cooldown time.Duration
+			if _, serverWide := isUnavailable(err); serverWide && l.fail.cooldown > 0 {
+				cooldown = l.fail.cooldown
+				l.breaker.failed(time.Now().UnixNano(), cooldown)
 			}
-			if l.fail.log != nil {
-				l.fail.log(err)
-			}
+			l.fail.report(err, cooldown)
 		}
-		l.fail.decide(keys, n, peek, limits, l.localNow(), out, err)
+		l.fail.decide(keys, n, peek, limits, l.shadow, l.localNow(), out, err)
+		l.applyShadow(limits, out)
 		return nil
 	case err != nil:
 		return err
 	}
+	l.applyShadow(limits, out)
 	if l.fail.cooldown > 0 {
 		l.breaker.answered()
 	}
@@ -430,29 +503,49 @@ func (l *Limiter) prepare(key string, n int64, limits []Limit) ([]string, error)
 }
 
 // runBounded is run within the limiter's timeout, if it has one.
-func (l *Limiter) runBounded(ctx context.Context, keys []string, n int64, peek bool, limits []Limit, out []Result) error {
+func (l *Limiter) runBounded(ctx context.Context, keys []string, n, now int64, peek bool, limits []Limit, out []Result) error {
 	if l.timeout <= 0 {
-		return l.run(ctx, keys, n, peek, limits, out)
+		return l.run(ctx, keys, n, now, peek, limits, out)
 	}
 	ctx, cancel := context.WithTimeout(ctx, l.timeout)
 	defer cancel()
-	return l.run(ctx, keys, n, peek, limits, out)
+	return l.run(ctx, keys, n, now, peek, limits, out)
 }
 
-// run runs the algorithm's script on keys (one per limit, from prepare), and decodes one Result
-// per limit into out.
-func (l *Limiter) run(ctx context.Context, keys []string, n int64, peek bool, limits []Limit, out []Result) error {
-	args := make([]any, 0, 3+2*len(limits))
-	args = append(args, n, peekFlag(peek), l.now())
+// run runs the algorithm's script on keys (one per limit, from prepare) at now (microseconds, 0
+// for the server's clock), and decodes one Result per limit into out.
+func (l *Limiter) run(ctx context.Context, keys []string, n, now int64, peek bool, limits []Limit, out []Result) error {
+	args := make([]any, 0, 3+l.alg.nargs*len(limits))
+	args = append(args, n, l.flags(peek, limits), now)
 	for _, lim := range limits {
-		a, b := l.alg.args(lim)
-		args = append(args, a, b)
+		args = l.alg.args(args, lim)
 	}
 	v, err := l.alg.script.RunVia(ctx, l.via, l.client, keys, args...)
 	if err != nil {
+		if lim, ok := corrupt(err, limits); ok {
+			return fmt.Errorf("limiter: %s: %w under %v: %w", l.alg.name, ErrCorruptState, lim, err)
+		}
 		return fmt.Errorf("limiter: %s: %w", l.alg.name, err)
 	}
 	return decode(v, limits, out)
+}
+
+// corrupt reports whether err is Redis saying that a limit's key holds corrupt state: the scripts'
+// "CORRUPTSTATE <i>" (limit i), or WRONGTYPE, a key of another type (a limit not known). It
+// returns the limit, for the message.
+func corrupt(err error, limits []Limit) (any, bool) {
+	var reply redis.Error
+	if !errors.As(err, &reply) {
+		return nil, false
+	}
+	msg := reply.Error()
+	if rest, ok := strings.CutPrefix(msg, "CORRUPTSTATE "); ok {
+		if i, err := strconv.Atoi(rest); err == nil && i >= 1 && i <= len(limits) {
+			return limits[i-1], true
+		}
+		return "a limit", true
+	}
+	return "a limit (a key of another type)", strings.HasPrefix(msg, "WRONGTYPE ")
 }
 
 // keys validates key and limits and returns the Redis key of each limit.
@@ -521,18 +614,60 @@ func writeEscaped(b *strings.Builder, s string) {
 	}
 }
 
-func (l *Limiter) now() int64 {
+// now returns the instant of a decision in microseconds since the epoch: the injected clock's, or
+// 0 for the server's TIME, which the script then reads.
+func (l *Limiter) now() (int64, error) {
 	if l.clock == nil {
-		return 0 // the script reads the server's TIME
+		return 0, nil
 	}
-	return l.clock().UnixMicro()
+	t := l.clock()
+	if t.Before(time.UnixMicro(1)) || t.After(time.UnixMicro(maxInstant)) {
+		return 0, fmt.Errorf("%w: %v", errInvalidClock, t)
+	}
+	return t.UnixMicro(), nil
 }
 
-func peekFlag(peek bool) int64 {
-	if peek {
-		return 1
+// The scripts' ARGV[2] without shadow mode, boxed once.
+var flagConsume, flagPeek any = "0", "1"
+
+// flags returns the scripts' ARGV[2]: "1" to peek, "0" to consume, then, when any limit is in
+// shadow mode, one character per limit: 's' for shadow mode, '-' to enforce.
+func (l *Limiter) flags(peek bool, limits []Limit) any {
+	shadow := l.shadow
+	for _, lim := range limits {
+		shadow = shadow || lim.Shadow
 	}
-	return 0
+	switch {
+	case !shadow && peek:
+		return flagPeek
+	case !shadow:
+		return flagConsume
+	}
+	b := make([]byte, 1+len(limits))
+	b[0] = '0'
+	if peek {
+		b[0] = '1'
+	}
+	for i, lim := range limits {
+		b[1+i] = '-'
+		if l.shadowed(lim) {
+			b[1+i] = 's'
+		}
+	}
+	return string(b)
+}
+
+// shadowed reports whether lim is decided in shadow mode.
+func (l *Limiter) shadowed(lim Limit) bool { return l.shadow || lim.Shadow }
+
+// applyShadow turns the refusals of limits in shadow mode into admissions that say Shadow, keeping
+// their RetryAfter.
+func (l *Limiter) applyShadow(limits []Limit, out []Result) {
+	for i, lim := range limits {
+		if !out[i].Allowed && l.shadowed(lim) {
+			out[i].Allowed, out[i].Shadow = true, true
+		}
+	}
 }
 
 // decode turns the script's reply {allowed, then allowed_i, remaining_i, retry_us_i, reset_us_i per
@@ -588,21 +723,29 @@ func combine(rs []Result) Result {
 }
 
 // binding returns the result that decides for several limits, with Allowed true only if every limit
-// allowed: when denied, the denying limit with the longest RetryAfter; when allowed, the limit with
-// the fewest Remaining. It does not keep rs.
+// allowed and Shadow true if any limit refused in shadow mode: when denied, the denying limit with
+// the longest RetryAfter; when allowed despite refusals in shadow mode, the one of them with the
+// longest RetryAfter; otherwise the limit with the fewest Remaining. It does not keep rs.
 func binding(rs []Result) Result {
-	allowed := true
+	allowed, shadow := true, false
 	for _, r := range rs {
 		allowed = allowed && r.Allowed
+		shadow = shadow || r.Shadow
 	}
 	binds := func(r, than Result) bool {
-		if allowed {
-			return r.Remaining < than.Remaining
+		switch {
+		case !allowed:
+			if r.Allowed != than.Allowed {
+				return !r.Allowed
+			}
+			return !r.Allowed && r.RetryAfter > than.RetryAfter
+		case shadow:
+			if r.Shadow != than.Shadow {
+				return r.Shadow
+			}
+			return r.Shadow && r.RetryAfter > than.RetryAfter
 		}
-		if r.Allowed != than.Allowed {
-			return !r.Allowed
-		}
-		return r.RetryAfter > than.RetryAfter
+		return r.Remaining < than.Remaining
 	}
 	out := rs[0]
 	for _, r := range rs[1:] {
@@ -610,6 +753,6 @@ func binding(rs []Result) Result {
 			out = r
 		}
 	}
-	out.Allowed = allowed
+	out.Allowed, out.Shadow = allowed, shadow
 	return out
 }

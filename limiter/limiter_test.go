@@ -84,7 +84,24 @@ func TestLimitValidation(t *testing.T) {
 		{SlidingLog, PerSecond(MaxSlidingLogRate), true},
 		{SlidingLog, PerSecond(MaxSlidingLogRate + 1), false},
 		{SlidingWindow, Per(1<<40, 1<<20*time.Millisecond), false},
+		{SlidingWindow, Per(1<<40, 1024*time.Millisecond), true}, // rate × period = 2^50
+		{SlidingWindow, Per(1<<40+1, 1024*time.Millisecond), false},
+		{FixedWindow, Per(1<<40, 1<<20*time.Millisecond), true}, // no product: counts only add
+		{FixedWindow, PerSecond(MaxRate), true},
+		{FixedWindow, PerSecond(MaxRate + 1), false},
+		{FixedWindow, PerSecond(1).WithBurst(MaxRate + 1), false},
 		{TokenBucket, Per(1, time.Hour).WithBurst(1 << 40), false},
+	}
+	for _, alg := range []*Algorithm{FixedWindow, SlidingWindow, SlidingLog, TokenBucket} {
+		tests = append(tests, []struct {
+			alg   *Algorithm
+			limit Limit
+			ok    bool
+		}{
+			{alg, Per(1, MaxPeriod), true},
+			{alg, Per(1, MaxPeriod+time.Millisecond), false},
+			{alg, Per(1, InfDuration.Truncate(time.Millisecond)), false}, // about 292 years
+		}...)
 	}
 	for _, tt := range tests {
 		l := &Limiter{alg: tt.alg, prefix: DefaultKeyPrefix}
@@ -129,4 +146,16 @@ func TestCombine(t *testing.T) {
 	if r := combine([]Result{a, c, b, d}); r.Allowed || r.Limit != d.Limit {
 		t.Errorf("combine with two denials = %+v, want denied, binding the longest wait", r)
 	}
+	// Refusals in shadow mode: admitted, the longest shadow wait binds; an enforced refusal wins.
+	s1 := Result{Allowed: true, Shadow: true, RetryAfter: time.Minute, Limit: PerMinute(2).WithShadow()}
+	s2 := Result{Allowed: true, Shadow: true, RetryAfter: 2 * time.Hour, Limit: PerDay(2).WithShadow()}
+	if r := combine([]Result{a, s1, b, s2}); !r.Allowed || !r.Shadow || r.Limit != s2.Limit || r.RetryAfter != 2*time.Hour {
+		t.Errorf("combine with shadow refusals = %+v, want admitted, shadow, binding the longest shadow wait", r)
+	}
+	if r := combine([]Result{s2, c, a}); r.Allowed || !r.Shadow || r.Limit != c.Limit || r.RetryAfter != time.Second {
+		t.Errorf("combine with an enforced refusal and a shadow one = %+v, want denied by the enforced limit, Shadow set", r)
+	}
 }
+
+// PerDay is a test helper: a limit of rate requests per day.
+func PerDay(rate int64) Limit { return Per(rate, 24*time.Hour) }

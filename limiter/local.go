@@ -70,9 +70,11 @@ func (ll *localLimiter) bucket(lim Limit) (emission, capacity int64) {
 	return max(emission, 1), capacity
 }
 
-// decide makes a decision for keys under limits at now, all-or-nothing as the scripts do, and
-// fills out.
-func (ll *localLimiter) decide(keys []string, n int64, peek bool, limits []Limit, now int64, out []Result) {
+// decide makes a decision for keys under limits at now, all-or-nothing over the limits that enforce
+// as the scripts do, and fills out with each limit's verdict. A limit in shadow mode (Limit.Shadow,
+// or every limit with shadowMode) takes no part in the all-or-nothing, and counts the request when
+// it admits it.
+func (ll *localLimiter) decide(keys []string, n int64, peek bool, limits []Limit, shadowMode bool, now int64, out []Result) {
 	k := cacheKey(keys)
 	ll.mu.Lock()
 	defer ll.mu.Unlock()
@@ -97,13 +99,13 @@ func (ll *localLimiter) decide(keys []string, n int64, peek bool, limits []Limit
 		default:
 			r.Allowed = true
 		}
-		all = all && r.Allowed
+		all = all && (r.Allowed || shadowMode || lim.Shadow)
 		out[i] = r
 	}
 	for i := range limits {
 		emission, capacity := ll.bucket(limits[i])
 		tat := max(st.tat[i], now)
-		if all && !peek {
+		if all && !peek && out[i].Allowed {
 			tat = next[i]
 			st.tat[i] = tat
 		}

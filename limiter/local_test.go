@@ -8,7 +8,7 @@ import (
 func localDecide(t *testing.T, ll *localLimiter, key string, n int64, peek bool, now time.Duration, limits ...Limit) []Result {
 	t.Helper()
 	out := make([]Result, len(limits))
-	ll.decide([]string{key}, n, peek, limits, int64(now), out)
+	ll.decide([]string{key}, n, peek, limits, false, int64(now), out)
 	return out
 }
 
@@ -74,5 +74,22 @@ func TestLocalFallbackInstancesAndBound(t *testing.T) {
 	}
 	if _, err := newLocalLimiter(LocalFallback{MaxKeys: -1}); err == nil {
 		t.Error("MaxKeys -1 accepted")
+	}
+}
+
+// A limit in shadow mode takes no part in the all-or-nothing, and counts what it admits.
+func TestLocalFallbackShadow(t *testing.T) {
+	ll, _ := newLocalLimiter(LocalFallback{})
+	enforced, shadow := PerHour(5).WithName("api"), PerHour(1).WithName("new").WithShadow()
+	localDecide(t, ll, "k", 1, false, 0, enforced, shadow)
+	rs := localDecide(t, ll, "k", 1, false, 0, enforced, shadow)
+	if !rs[0].Allowed || rs[1].Allowed || rs[0].Remaining != 3 || rs[1].Remaining != 0 {
+		t.Fatalf("second: %+v; want api counting it (3 left), the shadow limit refusing", rs)
+	}
+	out := make([]Result, 1)
+	ll.decide([]string{"m"}, 1, false, []Limit{PerHour(1)}, true, 0, out)
+	ll.decide([]string{"m"}, 1, false, []Limit{PerHour(1)}, true, 0, out)
+	if out[0].Allowed || out[0].Remaining != 0 {
+		t.Fatalf("shadow mode, second: %+v; want the verdict refused (the caller admits)", out[0])
 	}
 }

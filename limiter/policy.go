@@ -4,9 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log"
+	"strings"
 	"sync/atomic"
 	"time"
 
+	"github.com/gatehouse/gatehouse"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -17,8 +20,9 @@ type Source uint8
 const (
 	// SourceRedis: the decision was made in Redis by the algorithm's script. The zero value.
 	SourceRedis Source = iota
-	// SourceFailOpen: Redis failed and the limiter admitted the request (WithFailOpen). Nothing
-	// was counted anywhere.
+	// SourceFailOpen: Redis failed and the limiter admitted the request (WithFailOpen). The
+	// limiter counted nothing for it; but a call that timed out had usually reached Redis, which
+	// then ran it and counted the request.
 	SourceFailOpen
 	// SourceFailClosed: Redis failed and the limiter refused the request (WithFailClosed).
 	SourceFailClosed
@@ -73,14 +77,21 @@ type failurePolicy struct {
 	local      *localLimiter // SourceLocal's state
 }
 
-// WithFailOpen makes the limiter admit a request when Redis cannot decide it: on a connection
-// error, a timeout, a server error or a malformed reply. Allow then returns a nil error and a Result
-// with Allowed true, Source SourceFailOpen and Err holding the failure; the failure is recorded on
-// the span and in the decisions metric, never silently. Invalid arguments are still errors, and so
-// is a failure after the caller's own context has ended. Pair it with WithTimeout, so that a slow
-// Redis costs a bounded wait; after a failure, Redis is left alone for a cooldown (WithCooldown).
+// WithFailOpen makes the limiter admit a request when Redis is unavailable: a refused dial, a
+// timeout (WithTimeout's, or the client's read timeout), a reset or closed connection, or a reply
+// saying that the server cannot serve now (LOADING, BUSY, MASTERDOWN, CLUSTERDOWN, READONLY,
+// TRYAGAIN, NOREPLICAS, OOM, or the maximum number of clients reached). Allow then returns a nil
+// error and a Result with Allowed true, Source SourceFailOpen and Err holding the failure; the
+// failure is recorded on the span and in the decisions metric, never silently. Pair it with
+// WithTimeout, so that a slow Redis costs a bounded wait; after a failure, Redis is left alone for
+// a cooldown (WithCooldown).
 //
-// Without WithFailOpen or WithFailClosed, a Redis failure is returned as the error.
+// Everything else is returned as the error, whatever the policy: invalid arguments, corrupt state
+// (ErrCorruptState), a malformed reply (ErrBadReply), an error of the script itself, and a failure
+// after the caller's own context has ended. Such errors are counted in the decisions metric with
+// decision "error" and their error.type.
+//
+// Without WithFailOpen, WithFailClosed or WithFailLocal, every failure is returned as the error.
 func WithFailOpen() Option {
 	return optionFunc(func(l *Limiter) { l.fail.source, l.fail.local = SourceFailOpen, nil })
 }
@@ -94,22 +105,22 @@ func WithFailClosed(retryAfter time.Duration) Option {
 	})
 }
 
-// WithCooldown sets how long, after Redis failed to answer (a connection refused, a timeout), a
-// limiter with WithFailOpen or WithFailClosed decides by its policy without asking Redis
-// (default DefaultCooldown). With Redis down, each call would otherwise wait for go-redis'
-// dial retries or for WithTimeout before the policy decides: 100ms per request with a 100ms
-// timeout. When the cooldown has passed, one call asks Redis again; while it is out, the others
-// still decide without it. Such decisions have Err ErrUnavailable. A reply Redis gives with an
-// error (a corrupt key, a script error) concerns one key and starts no cooldown. d == 0 asks
-// Redis for every decision.
+// WithCooldown sets how long, after Redis was found unavailable, a limiter with a failure policy
+// decides by its policy without asking Redis (default DefaultCooldown). With Redis down, each call
+// would otherwise wait for go-redis' dial retries or for WithTimeout before the policy decides:
+// 100ms per request with a 100ms timeout. When the cooldown has passed, one call asks Redis again;
+// while it is out, the others still decide without it. Such decisions have Err ErrUnavailable.
+// Every kind of unavailability starts a cooldown except TRYAGAIN, which concerns one slot being
+// migrated, not the server. d == 0 asks Redis for every decision.
 func WithCooldown(d time.Duration) Option {
 	return optionFunc(func(l *Limiter) { l.fail.cooldown = max(d, 0) })
 }
 
 // WithFailureLog sets what is told of each Redis failure the failure policy stands in for (not of
 // the decisions made without asking Redis during a cooldown, so at most about one per cooldown
-// while Redis stays down). The default writes a line to the standard logger; nil tells nobody.
-// Errors name the algorithm and the Redis address, never a key.
+// while Redis stays down). The default writes a line to the standard logger, saying what the
+// policy does and, when a cooldown starts, for how long; nil tells nobody. Errors name the
+// algorithm and the Redis address, never a key.
 func WithFailureLog(f func(err error)) Option {
 	return optionFunc(func(l *Limiter) { l.fail.log, l.fail.logSet = f, true })
 }
@@ -145,20 +156,72 @@ func (p failurePolicy) validate() error {
 	return nil
 }
 
-// absorbs reports whether the policy decides in place of Redis after err: a failure of Redis,
-// while the caller still waits for an answer. Refused arguments are always the caller's to see.
+// absorbs reports whether the policy decides in place of Redis after err: Redis unavailable,
+// while the caller still waits for an answer.
 func (p failurePolicy) absorbs(ctx context.Context, err error) bool {
 	if p.source == SourceRedis || err == nil || ctx.Err() != nil {
 		return false
 	}
-	return !errors.Is(err, ErrInvalidLimit) && !errors.Is(err, ErrInvalidCost) && !errors.Is(err, ErrInvalidKey)
+	ok, _ := isUnavailable(err)
+	return ok
 }
 
-// unreachable reports whether err means Redis did not answer (as opposed to answering with an
-// error about one key or script), which starts a cooldown.
-func unreachable(err error) bool {
+// report tells the failure log of err, which the policy stood in for; cooldown is how long Redis
+// will now be left alone, 0 for not at all.
+func (p failurePolicy) report(err error, cooldown time.Duration) {
+	switch {
+	case p.logSet:
+		if p.log != nil {
+			p.log(err)
+		}
+	case cooldown > 0:
+		log.Printf("%v (%s for %v)", err, p.source.doing(), cooldown)
+	default:
+		log.Printf("%v (%s)", err, p.source.doing())
+	}
+}
+
+// doing says what a failure policy does, for the failure log.
+func (s Source) doing() string {
+	switch s {
+	case SourceFailOpen:
+		return "failing open"
+	case SourceFailClosed:
+		return "failing closed"
+	case SourceLocal:
+		return "deciding locally"
+	}
+	return "returning the error"
+}
+
+// isUnavailable reports whether err means that Redis could not make the decision, rather than made
+// it wrong or was asked wrongly, and whether the condition is the server's (a cooldown spares it)
+// rather than one slot's.
+//
+// Unavailable: no reply at all (a refused dial, a timeout, a reset or closed connection, bytes
+// that are not RESP, a cooldown), and the replies of a server that cannot serve now. Not: every
+// other reply (a script error, a key of another type, a refused command), a reply of the wrong
+// shape, corrupt state, invalid arguments, a client closed by the program, a cancellation.
+func isUnavailable(err error) (ok, serverWide bool) {
 	var reply redis.Error
-	return !errors.As(err, &reply) && !errors.Is(err, ErrBadReply)
+	if errors.As(err, &reply) {
+		msg := reply.Error()
+		code, _, _ := strings.Cut(msg, " ")
+		switch code {
+		case "LOADING", "BUSY", "MASTERDOWN", "CLUSTERDOWN", "READONLY", "NOREPLICAS", "OOM":
+			return true, true
+		case "TRYAGAIN":
+			return true, false
+		}
+		return strings.HasPrefix(msg, "ERR max number of clients reached"), true
+	}
+	for _, e := range [...]error{ErrBadReply, ErrCorruptState, ErrInvalidLimit, ErrInvalidCost, ErrInvalidKey,
+		errInvalidClock, redis.ErrClosed, gatehouse.ErrCrossSlot, context.Canceled} {
+		if errors.Is(err, e) {
+			return false, false
+		}
+	}
+	return true, true
 }
 
 // breaker is the cooldown's state: while skipUntil (Unix nanoseconds) is ahead, decisions skip
@@ -178,11 +241,9 @@ func (b *breaker) skip(now int64, cooldown time.Duration) bool {
 	return !b.skipUntil.CompareAndSwap(until, now+int64(cooldown))
 }
 
-// failed notes that a call to Redis failed at now with err; a failure to answer starts a cooldown.
-func (b *breaker) failed(now int64, cooldown time.Duration, err error) {
-	if unreachable(err) {
-		b.skipUntil.Store(now + int64(cooldown))
-	}
+// failed notes that Redis was found unavailable at now: a cooldown starts.
+func (b *breaker) failed(now int64, cooldown time.Duration) {
+	b.skipUntil.Store(now + int64(cooldown))
 }
 
 // answered notes that Redis answered: the cooldown, if any, is over.
@@ -192,12 +253,12 @@ func (b *breaker) answered() {
 	}
 }
 
-// decide fills out with the policy's decision for each limit, standing in for Redis after cause.
-// Only the local fallback knows anything of the limits' state: the others report Remaining and
-// ResetAfter as 0.
-func (p failurePolicy) decide(keys []string, n int64, peek bool, limits []Limit, now int64, out []Result, cause error) {
+// decide fills out with the policy's decision for each limit, standing in for Redis after cause
+// (the verdicts: limits in shadow mode are the caller's to apply). Only the local fallback knows
+// anything of the limits' state: the others report Remaining and ResetAfter as 0.
+func (p failurePolicy) decide(keys []string, n int64, peek bool, limits []Limit, shadowMode bool, now int64, out []Result, cause error) {
 	if p.local != nil {
-		p.local.decide(keys, n, peek, limits, now, out)
+		p.local.decide(keys, n, peek, limits, shadowMode, now, out)
 		for i := range out {
 			out[i].Err = cause
 		}

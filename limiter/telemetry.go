@@ -45,6 +45,7 @@ const (
 	attrOperation  = attribute.Key("gatehouse.limiter.operation")
 	attrWaited     = attribute.Key("gatehouse.limiter.waited")
 	attrSource     = attribute.Key("gatehouse.limiter.source")
+	attrShadow     = attribute.Key("gatehouse.limiter.shadow")
 )
 
 type instruments struct {
@@ -56,7 +57,7 @@ func newInstruments(mp metric.MeterProvider) instruments {
 	m := telemetry.Meter(mp)
 	decisions, err := m.Int64Counter("gatehouse.limiter.decisions",
 		metric.WithUnit("{decision}"),
-		metric.WithDescription("Rate-limit decisions, by algorithm, policy, decision (allowed, denied, error) and source (redis, fail_open, fail_closed)."))
+		metric.WithDescription("Rate-limit decisions, by algorithm, policy, decision (allowed, denied, error; errors with their error.type) and source (redis, fail_open, fail_closed, local, deny_cache)."))
 	if err != nil {
 		otel.Handle(err)
 	}
@@ -84,12 +85,15 @@ func (l *Limiter) observe(ctx context.Context, span trace.Span, op, key string, 
 		b := binding(out)
 		bind = &b
 	}
-	decision := "error"
+	// The decision is the limits' verdict: "denied" when a limit in shadow mode refused, with
+	// gatehouse.limiter.shadow true when that refusal was not enforced (the request was admitted).
+	decision, unenforced := "error", false
 	if bind != nil {
 		decision = "denied"
-		if bind.Allowed {
+		if bind.Allowed && !bind.Shadow {
 			decision = "allowed"
 		}
+		unenforced = bind.Allowed && bind.Shadow
 	}
 	source := SourceRedis
 	failure := err // what went wrong, even when the failure policy decided in its place
@@ -121,8 +125,11 @@ func (l *Limiter) observe(ctx context.Context, span trace.Span, op, key string, 
 				attrLimit.Int64(bind.Limit.Capacity()),
 				attrRemaining.Int64(bind.Remaining),
 			)
-			if !bind.Allowed && bind.RetryAfter != InfDuration {
+			if (!bind.Allowed || bind.Shadow) && bind.RetryAfter != InfDuration {
 				span.SetAttributes(attrRetryAfter.Float64(bind.RetryAfter.Seconds()))
+			}
+			if unenforced {
+				span.SetAttributes(attrShadow.Bool(true))
 			}
 		}
 		if l.keyHash != nil && key != "" {
@@ -131,9 +138,18 @@ func (l *Limiter) observe(ctx context.Context, span trace.Span, op, key string, 
 		telemetry.End(span, failure, errorType(failure))
 	}
 	if recDecision && op != "reset" {
-		l.inst.decisions.Add(ctx, 1, metric.WithAttributes(
-			attrAlgorithm.String(l.alg.name), attrPolicy.String(policy), attrDecision.String(decision),
-			attrSource.String(source.String())))
+		attrs := [5]attribute.KeyValue{attrAlgorithm.String(l.alg.name), attrPolicy.String(policy),
+			attrDecision.String(decision), attrSource.String(source.String())}
+		n := 4
+		switch {
+		case err != nil:
+			attrs[n] = telemetry.ErrorType.String(errorType(err))
+			n++
+		case unenforced:
+			attrs[n] = attrShadow.Bool(true)
+			n++
+		}
+		l.inst.decisions.Add(ctx, 1, metric.WithAttributes(attrs[:n]...))
 	}
 	if recDuration {
 		l.inst.duration.Record(ctx, time.Since(start).Seconds(), metric.WithAttributes(
@@ -141,8 +157,9 @@ func (l *Limiter) observe(ctx context.Context, span trace.Span, op, key string, 
 	}
 }
 
-// policyName names a limit in spans, metrics and headers: its Name, or "<rate>/<period>". The
-// number of distinct values is the number of limits a program configures, never one per client.
+// policyName names a limit in spans, metrics and headers: its Name, or without one its String,
+// such as "100/1m0s" or "2/10m0s burst 5". The number of distinct values is the number of limits a
+// program configures, never one per client.
 func policyName(l Limit) string {
 	if l.Name != "" {
 		return l.Name
@@ -155,15 +172,19 @@ func errorType(err error) string {
 	switch {
 	case err == nil:
 		return ""
-	case errors.Is(err, ErrInvalidLimit), errors.Is(err, ErrInvalidCost), errors.Is(err, ErrInvalidKey):
+	case errors.Is(err, ErrInvalidLimit), errors.Is(err, ErrInvalidCost), errors.Is(err, ErrInvalidKey), errors.Is(err, errInvalidClock):
 		return "invalid_argument"
+	case errors.Is(err, ErrCorruptState):
+		return "corrupt_state"
+	case errors.Is(err, ErrBadReply):
+		return "bad_reply"
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, os.ErrDeadlineExceeded):
 		return "timeout" // the caller's deadline, WithTimeout's, or the client's read timeout
 	case errors.Is(err, context.Canceled):
 		return "canceled"
-	case errors.Is(err, ErrBadReply):
-		return "bad_reply"
-	default:
-		return "redis"
 	}
+	if ok, _ := isUnavailable(err); ok {
+		return "unavailable" // no answer, or a server that cannot serve now
+	}
+	return "redis" // any other error Redis replied with, such as the script's own
 }

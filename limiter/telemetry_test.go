@@ -33,7 +33,7 @@ func TestTelemetryOffAllocatesNothing(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := l.run(ctx, keys, 1, false, limits, out); err != nil {
+			if err := l.run(ctx, keys, 1, 0, false, limits, out); err != nil {
 				t.Fatal(err)
 			}
 		})

@@ -1,19 +1,34 @@
 -- fixed_window.lua: fixed-window rate limiting over one or more limits, all or nothing.
 --
--- KEYS[i]   state of limit i: a string "<window index>:<count>" that expires at its window's end;
---           windows are aligned to the Unix epoch (window index = floor(now_ms / window_ms))
+-- Windows are aligned to the Unix epoch: the window of an instant is [w * window, (w + 1) * window)
+-- with w = floor(now_ms / window). The state is a count and the end of the window it was counted
+-- in: the count holds until that end. An admitted request adds its cost and moves the end to the
+-- end of its own window. So a limit whose period changed (a named limit) keeps the count of a
+-- window that has not ended, until that window ends or a request is admitted under the new period.
+--
+-- KEYS[i]   state of limit i: "v2:<window end in ms>:<count>", which expires at the window's end.
+--           Earlier versions stored "<window index>:<count>", the index under the limit's period:
+--           it is read as the window of that index. Any other value (or numbers no limit could
+--           have written) is corrupt: the call fails with "CORRUPTSTATE <i>" and writes nothing.
 -- ARGV[1]   cost: how many requests this call asks for, an integer >= 1
--- ARGV[2]   "1" to peek (decide, write nothing, report the state before the cost), "0" to consume
+-- ARGV[2]   "1" to peek (decide, write nothing, report the state before the cost), "0" to consume;
+--           then, when any limit is in shadow mode, one character per limit: "s" for shadow mode
+--           (its refusal does not refuse the call; it counts the cost only when it admits it), "-"
+--           to enforce
 -- ARGV[3]   now in integer microseconds since the Unix epoch; "0" to use the server's TIME (only
 --           tests pass a time)
 -- ARGV[2+2i], ARGV[3+2i]   limit i: requests per window, window length in integer milliseconds
 -- Reply     {allowed, then for each limit i: allowed_i, remaining_i, retry_after_us_i, reset_after_us_i}
---           allowed is 1 when every limit admits the cost; only then, and only when consuming, is
---           anything written. A denied call changes nothing. retry_after_us_i is -1 when the cost is
---           larger than limit i and can never be admitted. Malformed state is treated as empty.
+--           allowed is 1 when every limit not in shadow mode admits the cost; only then, and only
+--           when consuming, is anything written, to each limit that admits it. A denied call changes nothing. retry_after_us_i is -1 when the cost is
+--           larger than limit i and can never be admitted.
+
+local EXACT = 9007199254740992   -- 2^53
+local AHEAD = 630720000000       -- ms: two MaxPeriods; no window ends later than that after now
 
 local cost = tonumber(ARGV[1])
-local peek = ARGV[2] == '1'
+local flags = ARGV[2]
+local peek = string.byte(flags) == 49 -- '1'
 local now = tonumber(ARGV[3])
 if now == 0 then
   local t = redis.call('TIME')
@@ -27,39 +42,50 @@ local st = {}
 for i = 1, #KEYS do
   local rate = tonumber(ARGV[2 + 2 * i])
   local window = tonumber(ARGV[3 + 2 * i])
-  local win = math.floor(now_ms / window)
-  local window_end = (win + 1) * window -- ms
+  local window_end = (math.floor(now_ms / window) + 1) * window -- ms
 
-  local count = 0
+  local count, ends = 0, 0 -- the count, and when it stops counting (ms)
   local v = redis.call('GET', KEYS[i])
   if v then
-    local w, c = string.match(v, '^(%d+):(%d+)$')
-    if w and tonumber(w) == win then count = tonumber(c) end
+    local e, c = string.match(v, '^v2:([0-9]+):([0-9]+)$')
+    if e then
+      e = tonumber(e)
+    else
+      local w
+      w, c = string.match(v, '^([0-9]+):([0-9]+)$')
+      if not w then return redis.error_reply('CORRUPTSTATE ' .. i) end
+      e = (tonumber(w) + 1) * window
+    end
+    c = tonumber(c)
+    if e > now_ms + AHEAD or c > EXACT then return redis.error_reply('CORRUPTSTATE ' .. i) end
+    if e > now_ms then count, ends = c, e end
   end
 
   local allowed, retry = 1, 0
   if cost > rate then
-    allowed, retry, all = 0, -1, 0
+    allowed, retry = 0, -1
   elseif count + cost > rate then
-    allowed, retry, all = 0, window_end * 1000 - now, 0
+    allowed, retry = 0, ends * 1000 - now
   end
-  st[i] = {rate = rate, win = win, window_end = window_end, count = count, allowed = allowed, retry = retry}
+  if allowed == 0 and string.byte(flags, 1 + i) ~= 115 then all = 0 end -- 's': shadow mode
+  st[i] = {rate = rate, window_end = window_end, count = count, ends = ends, allowed = allowed, retry = retry}
 end
 
--- Second pass: consume only if every limit allowed, then report each limit as it now stands.
+-- Second pass: consume only if every limit that enforces allowed, then report each limit as it
+-- now stands.
 local consume = all == 1 and not peek
 local out = {all}
 for i = 1, #KEYS do
   local s = st[i]
-  local used = s.count
-  if consume then
-    used = s.count + cost
-    redis.call('SET', KEYS[i], string.format('%d:%d', s.win, used), 'PXAT', string.format('%d', s.window_end))
+  local count, ends = s.count, s.ends
+  if consume and s.allowed == 1 then
+    count, ends = count + cost, s.window_end
+    redis.call('SET', KEYS[i], string.format('v2:%d:%d', ends, count), 'PXAT', ends) -- a number: exact below 2^53
   end
   local reset = 0
-  if used > 0 then reset = s.window_end * 1000 - now end
+  if count > 0 then reset = ends * 1000 - now end
   out[#out + 1] = s.allowed
-  out[#out + 1] = math.max(0, s.rate - used)
+  out[#out + 1] = math.max(0, s.rate - count)
   out[#out + 1] = s.retry
   out[#out + 1] = reset
 end

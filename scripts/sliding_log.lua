@@ -8,28 +8,45 @@
 -- KEYS[i]   state of limit i: a sorted set, member "<time>:<sequence>", score = time in microseconds;
 --           it expires one window after its newest member
 -- ARGV[1]   cost: how many requests this call asks for, an integer >= 1 (one member each)
--- ARGV[2]   "1" to peek (decide, write nothing, report the state before the cost), "0" to consume
+-- ARGV[2]   "1" to peek (decide, write nothing, report the state before the cost), "0" to consume;
+--           then, when any limit is in shadow mode, one character per limit: "s" for shadow mode
+--           (its refusal does not refuse the call; it counts the cost only when it admits it), "-"
+--           to enforce
 -- ARGV[3]   now in integer microseconds since the Unix epoch; "0" to use the server's TIME (only
 --           tests pass a time)
 -- ARGV[2+2i], ARGV[3+2i]   limit i: requests per window, window length in integer milliseconds
 -- Reply     {allowed, then for each limit i: allowed_i, remaining_i, retry_after_us_i, reset_after_us_i}
---           allowed is 1 when every limit admits the cost; only then, and only when consuming, is
---           anything written. A denied call changes nothing. retry_after_us_i is when enough of the
+--           allowed is 1 when every limit not in shadow mode admits the cost; only then, and only
+--           when consuming, is anything written, to each limit that admits it. A denied call changes nothing. retry_after_us_i is when enough of the
 --           oldest requests will have aged out for this cost, or -1 when the cost is larger than
 --           limit i and can never be admitted.
+--
+-- A score that is not a whole number of microseconds, where the script reads one, is corrupt: the
+-- call fails with "CORRUPTSTATE <i>" and writes nothing. (A key of another type fails with
+-- WRONGTYPE, which the caller reports the same way.)
+
+local CHUNK = 1000 -- members per ZADD
 
 local cost = tonumber(ARGV[1])
-local peek = ARGV[2] == '1'
+local flags = ARGV[2]
+local peek = string.byte(flags) == 49 -- '1'
 local now = tonumber(ARGV[3])
 if now == 0 then
   local t = redis.call('TIME')
   now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 end
 
--- The time of the newest member, or nil.
-local function newest(key)
-  local r = redis.call('ZREVRANGEBYSCORE', key, '+inf', '-inf', 'WITHSCORES', 'LIMIT', 0, 1)
-  if r[2] then return tonumber(r[2]) end
+-- A member's score as an integer, or nil when it is not one a request could have: corrupt.
+local function instant(score)
+  local t = tonumber(score)
+  if t and t == math.floor(t) and t > -9007199254740992 and t < 9007199254740992 then return t end
+  return nil
+end
+
+-- The time of the newest member of limit i's key, or nil; false when the score is corrupt.
+local function newest(i)
+  local r = redis.call('ZREVRANGEBYSCORE', KEYS[i], '+inf', '-inf', 'WITHSCORES', 'LIMIT', 0, 1)
+  if r[2] then return instant(r[2]) or false end
   return nil
 end
 
@@ -44,35 +61,54 @@ for i = 1, #KEYS do
 
   local allowed, retry = 1, 0
   if cost > rate then
-    allowed, retry, all = 0, -1, 0
+    allowed, retry = 0, -1
   elseif count + cost > rate then
-    allowed, all = 0, 0
+    allowed = 0
     -- The (count + cost - rate)-th oldest live request must age out first.
     local r = redis.call('ZRANGEBYSCORE', KEYS[i], live, '+inf', 'WITHSCORES', 'LIMIT', count + cost - rate - 1, 1)
-    retry = tonumber(r[2]) + span - now
+    local t = instant(r[2])
+    if not t then return redis.error_reply('CORRUPTSTATE ' .. i) end
+    retry = t + span - now
   end
+  if allowed == 0 and string.byte(flags, 1 + i) ~= 115 then all = 0 end -- 's': shadow mode
   st[i] = {rate = rate, span = span, count = count, allowed = allowed, retry = retry}
 end
 
--- Second pass: consume only if every limit allowed, then report each limit as it now stands.
+-- The newest request of each limit that will not be written, read (and checked) before any write.
 local consume = all == 1 and not peek
+for i = 1, #KEYS do
+  local s = st[i]
+  if s.count > 0 and not (consume and s.allowed == 1) then
+    s.last = newest(i)
+    if s.last == false then return redis.error_reply('CORRUPTSTATE ' .. i) end
+  end
+end
+
+-- Second pass: consume only if every limit that enforces allowed, then report each limit as it
+-- now stands.
 local out = {all}
 for i = 1, #KEYS do
   local s = st[i]
-  local count, last = s.count, nil
-  if consume then
-    redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', string.format('%d', now - s.span))
-    local seq = redis.call('ZCARD', KEYS[i])
+  local count, last = s.count, s.last
+  if consume and s.allowed == 1 then
+    -- Members are "<now>:<k>" with k counting this instant's members, which the removal below never
+    -- touches, so k + j is new. At most CHUNK members per ZADD: unpack of a long table passes Lua's
+    -- stack. ZADD comes first: Redis refuses a script's first write when it is out of memory
+    -- (maxmemory with noeviction), but lets any write through once the script has written.
+    local at = string.format('%d', now)
+    local seq = redis.call('ZCOUNT', KEYS[i], at, at)
     local args = {}
     for j = 1, cost do
-      args[#args + 1] = string.format('%d', now)
-      args[#args + 1] = string.format('%d:%d', now, seq + j)
+      args[#args + 1] = at
+      args[#args + 1] = at .. ':' .. (seq + j)
+      if #args == 2 * CHUNK or j == cost then
+        redis.call('ZADD', KEYS[i], unpack(args))
+        args = {}
+      end
     end
-    redis.call('ZADD', KEYS[i], unpack(args))
+    redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', string.format('%d', now - s.span))
     redis.call('PEXPIREAT', KEYS[i], string.format('%d', math.ceil((now + s.span) / 1000)))
     count, last = count + cost, now
-  elseif count > 0 then
-    last = newest(KEYS[i])
   end
   local reset = 0
   if count > 0 and last then reset = last + s.span - now end

@@ -1,0 +1,412 @@
+package integration
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/gatehouse/gatehouse"
+	"github.com/gatehouse/gatehouse/internal/redistest"
+	"github.com/gatehouse/gatehouse/limiter"
+	"github.com/redis/go-redis/v9"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+)
+
+// startServer starts a private redis-server with extra options, and a client for it that applies
+// context deadlines and does not retry.
+func startServer(t *testing.T, extra ...string) (*redistest.Server, *redis.Client) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("needs redis-server")
+	}
+	srv, err := redistest.StartServer(extra...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Close)
+	return srv, clientFor(t, srv.Addr)
+}
+
+func clientFor(t *testing.T, addr string, opts ...func(*redis.Options)) *redis.Client {
+	o := &redis.Options{Addr: addr, MaxRetries: -1, DisableIdentity: true,
+		DialTimeout: time.Second, ReadTimeout: 5 * time.Second, ContextTimeoutEnabled: true}
+	for _, f := range opts {
+		f(o)
+	}
+	c := redis.NewClient(o)
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// policyLimiters are one limiter per failure policy over one client, each asking Redis for every
+// decision (no cooldown), with a short timeout, and telling failures to log.
+type policyLimiters struct {
+	plain  *limiter.Limiter
+	byName map[string]*limiter.Limiter
+	source map[string]limiter.Source
+	logged atomic.Int64
+	reader *sdkmetric.ManualReader
+}
+
+func newPolicyLimiters(t *testing.T, c redis.UniversalClient, alg *limiter.Algorithm) *policyLimiters {
+	t.Helper()
+	p := &policyLimiters{byName: map[string]*limiter.Limiter{}, reader: sdkmetric.NewManualReader(),
+		source: map[string]limiter.Source{"open": limiter.SourceFailOpen, "closed": limiter.SourceFailClosed, "local": limiter.SourceLocal}}
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(p.reader))
+	common := []limiter.Option{limiter.WithTimeout(300 * time.Millisecond), limiter.WithCooldown(0),
+		limiter.WithFailureLog(func(error) { p.logged.Add(1) }), limiter.WithMeterProvider(mp)}
+	for name, o := range map[string]limiter.Option{
+		"open":   limiter.WithFailOpen(),
+		"closed": limiter.WithFailClosed(time.Second),
+		"local":  limiter.WithFailLocal(limiter.LocalFallback{}),
+	} {
+		l, err := limiter.New(c, alg, append([]limiter.Option{o}, common...)...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p.byName[name] = l
+	}
+	var err error
+	if p.plain, err = limiter.New(c, alg, limiter.WithTimeout(300*time.Millisecond), limiter.WithMeterProvider(mp)); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// standIn checks that every policy decides in place of Redis, with the failure in Result.Err,
+// and that without a policy the decision is an error.
+func (p *policyLimiters) standIn(t *testing.T, ctx context.Context, key string, limits ...limiter.Limit) {
+	t.Helper()
+	for name, l := range p.byName {
+		res, err := l.AllowAll(ctx, key, 1, limits...)
+		if err != nil || res.Source != p.source[name] || res.Err == nil {
+			t.Errorf("%s policy: %+v, %v; want a decision by the policy (%v) holding the failure", name, res, err, p.source[name])
+		}
+	}
+	if _, err := p.plain.AllowAll(ctx, key, 1, limits...); err == nil {
+		t.Error("no policy: no error")
+	}
+}
+
+// refuse checks that every policy, and no policy, returns the error: the policy does not stand in.
+func (p *policyLimiters) refuse(t *testing.T, ctx context.Context, key string, limits ...limiter.Limit) {
+	t.Helper()
+	before := p.logged.Load()
+	lims := map[string]*limiter.Limiter{"no policy": p.plain}
+	for name, l := range p.byName {
+		lims[name] = l
+	}
+	for name, l := range lims {
+		res, err := l.AllowAll(ctx, key, 1, limits...)
+		if err == nil {
+			t.Errorf("%s: %+v with a nil error; want the error returned, not decided by the policy", name, res)
+		}
+	}
+	if n := p.logged.Load() - before; n != 0 {
+		t.Errorf("%d failures logged for errors the policy does not stand in for", n)
+	}
+}
+
+// errorTypes returns the decisions metric's error.type counts for decision=error.
+func (p *policyLimiters) errorTypes(t *testing.T) map[string]int64 {
+	t.Helper()
+	out := map[string]int64{}
+	for k, n := range decisionCounts(t, p.reader, "gatehouse.limiter.decision", "error.type") {
+		if typ, ok := strings.CutPrefix(k, "error/"); ok {
+			out[typ] += n
+		}
+	}
+	return out
+}
+
+// An error of the script itself (here a real one: the ACL forbids a command the script runs) or a
+// key of another type is returned to the caller under every policy, counted in the decisions
+// metric with its error.type, and not logged as a failure the policy stood in for.
+func TestLimiterScriptErrorsAreNotAbsorbed(t *testing.T) {
+	srv, admin := startServer(t)
+	ctx := context.Background()
+	if err := admin.Do(ctx, "ACL", "SETUSER", "lim", "on", ">pw", "~*", "+@all", "-set", "-zadd").Err(); err != nil {
+		t.Fatal(err)
+	}
+	c := clientFor(t, srv.Addr, func(o *redis.Options) { o.Username, o.Password = "lim", "pw" })
+	limit := limiter.PerMinute(5).WithName("api")
+	for _, a := range algorithms {
+		t.Run(a.alg.String(), func(t *testing.T) {
+			p := newPolicyLimiters(t, c, a.alg)
+			// Reads work: a peek is answered.
+			if res, err := p.byName["open"].Peek(ctx, "acl", limit); err != nil || res.Source != limiter.SourceRedis {
+				t.Fatalf("peek as the restricted user: %+v, %v", res, err)
+			}
+			p.refuse(t, ctx, "acl", limit)
+			if got := p.errorTypes(t); got["redis"] != 4 || len(got) != 1 {
+				t.Errorf("decisions with error.type: %v, want 4 of type redis", got)
+			}
+		})
+	}
+
+	// A key of another type under the limit's key: an error whatever the policy.
+	for _, a := range algorithms {
+		t.Run(a.alg.String()+"/wrong type", func(t *testing.T) {
+			p := newPolicyLimiters(t, admin, a.alg)
+			id := "wrongtype-" + a.alg.String()
+			if err := admin.HSet(ctx, redisKey(a.alg, id, limit), "x", "y").Err(); err != nil {
+				t.Fatal(err)
+			}
+			p.refuse(t, ctx, id, limit)
+		})
+	}
+}
+
+// redisKey is the key a limiter with the default prefix uses for identifier id under limit.
+func redisKey(alg *limiter.Algorithm, id string, limit limiter.Limit) string {
+	tag := map[*limiter.Algorithm]string{limiter.FixedWindow: "fw", limiter.SlidingWindow: "sw", limiter.SlidingLog: "sl", limiter.TokenBucket: "tb"}[alg]
+	name := fmt.Sprint(limit.Period.Milliseconds())
+	if limit.Name != "" {
+		name = "n" + limit.Name
+	}
+	return limiter.DefaultKeyPrefix + "{" + id + "}:" + tag + ":" + name
+}
+
+// waitReply polls c with PING until its error starts with prefix (or, for "", until it answers).
+func waitReply(t *testing.T, c *redis.Client, prefix string) {
+	t.Helper()
+	ctx := context.Background()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		err := c.Ping(ctx).Err()
+		if (prefix == "" && err == nil) || (prefix != "" && err != nil && strings.HasPrefix(err.Error(), prefix)) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("PING: %v, want a reply starting with %q", err, prefix)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// Each way Redis can be unavailable that a real server can be made to show: the failure policy
+// stands in, and without a policy the decision is an error. Server-wide conditions start a
+// cooldown; TRYAGAIN, which concerns one slot, does not, and its log line does not say it does.
+func TestLimiterUnavailableKinds(t *testing.T) {
+	ctx := context.Background()
+	limit := limiter.PerMinute(5).WithName("api")
+	other := limiter.PerHour(50).WithName("hourly")
+
+	type kind struct {
+		name     string
+		client   func(t *testing.T) redis.UniversalClient // set up for the kind
+		begin    func(t *testing.T)                       // make Redis unavailable; nil: it already is
+		end      func(t *testing.T)
+		cooldown bool
+		limits   []limiter.Limit
+	}
+	var (
+		srv   *redistest.Server
+		debug *redis.Client // a server the kinds below reconfigure
+		busy  sync.WaitGroup
+	)
+	debugServer := func(t *testing.T) redis.UniversalClient {
+		srv, debug = startServer(t, "--enable-debug-command", "yes")
+		return debug
+	}
+	config := func(kv ...string) func(t *testing.T) {
+		return func(t *testing.T) {
+			for i := 0; i < len(kv); i += 2 {
+				if err := debug.ConfigSet(ctx, kv[i], kv[i+1]).Err(); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+	}
+	kinds := []kind{
+		{name: "connection refused (server stopped)", client: debugServer, cooldown: true,
+			begin: func(t *testing.T) { srv.Stop() },
+			end: func(t *testing.T) {
+				if err := srv.Start(); err != nil {
+					t.Fatal(err)
+				}
+			}},
+		{name: "timeout (CLIENT PAUSE)", client: debugServer, cooldown: true,
+			begin: func(t *testing.T) {
+				// Long enough for the 5 decisions below, 300ms each; paused, UNPAUSE does not get through.
+				if err := debug.Do(ctx, "CLIENT", "PAUSE", 2500, "ALL").Err(); err != nil {
+					t.Fatal(err)
+				}
+			},
+			end: func(t *testing.T) { waitReply(t, clientFor(t, srv.Addr), "") }},
+		{name: "connection reset", cooldown: true,
+			client: func(t *testing.T) redis.UniversalClient {
+				f := newFaultyRedis(t)
+				f.toxic(t, "reset", "reset_peer", "upstream", `"timeout":0`)
+				return f.client
+			}},
+		{name: "LOADING", client: debugServer, cooldown: true,
+			begin: func(t *testing.T) {
+				if err := debug.Do(ctx, "DEBUG", "POPULATE", 2000).Err(); err != nil {
+					t.Fatal(err)
+				}
+				config("key-load-delay", "1000", "loading-process-events-interval-bytes", "1024")(t)
+				busy.Go(func() { debug.Do(context.Background(), "DEBUG", "RELOAD") })
+				waitReply(t, clientFor(t, srv.Addr), "LOADING")
+			},
+			end: func(t *testing.T) {
+				busy.Wait()
+				config("key-load-delay", "0")(t)
+			}},
+		{name: "BUSY", client: debugServer, cooldown: true,
+			begin: func(t *testing.T) {
+				config("busy-reply-threshold", "50")(t)
+				long := clientFor(t, srv.Addr, func(o *redis.Options) { o.ReadTimeout = -1 })
+				busy.Go(func() { long.Eval(context.Background(), "while true do end", nil) })
+				waitReply(t, clientFor(t, srv.Addr), "BUSY")
+			},
+			end: func(t *testing.T) {
+				clientFor(t, srv.Addr).ScriptKill(ctx)
+				busy.Wait()
+			}},
+		{name: "NOREPLICAS", client: debugServer, cooldown: true,
+			begin: config("min-replicas-to-write", "1"), end: config("min-replicas-to-write", "0")},
+		{name: "OOM (maxmemory, noeviction)", client: debugServer, cooldown: true,
+			begin: config("maxmemory-policy", "noeviction", "maxmemory", "1"), end: config("maxmemory", "0")},
+		{name: "READONLY (a replica)", cooldown: true,
+			client: func(t *testing.T) redis.UniversalClient {
+				master, _ := startServer(t)
+				replica, c := startServer(t, "--replicaof", "127.0.0.1", fmt.Sprint(master.Port))
+				_ = replica
+				deadline := time.Now().Add(10 * time.Second)
+				for {
+					info, _ := c.Info(ctx, "replication").Result()
+					if strings.Contains(info, "master_link_status:up") {
+						break
+					}
+					if time.Now().After(deadline) {
+						t.Fatalf("the replica did not connect: %s", info)
+					}
+					time.Sleep(20 * time.Millisecond)
+				}
+				return c
+			}},
+		{name: "MASTERDOWN (a replica of a dead master)", cooldown: true,
+			client: func(t *testing.T) redis.UniversalClient {
+				dead, _ := startServer(t)
+				dead.Stop()
+				_, c := startServer(t, "--replica-serve-stale-data", "no")
+				if err := c.Do(ctx, "REPLICAOF", "127.0.0.1", dead.Port).Err(); err != nil {
+					t.Fatal(err)
+				}
+				waitReply(t, c, "MASTERDOWN")
+				return c
+			}},
+		{name: "CLUSTERDOWN (a cluster node serving no slot)", cooldown: true,
+			client: func(t *testing.T) redis.UniversalClient {
+				_, c := startServer(t, "--cluster-enabled", "yes")
+				return c
+			}},
+		{name: "TRYAGAIN (a slot migrating, keys split)", cooldown: false,
+			limits: []limiter.Limit{limit, other},
+			client: func(t *testing.T) redis.UniversalClient {
+				// One of the two keys is there, the other is not: Redis cannot run the script until
+				// the migration ends, and says TRYAGAIN (before running it: the value does not matter).
+				var present []string
+				for _, a := range algorithms {
+					present = append(present, redisKey(a.alg, "tryagain", limit))
+				}
+				return migratingSlot(t, "tryagain", present...)
+			}},
+	}
+	for _, k := range kinds {
+		t.Run(k.name, func(t *testing.T) {
+			limits := k.limits
+			if limits == nil {
+				limits = []limiter.Limit{limit}
+			}
+			c := k.client(t)
+			for _, a := range algorithms {
+				p := newPolicyLimiters(t, c, a.alg)
+				var logs bytes.Buffer
+				cool, err := limiter.New(c, a.alg, limiter.WithFailOpen(), limiter.WithCooldown(time.Hour), limiter.WithTimeout(300*time.Millisecond))
+				if err != nil {
+					t.Fatal(err)
+				}
+				id := "tryagain" // TRYAGAIN needs keys in the migrating slot: every decision uses this identifier
+				if k.begin != nil {
+					k.begin(t)
+				}
+				func() {
+					if k.end != nil {
+						defer k.end(t)
+					}
+					p.standIn(t, ctx, id, limits...)
+					log.SetOutput(&logs)
+					defer log.SetOutput(os.Stderr)
+					if _, err := cool.AllowAll(ctx, id, 1, limits...); err != nil {
+						t.Fatalf("%v: %v", a.alg, err)
+					}
+					res, err := cool.AllowAll(ctx, id, 1, limits...)
+					if err != nil || res.Source != limiter.SourceFailOpen {
+						t.Fatalf("%v: second call %+v, %v", a.alg, res, err)
+					}
+					if got := errors.Is(res.Err, limiter.ErrUnavailable); got != k.cooldown {
+						t.Errorf("%v: cooldown started = %v, want %v (second call's Err %v)", a.alg, got, k.cooldown, res.Err)
+					}
+				}()
+				line := logs.String()
+				if wantFor := k.cooldown; strings.Contains(line, "failing open for 1h0m0s") != wantFor || !strings.Contains(line, "failing open") {
+					t.Errorf("%v: log line %q; want it to say failing open, and for 1h0m0s only when a cooldown starts (%v)", a.alg, line, wantFor)
+				}
+			}
+		})
+	}
+}
+
+// migratingSlot starts two cluster nodes, gives every slot to the first, writes the keys present
+// there, and marks the slot of the identifier id as migrating to the second, so that a script
+// over two keys of that slot, one present and one missing, is answered TRYAGAIN. It returns a
+// client of the first node.
+func migratingSlot(t *testing.T, id string, present ...string) *redis.Client {
+	t.Helper()
+	ctx := context.Background()
+	a, ca := startServer(t, "--cluster-enabled", "yes")
+	b, cb := startServer(t, "--cluster-enabled", "yes")
+	_ = a
+	if err := ca.Do(ctx, "CLUSTER", "ADDSLOTSRANGE", 0, 16383).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := ca.ClusterMeet(ctx, "127.0.0.1", fmt.Sprint(b.Port)).Err(); err != nil {
+		t.Fatal(err)
+	}
+	idB, err := cb.Do(ctx, "CLUSTER", "MYID").Text()
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		nodes, _ := ca.ClusterNodes(ctx).Result()
+		state, _ := ca.ClusterInfo(ctx).Result()
+		if strings.Contains(nodes, idB) && strings.Contains(state, "cluster_state:ok") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the cluster did not form: %s\n%s", nodes, state)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	for _, k := range present {
+		if err := ca.Set(ctx, k, "x", time.Hour).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	slot := gatehouse.Slot(id)
+	if err := ca.Do(ctx, "CLUSTER", "SETSLOT", slot, "MIGRATING", idB).Err(); err != nil {
+		t.Fatal(err)
+	}
+	return ca
+}
