@@ -39,11 +39,11 @@ var (
 	// ErrCorrupt: the stored record or an attribute cannot be decoded.
 	ErrCorrupt = errors.New("session: corrupt stored data")
 	// ErrUnavailable: Redis failed, not the request: it could not be reached (a refused dial, a
-	// reset or closed connection, a closed client), did not answer in time (the caller's deadline,
-	// WithTimeout's, the client's read, write or pool timeout), or answered that it cannot serve
-	// now (LOADING, BUSY, MASTERDOWN, TRYAGAIN, CLUSTERDOWN, READONLY, NOREPLICAS, MISCONF, out of
-	// memory under noeviction, too many clients). Every Store operation that fails so returns an
-	// error that matches it and still wraps the cause; the middleware answers 503 for it:
+	// reset or closed connection), did not answer in time (the caller's deadline, WithTimeout's,
+	// the client's read, write or pool timeout), or answered that it cannot serve now (LOADING,
+	// BUSY, MASTERDOWN, TRYAGAIN, CLUSTERDOWN, READONLY, NOREPLICAS, MISCONF, out of memory under
+	// noeviction, too many clients). Every Store operation that fails so returns an error that
+	// matches it and still wraps the cause; the middleware answers 503 for it:
 	//
 	//	if errors.Is(err, session.ErrUnavailable) { ... }
 	ErrUnavailable = errors.New("session: Redis unavailable")

@@ -28,15 +28,19 @@ const (
 	// Timeout: no answer in time: a context deadline (the caller's, or a per-operation bound such
 	// as WithTimeout's), the client's read or write timeout, or its pool timeout.
 	Timeout
-	// Unreachable: no answer: the connection was refused, reset or closed, the client was closed,
-	// or no node, shard or Sentinel could be reached.
+	// Unreachable: no answer: the connection was refused, reset or closed, or no node, shard or
+	// Sentinel could be reached. (A client the program closed, redis.ErrClosed, is not a failure
+	// of Redis.)
 	Unreachable
 	// CannotServe: Redis answered that it cannot serve now (an error reply with one of the
 	// prefixes in CannotServeReplies).
 	CannotServe
+	// SlotMoving: a Cluster node answered TRYAGAIN: the keys' slot is being migrated or
+	// rehashed. The failure concerns one slot, not the server.
+	SlotMoving
 )
 
-// String returns "none", "timeout", "unreachable" or "cannot_serve".
+// String returns "none", "timeout", "unreachable", "cannot_serve" or "slot_moving".
 func (k Kind) String() string {
 	switch k {
 	case Timeout:
@@ -45,6 +49,8 @@ func (k Kind) String() string {
 		return "unreachable"
 	case CannotServe:
 		return "cannot_serve"
+	case SlotMoving:
+		return "slot_moving"
 	}
 	return "none"
 }
@@ -52,9 +58,13 @@ func (k Kind) String() string {
 // Failed reports whether k is a failure of Redis: any Kind but None.
 func (k Kind) Failed() bool { return k != None }
 
-// Answered reports whether Redis answered (CannotServe): the connection works, and the next call
-// may find Redis able to serve.
-func (k Kind) Answered() bool { return k == CannotServe }
+// Answered reports whether Redis answered, with a reply saying it cannot serve now (CannotServe,
+// SlotMoving): the connection works.
+func (k Kind) Answered() bool { return k == CannotServe || k == SlotMoving }
+
+// ServerWide reports whether the failure concerns the server (or the connection to it) rather
+// than the keys' slot: every failure but SlotMoving.
+func (k Kind) ServerWide() bool { return k.Failed() && k != SlotMoving }
 
 // ErrorType returns the error.type of a span that failed with k: "timeout" for Timeout,
 // "unavailable" for the other failures, "" for None.
@@ -70,13 +80,13 @@ func (k Kind) ErrorType() string {
 
 // CannotServeReplies are the prefixes of the error replies by which Redis says it cannot serve
 // now, whatever the command: loading its data set, blocked by a long script or function,
-// a replica whose master is down (replica-serve-stale-data no), a cluster slot being moved or a
-// cluster that is down, a write sent to a replica, too few replicas for min-replicas-to-write,
+// a replica whose master is down (replica-serve-stale-data no), a cluster that is down, a write
+// sent to a replica, too few replicas for min-replicas-to-write,
 // writes stopped after a failed snapshot (stop-writes-on-bgsave-error), out of memory under
 // noeviction, and maxclients reached ("ERR max number of clients reached"; go-redis strips "ERR ").
 // "BUSY " has its space so that BUSYKEY and BUSYGROUP, which concern one key, are not taken.
 var CannotServeReplies = []string{
-	"LOADING", "BUSY ", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "READONLY", "NOREPLICAS", "MISCONF",
+	"LOADING", "BUSY ", "MASTERDOWN", "CLUSTERDOWN", "READONLY", "NOREPLICAS", "MISCONF",
 	"OOM", "max number of clients",
 }
 
@@ -92,11 +102,14 @@ var noAnswer = []string{
 // Errors of the caller's own (invalid arguments, corrupt data it decoded) should be told apart
 // before: a wrapped io.ErrUnexpectedEOF, for one, is taken as a broken connection.
 func Classify(err error) Kind {
-	if err == nil || errors.Is(err, context.Canceled) {
-		return None
+	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, redis.ErrClosed) {
+		return None // the caller gave up, or the program closed the client
 	}
 	var reply redis.Error
 	if errors.As(err, &reply) {
+		if redis.HasErrorPrefix(reply, "TRYAGAIN") {
+			return SlotMoving
+		}
 		for _, prefix := range CannotServeReplies {
 			if redis.HasErrorPrefix(reply, prefix) {
 				return CannotServe
@@ -117,7 +130,7 @@ func Classify(err error) Kind {
 	case errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE),
 		errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, net.ErrClosed):
 		return Unreachable // the connection failed, or the server closed it
-	case errors.Is(err, redis.ErrClosed), errors.Is(err, redis.ErrPoolExhausted):
+	case errors.Is(err, redis.ErrPoolExhausted):
 		return Unreachable
 	}
 	msg := err.Error()

@@ -40,14 +40,13 @@ func TestClassify(t *testing.T) {
 		{fmt.Errorf("session: save: %w", syscall.ECONNRESET), Unreachable},
 		{fmt.Errorf("session: save: %w", syscall.EPIPE), Unreachable},
 		{fmt.Errorf("session: save: %w", net.ErrClosed), Unreachable},
-		{fmt.Errorf("session: save: %w", redis.ErrClosed), Unreachable},
 		{fmt.Errorf("session: save: %w", redis.ErrPoolExhausted), Unreachable},
 		{errors.New("redis: all ring shards are down"), Unreachable},
 		{fmt.Errorf("x: %w", errors.New("redis: all sentinels specified in configuration are unreachable")), Unreachable},
 		{script("LOADING Redis is loading the dataset in memory"), CannotServe},
 		{script("BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE."), CannotServe},
 		{script("MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to 'no'."), CannotServe},
-		{script("TRYAGAIN Multiple keys request during rehashing of slot"), CannotServe},
+		{script("TRYAGAIN Multiple keys request during rehashing of slot"), SlotMoving},
 		{script("CLUSTERDOWN The cluster is down"), CannotServe},
 		{script("READONLY You can't write against a read only replica."), CannotServe},
 		{script("NOREPLICAS Not enough good replicas to write."), CannotServe},
@@ -60,7 +59,8 @@ func TestClassify(t *testing.T) {
 		{script("NOPERM this user has no permissions"), None},
 		{script("GATEHOUSE corrupt session record"), None},
 		{context.Canceled, None},
-		{fmt.Errorf("%w (%w)", context.Canceled, io.EOF), None}, // the caller gave up first
+		{fmt.Errorf("session: save: %w", redis.ErrClosed), None}, // closed by the program
+		{fmt.Errorf("%w (%w)", context.Canceled, io.EOF), None},  // the caller gave up first
 		{errors.New("session: create: status 3"), None},
 	} {
 		if got := Classify(c.err); got != c.want {
@@ -71,18 +71,19 @@ func TestClassify(t *testing.T) {
 
 func TestKind(t *testing.T) {
 	for _, c := range []struct {
-		k                Kind
-		failed, answered bool
-		errorType        string
+		k                            Kind
+		failed, answered, serverWide bool
+		errorType                    string
 	}{
-		{None, false, false, ""},
-		{Timeout, true, false, "timeout"},
-		{Unreachable, true, false, "unavailable"},
-		{CannotServe, true, true, "unavailable"},
+		{None, false, false, false, ""},
+		{Timeout, true, false, true, "timeout"},
+		{Unreachable, true, false, true, "unavailable"},
+		{CannotServe, true, true, true, "unavailable"},
+		{SlotMoving, true, true, false, "unavailable"},
 	} {
-		if c.k.Failed() != c.failed || c.k.Answered() != c.answered || c.k.ErrorType() != c.errorType {
-			t.Errorf("%v: Failed %v, Answered %v, ErrorType %q; want %v, %v, %q", c.k,
-				c.k.Failed(), c.k.Answered(), c.k.ErrorType(), c.failed, c.answered, c.errorType)
+		if c.k.Failed() != c.failed || c.k.Answered() != c.answered || c.k.ServerWide() != c.serverWide || c.k.ErrorType() != c.errorType {
+			t.Errorf("%v: Failed %v, Answered %v, ServerWide %v, ErrorType %q; want %v, %v, %v, %q", c.k,
+				c.k.Failed(), c.k.Answered(), c.k.ServerWide(), c.k.ErrorType(), c.failed, c.answered, c.serverWide, c.errorType)
 		}
 	}
 }
