@@ -6,10 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log"
+	"log/slog"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"os"
 	"strings"
 	"time"
 
@@ -24,10 +25,11 @@ import (
 
 type config struct {
 	addr      string
-	redisURL  string // "" for the embedded stand-in
-	upstream  string // "" for the built-in API
-	failure   string // local (default), open, closed or error
-	keyPrefix string // of every key the gateway writes (default "demo:")
+	redisURL  string       // "" for the embedded stand-in
+	upstream  string       // "" for the built-in API
+	failure   string       // local (default), open, closed or error
+	keyPrefix string       // of every key the gateway writes (default "demo:")
+	logger    *slog.Logger // nil: slog.Default()
 
 	anonymous, signedIn []limiter.Limit // the API's limits (default: the variables below)
 }
@@ -45,7 +47,79 @@ var (
 	}
 )
 
+// log returns the logger the gateway writes to.
+func (cfg config) log() *slog.Logger {
+	if cfg.logger != nil {
+		return cfg.logger
+	}
+	return slog.Default()
+}
+
+// failurePolicy returns the -on-redis-failure value, "local" when unset.
+func (cfg config) failurePolicy() string {
+	if cfg.failure == "" {
+		return "local"
+	}
+	return cfg.failure
+}
+
+// check validates the flag values, before anything is started.
+func (cfg config) check() error {
+	if _, err := cfg.limiterPolicy(); err != nil {
+		return err
+	}
+	if cfg.redisURL != "" {
+		if _, err := parseRedisURL(cfg.redisURL); err != nil {
+			return err
+		}
+	}
+	if cfg.upstream != "" {
+		if _, err := parseUpstream(cfg.upstream); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// limiterPolicy returns the limiter's options for -on-redis-failure.
+func (cfg config) limiterPolicy() ([]limiter.Option, error) {
+	switch cfg.failurePolicy() {
+	case "local":
+		return []limiter.Option{limiter.WithFailLocal(limiter.LocalFallback{MaxKeys: 10000})}, nil
+	case "open":
+		return []limiter.Option{limiter.WithFailOpen()}, nil
+	case "closed":
+		return []limiter.Option{limiter.WithFailClosed(5 * time.Second)}, nil
+	case "error":
+		return nil, nil
+	}
+	return nil, fmt.Errorf("-on-redis-failure %q: want local, open, closed or error", cfg.failure)
+}
+
+// parseRedisURL parses -redis. Its errors never repeat the URL, which may hold a password.
+func parseRedisURL(s string) (*redis.Options, error) {
+	opt, err := redis.ParseURL(s)
+	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err // url.Error quotes the whole URL
+		}
+		return nil, fmt.Errorf("-redis: want a URL such as redis://localhost:6379/0 or redis://:password@host:port/db: %w", err)
+	}
+	return opt, nil
+}
+
+// parseUpstream parses -upstream.
+func parseUpstream(s string) (*url.URL, error) {
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("-upstream %q: want a URL such as http://localhost:9000", s)
+	}
+	return u, nil
+}
+
 type gateway struct {
+	log       *slog.Logger
 	rdb       *redis.Client
 	standIn   *standIn // nil with a real Redis
 	redisName string
@@ -56,29 +130,37 @@ type gateway struct {
 	anonymous, signedIn []limiter.Limit
 }
 
-func newGateway(ctx context.Context, cfg config) (gw *gateway, err error) {
-	gw = &gateway{anonymous: cfg.anonymous, signedIn: cfg.signedIn}
+// newGateway connects to Redis (or starts the stand-in) and builds the limiter and the session
+// store. It gives up on a Redis that has not answered within connectTimeout.
+func newGateway(ctx context.Context, cfg config) (*gateway, error) {
+	gw := &gateway{log: cfg.log(), anonymous: cfg.anonymous, signedIn: cfg.signedIn}
 	if gw.anonymous == nil {
 		gw.anonymous = anonymous
 	}
 	if gw.signedIn == nil {
 		gw.signedIn = signedIn
 	}
-	defer func() {
-		if err != nil {
-			gw.Close()
-		}
-	}()
+	if err := gw.start(ctx, cfg); err != nil {
+		gw.Close()
+		return nil, err
+	}
+	return gw, nil
+}
+
+// start is newGateway's work; on error, the caller closes what it started.
+func (gw *gateway) start(ctx context.Context, cfg config) error {
 	var opt *redis.Options
+	var err error
 	if cfg.redisURL == "" {
+		gw.log.Info("starting the embedded Redis stand-in (miniredis)")
 		if gw.standIn, err = startStandIn(); err != nil {
-			return nil, err
+			return fmt.Errorf("starting the embedded Redis stand-in: %w", err)
 		}
 		opt = &redis.Options{Addr: gw.standIn.Addr()}
 		gw.redisName = "embedded stand-in (miniredis) at " + gw.standIn.Addr()
 	} else {
-		if opt, err = redis.ParseURL(cfg.redisURL); err != nil {
-			return nil, err
+		if opt, err = parseRedisURL(cfg.redisURL); err != nil {
+			return err
 		}
 		gw.redisName = opt.Addr
 	}
@@ -89,10 +171,10 @@ func newGateway(ctx context.Context, cfg config) (gw *gateway, err error) {
 	opt.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
 	gw.rdb = redis.NewClient(opt)
 	if err := redisotel.InstrumentTracing(gw.rdb, redisotel.WithDBStatement(false), redisotel.WithCallerEnabled(false)); err != nil {
-		return nil, err
+		return err
 	}
-	if err := gatehouse.Preload(ctx, gw.rdb); err != nil {
-		return nil, fmt.Errorf("redis at %s: %w", opt.Addr, err)
+	if err := gw.connect(ctx, opt.Addr); err != nil {
+		return err
 	}
 
 	prefix := cfg.keyPrefix
@@ -100,37 +182,67 @@ func newGateway(ctx context.Context, cfg config) (gw *gateway, err error) {
 		prefix = "demo:"
 	}
 	// Decisions wait at most 100ms for Redis; clients Redis just refused are refused again from a
-	// local cache until the moment Redis gave, with no round trip.
-	limOpts := []limiter.Option{limiter.WithKeyPrefix(prefix + "rl:"), limiter.WithTimeout(100 * time.Millisecond),
-		limiter.WithDenyCache(10000)}
-	switch cfg.failure {
-	case "local", "":
-		limOpts = append(limOpts, limiter.WithFailLocal(limiter.LocalFallback{MaxKeys: 10000}))
-	case "open":
-		limOpts = append(limOpts, limiter.WithFailOpen())
-	case "closed":
-		limOpts = append(limOpts, limiter.WithFailClosed(5*time.Second))
-	case "error":
-	default:
-		return nil, fmt.Errorf("-on-redis-failure %q: want local, open, closed or error", cfg.failure)
+	// local cache until the moment Redis gave, with no round trip. When Redis fails, the failure
+	// policy decides, and the failure is logged (at most once a second while Redis stays down).
+	policy, err := cfg.limiterPolicy()
+	if err != nil {
+		return err
 	}
+	limOpts := append([]limiter.Option{limiter.WithKeyPrefix(prefix + "rl:"), limiter.WithTimeout(100 * time.Millisecond),
+		limiter.WithDenyCache(10000), limiter.WithFailureLog(func(err error) {
+			gw.log.Warn("limiter: Redis failed; the failure policy decides", "policy", cfg.failurePolicy(), "error", err)
+		})}, policy...)
 	if gw.lim, err = limiter.New(gw.rdb, limiter.TokenBucket, limOpts...); err != nil {
-		return nil, err
+		return err
 	}
-	if gw.store, err = session.NewStore(gw.rdb, session.WithKeyPrefix(prefix+"s:"),
+	// Session operations wait at most a second for Redis: past it the middleware answers 503.
+	if gw.store, err = session.NewStore(gw.rdb, session.WithKeyPrefix(prefix+"s:"), session.WithTimeout(time.Second),
 		session.WithIdleTimeout(30*time.Minute), session.WithLifetime(12*time.Hour)); err != nil {
-		return nil, err
+		return err
 	}
 
 	gw.api = http.HandlerFunc(hello)
 	if cfg.upstream != "" {
-		u, err := url.Parse(cfg.upstream)
-		if err != nil || u.Scheme == "" || u.Host == "" {
-			return nil, fmt.Errorf("-upstream %q: want a URL such as http://localhost:9000", cfg.upstream)
+		u, err := parseUpstream(cfg.upstream)
+		if err != nil {
+			return err
 		}
 		gw.api = httputil.NewSingleHostReverseProxy(u)
 	}
-	return gw, nil
+	return nil
+}
+
+// connect checks that Redis answers and loads gatehouse's scripts into it, giving up after
+// connectTimeout, or as soon as ctx ends.
+func (gw *gateway) connect(ctx context.Context, addr string) error {
+	if gw.standIn == nil {
+		gw.log.Info("connecting to Redis at " + addr)
+	}
+	cctx, cancel := context.WithTimeout(ctx, connectTimeout)
+	defer cancel()
+	// go-redis applies a context's deadline to a call, but not its cancellation: a call waiting
+	// for a silent server is left behind here, and ends when Close closes the client.
+	errc := make(chan error, 1)
+	go func() {
+		err := gw.rdb.Ping(cctx).Err()
+		if err == nil {
+			err = gatehouse.Preload(cctx, gw.rdb)
+		}
+		errc <- err
+	}()
+	var err error
+	select {
+	case err = <-errc:
+	case <-ctx.Done():
+		return fmt.Errorf("connecting to Redis at %s: %w", addr, context.Cause(ctx))
+	}
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded):
+		return fmt.Errorf("connecting to Redis at %s: no answer within %v: %w", addr, connectTimeout, err)
+	}
+	return fmt.Errorf("connecting to Redis at %s: %w", addr, err)
 }
 
 // Close closes the Redis client and stops the stand-in.
@@ -143,26 +255,42 @@ func (gw *gateway) Close() {
 	}
 }
 
-// Handler returns the gateway: an OpenTelemetry HTTP span around each request, then sessions, then
-// (for /api/) the rate limiter.
+// Handler returns the gateway: an OpenTelemetry HTTP span around each request, then the request
+// log, then sessions, then (for /api/) the rate limiter.
 func (gw *gateway) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /{$}", index)
-	mux.HandleFunc("POST /login", gw.login)
-	mux.HandleFunc("POST /logout", gw.logout)
-	mux.HandleFunc("GET /me", gw.me)
-	limit := limiter.Middleware(gw.lim, identity, nil, limiter.WithLimitsFor(gw.tier))
-	mux.Handle("/api/", limit(gw.api))
+	handle := func(pattern string, h http.Handler) { mux.Handle(pattern, routed(pattern, h)) }
+	handle("GET /{$}", http.HandlerFunc(index))
+	handle("POST /login", http.HandlerFunc(gw.login))
+	handle("POST /logout", http.HandlerFunc(gw.logout))
+	handle("GET /me", http.HandlerFunc(gw.me))
+	limit := limiter.Middleware(gw.lim, identity, nil, limiter.WithLimitsFor(gw.tier),
+		limiter.WithHTTPErrorHandler(gw.limiterFailed))
+	handle("/api/", limit(gw.api))
 
-	h := session.Middleware(gw.store, session.WithCookie(session.Cookie{Insecure: true}))(mux)
-	return otelhttp.NewHandler(h, "gateway", otelhttp.WithSpanNameFormatter(spanName))
+	// The session middleware logs the requests it answers 500 or 503 itself.
+	h := session.Middleware(gw.store, session.WithCookie(session.Cookie{Insecure: true}), session.WithLogger(gw.log))(mux)
+	return otelhttp.NewHandler(logRequests(gw.log, h), "gateway", otelhttp.WithSpanNameFormatter(spanName))
 }
 
-// spanName names a request's span by method and the first segment of its path (/api, /login, ...),
-// never by the full path, which may hold identifiers.
+// limiterFailed answers a request the limiter could not decide (with -on-redis-failure=error,
+// Redis failed) 503 Service Unavailable, and logs it.
+func (gw *gateway) limiterFailed(w http.ResponseWriter, r *http.Request, err error) {
+	gw.log.LogAttrs(r.Context(), slog.LevelError, "limiter: could not decide; answered 503",
+		slog.String("method", method(r)), slog.String("pattern", route(r)), slog.String("error", err.Error()))
+	w.Header().Set("Retry-After", "1")
+	http.Error(w, http.StatusText(http.StatusServiceUnavailable), http.StatusServiceUnavailable)
+}
+
+// spanName names a request's span by method and the first segment of its path when that is one
+// of the gateway's routes (/api, /login, ...), never by the full path, which may hold identifiers.
 func spanName(_ string, r *http.Request) string {
 	seg, _, _ := strings.Cut(strings.TrimPrefix(r.URL.Path, "/"), "/")
-	return r.Method + " /" + seg
+	switch seg {
+	case "", "api", "login", "logout", "me":
+		return method(r) + " /" + seg
+	}
+	return method(r)
 }
 
 // identity is what the API is limited by: the signed-in user, or else the client's address.
@@ -205,7 +333,7 @@ func (gw *gateway) login(w http.ResponseWriter, r *http.Request) {
 	s, _ := session.FromContext(r.Context())
 	// A new token in the user's slot; the anonymous one stops working.
 	if err := gw.store.Login(r.Context(), s, user); err != nil {
-		log.Printf("login: %v", err)
+		gw.log.ErrorContext(r.Context(), "login failed", "error", err)
 		http.Error(w, "try again", http.StatusServiceUnavailable)
 		return
 	}
@@ -215,7 +343,7 @@ func (gw *gateway) login(w http.ResponseWriter, r *http.Request) {
 func (gw *gateway) logout(w http.ResponseWriter, r *http.Request) {
 	s, _ := session.FromContext(r.Context())
 	if err := gw.store.Destroy(r.Context(), s); err != nil && !errors.Is(err, session.ErrNotFound) {
-		log.Printf("logout: %v", err)
+		gw.log.ErrorContext(r.Context(), "logout failed", "error", err)
 		http.Error(w, "try again", http.StatusServiceUnavailable)
 		return
 	}
@@ -231,7 +359,7 @@ func (gw *gateway) me(w http.ResponseWriter, r *http.Request) {
 	}
 	list, err := gw.store.ListByUser(r.Context(), user)
 	if err != nil {
-		log.Printf("me: %v", err)
+		gw.log.ErrorContext(r.Context(), "listing the user's sessions failed", "error", err)
 		http.Error(w, "try again", http.StatusServiceUnavailable)
 		return
 	}

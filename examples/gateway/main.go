@@ -18,6 +18,15 @@
 // example http://localhost:4318), traces and metrics are exported over OTLP/HTTP, so each request
 // shows in Jaeger, Tempo or Grafana as an HTTP span with the limiter's and the session store's
 // spans, and Redis' EVALSHA spans, beneath it.
+//
+// It logs to standard error through log/slog: one line per request (method, route pattern,
+// status, duration; never the path, a cookie, a session token, a user ID or a limiter key), and
+// every failure: Redis failures the limiter's policy stands in for, the 503s it answers without
+// one, and the session middleware's 500s and 503s. A start-up error (a bad flag value, a Redis
+// that refuses or does not answer within connectTimeout, an address in use) is printed and the
+// command exits 1. Ctrl-C (SIGINT) or SIGTERM stops it within a few seconds (drainTimeout for
+// requests in flight, then flushTimeout for the telemetry), whatever the OTLP endpoint does; a
+// second Ctrl-C stops it at once.
 package main
 
 import (
@@ -25,50 +34,117 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"log"
+	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
 	"time"
+
+	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel"
 )
 
-func main() {
+// How long the gateway waits, at most, for Redis at start-up, for requests in flight when told to
+// stop, and for the telemetry exporters' last flush.
+const (
+	connectTimeout = 5 * time.Second
+	drainTimeout   = 5 * time.Second
+	flushTimeout   = 3 * time.Second
+)
+
+func main() { os.Exit(run(os.Args[1:], os.Stderr)) }
+
+// run is the command: it parses args, logs to stderr, serves until SIGINT or SIGTERM, and returns
+// the exit code: 0 when stopped by a signal, 1 after an error, 2 for arguments the flag package
+// cannot parse.
+func run(args []string, stderr io.Writer) int {
 	var cfg config
-	flag.StringVar(&cfg.addr, "addr", "localhost:8080", "address to listen on")
-	flag.StringVar(&cfg.redisURL, "redis", "", "Redis URL (default: an embedded in-process stand-in)")
-	flag.StringVar(&cfg.upstream, "upstream", "", "URL to proxy /api/ to (default: a built-in answer)")
-	flag.StringVar(&cfg.failure, "on-redis-failure", "local", "what the limiter does when Redis fails: local (an in-process limiter decides), open, closed or error")
-	flag.Parse()
+	fs := flag.NewFlagSet("gateway", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&cfg.addr, "addr", "localhost:8080", "address to listen on")
+	fs.StringVar(&cfg.redisURL, "redis", "", "Redis URL such as redis://localhost:6379/0 (default: an embedded in-process stand-in)")
+	fs.StringVar(&cfg.upstream, "upstream", "", "URL to proxy /api/ to (default: a built-in answer)")
+	fs.StringVar(&cfg.failure, "on-redis-failure", "local", "what the limiter does when Redis fails: local (an in-process limiter decides), open, closed or error")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2 // the flag package has printed the error and the usage
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "gateway: unexpected arguments %q\n", fs.Args())
+		fs.Usage()
+		return 2
+	}
+
+	logger := slog.New(slog.NewTextHandler(stderr, nil))
+	slog.SetDefault(logger)
+	// go-redis' and OpenTelemetry's own messages (a failed dial, a failed export) in the same log.
+	redis.SetLogger(redisLogger{logger})
+	otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) {
+		logger.Warn("telemetry: export failed", "error", err)
+	}))
+	cfg.logger = logger
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	// Once told to stop, the gateway says so, and a second signal ends the process at once.
+	defer context.AfterFunc(ctx, func() {
+		logger.Info("shutting down: press Ctrl-C again to stop at once")
+		stop()
+	})()
 	if err := serve(ctx, cfg, nil); err != nil {
-		log.Fatal(err)
+		logger.Error("gateway failed", "error", err)
+		return 1
 	}
+	logger.Info("gateway stopped")
+	return 0
 }
 
 // serve runs the gateway until ctx ends. ready, when not nil, receives the listening address.
-func serve(ctx context.Context, cfg config, ready chan<- string) (err error) {
-	shutdown, err := setupTelemetry(ctx)
-	if err != nil {
+// It returns an error if the gateway cannot start or stops serving on its own; once started, a
+// shutdown that cuts requests off or cannot flush the telemetry is logged, not returned.
+func serve(ctx context.Context, cfg config, ready chan<- string) error {
+	if err := cfg.check(); err != nil {
 		return err
 	}
-	defer func() { err = errors.Join(err, shutdown(context.WithoutCancel(ctx))) }()
+	log := cfg.log()
+	ln, err := net.Listen("tcp", cfg.addr)
+	if err != nil {
+		return fmt.Errorf("-addr %s: %w", cfg.addr, err)
+	}
+	defer ln.Close()
+
+	shutdown, err := setupTelemetry(ctx)
+	if err != nil {
+		return fmt.Errorf("telemetry: %w", err)
+	}
+	defer func() {
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), flushTimeout)
+		defer cancel()
+		if err := shutdown(fctx); err != nil {
+			log.Warn(fmt.Sprintf("telemetry: not everything was exported within %v of the stop", flushTimeout), "error", err)
+		}
+	}()
 
 	gw, err := newGateway(ctx, cfg)
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped while starting: not a failure
+		}
 		return err
 	}
 	defer gw.Close()
 
-	ln, err := net.Listen("tcp", cfg.addr)
-	if err != nil {
-		return err
+	srv := &http.Server{
+		Handler:           gw.Handler(),
+		ReadHeaderTimeout: 5 * time.Second,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
-	srv := &http.Server{Handler: gw.Handler(), ReadHeaderTimeout: 5 * time.Second}
-	log.Printf("gatehouse demo gateway on http://%s (Redis: %s)", ln.Addr(), gw.redisName)
+	log.Info("gatehouse demo gateway on http://"+ln.Addr().String(), "redis", gw.redisName, "on_redis_failure", cfg.failurePolicy())
 	if ready != nil {
 		ready <- ln.Addr().String()
 	}
@@ -79,10 +155,19 @@ func serve(ctx context.Context, cfg config, ready chan<- string) (err error) {
 		return err
 	case <-ctx.Done():
 	}
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), drainTimeout)
 	defer cancel()
 	if err := srv.Shutdown(sctx); err != nil {
-		return fmt.Errorf("shutdown: %w", err)
+		log.Warn(fmt.Sprintf("requests still running after %v were cut off", drainTimeout), "error", err)
+		srv.Close()
 	}
 	return nil
+}
+
+// redisLogger writes go-redis' messages to a slog.Logger, at Warn: they tell of failed dials and
+// broken connections.
+type redisLogger struct{ l *slog.Logger }
+
+func (r redisLogger) Printf(ctx context.Context, format string, v ...any) {
+	r.l.WarnContext(ctx, fmt.Sprintf(format, v...))
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
@@ -33,11 +34,12 @@ func testConfig() config {
 	}
 }
 
-// start runs the gateway on a free loopback port until stop is called or the test ends, and
-// returns its base URL. stop returns once the gateway has shut down and flushed its telemetry.
+// start runs the gateway on a free loopback port until stop is called or the test ends, logging
+// to the test's output, and returns its base URL. stop returns once the gateway has shut down and flushed its telemetry.
 func start(t *testing.T, cfg config) (base string, stop func()) {
 	t.Helper()
 	cfg.addr = "127.0.0.1:0"
+	cfg.logger = slog.New(slog.NewTextHandler(t.Output(), nil))
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan string, 1)
 	done := make(chan error, 1)

@@ -2,7 +2,7 @@ package main
 
 import (
 	"context"
-	"errors"
+	"fmt"
 	"os"
 
 	"go.opentelemetry.io/otel"
@@ -38,6 +38,16 @@ func setupTelemetry(ctx context.Context) (shutdown func(context.Context) error, 
 	otel.SetTracerProvider(tp)
 	otel.SetMeterProvider(mp)
 	return func(ctx context.Context) error {
-		return errors.Join(tp.Shutdown(ctx), mp.Shutdown(ctx))
+		// Both flush what they hold; ctx bounds the pair, whatever the endpoint does.
+		terr, merr := tp.Shutdown(ctx), mp.Shutdown(ctx)
+		switch {
+		case terr != nil && merr != nil:
+			return fmt.Errorf("traces: %w; metrics: %w", terr, merr)
+		case terr != nil:
+			return fmt.Errorf("traces: %w", terr)
+		case merr != nil:
+			return fmt.Errorf("metrics: %w", merr)
+		}
+		return nil
 	}, nil
 }

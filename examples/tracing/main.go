@@ -4,14 +4,19 @@
 // backend. The standard OTEL_* variables configure the exporter and OTEL_SERVICE_NAME the service.
 //
 //	REDIS_URL=redis://localhost:6379/0 OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:4318 go run ./examples/tracing
+//
+// A Redis that does not answer makes it fail after runTimeout, and an OTLP endpoint that does not
+// answer costs at most flushTimeout at the end; either way it prints the error and exits 1.
 package main
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"log"
+	"log/slog"
+	"net/url"
 	"os"
+	"time"
 
 	"github.com/gatehouse/gatehouse"
 	"github.com/gatehouse/gatehouse/limiter"
@@ -25,28 +30,50 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 )
 
+// How long the example's calls may take, all together, and how long its last export may take: a
+// Redis or an OTLP endpoint that does not answer costs that much, not minutes.
+const (
+	runTimeout   = 5 * time.Second
+	flushTimeout = 3 * time.Second
+)
+
 func main() {
-	url := os.Getenv("REDIS_URL")
-	if url == "" {
-		url = "redis://localhost:6379/0"
+	redisURL := os.Getenv("REDIS_URL")
+	if redisURL == "" {
+		redisURL = "redis://localhost:6379/0"
 	}
-	if err := run(context.Background(), url, "example:"); err != nil {
-		log.Fatal(err)
+	if err := run(context.Background(), redisURL, "example:"); err != nil {
+		slog.Error("tracing example failed", "error", err)
+		os.Exit(1)
 	}
 }
 
-// run sets up tracing, makes the calls, and flushes the traces before it returns.
+// run sets up tracing, makes the calls (giving up after runTimeout), and flushes the traces
+// before it returns (giving up after flushTimeout).
 func run(ctx context.Context, redisURL, prefix string) (err error) {
 	shutdown, err := setupTracing(ctx)
 	if err != nil {
 		return err
 	}
-	defer func() { err = errors.Join(err, shutdown(context.WithoutCancel(ctx))) }()
+	defer func() {
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), flushTimeout)
+		defer cancel()
+		if ferr := shutdown(fctx); ferr != nil {
+			err = errors.Join(err, fmt.Errorf("exporting the traces: %w", ferr))
+		}
+	}()
+	ctx, cancel := context.WithTimeout(ctx, runTimeout)
+	defer cancel()
 
 	opt, err := redis.ParseURL(redisURL)
 	if err != nil {
-		return err
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err // url.Error quotes the whole URL, password included
+		}
+		return fmt.Errorf("REDIS_URL: %w", err)
 	}
+	opt.ContextTimeoutEnabled = true // runTimeout bounds the calls
 	opt.DisableIdentity = true
 	opt.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
 	rdb := redis.NewClient(opt)
@@ -55,7 +82,7 @@ func run(ctx context.Context, redisURL, prefix string) (err error) {
 		return err
 	}
 	if err := gatehouse.Preload(ctx, rdb); err != nil {
-		return err
+		return fmt.Errorf("redis at %s: %w", opt.Addr, err)
 	}
 
 	tracer := otel.Tracer("example")

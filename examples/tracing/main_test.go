@@ -3,12 +3,14 @@ package main
 import (
 	"context"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/gatehouse/gatehouse/internal/redistest"
 	"github.com/redis/go-redis/v9"
@@ -76,4 +78,68 @@ func TestExportsOTLP(t *testing.T) {
 	if !strings.Contains(all, "gatehouse-example") {
 		t.Error("the exported resource lacks OTEL_SERVICE_NAME")
 	}
+}
+
+// A Redis that accepts connections and never answers, or an OTLP endpoint that does the same,
+// makes run fail after its timeouts, not minutes later.
+func TestGivesUpOnSilentPeers(t *testing.T) {
+	const bound = 20 * time.Second // far above runTimeout and flushTimeout: only a hang reaches it
+	b := redistest.Get(t, "standalone")
+	c, ok := b.Client.(*redis.Client)
+	if !ok {
+		t.Fatalf("standalone backend client is %T", b.Client)
+	}
+	silent := silentListener(t)
+	for _, tc := range []struct {
+		name, redisURL, endpoint, want string
+	}{
+		{"SilentRedis", "redis://" + silent + "/0", "", "context deadline exceeded"},
+		{"SilentOTLP", "redis://" + c.Options().Addr + "/0", "http://" + silent, "exporting the traces: context deadline exceeded"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", tc.endpoint)
+			start := time.Now()
+			done := make(chan error, 1)
+			go func() { done <- run(context.Background(), tc.redisURL, redistest.Prefix(t)) }()
+			select {
+			case err := <-done:
+				t.Logf("run returned after %v: %v", time.Since(start).Round(time.Millisecond), err)
+				if err == nil || !strings.Contains(err.Error(), tc.want) {
+					t.Errorf("run: %v, want an error saying %q", err, tc.want)
+				}
+			case <-time.After(bound):
+				t.Fatalf("run still going after %v", bound)
+			}
+		})
+	}
+}
+
+// silentListener returns the address of a listener that accepts connections and never answers.
+func silentListener(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var conns []net.Conn
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	return ln.Addr().String()
 }
