@@ -3,7 +3,9 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
@@ -27,7 +29,7 @@ import (
 )
 
 // exitBound is how long a gateway may take to exit, at most, in these tests: far above the
-// connectTimeout, drainTimeout and flushTimeout it has, so that only a hang reaches it, even on
+// defaultConnectTimeout, drainTimeout and flushTimeout it has, so that only a hang reaches it, even on
 // a loaded machine. The figure each test measured is logged.
 const exitBound = 15 * time.Second
 
@@ -49,7 +51,7 @@ func TestCommand(t *testing.T) {
 // Every start-up error is printed, without a panic, and the command exits 1 (2 for arguments the
 // flag package cannot parse, as Go commands do), promptly, whatever Redis does.
 func testStartupErrors(t *testing.T, bin string) {
-	silent := silentListener(t)
+	silent, stalling := silentListener(t), stallingRedis(t)
 	busy, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -57,12 +59,11 @@ func testStartupErrors(t *testing.T, bin string) {
 	t.Cleanup(func() { busy.Close() })
 
 	for _, tc := range []struct {
-		name     string
-		args     []string
-		code     int
-		want     []string // in stderr
-		wantNot  []string // not in stderr
-		withAddr bool     // pass -addr 127.0.0.1:0
+		name    string
+		args    []string
+		code    int
+		want    []string // in stderr
+		wantNot []string // not in stderr
 	}{
 		{name: "MalformedRedisURL", args: []string{"-redis", "foo://bad"}, code: 1,
 			want: []string{"-redis: want a URL such as redis://", "invalid URL scheme"}},
@@ -71,7 +72,13 @@ func testStartupErrors(t *testing.T, bin string) {
 		{name: "RefusedRedis", args: []string{"-redis", "redis://:hunter2@" + refusedAddr(t) + "/0"}, code: 1,
 			want: []string{"connecting to Redis at 127.0.0.1:", "connection refused"}, wantNot: []string{"hunter2"}},
 		{name: "SilentRedis", args: []string{"-redis", "redis://" + silent + "/0"}, code: 1,
-			want: []string{"connecting to Redis at " + silent, "no answer within " + connectTimeout.String()}},
+			want: []string{"connecting to Redis at " + silent, "no answer within " + defaultConnectTimeout.String()}},
+		// Answers PING, then stalls (as a proxy in front of a dead Redis can): go-redis alone
+		// would retry the script loading for about 20 s.
+		{name: "RedisStallsAfterPing", args: []string{"-redis", "redis://" + stalling + "/0"}, code: 1,
+			want: []string{"connecting to Redis at " + stalling, "no answer within " + defaultConnectTimeout.String()}},
+		{name: "NegativeConnectTimeout", args: []string{"-connect-timeout=-1s"}, code: 1,
+			want: []string{"-connect-timeout -1s: want a positive duration"}},
 		{name: "UnknownFailurePolicy", args: []string{"-on-redis-failure=bogus"}, code: 1,
 			want: []string{`-on-redis-failure \"bogus\": want local, open, closed or error`}},
 		{name: "MalformedUpstream", args: []string{"-upstream", "localhost:9000"}, code: 1,
@@ -142,12 +149,13 @@ func testInterruptWithUnreachableOTLP(t *testing.T, bin string) {
 	}
 }
 
-// Ctrl-C while the gateway waits for a Redis that does not answer stops it at once: exit 0.
+// Ctrl-C while the gateway waits for a Redis that answers PING and then nothing stops it at once,
+// not when the wait is over (here, an hour, or go-redis' own retries, about 20 s): exit 0.
 func testInterruptWhileConnecting(t *testing.T, bin string) {
 	t.Parallel()
-	silent := silentListener(t)
-	p := startProcess(t, bin, nil, "-addr", "127.0.0.1:0", "-redis", "redis://"+silent+"/0")
-	p.waitForLog(t, "connecting to Redis at "+silent)
+	stalling := stallingRedis(t)
+	p := startProcess(t, bin, nil, "-addr", "127.0.0.1:0", "-redis", "redis://"+stalling+"/0", "-connect-timeout", "1h")
+	p.waitForLog(t, "connecting to Redis at "+stalling)
 	p.interrupt(t)
 	code, took := p.wait(t, exitBound)
 	out := p.output()
@@ -565,6 +573,75 @@ func silentListener(t *testing.T) string {
 		}
 	})
 	return ln.Addr().String()
+}
+
+// stallingRedis returns the address of a server that speaks enough of the Redis protocol to answer
+// PING (and refuse HELLO, as Redis before 6 does), and never answers any other command.
+func stallingRedis(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	t.Cleanup(func() {
+		ln.Close()
+		wg.Wait()
+	})
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				stop := context.AfterFunc(t.Context(), func() { c.Close() })
+				defer stop()
+				r := bufio.NewReader(c)
+				for {
+					cmd, err := readCommand(r)
+					if err != nil {
+						return
+					}
+					switch strings.ToUpper(cmd) {
+					case "PING":
+						_, err = io.WriteString(c, "+PONG\r\n")
+					case "HELLO":
+						_, err = io.WriteString(c, "-ERR unknown command 'HELLO'\r\n")
+					}
+					if err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// readCommand reads one command (an array of bulk strings) and returns its name.
+func readCommand(r *bufio.Reader) (string, error) {
+	var n int
+	if _, err := fmt.Fscanf(r, "*%d\r\n", &n); err != nil {
+		return "", err
+	}
+	var name string
+	for i := range n {
+		var size int
+		if _, err := fmt.Fscanf(r, "$%d\r\n", &size); err != nil {
+			return "", err
+		}
+		b := make([]byte, size+2)
+		if _, err := io.ReadFull(r, b); err != nil {
+			return "", err
+		}
+		if i == 0 {
+			name = string(b[:size])
+		}
+	}
+	return name, nil
 }
 
 // refusedAddr returns a loopback address where nothing listens.

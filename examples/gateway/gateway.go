@@ -24,12 +24,13 @@ import (
 )
 
 type config struct {
-	addr      string
-	redisURL  string       // "" for the embedded stand-in
-	upstream  string       // "" for the built-in API
-	failure   string       // local (default), open, closed or error
-	keyPrefix string       // of every key the gateway writes (default "demo:")
-	logger    *slog.Logger // nil: slog.Default()
+	addr           string
+	redisURL       string        // "" for the embedded stand-in
+	upstream       string        // "" for the built-in API
+	failure        string        // local (default), open, closed or error
+	keyPrefix      string        // of every key the gateway writes (default "demo:")
+	connectTimeout time.Duration // how long to wait for Redis at start-up (0: defaultConnectTimeout)
+	logger         *slog.Logger  // nil: slog.Default()
 
 	anonymous, signedIn []limiter.Limit // the API's limits (default: the variables below)
 }
@@ -55,6 +56,14 @@ func (cfg config) log() *slog.Logger {
 	return slog.Default()
 }
 
+// connectWithin returns how long to wait for Redis at start-up.
+func (cfg config) connectWithin() time.Duration {
+	if cfg.connectTimeout == 0 {
+		return defaultConnectTimeout
+	}
+	return cfg.connectTimeout
+}
+
 // failurePolicy returns the -on-redis-failure value, "local" when unset.
 func (cfg config) failurePolicy() string {
 	if cfg.failure == "" {
@@ -67,6 +76,9 @@ func (cfg config) failurePolicy() string {
 func (cfg config) check() error {
 	if _, err := cfg.limiterPolicy(); err != nil {
 		return err
+	}
+	if cfg.connectTimeout < 0 {
+		return fmt.Errorf("-connect-timeout %v: want a positive duration, such as 5s", cfg.connectTimeout)
 	}
 	if cfg.redisURL != "" {
 		if _, err := parseRedisURL(cfg.redisURL); err != nil {
@@ -131,7 +143,7 @@ type gateway struct {
 }
 
 // newGateway connects to Redis (or starts the stand-in) and builds the limiter and the session
-// store. It gives up on a Redis that has not answered within connectTimeout.
+// store. It gives up on a Redis that has not answered within cfg.connectTimeout.
 func newGateway(ctx context.Context, cfg config) (*gateway, error) {
 	gw := &gateway{log: cfg.log(), anonymous: cfg.anonymous, signedIn: cfg.signedIn}
 	if gw.anonymous == nil {
@@ -173,7 +185,7 @@ func (gw *gateway) start(ctx context.Context, cfg config) error {
 	if err := redisotel.InstrumentTracing(gw.rdb, redisotel.WithDBStatement(false), redisotel.WithCallerEnabled(false)); err != nil {
 		return err
 	}
-	if err := gw.connect(ctx, opt.Addr); err != nil {
+	if err := gw.connect(ctx, opt.Addr, cfg.connectWithin()); err != nil {
 		return err
 	}
 
@@ -213,12 +225,12 @@ func (gw *gateway) start(ctx context.Context, cfg config) error {
 }
 
 // connect checks that Redis answers and loads gatehouse's scripts into it, giving up after
-// connectTimeout, or as soon as ctx ends.
-func (gw *gateway) connect(ctx context.Context, addr string) error {
+// timeout, or as soon as ctx ends.
+func (gw *gateway) connect(ctx context.Context, addr string, timeout time.Duration) error {
 	if gw.standIn == nil {
 		gw.log.Info("connecting to Redis at " + addr)
 	}
-	cctx, cancel := context.WithTimeout(ctx, connectTimeout)
+	cctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	// go-redis applies a context's deadline to a call, but not its cancellation: a call waiting
 	// for a silent server is left behind here, and ends when Close closes the client.
@@ -240,7 +252,7 @@ func (gw *gateway) connect(ctx context.Context, addr string) error {
 	case err == nil:
 		return nil
 	case errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded):
-		return fmt.Errorf("connecting to Redis at %s: no answer within %v: %w", addr, connectTimeout, err)
+		return fmt.Errorf("connecting to Redis at %s: no answer within %v: %w", addr, timeout, err)
 	}
 	return fmt.Errorf("connecting to Redis at %s: %w", addr, err)
 }

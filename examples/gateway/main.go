@@ -23,7 +23,7 @@
 // status, duration; never the path, a cookie, a session token, a user ID or a limiter key), and
 // every failure: Redis failures the limiter's policy stands in for, the 503s it answers without
 // one, and the session middleware's 500s and 503s. A start-up error (a bad flag value, a Redis
-// that refuses or does not answer within connectTimeout, an address in use) is printed and the
+// that refuses or does not answer within -connect-timeout, an address in use) is printed and the
 // command exits 1. Ctrl-C (SIGINT) or SIGTERM stops it within a few seconds (drainTimeout for
 // requests in flight, then flushTimeout for the telemetry), whatever the OTLP endpoint does; a
 // second Ctrl-C stops it at once.
@@ -47,12 +47,13 @@ import (
 	"go.opentelemetry.io/otel"
 )
 
-// How long the gateway waits, at most, for Redis at start-up, for requests in flight when told to
-// stop, and for the telemetry exporters' last flush.
+// How long the gateway waits, at most, for Redis at start-up (unless -connect-timeout says
+// otherwise), for requests in flight when told to stop, and for the telemetry exporters' last
+// flush.
 const (
-	connectTimeout = 5 * time.Second
-	drainTimeout   = 5 * time.Second
-	flushTimeout   = 3 * time.Second
+	defaultConnectTimeout = 5 * time.Second
+	drainTimeout          = 5 * time.Second
+	flushTimeout          = 3 * time.Second
 )
 
 func main() { os.Exit(run(os.Args[1:], os.Stderr)) }
@@ -68,6 +69,7 @@ func run(args []string, stderr io.Writer) int {
 	fs.StringVar(&cfg.redisURL, "redis", "", "Redis URL such as redis://localhost:6379/0 (default: an embedded in-process stand-in)")
 	fs.StringVar(&cfg.upstream, "upstream", "", "URL to proxy /api/ to (default: a built-in answer)")
 	fs.StringVar(&cfg.failure, "on-redis-failure", "local", "what the limiter does when Redis fails: local (an in-process limiter decides), open, closed or error")
+	fs.DurationVar(&cfg.connectTimeout, "connect-timeout", defaultConnectTimeout, "how long to wait for Redis to answer at start-up")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0

@@ -233,6 +233,10 @@ func TestGatewayExportsOTLP(t *testing.T) {
 	for range 3 {
 		c.do("GET", "/api/hello", nil)
 	}
+	const page = "/no-such-page-5e1f" // a path the client chose: not a span name
+	if res, _ := c.do("GET", page, nil); res.StatusCode != 404 {
+		t.Errorf("GET %s: %s, want 404", page, res.Status)
+	}
 	stop() // shuts the gateway down, which flushes both exporters
 
 	mu.Lock()
@@ -244,6 +248,9 @@ func TestGatewayExportsOTLP(t *testing.T) {
 		if len(spans[name]) < want {
 			t.Errorf("received %d %q spans, want at least %d", len(spans[name]), name, want)
 		}
+	}
+	if len(spans["GET"]) != 1 || len(spans["GET "+page]) != 0 {
+		t.Errorf("the 404's span: %d named GET, %d named GET %s; want one named GET", len(spans["GET"]), len(spans["GET "+page]), page)
 	}
 	for _, parent := range spans["gatehouse.limiter.allow"] {
 		if ids[parent] != "GET /api" {
