@@ -3,9 +3,7 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
-	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
@@ -25,6 +23,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gatehouse/gatehouse/examples/internal/peers"
 	"github.com/gatehouse/gatehouse/internal/redistest"
 )
 
@@ -51,7 +50,7 @@ func TestCommand(t *testing.T) {
 // Every start-up error is printed, without a panic, and the command exits 1 (2 for arguments the
 // flag package cannot parse, as Go commands do), promptly, whatever Redis does.
 func testStartupErrors(t *testing.T, bin string) {
-	silent, stalling := silentListener(t), stallingRedis(t)
+	silent, stalling := peers.Silent(t), peers.StallingRedis(t)
 	busy, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -69,7 +68,7 @@ func testStartupErrors(t *testing.T, bin string) {
 			want: []string{"-redis: want a URL such as redis://", "invalid URL scheme"}},
 		{name: "MalformedRedisURLWithPassword", args: []string{"-redis", "redis://:hunter2@127.0.0.1:notaport/0"}, code: 1,
 			want: []string{"-redis: want a URL"}, wantNot: []string{"hunter2"}},
-		{name: "RefusedRedis", args: []string{"-redis", "redis://:hunter2@" + refusedAddr(t) + "/0"}, code: 1,
+		{name: "RefusedRedis", args: []string{"-redis", "redis://:hunter2@" + peers.Refused(t) + "/0"}, code: 1,
 			want: []string{"connecting to Redis at 127.0.0.1:", "connection refused"}, wantNot: []string{"hunter2"}},
 		{name: "SilentRedis", args: []string{"-redis", "redis://" + silent + "/0"}, code: 1,
 			want: []string{"connecting to Redis at " + silent, "no answer within " + defaultConnectTimeout.String()}},
@@ -119,8 +118,8 @@ func testStartupErrors(t *testing.T, bin string) {
 // or accepts them and never answers; it says it stopped, and that the telemetry was not all sent.
 func testInterruptWithUnreachableOTLP(t *testing.T, bin string) {
 	for _, tc := range []struct{ name, endpoint string }{
-		{"Refused", "http://" + refusedAddr(t)},
-		{"Silent", "http://" + silentListener(t)},
+		{"Refused", "http://" + peers.Refused(t)},
+		{"Silent", "http://" + peers.Silent(t)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -153,7 +152,7 @@ func testInterruptWithUnreachableOTLP(t *testing.T, bin string) {
 // not when the wait is over (here, an hour, or go-redis' own retries, about 20 s): exit 0.
 func testInterruptWhileConnecting(t *testing.T, bin string) {
 	t.Parallel()
-	stalling := stallingRedis(t)
+	stalling := peers.StallingRedis(t)
 	p := startProcess(t, bin, nil, "-addr", "127.0.0.1:0", "-redis", "redis://"+stalling+"/0", "-connect-timeout", "1h")
 	p.waitForLog(t, "connecting to Redis at "+stalling)
 	p.interrupt(t)
@@ -169,7 +168,7 @@ func testInterruptWhileConnecting(t *testing.T, bin string) {
 // once: the signal kills it, where a clean stop would exit 0.
 func testSecondInterrupt(t *testing.T, bin string) {
 	t.Parallel()
-	p := startProcess(t, bin, []string{"OTEL_EXPORTER_OTLP_ENDPOINT=http://" + silentListener(t)}, "-addr", "127.0.0.1:0")
+	p := startProcess(t, bin, []string{"OTEL_EXPORTER_OTLP_ENDPOINT=http://" + peers.Silent(t)}, "-addr", "127.0.0.1:0")
 	p.visitor(t).do("GET", "/api/hello", "/api/", 200, nil)
 	p.interrupt(t)
 	p.waitForLog(t, "shutting down")
@@ -542,117 +541,6 @@ func records(out string) []map[string]string {
 		recs = append(recs, r)
 	}
 	return recs
-}
-
-// silentListener returns the address of a listener that accepts connections and never answers,
-// as a stalled server does.
-func silentListener(t *testing.T) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var mu sync.Mutex
-	var conns []net.Conn
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		defer mu.Unlock()
-		for _, c := range conns {
-			c.Close()
-		}
-	})
-	return ln.Addr().String()
-}
-
-// stallingRedis returns the address of a server that speaks enough of the Redis protocol to answer
-// PING (and refuse HELLO, as Redis before 6 does), and never answers any other command.
-func stallingRedis(t *testing.T) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	t.Cleanup(func() {
-		ln.Close()
-		wg.Wait()
-	})
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				stop := context.AfterFunc(t.Context(), func() { c.Close() })
-				defer stop()
-				r := bufio.NewReader(c)
-				for {
-					cmd, err := readCommand(r)
-					if err != nil {
-						return
-					}
-					switch strings.ToUpper(cmd) {
-					case "PING":
-						_, err = io.WriteString(c, "+PONG\r\n")
-					case "HELLO":
-						_, err = io.WriteString(c, "-ERR unknown command 'HELLO'\r\n")
-					}
-					if err != nil {
-						return
-					}
-				}
-			}()
-		}
-	}()
-	return ln.Addr().String()
-}
-
-// readCommand reads one command (an array of bulk strings) and returns its name.
-func readCommand(r *bufio.Reader) (string, error) {
-	var n int
-	if _, err := fmt.Fscanf(r, "*%d\r\n", &n); err != nil {
-		return "", err
-	}
-	var name string
-	for i := range n {
-		var size int
-		if _, err := fmt.Fscanf(r, "$%d\r\n", &size); err != nil {
-			return "", err
-		}
-		b := make([]byte, size+2)
-		if _, err := io.ReadFull(r, b); err != nil {
-			return "", err
-		}
-		if i == 0 {
-			name = string(b[:size])
-		}
-	}
-	return name, nil
-}
-
-// refusedAddr returns a loopback address where nothing listens.
-func refusedAddr(t *testing.T) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
 }
 
 func randomHex(t *testing.T) string {

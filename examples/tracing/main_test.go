@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -12,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gatehouse/gatehouse/examples/internal/peers"
 	"github.com/gatehouse/gatehouse/internal/redistest"
 	"github.com/redis/go-redis/v9"
 	collectortrace "go.opentelemetry.io/proto/otlp/collector/trace/v1"
@@ -89,7 +89,7 @@ func TestGivesUpOnSilentPeers(t *testing.T) {
 	if !ok {
 		t.Fatalf("standalone backend client is %T", b.Client)
 	}
-	silent := silentListener(t)
+	silent := peers.Silent(t)
 	for _, tc := range []struct {
 		name, redisURL, endpoint, want string
 	}{
@@ -112,34 +112,4 @@ func TestGivesUpOnSilentPeers(t *testing.T) {
 			}
 		})
 	}
-}
-
-// silentListener returns the address of a listener that accepts connections and never answers.
-func silentListener(t *testing.T) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var mu sync.Mutex
-	var conns []net.Conn
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		defer mu.Unlock()
-		for _, c := range conns {
-			c.Close()
-		}
-	})
-	return ln.Addr().String()
 }
