@@ -291,14 +291,13 @@ func buildGateway(t *testing.T) string {
 
 // process is a gateway process, its standard error and output, and the requests sent to it.
 type process struct {
-	cmd     *exec.Cmd
-	start   time.Time
-	out     lockedBuffer
-	exited  chan struct{}
-	base    string // http://host:port, once it listens
-	mu      sync.Mutex
-	expect  []requestLine
-	visited int
+	cmd    *exec.Cmd
+	start  time.Time
+	out    lockedBuffer
+	exited chan struct{}
+	base   string // http://host:port, once it listens
+	mu     sync.Mutex
+	expect []requestLine
 }
 
 // requestLine is what the request log should say of one request.
