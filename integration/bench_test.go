@@ -9,6 +9,7 @@ import (
 
 	"github.com/gatehouse/gatehouse"
 	"github.com/gatehouse/gatehouse/internal/redistest"
+	"github.com/gatehouse/gatehouse/internal/script"
 	"github.com/gatehouse/gatehouse/limiter"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
@@ -53,7 +54,7 @@ func benchLimit(alg *limiter.Algorithm) limiter.Limit {
 func BenchmarkEvalshaBaseline(b *testing.B) {
 	be := redistest.Get(b, redistest.Names()[0])
 	ctx := context.Background()
-	clock, _ := gatehouse.Lookup("clock")
+	clock, _ := script.Lookup("clock")
 	if err := clock.Load(ctx, be.Client); err != nil {
 		b.Fatal(err)
 	}

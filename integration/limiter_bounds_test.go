@@ -54,7 +54,7 @@ func TestSlidingLogLargestCost(t *testing.T) {
 		if err != nil || !r.Allowed || r.All[0].Remaining != 0 || r.All[1].Remaining != 0 {
 			t.Fatalf("AllowAll(%d) = %+v, %v; want admitted by both with 0 left", limiter.MaxSlidingLogRate, r, err)
 		}
-		assertKeysExpire(t, b, prefix)
+		redistest.AssertKeysExpire(t, b, prefix)
 	})
 }
 
@@ -160,7 +160,7 @@ func TestLimiterBounds(t *testing.T) {
 						t.Errorf("Allow at %v = %+v, %v; want an error about the clock", when, r, err)
 					}
 				}
-				assertKeysExpire(t, b, prefix)
+				redistest.AssertKeysExpire(t, b, prefix)
 			})
 		}
 	})
@@ -220,6 +220,6 @@ func TestTokenBucketExact(t *testing.T) {
 		if r, err := lim.Allow(ctx, "refused", limiter.Per(1, time.Hour).WithBurst(87600)); err != nil || !r.Allowed {
 			t.Errorf("a bucket refilled in MaxPeriod: %+v, %v; want admitted", r, err)
 		}
-		assertKeysExpire(t, b, prefix)
+		redistest.AssertKeysExpire(t, b, prefix)
 	})
 }

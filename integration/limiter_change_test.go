@@ -55,7 +55,7 @@ func TestLimiterChangedLimitKeepsWhatWasUsed(t *testing.T) {
 						}
 					}
 				}
-				assertKeysExpire(t, b, prefix)
+				redistest.AssertKeysExpire(t, b, prefix)
 			})
 		}
 	})

@@ -71,7 +71,7 @@ func exactUnderConcurrency(t *testing.T, b *redistest.Backend, alg *limiter.Algo
 		// weighs nothing only after two periods.
 		now.Add(2 * time.Minute.Microseconds())
 	}
-	assertKeysExpire(t, b, prefix)
+	redistest.AssertKeysExpire(t, b, prefix)
 }
 
 // On the server's own clock, 64 goroutines on one fixed-window key for about two windows: no window
@@ -110,7 +110,7 @@ func TestFixedWindowServerClockUnderConcurrency(t *testing.T) {
 		if got := admitted.Load(); got > 20*windows || got < 20 {
 			t.Errorf("admitted %d in %d windows or fewer, want between 20 and %d", got, windows, 20*windows)
 		}
-		assertKeysExpire(t, b, prefix)
+		redistest.AssertKeysExpire(t, b, prefix)
 	})
 }
 
@@ -123,7 +123,7 @@ func TestLimiterAutoPipelineRecovers(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		flushScripts(ctx, t, b.Client)
+		redistest.FlushScripts(ctx, t, b.Client)
 		var wg sync.WaitGroup
 		var admitted atomic.Int64
 		for range 16 {

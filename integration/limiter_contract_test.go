@@ -23,7 +23,7 @@ func TestLimiterContract(t *testing.T) {
 					t.Fatal(err)
 				}
 				contract(t, b, lim, prefix)
-				assertKeysExpire(t, b, prefix)
+				redistest.AssertKeysExpire(t, b, prefix)
 			})
 		}
 	})

@@ -112,7 +112,7 @@ func TestLimiterCorruptState(t *testing.T) {
 						t.Fatal(err)
 					}
 				}
-				assertKeysExpire(t, b, prefix)
+				redistest.AssertKeysExpire(t, b, prefix)
 			})
 		}
 	})

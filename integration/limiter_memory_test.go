@@ -42,7 +42,7 @@ func TestSlidingLogMemoryBoundedByLimit(t *testing.T) {
 		if most != per.Rate {
 			t.Errorf("the log never held more than %d members of %q, want exactly the limit %d", most, key, per.Rate)
 		}
-		assertKeysExpire(t, b, prefix)
+		redistest.AssertKeysExpire(t, b, prefix)
 	})
 }
 

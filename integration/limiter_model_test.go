@@ -330,7 +330,7 @@ func runModels(t *testing.T, mode modelLimits, seeds uint64) {
 				for seed := range seeds {
 					runModel(t, b, prefix, a.alg, a.model, seed, mode)
 				}
-				assertKeysExpire(t, b, prefix)
+				redistest.AssertKeysExpire(t, b, prefix)
 			})
 		}
 	})

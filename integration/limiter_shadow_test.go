@@ -76,7 +76,7 @@ func TestLimiterShadowLimit(t *testing.T) {
 				if r, err := lim.Allow(ctx, "c", limiter.PerHour(2).WithName("new")); err != nil || r.Allowed || r.Shadow {
 					t.Errorf("the new limit enforced: %+v, %v; want refused (it holds 2)", r, err)
 				}
-				assertKeysExpire(t, b, prefix)
+				redistest.AssertKeysExpire(t, b, prefix)
 			})
 		}
 	})
@@ -137,7 +137,7 @@ func TestLimiterShadowMode(t *testing.T) {
 				if counts["denied/true"] != 4 || counts["allowed/"] != 4 || len(counts) != 2 {
 					t.Errorf("decisions by decision/shadow: %v; want 4 denied in shadow, 4 allowed (3 requests, a peek)", counts)
 				}
-				assertKeysExpire(t, b, prefix)
+				redistest.AssertKeysExpire(t, b, prefix)
 			})
 		}
 	})

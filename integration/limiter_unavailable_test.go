@@ -13,8 +13,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gatehouse/gatehouse"
 	"github.com/gatehouse/gatehouse/internal/redistest"
+	"github.com/gatehouse/gatehouse/internal/script"
 	"github.com/gatehouse/gatehouse/limiter"
 	"github.com/redis/go-redis/v9"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
@@ -404,7 +404,7 @@ func migratingSlot(t *testing.T, id string, present ...string) *redis.Client {
 			t.Fatal(err)
 		}
 	}
-	slot := gatehouse.Slot(id)
+	slot := script.Slot(id)
 	if err := ca.Do(ctx, "CLUSTER", "SETSLOT", slot, "MIGRATING", idB).Err(); err != nil {
 		t.Fatal(err)
 	}

@@ -6,8 +6,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gatehouse/gatehouse"
 	"github.com/gatehouse/gatehouse/internal/redistest"
+	"github.com/gatehouse/gatehouse/internal/script"
 	"github.com/gatehouse/gatehouse/limiter"
 )
 
@@ -26,7 +26,7 @@ func TestLimiterReadsStateOfThePreviousRelease(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				old := gatehouse.NewScript("v1_"+a.alg.String(), string(src))
+				old := script.New("v1_"+a.alg.String(), string(src))
 				limit := limiter.PerMinute(5)
 				args := []any{limit.Rate, limit.Period.Milliseconds()}
 				if a.alg == limiter.TokenBucket {
@@ -73,7 +73,7 @@ func TestLimiterReadsStateOfThePreviousRelease(t *testing.T) {
 					r, err = lim.Peek(ctx, "user", limit)
 					expect("peek in the next window", r, err, true, 1, 0)
 				}
-				assertKeysExpire(t, b, prefix)
+				redistest.AssertKeysExpire(t, b, prefix)
 			})
 		}
 	})

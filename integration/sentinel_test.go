@@ -15,6 +15,7 @@ import (
 
 	"github.com/gatehouse/gatehouse"
 	"github.com/gatehouse/gatehouse/internal/redistest"
+	"github.com/gatehouse/gatehouse/internal/script"
 	"github.com/gatehouse/gatehouse/limiter"
 	"github.com/gatehouse/gatehouse/session"
 	"github.com/redis/go-redis/v9"
@@ -216,7 +217,7 @@ func TestSentinelFailover(t *testing.T) {
 	rc := redis.NewClient(&redis.Options{Addr: replica.Addr, DisableIdentity: true})
 	defer rc.Close()
 	t.Logf("replica's script cache before the flush: %d of gatehouse's %d scripts (Redis 7 does not replicate SCRIPT LOAD)",
-		cachedScripts(ctx, t, rc), len(gatehouse.Scripts()))
+		cachedScripts(ctx, t, rc), len(script.Scripts()))
 	if err := rc.ScriptFlush(ctx).Err(); err != nil {
 		t.Fatal(err)
 	}
@@ -314,7 +315,7 @@ func TestSentinelFailover(t *testing.T) {
 		t.Fatal(err)
 	}
 	noscript := errorCount(errs, "NOSCRIPT")
-	stats := commandCalls(ctx, t, &redistest.Backend{Client: nc})
+	stats := redistest.CommandCalls(ctx, t, &redistest.Backend{Client: nc})
 	t.Logf("promoted replica: %d NOSCRIPT replies, %d SCRIPT LOAD, %d EVALSHA", noscript, stats["script|load.calls"], stats["evalsha.calls"])
 	if noscript == 0 || stats["script|load.calls"] == 0 {
 		t.Errorf("the promoted replica answered NOSCRIPT %d times and loaded %d scripts; want both > 0 (its cache was emptied)", noscript, stats["script|load.calls"])
@@ -430,7 +431,7 @@ func (w *sessionWorker) step(ctx context.Context) error {
 func cachedScripts(ctx context.Context, t *testing.T, c *redis.Client) int {
 	t.Helper()
 	var shas []string
-	for _, s := range gatehouse.Scripts() {
+	for _, s := range script.Scripts() {
 		shas = append(shas, s.SHA1())
 	}
 	exists, err := c.ScriptExists(ctx, shas...).Result()

@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gatehouse/gatehouse"
 	"github.com/gatehouse/gatehouse/internal/redistest"
+	"github.com/gatehouse/gatehouse/internal/script"
 	"github.com/gatehouse/gatehouse/session"
 	"github.com/redis/go-redis/v9"
 )
@@ -104,7 +104,7 @@ func TestSessionOldTokenIsReadOnly(t *testing.T) {
 		if list, _ := st.ListByUser(ctx, "attacker"); len(list) != 0 {
 			t.Errorf("the attacker has %d sessions, want 0", len(list))
 		}
-		assertKeysExpire(t, b, prefix)
+		redistest.AssertKeysExpire(t, b, prefix)
 	})
 }
 
@@ -158,7 +158,7 @@ func TestSessionIndexFollowsDeadline(t *testing.T) {
 		if list, _ := st.ListByUser(ctx, "shortened"); len(list) != 0 {
 			t.Errorf("a session ended by its new deadline is still listed")
 		}
-		assertKeysExpire(t, b, prefix)
+		redistest.AssertKeysExpire(t, b, prefix)
 	})
 }
 
@@ -288,7 +288,7 @@ func TestSessionSizeCapCountsEverything(t *testing.T) {
 			verLen = 2 + len(h["_v"])
 		}
 		want := recordSize(ctx, t, b, s.Key()) + len("a:k") + 2 - len(h["_s"]) + len(strconv.FormatInt(now, 10)) - verLen + 2 + len(strconv.Itoa(ver+1))
-		save, _ := gatehouse.Lookup("session_save")
+		save, _ := script.Lookup("session_save")
 		v, err := save.Run(ctx, b.Client, []string{k}, now, h["_g"], want-1, 1, 0, "a:k", "vv")
 		if arr, _ := v.([]any); err != nil || len(arr) != 2 || arr[0] != int64(3) || arr[1] != int64(want) {
 			t.Errorf("save under a cap one byte short: %v, %v; want {3, %d}", v, err, want)
@@ -429,7 +429,7 @@ func TestSessionRememberMe(t *testing.T) {
 				t.Errorf("anonymous %v: a sign-in without RememberMe: lifetime %v, want the store's", anonymous, m.Deadline.Sub(m.AuthenticatedAt))
 			}
 		}
-		assertKeysExpire(t, b, prefix)
+		redistest.AssertKeysExpire(t, b, prefix)
 	})
 }
 
@@ -582,7 +582,7 @@ func TestSessionOldRecords(t *testing.T) {
 		if n, err := st.DestroyAllForUser(ctx, "old-user"); err != nil || n != 3 {
 			t.Errorf("DestroyAllForUser = %d, %v; want 3", n, err)
 		}
-		assertKeysExpire(t, b, prefix)
+		redistest.AssertKeysExpire(t, b, prefix)
 	})
 }
 

@@ -224,7 +224,7 @@ func TestSessionRacesOverHTTP(t *testing.T) {
 				t.Errorf("old token revived: %d of %d", revived, raceIterations)
 			}
 		})
-		assertKeysExpire(t, b, prefix)
+		redistest.AssertKeysExpire(t, b, prefix)
 	})
 }
 

@@ -140,7 +140,7 @@ func TestSessionIndexIsAuthoritative(t *testing.T) {
 		// An anonymous session does not need an index.
 		anon := stored(t, st, "a", "1")
 		mustLoad(t, st, anon.Token())
-		assertKeysExpire(t, b, prefix)
+		redistest.AssertKeysExpire(t, b, prefix)
 	})
 }
 
@@ -227,6 +227,6 @@ func TestSessionExtendedBeforeIndexFollowed(t *testing.T) {
 		if list, err := st.ListByUser(ctx, "old-extended-again"); err != nil || len(list) != 1 {
 			t.Errorf("ListByUser = %d, %v; want 1", len(list), err)
 		}
-		assertKeysExpire(t, b, prefix)
+		redistest.AssertKeysExpire(t, b, prefix)
 	})
 }

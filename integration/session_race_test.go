@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gatehouse/gatehouse"
 	"github.com/gatehouse/gatehouse/internal/redistest"
+	"github.com/gatehouse/gatehouse/internal/script"
 	"github.com/gatehouse/gatehouse/session"
 	"github.com/redis/go-redis/v9"
 )
@@ -104,12 +104,12 @@ func (h *interposer) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 }
 
 // interposed returns a store over a client of its own to b's servers, under prefix, whose calls
-// of script go through the returned interposer.
-func interposed(t *testing.T, b *redistest.Backend, prefix, script string, opts ...session.Option) (*session.Store, *interposer) {
+// of the script name go through the returned interposer.
+func interposed(t *testing.T, b *redistest.Backend, prefix, name string, opts ...session.Option) (*session.Store, *interposer) {
 	t.Helper()
-	sc, ok := gatehouse.Lookup(script)
+	sc, ok := script.Lookup(name)
 	if !ok {
-		t.Fatalf("no script %s", script)
+		t.Fatalf("no script %s", name)
 	}
 	var c redis.UniversalClient
 	switch bc := b.Client.(type) {

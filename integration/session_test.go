@@ -10,6 +10,7 @@ import (
 
 	"github.com/gatehouse/gatehouse"
 	"github.com/gatehouse/gatehouse/internal/redistest"
+	"github.com/gatehouse/gatehouse/internal/script"
 	"github.com/gatehouse/gatehouse/session"
 )
 
@@ -88,7 +89,7 @@ func TestSessionRoundTrip(t *testing.T) {
 			if strings.Contains(string(s.Key()), string(s.Token()[4:])) {
 				t.Error("the storage key contains the token's secret")
 			}
-			assertKeysExpire(t, b, prefix)
+			redistest.AssertKeysExpire(t, b, prefix)
 		}
 	})
 }
@@ -122,7 +123,7 @@ func TestSessionSlidingExpiryCappedByDeadline(t *testing.T) {
 		if n := b.Client.Exists(ctx, string(s.Key())).Val(); n != 0 {
 			t.Error("the session outlived its deadline in Redis")
 		}
-		assertKeysExpire(t, b, prefix)
+		redistest.AssertKeysExpire(t, b, prefix)
 	})
 }
 
@@ -146,11 +147,11 @@ func TestSessionReadCostsOneRoundTrip(t *testing.T) {
 			"del.calls", "eval.calls", "script|load.calls", "zadd.calls", "zrem.calls", "zremrangebyscore.calls"}
 		for _, s := range []*session.Session{anon, in} {
 			signedIn := s.UserID() != ""
-			before := commandCalls(ctx, t, b)
+			before := redistest.CommandCalls(ctx, t, b)
 			for range 5 {
 				mustLoad(t, st, s.Token())
 			}
-			got := delta(before, commandCalls(ctx, t, b), stats...)
+			got := redistest.Delta(before, redistest.CommandCalls(ctx, t, b), stats...)
 			want := map[string]int64{"evalsha.calls": 5, "hgetall.calls": 5, "pexpire.calls": 5, "hset.calls": 1}
 			if signedIn {
 				want["zscore.calls"] = 5
@@ -254,7 +255,7 @@ func TestSessionRotationGrace(t *testing.T) {
 			t.Errorf("old token after grace: err = %v, want ErrNotFound", err)
 		}
 		mustLoad(t, st, s.Token())
-		assertKeysExpire(t, b, prefix)
+		redistest.AssertKeysExpire(t, b, prefix)
 	})
 }
 
@@ -328,7 +329,7 @@ func TestSessionLoginAndPerUserControl(t *testing.T) {
 		if list, _ := st.ListByUser(ctx, "user-8"); len(list) != 1 {
 			t.Errorf("user-8 has %d sessions, want 1 (untouched)", len(list))
 		}
-		assertKeysExpire(t, b, prefix)
+		redistest.AssertKeysExpire(t, b, prefix)
 	})
 }
 
@@ -400,7 +401,7 @@ func TestSessionIndexDoesNotLeak(t *testing.T) {
 				}
 			}
 		}
-		assertKeysExpire(t, b, prefix)
+		redistest.AssertKeysExpire(t, b, prefix)
 	})
 }
 
@@ -409,13 +410,13 @@ func TestSessionBadInput(t *testing.T) {
 		ctx := context.Background()
 		st, _ := newStore(t, b, nil, session.WithMaxSize(2000))
 
-		before := commandCalls(ctx, t, b)
+		before := redistest.CommandCalls(ctx, t, b)
 		for _, tok := range []session.Token{"", "short", session.Token(strings.Repeat("a", 46)), session.Token(strings.Repeat("a", 46) + "!"), session.Token(strings.Repeat("{", 47))} {
 			if _, err := st.Load(ctx, tok); !errors.Is(err, session.ErrMalformed) {
 				t.Errorf("Load(%q) err = %v, want ErrMalformed", tok, err)
 			}
 		}
-		if n := delta(before, commandCalls(ctx, t, b), "evalsha.calls")["evalsha.calls"]; n != 0 {
+		if n := redistest.Delta(before, redistest.CommandCalls(ctx, t, b), "evalsha.calls")["evalsha.calls"]; n != 0 {
 			t.Errorf("malformed tokens reached Redis: %d EVALSHA", n)
 		}
 		// A well-formed token the server never issued is not found, never adopted.
@@ -505,7 +506,7 @@ func TestSessionLifetimeOverrides(t *testing.T) {
 		if m := mustLoad(t, st, s.Token()).Metadata(); m.Deadline.Sub(m.Created) != 10*time.Second {
 			t.Errorf("after shortening: lifetime %v, want 10s", m.Deadline.Sub(m.Created))
 		}
-		assertKeysExpire(t, b, prefix)
+		redistest.AssertKeysExpire(t, b, prefix)
 	})
 }
 
@@ -516,7 +517,7 @@ func TestSessionCreateIsIdempotent(t *testing.T) {
 		ctx := context.Background()
 		st, _ := newStore(t, b, nil)
 		s := stored(t, st, "a", "1")
-		create, _ := gatehouse.Lookup("session_create")
+		create, _ := script.Lookup("session_create")
 		before := b.Client.HGetAll(ctx, string(s.Key())).Val()
 		k := string(s.Key())
 		idx := k[:strings.Index(k, "}:s:")+1] + ":ix" // the index of the session's slot tag

@@ -3,7 +3,7 @@ package limiter
 import (
 	"fmt"
 
-	"github.com/gatehouse/gatehouse"
+	"github.com/gatehouse/gatehouse/internal/script"
 )
 
 // Algorithm is a rate-limiting algorithm: FixedWindow, SlidingWindow, SlidingLog or TokenBucket.
@@ -11,7 +11,7 @@ import (
 type Algorithm struct {
 	name   string
 	tag    string // the algorithm's part of a key
-	script *gatehouse.Script
+	script *script.Script
 	check  func(Limit) error               // what this algorithm needs of a limit beyond Limit.validate
 	nargs  int                             // how many ARGV values a limit takes
 	args   func(args []any, l Limit) []any // appends the limit's ARGV values to args
@@ -21,7 +21,7 @@ type Algorithm struct {
 func (a *Algorithm) String() string { return a.name }
 
 func newAlgorithm(name, tag string, check func(Limit) error, nargs int, args func([]any, Limit) []any) *Algorithm {
-	s, ok := gatehouse.Lookup(name)
+	s, ok := script.Lookup(name)
 	if !ok {
 		panic("limiter: no embedded script " + name + ".lua") // a broken build, caught by any test
 	}

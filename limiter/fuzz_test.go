@@ -4,7 +4,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/gatehouse/gatehouse"
+	"github.com/gatehouse/gatehouse/internal/script"
 )
 
 // Any identifier stays inside its hash tag, so its keys' cluster slot is its own, and different
@@ -28,7 +28,7 @@ func FuzzRedisKey(f *testing.F) {
 		if end < 0 || !strings.HasSuffix(ka, "}:tb:1000") || open+1+end != len(ka)-len("}:tb:1000") {
 			t.Fatalf("identifier %q escapes its hash tag in %q", a, ka)
 		}
-		if gatehouse.Slot(ka) != gatehouse.Slot(l.redisKey(a, PerHour(1))) {
+		if script.Slot(ka) != script.Slot(l.redisKey(a, PerHour(1))) {
 			t.Fatalf("identifier %q: its keys are in different slots", a)
 		}
 	})

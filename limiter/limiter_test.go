@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gatehouse/gatehouse"
+	"github.com/gatehouse/gatehouse/internal/script"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -42,7 +42,7 @@ func TestKeysShareTheIdentifiersSlot(t *testing.T) {
 				t.Fatal(err)
 			}
 			for _, k := range keys[1:] {
-				if gatehouse.Slot(k) != gatehouse.Slot(keys[0]) {
+				if script.Slot(k) != script.Slot(keys[0]) {
 					t.Errorf("%v: keys %q and %q of %q are in different slots", alg, keys[0], k, id)
 				}
 			}

@@ -9,7 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/gatehouse/gatehouse"
+	"github.com/gatehouse/gatehouse/internal/script"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -216,7 +216,7 @@ func isUnavailable(err error) (ok, serverWide bool) {
 		return strings.HasPrefix(msg, "ERR max number of clients reached"), true
 	}
 	for _, e := range [...]error{ErrBadReply, ErrCorruptState, ErrInvalidLimit, ErrInvalidCost, ErrInvalidKey,
-		errInvalidClock, redis.ErrClosed, gatehouse.ErrCrossSlot, context.Canceled} {
+		errInvalidClock, redis.ErrClosed, script.ErrCrossSlot, context.Canceled} {
 		if errors.Is(err, e) {
 			return false, false
 		}

@@ -8,7 +8,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/gatehouse/gatehouse"
+	"github.com/gatehouse/gatehouse/internal/script"
 	"github.com/gatehouse/gatehouse/internal/telemetry"
 	"github.com/redis/go-redis/v9"
 	"go.opentelemetry.io/otel/metric"
@@ -68,7 +68,7 @@ type Store struct {
 	timeout    time.Duration
 	clock      func() time.Time
 
-	touch, save, create, rotate, seal, user *gatehouse.Script
+	touch, save, create, rotate, seal, user *script.Script
 
 	tp      trace.TracerProvider
 	mp      metric.MeterProvider
@@ -180,11 +180,11 @@ func NewStore(client redis.UniversalClient, opts ...Option) (*Store, error) {
 	case st.codec == nil:
 		return nil, errors.New("session: nil codec")
 	}
-	for name, dst := range map[string]**gatehouse.Script{
+	for name, dst := range map[string]**script.Script{
 		"session_touch": &st.touch, "session_save": &st.save, "session_create": &st.create,
 		"session_rotate": &st.rotate, "session_seal": &st.seal, "session_user": &st.user,
 	} {
-		s, ok := gatehouse.Lookup(name)
+		s, ok := script.Lookup(name)
 		if !ok {
 			return nil, fmt.Errorf("session: no embedded script %s.lua", name)
 		}
@@ -590,7 +590,7 @@ func (st *Store) createLocked(ctx context.Context, s *Session, c createSpec) err
 // before; again, reading the index again, while the script answers retry: the index changed
 // between the read and the script (a sign-in or a rotation landed). After maxAttempts:
 // ErrContended.
-func (st *Store) runIndexed(ctx context.Context, script *gatehouse.Script, op string, keys []string, idx string, withMembers bool, retry int64, args ...any) ([]any, int64, error) {
+func (st *Store) runIndexed(ctx context.Context, s *script.Script, op string, keys []string, idx string, withMembers bool, retry int64, args ...any) ([]any, int64, error) {
 	n := len(keys)
 	for attempt := 0; attempt < maxAttempts; attempt++ {
 		if withMembers {
@@ -600,7 +600,7 @@ func (st *Store) runIndexed(ctx context.Context, script *gatehouse.Script, op st
 			}
 			keys = append(keys[:n], members...)
 		}
-		v, err := script.Run(ctx, st.client, keys, args...)
+		v, err := s.Run(ctx, st.client, keys, args...)
 		if err != nil {
 			return nil, 0, st.scriptErr(op, err)
 		}

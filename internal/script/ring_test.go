@@ -1,12 +1,12 @@
-package integration
+package script_test
 
 import (
 	"context"
 	"fmt"
 	"testing"
 
-	"github.com/gatehouse/gatehouse"
 	"github.com/gatehouse/gatehouse/internal/redistest"
+	"github.com/gatehouse/gatehouse/internal/script"
 	"github.com/gatehouse/gatehouse/limiter"
 	"github.com/redis/go-redis/v9"
 )
@@ -36,10 +36,10 @@ func TestRing(t *testing.T) {
 		}
 	}
 
-	if err := gatehouse.Preload(ctx, ring); err != nil {
+	if err := script.Preload(ctx, ring); err != nil {
 		t.Fatal(err)
 	}
-	clock, _ := gatehouse.Lookup("clock")
+	clock, _ := script.Lookup("clock")
 	if err := ring.ForEachShard(ctx, func(ctx context.Context, n *redis.Client) error {
 		ok, err := n.ScriptExists(ctx, clock.SHA1()).Result()
 		if err == nil && !ok[0] {
@@ -59,11 +59,11 @@ func TestRing(t *testing.T) {
 		}
 	}
 	flush()
-	calls := make([]gatehouse.Call, 50)
+	calls := make([]script.Call, 50)
 	for i := range calls {
-		calls[i] = gatehouse.Call{Script: s, Keys: []string{fmt.Sprintf("%s{k%d}", prefix, i)}, Args: []any{1}}
+		calls[i] = script.Call{Script: s, Keys: []string{fmt.Sprintf("%s{k%d}", prefix, i)}, Args: []any{1}}
 	}
-	for i, r := range gatehouse.RunBatch(ctx, ring, calls) {
+	for i, r := range script.RunBatch(ctx, ring, calls) {
 		want := int64(1)
 		if i < 20 {
 			want = 3

@@ -1,4 +1,4 @@
-package gatehouse
+package script
 
 import (
 	"errors"

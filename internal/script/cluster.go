@@ -1,9 +1,12 @@
-package gatehouse
+package script
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // SlotCount is the number of hash slots of a Redis Cluster.
@@ -64,3 +67,47 @@ var crc16tab = func() (t [256]uint16) {
 	}
 	return t
 }()
+
+// nodeFor returns the client of the node that serves keys[0]. For a single server or a failover
+// client, and for a keyless call, that is the client itself (a ClusterClient loads keyless
+// SCRIPT LOAD on every shard).
+func nodeFor(ctx context.Context, c redis.UniversalClient, keys []string) (redis.Cmdable, error) {
+	if len(keys) == 0 {
+		return c, nil
+	}
+	switch cc := c.(type) {
+	case *redis.ClusterClient:
+		return cc.MasterForKey(ctx, keys[0])
+	case *redis.Ring:
+		return cc.GetShardClientForKey(keys[0])
+	default:
+		return c, nil
+	}
+}
+
+// nodeName identifies a node client for deduplicating loads within one batch.
+func nodeName(node redis.Cmdable) string {
+	if n, ok := node.(*redis.Client); ok {
+		return n.Options().Addr
+	}
+	return ""
+}
+
+// refreshRoutes asks a ClusterClient to reload its slot map after a call failed with no reply from
+// Redis (a refused dial, a broken connection, a timeout). go-redis reloads it on MOVED, or every
+// ClusterStateReloadInterval (60 s by default); a master that died never answers MOVED, so without
+// this every call for its slots would fail until the next periodic reload, long after a replica
+// took over. go-redis coalesces reloads, so a burst of failures costs one reload per 200 ms. It
+// reports whether it asked for a reload.
+func refreshRoutes(c redis.UniversalClient, err error) bool {
+	cc, ok := c.(*redis.ClusterClient)
+	if !ok || err == nil || errors.Is(err, context.Canceled) {
+		return false
+	}
+	var reply redis.Error
+	if errors.As(err, &reply) {
+		return false // Redis answered: the route works
+	}
+	cc.ReloadState(context.Background())
+	return true
+}

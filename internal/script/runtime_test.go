@@ -1,4 +1,4 @@
-package integration
+package script_test
 
 import (
 	"context"
@@ -8,15 +8,15 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gatehouse/gatehouse"
 	"github.com/gatehouse/gatehouse/internal/redistest"
+	"github.com/gatehouse/gatehouse/internal/script"
 	"github.com/redis/go-redis/v9"
 )
 
 // incrScript returns a script, unique to this test, that adds ARGV[1] to KEYS[1] and returns the sum.
 // Its source differs per test, so its SHA1 is new to the server and the first call must hit NOSCRIPT.
-func incrScript(prefix string) *gatehouse.Script {
-	return gatehouse.NewScript("test_incr", `
+func incrScript(prefix string) *script.Script {
+	return script.New("test_incr", `
 local n = redis.call('INCRBY', KEYS[1], ARGV[1])
 redis.call('PEXPIRE', KEYS[1], 60000)
 return n
@@ -26,7 +26,7 @@ return n
 func TestClockScript(t *testing.T) {
 	redistest.Each(t, func(t *testing.T, b *redistest.Backend) {
 		ctx := context.Background()
-		s, ok := gatehouse.Lookup("clock")
+		s, ok := script.Lookup("clock")
 		if !ok {
 			t.Fatal(`Lookup("clock") found nothing`)
 		}
@@ -52,7 +52,7 @@ func TestRunRecoversFromScriptFlush(t *testing.T) {
 		s := incrScript(prefix)
 		key := prefix + "counter"
 		for i := 1; i <= 3; i++ {
-			flushScripts(ctx, t, b.Client)
+			redistest.FlushScripts(ctx, t, b.Client)
 			v, err := s.Run(ctx, b.Client, []string{key}, 1)
 			if err != nil {
 				t.Fatalf("call %d after SCRIPT FLUSH: %v", i, err)
@@ -71,19 +71,19 @@ func TestRunBatchRecoversFromScriptFlush(t *testing.T) {
 		ctx := context.Background()
 		prefix := redistest.Prefix(t)
 		s := incrScript(prefix)
-		clock, _ := gatehouse.Lookup("clock")
+		clock, _ := script.Lookup("clock")
 		for round := 1; round <= 2; round++ {
-			flushScripts(ctx, t, b.Client)
-			calls := make([]gatehouse.Call, 100)
+			redistest.FlushScripts(ctx, t, b.Client)
+			calls := make([]script.Call, 100)
 			for i := range calls {
 				key := fmt.Sprintf("%s{k%d}", prefix, i) // spread over slots and nodes
 				if i%10 == 9 {
-					calls[i] = gatehouse.Call{Script: clock, Keys: []string{key}}
+					calls[i] = script.Call{Script: clock, Keys: []string{key}}
 					continue
 				}
-				calls[i] = gatehouse.Call{Script: s, Keys: []string{key}, Args: []any{i}}
+				calls[i] = script.Call{Script: s, Keys: []string{key}, Args: []any{i}}
 			}
-			for i, r := range gatehouse.RunBatch(ctx, b.Client, calls) {
+			for i, r := range script.RunBatch(ctx, b.Client, calls) {
 				if r.Err != nil {
 					t.Fatalf("round %d, call %d: %v", round, i, r.Err)
 				}
@@ -107,18 +107,18 @@ func TestPreloadThenOneEvalsha(t *testing.T) {
 	redistest.Each(t, func(t *testing.T, b *redistest.Backend) {
 		ctx := context.Background()
 		prefix := redistest.Prefix(t)
-		flushScripts(ctx, t, b.Client)
-		if err := gatehouse.Preload(ctx, b.Client); err != nil {
+		redistest.FlushScripts(ctx, t, b.Client)
+		if err := script.Preload(ctx, b.Client); err != nil {
 			t.Fatal(err)
 		}
-		clock, _ := gatehouse.Lookup("clock")
+		clock, _ := script.Lookup("clock")
 		stats := []string{"evalsha.calls", "evalsha.failed_calls", "evalsha.rejected_calls", "eval.calls", "script|load.calls"}
 		for i := range 5 {
-			before := commandCalls(ctx, t, b)
+			before := redistest.CommandCalls(ctx, t, b)
 			if _, err := clock.Run(ctx, b.Client, []string{fmt.Sprintf("%s{k%d}", prefix, i)}); err != nil {
 				t.Fatal(err)
 			}
-			got := delta(before, commandCalls(ctx, t, b), stats...)
+			got := redistest.Delta(before, redistest.CommandCalls(ctx, t, b), stats...)
 			want := map[string]int64{"evalsha.calls": 1, "evalsha.failed_calls": 0, "evalsha.rejected_calls": 0, "eval.calls": 0, "script|load.calls": 0}
 			for _, k := range stats {
 				if got[k] != want[k] {
@@ -136,29 +136,29 @@ func TestCrossSlotRefused(t *testing.T) {
 		prefix := redistest.Prefix(t)
 		s := incrScript(prefix)
 		a, c := prefix+"{a}", prefix+"{b}"
-		if gatehouse.Slot(a) == gatehouse.Slot(c) {
-			t.Fatalf("test keys share slot %d; pick others", gatehouse.Slot(a))
+		if script.Slot(a) == script.Slot(c) {
+			t.Fatalf("test keys share slot %d; pick others", script.Slot(a))
 		}
 		if err := s.Load(ctx, b.Client); err != nil {
 			t.Fatal(err)
 		}
-		before := commandCalls(ctx, t, b)
+		before := redistest.CommandCalls(ctx, t, b)
 
 		_, err := s.Run(ctx, b.Client, []string{a, c}, 1)
-		if !errors.Is(err, gatehouse.ErrCrossSlot) {
+		if !errors.Is(err, script.ErrCrossSlot) {
 			t.Errorf("Run with keys in two slots: err = %v, want ErrCrossSlot", err)
 		}
-		res := gatehouse.RunBatch(ctx, b.Client, []gatehouse.Call{
+		res := script.RunBatch(ctx, b.Client, []script.Call{
 			{Script: s, Keys: []string{a, c}, Args: []any{1}},
 			{Script: s, Keys: []string{a, prefix + "x{a}"}, Args: []any{1}}, // same tag, same slot
 		})
-		if !errors.Is(res[0].Err, gatehouse.ErrCrossSlot) {
+		if !errors.Is(res[0].Err, script.ErrCrossSlot) {
 			t.Errorf("RunBatch call with keys in two slots: err = %v, want ErrCrossSlot", res[0].Err)
 		}
 		if res[1].Err != nil || res[1].Val != int64(1) {
 			t.Errorf("RunBatch call with one slot = (%v, %v), want (1, nil)", res[1].Val, res[1].Err)
 		}
-		got := delta(before, commandCalls(ctx, t, b), "evalsha.calls")["evalsha.calls"]
+		got := redistest.Delta(before, redistest.CommandCalls(ctx, t, b), "evalsha.calls")["evalsha.calls"]
 		if got != 1 {
 			t.Errorf("server counted %d EVALSHA, want 1 (the refused calls must not be sent)", got)
 		}
@@ -171,9 +171,9 @@ func TestRunBatchIndependentErrors(t *testing.T) {
 	redistest.Each(t, func(t *testing.T, b *redistest.Backend) {
 		ctx := context.Background()
 		prefix := redistest.Prefix(t)
-		fail := gatehouse.NewScript("test_fail", "return redis.error_reply('BADARG nope') -- "+prefix)
+		fail := script.New("test_fail", "return redis.error_reply('BADARG nope') -- "+prefix)
 		ok := incrScript(prefix)
-		res := gatehouse.RunBatch(ctx, b.Client, []gatehouse.Call{
+		res := script.RunBatch(ctx, b.Client, []script.Call{
 			{Script: ok, Keys: []string{prefix + "{a}"}, Args: []any{2}},
 			{Script: fail, Keys: []string{prefix + "{b}"}},
 			{Script: nil},
@@ -195,7 +195,7 @@ func TestRunBatchIndependentErrors(t *testing.T) {
 	})
 }
 
-// gatehouse.Slot agrees with the server's CLUSTER KEYSLOT, hash tags included.
+// script.Slot agrees with the server's CLUSTER KEYSLOT, hash tags included.
 func TestSlotMatchesServer(t *testing.T) {
 	b := redistest.Get(t, "cluster")
 	ctx := context.Background()
@@ -208,7 +208,7 @@ func TestSlotMatchesServer(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got := gatehouse.Slot(k); int64(got) != want {
+		if got := script.Slot(k); int64(got) != want {
 			t.Errorf("Slot(%q) = %d, server says %d", k, got, want)
 		}
 	}

@@ -1,0 +1,118 @@
+package redistest
+
+import (
+	"context"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// EachNode runs fn on every node of c: each master and replica of a cluster, or the one server.
+func EachNode(ctx context.Context, t testing.TB, c redis.UniversalClient, fn func(ctx context.Context, n *redis.Client) error) {
+	t.Helper()
+	var err error
+	switch c := c.(type) {
+	case *redis.ClusterClient:
+		err = c.ForEachShard(ctx, fn)
+	case *redis.Client:
+		err = fn(ctx, c)
+	default:
+		t.Fatalf("unexpected client type %T", c)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// FlushScripts empties the script cache of every node, as a restart or SCRIPT FLUSH would.
+func FlushScripts(ctx context.Context, t testing.TB, c redis.UniversalClient) {
+	t.Helper()
+	EachNode(ctx, t, c, func(ctx context.Context, n *redis.Client) error { return n.ScriptFlush(ctx).Err() })
+}
+
+// CommandCalls sums, over every master, the calls counted in INFO commandstats for each command
+// (keys as Redis names them, with the statistic: "evalsha.calls", "eval.calls",
+// "script|load.calls", "evalsha.failed_calls").
+func CommandCalls(ctx context.Context, t testing.TB, b *Backend) map[string]int64 {
+	t.Helper()
+	masters, err := b.Masters(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	total := map[string]int64{}
+	for _, n := range masters {
+		info, err := n.Info(ctx, "commandstats").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		mu.Lock()
+		for cmd, stats := range parseCommandStats(info) {
+			for k, v := range stats {
+				total[cmd+"."+k] += v
+			}
+		}
+		mu.Unlock()
+	}
+	return total
+}
+
+// parseCommandStats parses lines such as
+// "cmdstat_evalsha:calls=3,usec=40,usec_per_call=13.33,rejected_calls=0,failed_calls=1".
+func parseCommandStats(info string) map[string]map[string]int64 {
+	out := map[string]map[string]int64{}
+	for _, line := range strings.Split(info, "\n") {
+		line = strings.TrimSpace(line)
+		name, rest, ok := strings.Cut(strings.TrimPrefix(line, "cmdstat_"), ":")
+		if !ok || !strings.HasPrefix(line, "cmdstat_") {
+			continue
+		}
+		stats := map[string]int64{}
+		for _, kv := range strings.Split(rest, ",") {
+			k, v, _ := strings.Cut(kv, "=")
+			if n, err := strconv.ParseInt(v, 10, 64); err == nil {
+				stats[k] = n
+			}
+		}
+		out[name] = stats
+	}
+	return out
+}
+
+// Delta returns after[k] - before[k] for every k in keys.
+func Delta(before, after map[string]int64, keys ...string) map[string]int64 {
+	d := map[string]int64{}
+	for _, k := range keys {
+		d[k] = after[k] - before[k]
+	}
+	return d
+}
+
+// AssertKeysExpire fails the test if any key under prefix, on any master, has no expiry.
+func AssertKeysExpire(t testing.TB, b *Backend, prefix string) {
+	t.Helper()
+	ctx := context.Background()
+	masters, err := b.Masters(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range masters {
+		iter := n.Scan(ctx, 0, prefix+"*", 1000).Iterator()
+		for iter.Next(ctx) {
+			ttl, err := n.PTTL(ctx, iter.Val()).Result()
+			if err != nil {
+				t.Fatal(err)
+			}
+			// -2: expired since the scan saw it; anything else must be a positive expiry.
+			if ttl == -1 {
+				t.Errorf("key %q has no expiry", iter.Val())
+			}
+		}
+		if err := iter.Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}

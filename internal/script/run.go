@@ -1,0 +1,99 @@
+package script
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Run runs the script with EVALSHA. On NOSCRIPT (a fresh server, a restart, SCRIPT FLUSH, a
+// failover to a replica) it loads the script on the node that owns keys[0] (or, without keys,
+// wherever the client sends keyless commands) and runs it once more; the caller sees no error.
+//
+// The reply is returned as go-redis decodes it: int64, string, []any, or a redis.Error for an error
+// reply. Errors are wrapped with the script's name; a nil reply is redis.Nil, wrapped. A call whose
+// keys are in different cluster slots gets ErrCrossSlot and is not sent.
+func (s *Script) Run(ctx context.Context, c redis.UniversalClient, keys []string, args ...any) (any, error) {
+	return s.RunVia(ctx, c, c, keys, args...)
+}
+
+// RunVia is Run with the EVALSHA sent through via, such as the *redis.AutoPipeliner of c, which
+// gathers concurrent calls into pipelines. NOSCRIPT recovery and a Cluster's route refresh go
+// through c, the client via sends on.
+func (s *Script) RunVia(ctx context.Context, via redis.Scripter, c redis.UniversalClient, keys []string, args ...any) (any, error) {
+	if err := checkSlots(keys); err != nil {
+		return nil, s.wrap(err)
+	}
+	v, err := via.EvalSha(ctx, s.sha, keys, args...).Result()
+	if isNoScript(err) {
+		if err := s.loadFor(ctx, c, keys); err != nil {
+			return nil, s.wrap(fmt.Errorf("recovering from NOSCRIPT: %w", err))
+		}
+		v, err = via.EvalSha(ctx, s.sha, keys, args...).Result()
+	}
+	if err != nil {
+		refreshRoutes(c, err)
+		return nil, s.wrap(err)
+	}
+	return v, nil
+}
+
+func isNoScript(err error) bool {
+	return err != nil && redis.HasErrorPrefix(err, "NOSCRIPT")
+}
+
+// Load loads the script on every node the client knows: each master and replica of a Cluster, each
+// shard of a Ring, otherwise the one server the client talks to.
+func (s *Script) Load(ctx context.Context, c redis.UniversalClient) error {
+	return loadAll(ctx, c, []*Script{s})
+}
+
+// Preload loads every embedded script on every node the client knows: each master and replica of a
+// Cluster (so that a replica promoted by a failover has them too), each shard of a Ring, otherwise
+// the one server. After it, a call costs exactly one EVALSHA on the server.
+func Preload(ctx context.Context, c redis.UniversalClient) error {
+	return loadAll(ctx, c, Scripts())
+}
+
+func loadAll(ctx context.Context, c redis.UniversalClient, scripts []*Script) error {
+	load := func(ctx context.Context, node *redis.Client) error { return loadOn(ctx, node, scripts) }
+	switch cc := c.(type) {
+	case *redis.ClusterClient:
+		return cc.ForEachShard(ctx, load)
+	case *redis.Ring:
+		return cc.ForEachShard(ctx, load)
+	default:
+		return loadOn(ctx, c, scripts)
+	}
+}
+
+// loadOn loads scripts on one node in one round trip and checks that the node agrees on each digest.
+func loadOn(ctx context.Context, node redis.Cmdable, scripts []*Script) error {
+	cmds := make([]*redis.StringCmd, len(scripts))
+	_, _ = node.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, s := range scripts {
+			cmds[i] = p.ScriptLoad(ctx, s.src)
+		}
+		return nil
+	})
+	for i, cmd := range cmds {
+		sha, err := cmd.Result()
+		if err != nil {
+			return scripts[i].wrap(fmt.Errorf("SCRIPT LOAD: %w", err))
+		}
+		if sha != scripts[i].sha {
+			return scripts[i].wrap(fmt.Errorf("SCRIPT LOAD returned digest %s, want %s", sha, scripts[i].sha))
+		}
+	}
+	return nil
+}
+
+// loadFor loads the script on the node that a call with these keys is sent to.
+func (s *Script) loadFor(ctx context.Context, c redis.UniversalClient, keys []string) error {
+	node, err := nodeFor(ctx, c, keys)
+	if err != nil {
+		return err
+	}
+	return loadOn(ctx, node, []*Script{s})
+}
