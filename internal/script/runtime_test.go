@@ -213,3 +213,26 @@ func TestSlotMatchesServer(t *testing.T) {
 		}
 	}
 }
+
+// Every embedded script, as composed from its parts, compiles on every node of a real server:
+// SCRIPT LOAD accepts it and returns the digest the runtime sends with EVALSHA.
+func TestEveryScriptLoads(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, b *redistest.Backend) {
+		ctx := context.Background()
+		all := script.Scripts()
+		if len(all) == 0 {
+			t.Fatal("no embedded scripts")
+		}
+		redistest.EachNode(ctx, t, b.Client, func(ctx context.Context, n *redis.Client) error {
+			for _, s := range all {
+				sha, err := n.ScriptLoad(ctx, s.Source()).Result()
+				if err != nil {
+					t.Errorf("%s on %s: SCRIPT LOAD: %v", s.Name(), n.Options().Addr, err)
+				} else if sha != s.SHA1() {
+					t.Errorf("%s on %s: SCRIPT LOAD returned %s, the runtime sends %s", s.Name(), n.Options().Addr, sha, s.SHA1())
+				}
+			}
+			return nil
+		})
+	})
+}

@@ -1,9 +1,15 @@
 package script
 
 import (
+	"crypto/sha1"
+	"encoding/hex"
 	"errors"
+	"io/fs"
+	"regexp"
+	"slices"
 	"strings"
 	"testing"
+	"testing/fstest"
 )
 
 func TestSlot(t *testing.T) {
@@ -62,4 +68,180 @@ func TestScriptHeaders(t *testing.T) {
 			}
 		}
 	}
+}
+
+// Every script composes, with no directive left, and its digest is taken over the composed text.
+func TestComposeEveryScript(t *testing.T) {
+	names, err := fs.Glob(files, "lua/*.lua")
+	if err != nil || len(names) == 0 {
+		t.Fatalf("lua/*.lua: %v, %d files", err, len(names))
+	}
+	if len(Scripts()) != len(names) {
+		t.Errorf("%d scripts embedded, %d files in lua/", len(Scripts()), len(names))
+	}
+	for _, s := range Scripts() {
+		if strings.Contains(s.Source(), includeDirective) {
+			t.Errorf("%s: composed source still has an include directive", s.Name())
+		}
+		sum := sha1.Sum([]byte(s.Source()))
+		if s.SHA1() != hex.EncodeToString(sum[:]) {
+			t.Errorf("%s: SHA1 %s is not that of the composed source", s.Name(), s.SHA1())
+		}
+		raw, err := fs.ReadFile(files, "lua/"+s.Name()+".lua")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(string(raw), includeDirective) == (s.Source() == string(raw)) {
+			t.Errorf("%s: composed source and file differ exactly when the file includes a part: %v", s.Name(), s.Source() == string(raw))
+		}
+	}
+}
+
+func TestCompose(t *testing.T) {
+	fsys := fstest.MapFS{
+		"lua/a.lua":        {Data: []byte("-- a\n--#include lib/x\n--#include lib/y\nreturn x + y\n")},
+		"lua/lib/x.lua":    {Data: []byte("local x = 1")}, // no final newline
+		"lua/lib/y.lua":    {Data: []byte("--#include lib/x\nlocal y = x\n")},
+		"lua/twice.lua":    {Data: []byte("--#include lib/y\n--#include lib/x\n--#include lib/y\n")},
+		"lua/unknown.lua":  {Data: []byte("--#include lib/nope\n")},
+		"lua/empty.lua":    {Data: []byte("--#include \n")},
+		"lua/escape.lua":   {Data: []byte("--#include ../secret\n")},
+		"lua/cycle.lua":    {Data: []byte("--#include lib/c1\n")},
+		"lua/lib/c1.lua":   {Data: []byte("--#include lib/c2\n")},
+		"lua/lib/c2.lua":   {Data: []byte("--#include lib/c1\n")},
+		"lua/indented.lua": {Data: []byte("  --#include lib/x\n")},
+	}
+	for _, tt := range []struct{ file, want, err string }{
+		{file: "lua/a.lua", want: "-- a\nlocal x = 1\nlocal y = x\nreturn x + y\n"},
+		{file: "lua/twice.lua", want: "local x = 1\nlocal y = x\n"}, // each part once, where first named
+		{file: "lua/indented.lua", want: "  --#include lib/x\n"},    // a directive starts its line
+		{file: "lua/unknown.lua", err: "lib/nope.lua"},
+		{file: "lua/empty.lua", err: "names no part"},
+		{file: "lua/escape.lua", err: "names no part"},
+		{file: "lua/cycle.lua", err: "cycle"},
+	} {
+		got, err := compose(fsys, tt.file)
+		switch {
+		case tt.err != "" && (err == nil || !strings.Contains(err.Error(), tt.err)):
+			t.Errorf("%s: err = %v, want one about %q", tt.file, err, tt.err)
+		case tt.err == "" && (err != nil || got != tt.want):
+			t.Errorf("%s = %q, %v; want %q", tt.file, got, err, tt.want)
+		}
+	}
+}
+
+// No script, and no part, holds its own copy of what a part defines: no function a part defines
+// is defined again elsewhere, no composed script defines a top-level name twice, and no three
+// consecutive code lines of a part are written out again.
+func TestNoInlineCopyOfAPart(t *testing.T) {
+	parts, err := fs.Glob(files, "lua/lib/*.lua")
+	if err != nil || len(parts) == 0 {
+		t.Fatalf("lua/lib/*.lua: %v, %d parts", err, len(parts))
+	}
+	all, err := fs.Glob(files, "lua/*.lua")
+	if err != nil {
+		t.Fatal(err)
+	}
+	all = append(all, parts...)
+	read := func(p string) string {
+		b, err := fs.ReadFile(files, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	definer := map[string]string{} // function name -> the part that defines it
+	for _, p := range parts {
+		for _, name := range luaFunctions(read(p)) {
+			if other, ok := definer[name]; ok {
+				t.Errorf("%s and %s both define %s", p, other, name)
+			}
+			definer[name] = p
+		}
+	}
+	for _, f := range all {
+		src := read(f)
+		for _, name := range luaFunctions(src) {
+			if p := definer[name]; p != "" && p != f {
+				t.Errorf("%s defines function %s, which %s defines", f, name, p)
+			}
+		}
+		code := strings.Join(codeLines(src), "\n")
+		for _, p := range parts {
+			if p == f {
+				continue
+			}
+			if w := sharedLines(code, read(p)); w != "" {
+				t.Errorf("%s repeats lines of %s:\n%s", f, p, w)
+			}
+		}
+	}
+	for _, s := range Scripts() {
+		seen := map[string]bool{}
+		for _, name := range luaDefinitions(s.Source()) {
+			if seen[name] {
+				t.Errorf("%s: the composed script defines %s twice", s.Name(), name)
+			}
+			seen[name] = true
+		}
+	}
+	// The checks see what they look for: a copy of idiv, as two scripts had before lib/idiv.
+	idiv := read("lua/lib/idiv.lua")
+	if !slices.Contains(luaFunctions("x = 1\n"+idiv), "idiv") || sharedLines(strings.Join(codeLines("x = 1\n"+idiv), "\n"), idiv) == "" {
+		t.Error("the checks do not see a copy of lib/idiv")
+	}
+}
+
+// sharedLines returns the first three consecutive code lines of part that code (code lines joined
+// by newlines) holds too, or "".
+func sharedLines(code, part string) string {
+	pl := codeLines(part)
+	for i := 0; i+3 <= len(pl); i++ {
+		if w := strings.Join(pl[i:i+3], "\n"); strings.Contains(code, w) {
+			return w
+		}
+	}
+	return ""
+}
+
+var luaFunction = regexp.MustCompile(`(?m)^\s*local function ([A-Za-z_][A-Za-z0-9_]*)`)
+
+// luaFunctions returns the names of the local functions src defines, at any depth.
+func luaFunctions(src string) []string {
+	var out []string
+	for _, m := range luaFunction.FindAllStringSubmatch(src, -1) {
+		out = append(out, m[1])
+	}
+	return out
+}
+
+var luaDefinition = regexp.MustCompile(`(?m)^local (?:function ([A-Za-z_][A-Za-z0-9_]*)|([A-Za-z_][A-Za-z0-9_, ]*?)\s*=)`)
+
+// luaDefinitions returns the names src defines at the start of a line (its top-level locals).
+func luaDefinitions(src string) []string {
+	var out []string
+	for _, m := range luaDefinition.FindAllStringSubmatch(src, -1) {
+		if m[1] != "" {
+			out = append(out, m[1])
+			continue
+		}
+		for _, n := range strings.Split(m[2], ",") {
+			out = append(out, strings.TrimSpace(n))
+		}
+	}
+	return out
+}
+
+// codeLines returns src's lines that are neither blank, nor comments, nor a lone keyword.
+func codeLines(src string) []string {
+	var out []string
+	for line := range strings.Lines(src) {
+		line = strings.TrimSpace(line)
+		switch {
+		case line == "", strings.HasPrefix(line, "--"), line == "end", line == "else", line == "return out":
+			continue
+		}
+		out = append(out, line)
+	}
+	return out
 }

@@ -5,5 +5,6 @@
 -- Reply    integer: seconds * 1000000 + microseconds, from TIME
 --
 -- Used to measure the offset between a host's clock and the server's, and by tests of the script runtime.
-local t = redis.call('TIME')
-return tonumber(t[1]) * 1000000 + tonumber(t[2])
+--#include lib/time_us
+
+return time_us()

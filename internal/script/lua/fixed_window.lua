@@ -23,17 +23,10 @@
 --           when consuming, is anything written, to each limit that admits it. A denied call changes nothing. retry_after_us_i is -1 when the cost is
 --           larger than limit i and can never be admitted.
 
-local EXACT = 9007199254740992   -- 2^53
+--#include lib/limit
+
 local AHEAD = 630720000000       -- ms: two MaxPeriods; no window ends later than that after now
 
-local cost = tonumber(ARGV[1])
-local flags = ARGV[2]
-local peek = string.byte(flags) == 49 -- '1'
-local now = tonumber(ARGV[3])
-if now == 0 then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-end
 local now_ms = math.floor(now / 1000)
 
 -- First pass: decide every limit.
@@ -53,11 +46,11 @@ for i = 1, #KEYS do
     else
       local w
       w, c = string.match(v, '^([0-9]+):([0-9]+)$')
-      if not w then return redis.error_reply('CORRUPTSTATE ' .. i) end
+      if not w then return corrupt(i) end
       e = (tonumber(w) + 1) * window
     end
     c = tonumber(c)
-    if e > now_ms + AHEAD or c > EXACT then return redis.error_reply('CORRUPTSTATE ' .. i) end
+    if e > now_ms + AHEAD or c > EXACT then return corrupt(i) end
     if e > now_ms then count, ends = c, e end
   end
 
@@ -67,7 +60,7 @@ for i = 1, #KEYS do
   elseif count + cost > rate then
     allowed, retry = 0, ends * 1000 - now
   end
-  if allowed == 0 and string.byte(flags, 1 + i) ~= 115 then all = 0 end -- 's': shadow mode
+  if allowed == 0 and not shadow(i) then all = 0 end
   st[i] = {rate = rate, window_end = window_end, count = count, ends = ends, allowed = allowed, retry = retry}
 end
 
@@ -84,9 +77,6 @@ for i = 1, #KEYS do
   end
   local reset = 0
   if count > 0 then reset = ends * 1000 - now end
-  out[#out + 1] = s.allowed
-  out[#out + 1] = math.max(0, s.rate - count)
-  out[#out + 1] = s.retry
-  out[#out + 1] = reset
+  report(out, s.allowed, math.max(0, s.rate - count), s.retry, reset)
 end
 return out

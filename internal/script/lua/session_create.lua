@@ -32,11 +32,9 @@
 --                                        and over the allowance
 --           {4}                          the index changed since the caller read it: read it again
 
-local now = tonumber(ARGV[1])
-if now == 0 then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
+--#include lib/time_ms
+
+local now = clock_ms(ARGV[1])
 local idle = tonumber(ARGV[2])
 local deadline = tonumber(ARGV[4])
 if deadline == 0 then deadline = now + tonumber(ARGV[3]) end

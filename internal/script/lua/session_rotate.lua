@@ -27,11 +27,9 @@
 --           {4} read the index again
 -- A rotation changes no attribute, so the size cap does not apply.
 
-local now = tonumber(ARGV[1])
-if now == 0 then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
+--#include lib/time_ms
+
+local now = clock_ms(ARGV[1])
 local old, new, idx = KEYS[1], KEYS[2], KEYS[3]
 local grace, user, cap = tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[8])
 

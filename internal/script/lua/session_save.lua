@@ -33,11 +33,9 @@
 --                     passes over the cap, so that a session can be trimmed after the cap was
 --                     lowered; _s and _v, rewritten by every save, count in the size, not as growth)
 
-local now = tonumber(ARGV[1])
-if now == 0 then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
+--#include lib/time_ms
+
+local now = clock_ms(ARGV[1])
 local gen, maxsize = ARGV[2], tonumber(ARGV[3])
 local nset, ndel = tonumber(ARGV[4]), tonumber(ARGV[5])
 

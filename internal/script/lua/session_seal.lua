@@ -17,11 +17,9 @@
 --           its copy and copies again. On {0} and {2} the caller deletes its copy, so the session
 --           is never duplicated.
 
-local now = tonumber(ARGV[1])
-if now == 0 then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
+--#include lib/time_ms
+
+local now = clock_ms(ARGV[1])
 local m = redis.call('HMGET', KEYS[1], '_g', '_r', '_v', '_u')
 if not m[1] and not m[2] then return {0} end
 if m[2] or m[1] ~= ARGV[2] then return {2} end

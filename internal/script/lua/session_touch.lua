@@ -31,11 +31,9 @@
 --           an error reply "GATEHOUSE corrupt ..." when the record lacks its deadline or idle timeout
 -- A read writes no payload: only the expiry, and _s when it is a second or more behind.
 
-local now = tonumber(ARGV[1])
-if now == 0 then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
+--#include lib/time_ms
+
+local now = clock_ms(ARGV[1])
 
 local h = redis.call('HGETALL', KEYS[1])
 if #h == 0 then return {0} end

@@ -25,11 +25,9 @@
 -- Members that are past their deadline, gone (idle expiry, destroyed), or rotated away are removed
 -- from the index; the index then expires with its last deadline.
 
-local now = tonumber(ARGV[1])
-if now == 0 then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
+--#include lib/time_ms
+
+local now = clock_ms(ARGV[1])
 local idx, user, mode, keep = KEYS[1], ARGV[2], ARGV[3], ARGV[4]
 
 redis.call('ZREMRANGEBYSCORE', idx, '-inf', now)

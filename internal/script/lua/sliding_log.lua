@@ -25,21 +25,14 @@
 -- call fails with "CORRUPTSTATE <i>" and writes nothing. (A key of another type fails with
 -- WRONGTYPE, which the caller reports the same way.)
 
-local CHUNK = 1000 -- members per ZADD
+--#include lib/limit
 
-local cost = tonumber(ARGV[1])
-local flags = ARGV[2]
-local peek = string.byte(flags) == 49 -- '1'
-local now = tonumber(ARGV[3])
-if now == 0 then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-end
+local CHUNK = 1000 -- members per ZADD
 
 -- A member's score as an integer, or nil when it is not one a request could have: corrupt.
 local function instant(score)
   local t = tonumber(score)
-  if t and t == math.floor(t) and t > -9007199254740992 and t < 9007199254740992 then return t end
+  if t and t == math.floor(t) and t > -EXACT and t < EXACT then return t end
   return nil
 end
 
@@ -67,10 +60,10 @@ for i = 1, #KEYS do
     -- The (count + cost - rate)-th oldest live request must age out first.
     local r = redis.call('ZRANGEBYSCORE', KEYS[i], live, '+inf', 'WITHSCORES', 'LIMIT', count + cost - rate - 1, 1)
     local t = instant(r[2])
-    if not t then return redis.error_reply('CORRUPTSTATE ' .. i) end
+    if not t then return corrupt(i) end
     retry = t + span - now
   end
-  if allowed == 0 and string.byte(flags, 1 + i) ~= 115 then all = 0 end -- 's': shadow mode
+  if allowed == 0 and not shadow(i) then all = 0 end
   st[i] = {rate = rate, span = span, count = count, allowed = allowed, retry = retry}
 end
 
@@ -80,7 +73,7 @@ for i = 1, #KEYS do
   local s = st[i]
   if s.count > 0 and not (consume and s.allowed == 1) then
     s.last = newest(i)
-    if s.last == false then return redis.error_reply('CORRUPTSTATE ' .. i) end
+    if s.last == false then return corrupt(i) end
   end
 end
 
@@ -112,9 +105,6 @@ for i = 1, #KEYS do
   end
   local reset = 0
   if count > 0 and last then reset = last + s.span - now end
-  out[#out + 1] = s.allowed
-  out[#out + 1] = math.max(0, s.rate - count)
-  out[#out + 1] = s.retry
-  out[#out + 1] = reset
+  report(out, s.allowed, math.max(0, s.rate - count), s.retry, reset)
 end
 return out

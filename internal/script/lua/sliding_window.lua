@@ -33,26 +33,12 @@
 -- The caller keeps rate * window <= 2^50, so that every product below, of counts made under some
 -- limit by that limit's window, stays an exact integer in a double.
 
--- floor(a / b) for non-negative integers a, b > 0, exact where a double quotient would round.
-local floor = math.floor
-local function idiv(a, b)
-  local q = floor(a / b)
-  if q * b > a then q = q - 1 elseif (q + 1) * b <= a then q = q + 1 end
-  return q
-end
+--#include lib/limit
+--#include lib/idiv
 
-local EXACT = 9007199254740992   -- 2^53
 local AHEAD = 630720000000       -- ms: two MaxPeriods; no window starts later than that after now
 local LONGEST = 315360000000     -- ms: MaxPeriod
 
-local cost = tonumber(ARGV[1])
-local flags = ARGV[2]
-local peek = string.byte(flags) == 49 -- '1'
-local now = tonumber(ARGV[3])
-if now == 0 then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-end
 local now_ms = math.floor(now / 1000)
 
 -- First pass: decide every limit.
@@ -72,12 +58,10 @@ for i = 1, #KEYS do
       s, p, cur, prev = tonumber(a), tonumber(b), tonumber(c), tonumber(d)
     else
       a, c, d = string.match(v, '^([0-9]+):([0-9]+):([0-9]+)$')
-      if not a then return redis.error_reply('CORRUPTSTATE ' .. i) end
+      if not a then return corrupt(i) end
       s, cur, prev = tonumber(a) * window, tonumber(c), tonumber(d)
     end
-    if p < 1 or p > LONGEST or s > now_ms + AHEAD or (cur + prev) * p > EXACT then
-      return redis.error_reply('CORRUPTSTATE ' .. i)
-    end
+    if p < 1 or p > LONGEST or s > now_ms + AHEAD or (cur + prev) * p > EXACT then return corrupt(i) end
     if now_ms - s >= 2 * p then -- nothing counts any more
       s, p, cur, prev = start, window, 0, 0
     elseif now_ms - s >= p then -- the window after the stored one: cur is now the previous count
@@ -106,7 +90,7 @@ for i = 1, #KEYS do
     end
     retry = at * 1000 - now
   end
-  if allowed == 0 and string.byte(flags, 1 + i) ~= 115 then all = 0 end -- 's': shadow mode
+  if allowed == 0 and not shadow(i) then all = 0 end
   st[i] = {rate = rate, window = window, start = start, s = s, p = p, scaled = scaled,
            cur = cur, prev = prev, allowed = allowed, retry = retry}
 end
@@ -134,9 +118,6 @@ for i = 1, #KEYS do
   elseif prev > 0 then
     reset = (s + p) * 1000 - now
   end
-  out[#out + 1] = x.allowed
-  out[#out + 1] = math.max(0, x.rate - idiv(scaled + p - 1, p))
-  out[#out + 1] = x.retry
-  out[#out + 1] = reset
+  report(out, x.allowed, math.max(0, x.rate - idiv(scaled + p - 1, p)), x.retry, reset)
 end
 return out

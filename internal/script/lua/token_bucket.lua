@@ -34,25 +34,10 @@
 --
 -- The caller keeps burst * p <= 2^52, so every value below stays an exact integer in a double.
 
--- floor(a / b) for non-negative integers a, b > 0, exact where a double quotient would round.
-local floor = math.floor
-local function idiv(a, b)
-  local q = floor(a / b)
-  if q * b > a then q = q - 1 elseif (q + 1) * b <= a then q = q + 1 end
-  return q
-end
+--#include lib/limit
+--#include lib/idiv
 
-local EXACT = 9007199254740992   -- 2^53
 local AHEAD = 630720000000000    -- µs: two MaxPeriods; no state is written later than that after now
-
-local cost = tonumber(ARGV[1])
-local flags = ARGV[2]
-local peek = string.byte(flags) == 49 -- '1'
-local now = tonumber(ARGV[3])
-if now == 0 then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-end
 
 -- Patterns use [0-9], not %d: Lua matches a set twice as fast as a class.
 local match, tonumber, format = string.match, tonumber, string.format
@@ -75,9 +60,9 @@ for i = 1, #KEYS do
         sr, sp = r, p
       else
         sr, sp = tonumber(sr), tonumber(sp)
-        if sr < 1 or sp < 1 or sr > EXACT or sp > EXACT then return redis.error_reply('CORRUPTSTATE ' .. i) end
+        if sr < 1 or sp < 1 or sr > EXACT or sp > EXACT then return corrupt(i) end
       end
-      if sd > EXACT or t > now + AHEAD then return redis.error_reply('CORRUPTSTATE ' .. i) end
+      if sd > EXACT or t > now + AHEAD then return corrupt(i) end
       local e = now - t
       if e < 0 then e, base = 0, t end -- written at a later instant (a clock behind): as of then
       if e * sr < sd then -- not yet refilled under the limit that wrote it
@@ -94,7 +79,7 @@ for i = 1, #KEYS do
       end
     else
       local tat = match(v, '^([0-9]+)$')
-      if not tat then return redis.error_reply('CORRUPTSTATE ' .. i) end
+      if not tat then return corrupt(i) end
       tat = tonumber(tat)
       if tat > now then
         local iv = idiv(p + r - 1, r)
@@ -116,7 +101,7 @@ for i = 1, #KEYS do
       allowed = 0
     end
   end
-  if allowed == 0 and string.byte(flags, 1 + i) ~= 115 then all = 0 end -- 's': shadow mode
+  if allowed == 0 and not shadow(i) then all = 0 end
   st[i] = {burst, r, p, d, base, gone, allowed, retry}
 end
 
@@ -137,9 +122,6 @@ for i = 1, #KEYS do
     reset = base - now + idiv(d + r - 1, r)
     if gone and gone - now < reset then reset = gone - now end
   end
-  out[#out + 1] = allowed
-  out[#out + 1] = burst - idiv(d + p - 1, p)
-  out[#out + 1] = retry
-  out[#out + 1] = reset
+  report(out, allowed, burst - idiv(d + p - 1, p), retry, reset)
 end
 return out
