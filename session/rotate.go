@@ -136,17 +136,17 @@ func (st *Store) rotateSameSlot(ctx context.Context, s *Session, tok Token, user
 	capped := user != "" && user != s.meta.UserID && st.maxPerUser > 0
 	args := []any{st.now(), s.gen, st.grace.Milliseconds(), user, lifetime.Milliseconds(),
 		cfg.idle.Milliseconds(), persist, st.maxPerUser}
-	arr, status, err := st.runIndexed(ctx, st.rotate, "rotate", []string{string(s.key), string(newKey), idx}, idx, capped, 4, args...)
+	arr, status, err := st.runIndexed(ctx, st.rotate, "rotate", []string{string(s.key), string(newKey), idx}, idx, capped, statusRereadIndex, args...)
 	if err != nil {
 		return err
 	}
 	switch status {
-	case 0:
+	case statusNotFound:
 		return ErrNotFound
-	case 2:
+	case statusConflict:
 		return ErrConflict
 	}
-	if status != 1 || len(arr) < 5 {
+	if status != statusOK || len(arr) < 5 {
 		return fmt.Errorf("%w: rotate reply %v", ErrCorrupt, arr)
 	}
 	now, _ := arr[1].(int64)
@@ -185,9 +185,9 @@ func (st *Store) loginAcross(ctx context.Context, s *Session, user string, cfg l
 		switch {
 		case err != nil:
 			return err
-		case status == 2:
+		case status == statusMoved:
 			return ErrConflict // rotated away since this request read it
-		case status != 1:
+		case status != statusOK:
 			return ErrNotFound
 		}
 		cur := st.blank(s.token, s.key)
@@ -205,7 +205,7 @@ func (st *Store) loginAcross(ctx context.Context, s *Session, user string, cfg l
 		// Only this request's pending changes may be refused for size: the record as stored, and
 		// what the sign-in adds (_u, _a, _p), are allowed.
 		spec := createSpec{user: user, idle: moved.meta.IdleTimeout, lifetime: st.lifetime, created: cur.meta.Created, auth: -1,
-			allowed: cur.base + 2 + len(user) + 2 + 13 + 2 + 1}
+			allowed: cur.base + len(fieldUser) + len(user) + len(fieldAuth) + 13 + len(fieldPersist) + 1}
 		if cfg.lifetime > 0 {
 			spec.lifetime = cfg.lifetime
 		}
@@ -220,17 +220,17 @@ func (st *Store) loginAcross(ctx context.Context, s *Session, user string, cfg l
 		if err == nil {
 			_, status, err = reply(v)
 		}
-		if err != nil || status != 1 {
+		if err != nil || status != statusOK {
 			_ = st.del(context.WithoutCancel(ctx), moved.key)
 		}
 		switch {
 		case err != nil:
 			return st.scriptErr("login", err)
-		case status == 3:
+		case status == statusVersionChanged:
 			continue // a save landed since the record was read: copy it again
-		case status == 2:
+		case status == statusConflict:
 			return ErrConflict
-		case status != 1:
+		case status != statusOK:
 			return ErrNotFound
 		}
 		s.token, s.key, s.gen, s.ver, s.sendCookie = tok, moved.key, moved.gen, "", true
@@ -255,7 +255,7 @@ func (st *Store) movedCopy(s, cur *Session, tok Token, user string, cfg loginCon
 	}
 	m.meta = cur.meta
 	m.meta.Key, m.meta.UserID = m.key, ""
-	if v, ok := s.metaSet["_i"]; ok {
+	if v, ok := s.metaSet[fieldIdle]; ok {
 		if ms, err := strconv.ParseInt(v, 10, 64); err == nil {
 			m.meta.IdleTimeout = time.Duration(ms) * time.Millisecond
 		}
@@ -263,10 +263,10 @@ func (st *Store) movedCopy(s, cur *Session, tok Token, user string, cfg loginCon
 	if cfg.idle > 0 {
 		m.meta.IdleTimeout = cfg.idle
 	}
-	if _, ok := s.metaSet["_l"]; ok {
+	if _, ok := s.metaSet[fieldLabel]; ok {
 		m.meta.Label = s.meta.Label
 	}
-	if _, ok := s.metaSet["_ip"]; ok {
+	if _, ok := s.metaSet[fieldIP]; ok {
 		m.meta.IP, m.meta.UserAgent = s.meta.IP, s.meta.UserAgent
 	}
 	m.persist = cur.persist
@@ -274,14 +274,14 @@ func (st *Store) movedCopy(s, cur *Session, tok Token, user string, cfg loginCon
 		m.persist = cfg.persist
 	}
 	if m.meta.IP != "" || m.meta.UserAgent != "" {
-		m.setMetaLocked("_ip", m.meta.IP)
-		m.setMetaLocked("_ua", m.meta.UserAgent)
+		m.setMetaLocked(fieldIP, m.meta.IP)
+		m.setMetaLocked(fieldUA, m.meta.UserAgent)
 	}
 	if m.meta.Label != "" {
-		m.setMetaLocked("_l", m.meta.Label)
+		m.setMetaLocked(fieldLabel, m.meta.Label)
 	}
 	if m.persist != 0 {
-		m.setMetaLocked("_p", persistFlag(m.persist))
+		m.setMetaLocked(fieldPersist, persistFlag(m.persist))
 	}
 	m.meta.Deadline, m.meta.AuthenticatedAt = time.Time{}, time.Time{}
 	return m

@@ -220,8 +220,8 @@ func (s *Session) restartLocked() error {
 	s.idle, s.lifetime, s.deadline, s.persist, s.base = 0, 0, time.Time{}, 0, 0
 	s.meta.IdleTimeout = s.store.idle
 	if ip != "" || ua != "" {
-		s.setMetaLocked("_ip", ip)
-		s.setMetaLocked("_ua", ua)
+		s.setMetaLocked(fieldIP, ip)
+		s.setMetaLocked(fieldUA, ua)
 		s.meta.IP, s.meta.UserAgent = ip, ua
 	}
 	return nil
@@ -305,7 +305,7 @@ func (s *Session) Flashes() []string {
 
 // SetLabel sets a label for "active sessions" pages, such as a device name.
 func (s *Session) SetLabel(label string) {
-	s.setMeta("_l", label, func(m *Metadata) { m.Label = label })
+	s.setMeta(fieldLabel, label, func(m *Metadata) { m.Label = label })
 }
 
 // maxClientField is how many bytes of a client's IP address or user agent a session keeps.
@@ -315,8 +315,8 @@ const maxClientField = 256
 // cut to its first 256 bytes, so that a client's oversized header cannot fill its session.
 func (s *Session) SetClient(ip, userAgent string) {
 	ip, userAgent = truncate(ip, maxClientField), truncate(userAgent, maxClientField)
-	s.setMeta("_ip", ip, func(m *Metadata) { m.IP = ip })
-	s.setMeta("_ua", userAgent, func(m *Metadata) { m.UserAgent = userAgent })
+	s.setMeta(fieldIP, ip, func(m *Metadata) { m.IP = ip })
+	s.setMeta(fieldUA, userAgent, func(m *Metadata) { m.UserAgent = userAgent })
 }
 
 // truncate cuts s to at most n bytes, at the start of a UTF-8 sequence.
@@ -348,7 +348,7 @@ func (s *Session) SetLifetime(idle, lifetime time.Duration) {
 		return
 	}
 	if idle > 0 {
-		s.setMetaLocked("_i", strconv.FormatInt(idle.Milliseconds(), 10))
+		s.setMetaLocked(fieldIdle, strconv.FormatInt(idle.Milliseconds(), 10))
 		s.meta.IdleTimeout = idle
 	}
 	if lifetime > 0 {
@@ -373,7 +373,7 @@ func (s *Session) SetDeadline(t time.Time) {
 
 func (s *Session) setDeadlineLocked(t time.Time) {
 	t = time.UnixMilli(t.UnixMilli())
-	s.setMetaLocked("_d", strconv.FormatInt(t.UnixMilli(), 10))
+	s.setMetaLocked(fieldDeadline, strconv.FormatInt(t.UnixMilli(), 10))
 	s.meta.Deadline = t
 }
 

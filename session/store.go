@@ -263,7 +263,7 @@ func (st *Store) load(ctx context.Context, tok Token) (*Session, error) {
 		return nil, err
 	}
 	target := key
-	if status == 2 { // rotated within the grace window: read the session it moved to
+	if status == statusMoved { // rotated within the grace window: read the session it moved to
 		if len(arr) < 2 {
 			return nil, fmt.Errorf("%w: moved without a target", ErrCorrupt)
 		}
@@ -280,7 +280,7 @@ func (st *Store) load(ctx context.Context, tok Token) (*Session, error) {
 			return nil, err
 		}
 	}
-	if status != 1 {
+	if status != statusOK {
 		return nil, ErrNotFound
 	}
 	// Through a pointer, the session keeps the pointer's key as the key it writes to: besides
@@ -310,27 +310,27 @@ func (s *Session) fill(arr []any) error {
 		if !ok1 || !ok2 {
 			return fmt.Errorf("%w: field %d is not a string", ErrCorrupt, i/2)
 		}
-		if name, ok := strings.CutPrefix(f, "a:"); ok {
+		if name, ok := strings.CutPrefix(f, attrPrefix); ok {
 			s.values[name] = []byte(v)
 			continue
 		}
 		switch f {
-		case "_g":
+		case fieldGen:
 			s.gen = v
-		case "_v":
+		case fieldVersion:
 			if _, err := strconv.ParseInt(v, 10, 64); err != nil {
-				return fmt.Errorf("%w: _v = %q", ErrCorrupt, v)
+				return fmt.Errorf("%w: %s = %q", ErrCorrupt, fieldVersion, v)
 			}
 			s.ver = v
-		case "_p":
+		case fieldPersist:
 			s.persist = -1
 			if v == "1" {
 				s.persist = 1
 			}
-		case "_s":
+		case fieldSeen:
 			// Last seen by an earlier request, checked only: this request's time is now.
 			if _, err := strconv.ParseInt(v, 10, 64); err != nil {
-				return fmt.Errorf("%w: _s = %q", ErrCorrupt, v)
+				return fmt.Errorf("%w: %s = %q", ErrCorrupt, fieldSeen, v)
 			}
 		default:
 			if err := s.meta.set(f, v); err != nil {
@@ -357,25 +357,25 @@ func (m *Metadata) set(f, v string) error {
 	}
 	var err error
 	switch f {
-	case "_c":
+	case fieldCreated:
 		m.Created, err = ms()
-	case "_s":
+	case fieldSeen:
 		m.LastSeen, err = ms()
-	case "_d":
+	case fieldDeadline:
 		m.Deadline, err = ms()
-	case "_a":
+	case fieldAuth:
 		m.AuthenticatedAt, err = ms()
-	case "_i":
+	case fieldIdle:
 		var t time.Time
 		t, err = ms()
 		m.IdleTimeout = time.Duration(t.UnixMilli()) * time.Millisecond
-	case "_u":
+	case fieldUser:
 		m.UserID = v
-	case "_ip":
+	case fieldIP:
 		m.IP = v
-	case "_ua":
+	case fieldUA:
 		m.UserAgent = v
-	case "_l":
+	case fieldLabel:
 		m.Label = v
 	}
 	return err
@@ -436,13 +436,13 @@ func (st *Store) saveLocked(ctx context.Context, s *Session) error {
 	args := make([]any, 0, 5+2*(len(s.changed)+len(s.metaSet))+len(s.removed))
 	args = append(args, st.now(), s.gen, st.maxSize, len(s.changed)+len(s.metaSet), len(s.removed))
 	for name := range s.changed {
-		args = append(args, "a:"+name, s.values[name])
+		args = append(args, attrPrefix+name, s.values[name])
 	}
 	for f, v := range s.metaSet {
 		args = append(args, f, v)
 	}
 	for name := range s.removed {
-		args = append(args, "a:"+name)
+		args = append(args, attrPrefix+name)
 	}
 	var keys []string
 	if s.meta.UserID != "" {
@@ -453,7 +453,7 @@ func (st *Store) saveLocked(ctx context.Context, s *Session) error {
 	} else {
 		keys = []string{string(s.key)}
 	}
-	_, deadline := s.metaSet["_d"]
+	_, deadline := s.metaSet[fieldDeadline]
 	v, err := st.save.Run(ctx, st.client, keys, args...)
 	if err != nil {
 		return st.scriptErr("save", err)
@@ -463,18 +463,18 @@ func (st *Store) saveLocked(ctx context.Context, s *Session) error {
 		return err
 	}
 	switch status {
-	case 1:
+	case statusOK:
 		s.clearChanges()
 		s.base = s.size()
 		if deadline {
 			s.sendCookie = true // the cookie expires at the deadline: it must follow
 		}
 		return nil
-	case 0:
+	case statusNotFound:
 		return ErrNotFound
-	case 2:
+	case statusConflict:
 		return ErrConflict
-	case 3:
+	case statusTooLarge:
 		var size int64
 		if len(arr) > 1 {
 			size, _ = arr[1].(int64)
@@ -507,7 +507,7 @@ func (st *Store) createNew(ctx context.Context, s *Session, user string, cfg log
 		}
 	}
 	if s.persist != 0 {
-		s.setMetaLocked("_p", persistFlag(s.persist))
+		s.setMetaLocked(fieldPersist, persistFlag(s.persist))
 	}
 	return st.createLocked(ctx, s, spec)
 }
@@ -534,7 +534,7 @@ type createSpec struct {
 func (st *Store) createLocked(ctx context.Context, s *Session, c createSpec) error {
 	size := s.size()
 	if c.user != "" && s.meta.UserID == "" {
-		size += 2 + len(c.user) + 2 + 13
+		size += len(fieldUser) + len(c.user) + len(fieldAuth) + 13 // the user, and authenticated-at in ms
 	}
 	if size > st.maxSize && size > c.allowed {
 		return fmt.Errorf("%w: %d bytes, the cap is %d", ErrTooLarge, size, st.maxSize)
@@ -547,9 +547,9 @@ func (st *Store) createLocked(ctx context.Context, s *Session, c createSpec) err
 		created = c.created.UnixMilli()
 	}
 	pairs := make([]any, 0, 2+2*(len(s.values)+len(s.metaSet)))
-	pairs = append(pairs, "_g", s.gen)
+	pairs = append(pairs, fieldGen, s.gen)
 	for name, v := range s.values {
-		pairs = append(pairs, "a:"+name, v)
+		pairs = append(pairs, attrPrefix+name, v)
 	}
 	for f, v := range s.metaSet {
 		pairs = append(pairs, f, v)
@@ -558,14 +558,14 @@ func (st *Store) createLocked(ctx context.Context, s *Session, c createSpec) err
 		c.user, st.maxPerUser, st.maxSize, c.allowed, len(pairs) / 2}, pairs...)
 	idx := st.indexOf(s.token.tag())
 	capped := c.user != "" && st.maxPerUser > 0
-	arr, status, err := st.runIndexed(ctx, st.create, "create", []string{string(s.key), idx}, idx, capped, 4, args...)
+	arr, status, err := st.runIndexed(ctx, st.create, "create", []string{string(s.key), idx}, idx, capped, statusRereadIndex, args...)
 	switch {
 	case err != nil:
 		return err
-	case status == 3 && len(arr) > 1:
+	case status == statusTooLarge && len(arr) > 1:
 		n, _ := arr[1].(int64)
 		return fmt.Errorf("%w: %d bytes, the cap is %d", ErrTooLarge, n, st.maxSize)
-	case status != 1 || len(arr) < 4:
+	case status != statusOK || len(arr) < 4:
 		return fmt.Errorf("session: create: status %d: the session's lifetime is already over", status)
 	}
 	now, _ := arr[1].(int64)

@@ -22,7 +22,7 @@ func (st *Store) ListByUser(ctx context.Context, userID string) (list []Metadata
 		return nil, fmt.Errorf("%w: list reply of %d elements for %d sessions", ErrCorrupt, len(arr), n)
 	}
 	out := make([]Metadata, 0, n)
-	fields := []string{"", "_c", "_s", "_d", "_a", "_i", "_ip", "_ua", "_l"}
+	fields := []string{"", fieldCreated, fieldSeen, fieldDeadline, fieldAuth, fieldIdle, fieldIP, fieldUA, fieldLabel} // as session_user.lua lists them
 	for i := int64(0); i < n; i++ {
 		row := arr[1+9*i : 1+9*(i+1)]
 		k, _ := row[0].(string)
@@ -68,7 +68,7 @@ func (st *Store) destroyUser(ctx context.Context, userID string, keep Key) (n in
 	ctx, o := st.begin(ctx, "destroy_user", st.user.Name())
 	defer func() { o.count = n; err = st.end(&o, err) }()
 	_, count, err := st.userOp(ctx, userID, "destroy", keep)
-	if count == -2 {
+	if count == statusKeepSignedOut {
 		return 0, fmt.Errorf("session: the session is signed out: %w", ErrNotFound)
 	}
 	return int(count), err
@@ -81,5 +81,5 @@ func (st *Store) userOp(ctx context.Context, userID, mode string, keep Key) ([]a
 		return nil, 0, errors.New("session: empty user ID")
 	}
 	idx := st.indexOf(st.userTag(userID))
-	return st.runIndexed(ctx, st.user, mode, []string{idx}, idx, true, -1, st.now(), userID, mode, string(keep))
+	return st.runIndexed(ctx, st.user, mode, []string{idx}, idx, true, statusUserReread, st.now(), userID, mode, string(keep))
 }

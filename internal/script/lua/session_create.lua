@@ -33,6 +33,7 @@
 --           {4}                          the index changed since the caller read it: read it again
 
 --#include lib/time_ms
+--#include lib/session_index
 
 local now = clock_ms(ARGV[1])
 local idle = tonumber(ARGV[2])
@@ -45,13 +46,13 @@ if auth == -1 then auth = now end
 local user, cap, maxsize, allowed, n = ARGV[7], tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11])
 local key, idx = KEYS[1], KEYS[2]
 
-if redis.call('EXISTS', key) == 1 then return {1, now, 0, deadline} end
+if redis.call('EXISTS', key) == 1 then return {STATUS_OK, now, 0, deadline} end
 local ttl = math.min(idle, deadline - now)
-if ttl <= 0 then return {0} end
+if ttl <= 0 then return {STATUS_NOT_FOUND} end
 
-local fields = {'_c', created, '_s', now, '_d', deadline, '_i', idle}
-if auth > 0 then fields[#fields + 1] = '_a'; fields[#fields + 1] = auth end
-if user ~= '' then fields[#fields + 1] = '_u'; fields[#fields + 1] = user end
+local fields = {FIELD_CREATED, created, FIELD_SEEN, now, FIELD_DEADLINE, deadline, FIELD_IDLE, idle}
+if auth > 0 then fields[#fields + 1] = FIELD_AUTH; fields[#fields + 1] = auth end
+if user ~= '' then fields[#fields + 1] = FIELD_USER; fields[#fields + 1] = user end
 local rec, size = {}, 0
 local function put(f, v)
   v = tostring(v)
@@ -61,18 +62,12 @@ local function put(f, v)
 end
 for i = 1, #fields, 2 do put(fields[i], fields[i + 1]) end
 for i = 12, 11 + 2 * n, 2 do put(ARGV[i], ARGV[i + 1]) end
-if size > maxsize and size > allowed then return {3, size} end
+if size > maxsize and size > allowed then return {STATUS_TOO_LARGE, size} end
 
 -- The cap's check reads only, so that nothing is written when it asks for another read. The first
 -- write is the new session's: on a full server under noeviction, Redis refuses it, and nothing is
 -- written at all.
-if user ~= '' and cap > 0 then
-  local known = {}
-  for i = 3, #KEYS do known[KEYS[i]] = true end
-  for _, k in ipairs(redis.call('ZRANGEBYSCORE', idx, '(' .. now, '+inf')) do
-    if not known[k] then return {4} end
-  end
-end
+if user ~= '' and cap > 0 and index_changed(idx, 3, now) then return {STATUS_REREAD_INDEX} end
 
 redis.call('HSET', key, unpack(fields))
 for i = 12, 11 + 2 * n, 1000 do
@@ -83,32 +78,7 @@ redis.call('PEXPIRE', key, ttl)
 local evicted = 0
 if user ~= '' then
   redis.call('ZREMRANGEBYSCORE', idx, '-inf', now)
-  if cap > 0 then
-    -- The user's other live sessions, oldest sign-in first.
-    local mine = {}
-    for i = 3, #KEYS do
-      local k = KEYS[i]
-      if k ~= key and redis.call('ZSCORE', idx, k) then
-        local m = redis.call('HMGET', k, '_u', '_c', '_a')
-        if not m[2] then
-          redis.call('ZREM', idx, k) -- gone, or a rotation pointer
-        elseif m[1] == user then
-          mine[#mine + 1] = {k, tonumber(m[3]) or 0}
-        end
-      end
-    end
-    table.sort(mine, function(a, b)
-      if a[2] ~= b[2] then return a[2] < b[2] end
-      return a[1] < b[1]
-    end)
-    for i = 1, #mine + 1 - cap do
-      redis.call('DEL', mine[i][1])
-      redis.call('ZREM', idx, mine[i][1])
-      evicted = evicted + 1
-    end
-  end
-  redis.call('ZADD', idx, deadline, key)
-  local last = redis.call('ZRANGE', idx, -1, -1, 'WITHSCORES')
-  redis.call('PEXPIREAT', idx, last[2])
+  if cap > 0 then evicted = evict_oldest(idx, user, 3, cap, key) end -- the user's other live sessions
+  index_add(idx, key, deadline)
 end
-return {1, now, evicted, deadline}
+return {STATUS_OK, now, evicted, deadline}

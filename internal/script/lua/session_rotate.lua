@@ -28,44 +28,32 @@
 -- A rotation changes no attribute, so the size cap does not apply.
 
 --#include lib/time_ms
+--#include lib/session_index
 
 local now = clock_ms(ARGV[1])
 local old, new, idx = KEYS[1], KEYS[2], KEYS[3]
 local grace, user, cap = tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[8])
 
 local h = redis.call('HGETALL', old)
-if #h == 0 then return {0} end
+if #h == 0 then return {STATUS_NOT_FOUND} end
 local cur = {}
 for i = 1, #h, 2 do cur[h[i]] = h[i + 1] end
-if cur._r or cur._g ~= ARGV[2] then return {2} end
-if redis.call('EXISTS', new) == 1 then return {2} end
-local d, idle = tonumber(cur._d), tonumber(cur._i)
-if not d or not idle then
-  return redis.error_reply('GATEHOUSE corrupt session record: no deadline or idle timeout')
-end
-if now >= d then
-  redis.call('DEL', old)
-  return {0}
-end
-if cur._u then
-  local score = redis.call('ZSCORE', idx, old)
-  if not score or tonumber(score) <= now then -- signed out (session_touch.lua)
-    redis.call('DEL', old)
-    return {0}
-  end
-end
+if cur[FIELD_MOVED_TO] or cur[FIELD_GEN] ~= ARGV[2] then return {STATUS_CONFLICT} end
+if redis.call('EXISTS', new) == 1 then return {STATUS_CONFLICT} end
+local d, idle, gone = live(old, cur, idx, now) -- signed out: session_touch.lua
+if gone then return gone end
 
-local joining = user ~= '' and cur._u ~= user
-cur._g, cur._s = tostring((tonumber(cur._g) or 0) + 1), tostring(now)
+local joining = user ~= '' and cur[FIELD_USER] ~= user
+cur[FIELD_GEN], cur[FIELD_SEEN] = tostring((tonumber(cur[FIELD_GEN]) or 0) + 1), tostring(now)
 if user ~= '' then
   d = now + tonumber(ARGV[5])
-  cur._u, cur._a, cur._d = user, tostring(now), tostring(d)
+  cur[FIELD_USER], cur[FIELD_AUTH], cur[FIELD_DEADLINE] = user, tostring(now), tostring(d)
   if tonumber(ARGV[6]) > 0 then
     idle = tonumber(ARGV[6])
-    cur._i = tostring(idle)
+    cur[FIELD_IDLE] = tostring(idle)
   end
 end
-if ARGV[7] ~= '' then cur._p = ARGV[7] end
+if ARGV[7] ~= '' then cur[FIELD_PERSIST] = ARGV[7] end
 local fields = {}
 for f, v in pairs(cur) do
   fields[#fields + 1] = f
@@ -75,13 +63,7 @@ end
 -- The cap's check reads only, and the first write is the new hash's: nothing is written when the
 -- check asks for another read, nor when Redis refuses that write (noeviction, full).
 local capped = joining and cap > 0
-if capped then
-  local known = {}
-  for i = 4, #KEYS do known[KEYS[i]] = true end
-  for _, k in ipairs(redis.call('ZRANGEBYSCORE', idx, '(' .. now, '+inf')) do
-    if not known[k] then return {4} end
-  end
-end
+if capped and index_changed(idx, 4, now) then return {STATUS_REREAD_INDEX} end
 
 for i = 1, #fields, 1000 do
   redis.call('HSET', new, unpack(fields, i, math.min(i + 999, #fields)))
@@ -90,38 +72,10 @@ redis.call('PEXPIRE', new, math.min(idle, d - now))
 
 if capped then
   redis.call('ZREMRANGEBYSCORE', idx, '-inf', now)
-  -- The user's other live sessions, oldest sign-in first: as in session_create.lua.
-  local mine = {}
-  for i = 4, #KEYS do
-    local k = KEYS[i]
-    if k ~= old and k ~= new and redis.call('ZSCORE', idx, k) then
-      local m = redis.call('HMGET', k, '_u', '_c', '_a')
-      if not m[2] then
-        redis.call('ZREM', idx, k)
-      elseif m[1] == user then
-        mine[#mine + 1] = {k, tonumber(m[3]) or 0}
-      end
-    end
-  end
-  table.sort(mine, function(a, b)
-    if a[2] ~= b[2] then return a[2] < b[2] end
-    return a[1] < b[1]
-  end)
-  for i = 1, #mine + 1 - cap do
-    redis.call('DEL', mine[i][1])
-    redis.call('ZREM', idx, mine[i][1])
-  end
+  evict_oldest(idx, user, 4, cap, old, new) -- the user's other live sessions, as session_create.lua
 end
 
-redis.call('DEL', old)
-if grace > 0 then
-  redis.call('HSET', old, '_r', new, '_rg', now + grace)
-  redis.call('PEXPIRE', old, grace)
-end
+retire(old, new, now, grace)
 redis.call('ZREM', idx, old)
-if cur._u then
-  redis.call('ZADD', idx, d, new)
-  local last = redis.call('ZRANGE', idx, -1, -1, 'WITHSCORES')
-  redis.call('PEXPIREAT', idx, last[2])
-end
-return {1, now, tonumber(cur._g), d, idle}
+if cur[FIELD_USER] then index_add(idx, new, d) end
+return {STATUS_OK, now, tonumber(cur[FIELD_GEN]), d, idle}

@@ -34,35 +34,25 @@
 --                     lowered; _s and _v, rewritten by every save, count in the size, not as growth)
 
 --#include lib/time_ms
+--#include lib/session_index
 
 local now = clock_ms(ARGV[1])
 local gen, maxsize = ARGV[2], tonumber(ARGV[3])
 local nset, ndel = tonumber(ARGV[4]), tonumber(ARGV[5])
 
 local h = redis.call('HGETALL', KEYS[1])
-if #h == 0 then return {0} end
+if #h == 0 then return {STATUS_NOT_FOUND} end
 local cur, before = {}, 0
 for i = 1, #h, 2 do
   cur[h[i]] = h[i + 1]
   before = before + #h[i] + #h[i + 1]
 end
-if cur._r or cur._g ~= gen then return {2} end
-local d, idle, ver = tonumber(cur._d), tonumber(cur._i), tonumber(cur._v or '0')
-if not d or not idle or not ver then
-  return redis.error_reply('GATEHOUSE corrupt session record: no deadline, idle timeout or version')
-end
+if cur[FIELD_MOVED_TO] or cur[FIELD_GEN] ~= gen then return {STATUS_CONFLICT} end
+local ver = tonumber(cur[FIELD_VERSION] or '0')
+if not ver then return redis.error_reply('GATEHOUSE corrupt session record: version not a number') end
 local idx = KEYS[2]
-if now >= d then
-  redis.call('DEL', KEYS[1])
-  return {0}
-end
-if cur._u then
-  local score = idx and redis.call('ZSCORE', idx, KEYS[1])
-  if not score or tonumber(score) <= now then -- signed out (session_touch.lua)
-    redis.call('DEL', KEYS[1])
-    return {0}
-  end
-end
+local d, idle, gone = live(KEYS[1], cur, idx, now) -- signed out: session_touch.lua
+if gone then return gone end
 
 -- The record as it would be after this save, and its size.
 local size = before
@@ -76,22 +66,22 @@ for i = first_del, first_del + ndel - 1 do put(ARGV[i], nil) end
 local setd = false -- the save sets the deadline: the index's score follows
 for i = 6, first_del - 1, 2 do
   put(ARGV[i], ARGV[i + 1])
-  if ARGV[i] == '_d' then setd = true end
+  if ARGV[i] == FIELD_DEADLINE then setd = true end
 end
 local grew = size > before
-put('_s', tostring(now))
-put('_v', tostring(ver + 1))
-if size > maxsize and grew then return {3, size} end
+put(FIELD_SEEN, tostring(now))
+put(FIELD_VERSION, tostring(ver + 1))
+if size > maxsize and grew then return {STATUS_TOO_LARGE, size} end
 
-d, idle = tonumber(cur._d), tonumber(cur._i)
+d, idle = tonumber(cur[FIELD_DEADLINE]), tonumber(cur[FIELD_IDLE])
 if not d or not idle then
   return redis.error_reply('GATEHOUSE corrupt session change: deadline or idle timeout not a number')
 end
 local ttl = math.min(idle, d - now)
 if ttl <= 0 then
   redis.call('DEL', KEYS[1])
-  if cur._u then redis.call('ZREM', idx, KEYS[1]) end
-  return {0}
+  if cur[FIELD_USER] then redis.call('ZREM', idx, KEYS[1]) end
+  return {STATUS_NOT_FOUND}
 end
 
 if ndel > 0 then
@@ -101,12 +91,8 @@ end
 for i = 6, first_del - 1, 1000 do
   redis.call('HSET', KEYS[1], unpack(ARGV, i, math.min(i + 999, first_del - 1)))
 end
-redis.call('HSET', KEYS[1], '_s', now, '_v', ver + 1)
+redis.call('HSET', KEYS[1], FIELD_SEEN, now, FIELD_VERSION, ver + 1)
 redis.call('PEXPIRE', KEYS[1], ttl)
 
-if cur._u and setd then
-  redis.call('ZADD', idx, d, KEYS[1])
-  local last = redis.call('ZRANGE', idx, -1, -1, 'WITHSCORES')
-  redis.call('PEXPIREAT', idx, last[2])
-end
-return {1, ttl}
+if cur[FIELD_USER] and setd then index_add(idx, KEYS[1], d) end
+return {STATUS_OK, ttl}

@@ -18,23 +18,16 @@
 --           is never duplicated.
 
 --#include lib/time_ms
+--#include lib/session
 
 local now = clock_ms(ARGV[1])
-local m = redis.call('HMGET', KEYS[1], '_g', '_r', '_v', '_u')
-if not m[1] and not m[2] then return {0} end
-if m[2] or m[1] ~= ARGV[2] then return {2} end
-if m[4] then
-  local score = redis.call('ZSCORE', KEYS[2], KEYS[1])
-  if not score or tonumber(score) <= now then -- signed out (session_touch.lua)
-    redis.call('DEL', KEYS[1])
-    return {0}
-  end
+local m = redis.call('HMGET', KEYS[1], FIELD_GEN, FIELD_MOVED_TO, FIELD_VERSION, FIELD_USER)
+if not m[1] and not m[2] then return {STATUS_NOT_FOUND} end
+if m[2] or m[1] ~= ARGV[2] then return {STATUS_CONFLICT} end
+if m[4] and not vouched(KEYS[2], KEYS[1], now) then -- signed out (session_touch.lua)
+  redis.call('DEL', KEYS[1])
+  return {STATUS_NOT_FOUND}
 end
-if (m[3] or '0') ~= ARGV[5] then return {3} end
-redis.call('DEL', KEYS[1])
-local grace = tonumber(ARGV[3])
-if grace > 0 then
-  redis.call('HSET', KEYS[1], '_r', ARGV[4], '_rg', now + grace)
-  redis.call('PEXPIRE', KEYS[1], grace)
-end
-return {1}
+if (m[3] or '0') ~= ARGV[5] then return {STATUS_VERSION_CHANGED} end
+retire(KEYS[1], ARGV[4], now, tonumber(ARGV[3]))
+return {STATUS_OK}

@@ -32,43 +32,31 @@
 -- A read writes no payload: only the expiry, and _s when it is a second or more behind.
 
 --#include lib/time_ms
+--#include lib/session
 
 local now = clock_ms(ARGV[1])
 
 local h = redis.call('HGETALL', KEYS[1])
-if #h == 0 then return {0} end
+if #h == 0 then return {STATUS_NOT_FOUND} end
 local m, vi = {}, nil
 for i = 1, #h, 2 do
   if string.byte(h[i], 1) == 95 then -- '_'
     m[h[i]] = h[i + 1]
-    if h[i] == '_v' then vi = i end
+    if h[i] == FIELD_VERSION then vi = i end
   end
 end
 
-if m._r then
-  if tonumber(m._rg or '0') > now then return {2, m._r} end
+if m[FIELD_MOVED_TO] then
+  if tonumber(m[FIELD_GRACE] or '0') > now then return {STATUS_MOVED, m[FIELD_MOVED_TO]} end
   redis.call('DEL', KEYS[1])
-  return {0}
+  return {STATUS_NOT_FOUND}
 end
 
-local d, idle = tonumber(m._d), tonumber(m._i)
-if not d or not idle then
-  return redis.error_reply('GATEHOUSE corrupt session record: no deadline or idle timeout')
-end
-if now >= d then
-  redis.call('DEL', KEYS[1])
-  return {0}
-end
-if m._u then
-  local score = redis.call('ZSCORE', KEYS[2], KEYS[1])
-  if not score or tonumber(score) <= now then -- signed out: see above
-    redis.call('DEL', KEYS[1])
-    return {0}
-  end
-end
+local d, idle, gone = live(KEYS[1], m, KEYS[2], now) -- signed out: see above
+if gone then return gone end
 redis.call('PEXPIRE', KEYS[1], math.min(idle, d - now))
-if now - (tonumber(m._s) or 0) >= 1000 then
-  redis.call('HSET', KEYS[1], '_s', now)
+if now - (tonumber(m[FIELD_SEEN]) or 0) >= 1000 then
+  redis.call('HSET', KEYS[1], FIELD_SEEN, now)
 end
 
 if vi and ARGV[2] ~= 'v' then -- move the last pair into _v's place
@@ -77,5 +65,5 @@ if vi and ARGV[2] ~= 'v' then -- move the last pair into _v's place
   h[#h] = nil
 end
 table.insert(h, 1, now)
-table.insert(h, 1, 1)
+table.insert(h, 1, STATUS_OK)
 return h

@@ -26,6 +26,7 @@
 -- from the index; the index then expires with its last deadline.
 
 --#include lib/time_ms
+--#include lib/session
 
 local now = clock_ms(ARGV[1])
 local idx, user, mode, keep = KEYS[1], ARGV[2], ARGV[3], ARGV[4]
@@ -34,15 +35,16 @@ redis.call('ZREMRANGEBYSCORE', idx, '-inf', now)
 local known = {}
 for i = 2, #KEYS do known[KEYS[i]] = true end
 for _, k in ipairs(redis.call('ZRANGE', idx, 0, -1)) do
-  if not known[k] then return {-1} end
+  if not known[k] then return {STATUS_USER_REREAD} end
 end
-if keep ~= '' and not redis.call('ZSCORE', idx, keep) then return {-2} end
+if keep ~= '' and not redis.call('ZSCORE', idx, keep) then return {STATUS_KEEP_SIGNED_OUT} end
 
 local out, n = {0}, 0
 for i = 2, #KEYS do
   local k = KEYS[i]
   if redis.call('ZSCORE', idx, k) then
-    local m = redis.call('HMGET', k, '_u', '_c', '_s', '_d', '_a', '_i', '_ip', '_ua', '_l')
+    local m = redis.call('HMGET', k, FIELD_USER, FIELD_CREATED, FIELD_SEEN, FIELD_DEADLINE, FIELD_AUTH, FIELD_IDLE,
+      FIELD_IP, FIELD_UA, FIELD_LABEL)
     if not m[2] or not m[4] or tonumber(m[4]) <= now then
       redis.call('ZREM', idx, k) -- gone, a rotation pointer, or past its deadline
     elseif m[1] == user then

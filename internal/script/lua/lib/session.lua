@@ -1,0 +1,68 @@
+-- lib/session.lua: what every session script shares: the names of a record's fields and of the
+-- scripts' reply statuses, and the checks of a record read. Package session names the fields and
+-- statuses once more in Go (session/fields.go: fieldGen for FIELD_GEN, statusNotFound for
+-- STATUS_NOT_FOUND); a test parses this file and checks that both agree.
+
+-- A session is a hash: attributes under "a:<name>", metadata under these fields (layout in
+-- session_touch.lua).
+local FIELD_CREATED = '_c'   -- created, ms since the epoch
+local FIELD_SEEN = '_s'      -- last seen, ms
+local FIELD_DEADLINE = '_d'  -- absolute deadline, ms
+local FIELD_AUTH = '_a'      -- authenticated at, ms
+local FIELD_IDLE = '_i'      -- idle timeout, ms
+local FIELD_GEN = '_g'       -- generation: incremented by every rotation
+local FIELD_VERSION = '_v'   -- version: incremented by every save; absent means 0
+local FIELD_USER = '_u'      -- user ID
+local FIELD_IP = '_ip'       -- client IP address
+local FIELD_UA = '_ua'       -- user agent
+local FIELD_LABEL = '_l'     -- label
+local FIELD_PERSIST = '_p'   -- the cookie's persistence: "1" outlives the browser, "0" does not
+local FIELD_MOVED_TO = '_r'  -- a rotated session kept for a grace window: the key it moved to
+local FIELD_GRACE = '_rg'    -- and the end of that grace window, ms
+
+-- Reply statuses: the first element of a reply (each script's header says which it answers).
+local STATUS_NOT_FOUND = 0        -- no such session (or signed out, or past its deadline)
+local STATUS_OK = 1               -- done
+local STATUS_CONFLICT = 2         -- rotated away, another generation, or the new key exists
+local STATUS_MOVED = 2            -- session_touch: rotated to another key within its grace window
+local STATUS_TOO_LARGE = 3        -- session_save, session_create: over the size cap
+local STATUS_VERSION_CHANGED = 3  -- session_seal: a save landed since the record was copied
+local STATUS_REREAD_INDEX = 4     -- session_create, session_rotate: the index changed; read it again
+local STATUS_USER_REREAD = -1     -- session_user: the index holds a member not given; read it again
+local STATUS_KEEP_SIGNED_OUT = -2 -- session_user: the session to keep is signed out
+
+-- vouched(idx, key, now) reports whether the index idx holds the signed-in session key with a
+-- score (its deadline) after now. Without that entry the user was signed out (session_touch.lua
+-- says why); without idx, nothing vouches.
+local function vouched(idx, key, now)
+  local score = idx and redis.call('ZSCORE', idx, key)
+  return score and tonumber(score) > now
+end
+
+-- live(key, rec, idx, now) checks the record rec (its fields by name) read from key, whose tag
+-- bucket's index is idx: for a live session it returns the deadline and the idle timeout; for one
+-- past its deadline, or signed in and not vouched for, it deletes key and returns nil, nil and the
+-- reply {STATUS_NOT_FOUND}; for a record without a deadline or idle timeout, nil, nil and an error
+-- reply.
+local function live(key, rec, idx, now)
+  local d, idle = tonumber(rec[FIELD_DEADLINE]), tonumber(rec[FIELD_IDLE])
+  if not d or not idle then
+    return nil, nil, redis.error_reply('GATEHOUSE corrupt session record: no deadline or idle timeout')
+  end
+  if now >= d or (rec[FIELD_USER] and not vouched(idx, key, now)) then
+    redis.call('DEL', key)
+    return nil, nil, {STATUS_NOT_FOUND}
+  end
+  return d, idle
+end
+
+-- retire(key, to, now, grace) deletes key; for a grace window of grace ms (when > 0) it leaves
+-- there a pointer to the key to, so that requests in flight with the old token still read the
+-- session, and no write goes through.
+local function retire(key, to, now, grace)
+  redis.call('DEL', key)
+  if grace > 0 then
+    redis.call('HSET', key, FIELD_MOVED_TO, to, FIELD_GRACE, now + grace)
+    redis.call('PEXPIRE', key, grace)
+  end
+end
