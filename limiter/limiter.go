@@ -303,7 +303,7 @@ func New(client redis.UniversalClient, alg *Algorithm, opts ...Option) (*Limiter
 	if l.timeout > 0 && !honoursDeadlines(client) {
 		return nil, errors.New("limiter: WithTimeout needs a client that applies context deadlines: set ContextTimeoutEnabled in its options")
 	}
-	l.tracer = telemetry.NewTracer(l.tp)
+	l.tracer = telemetry.NewTracer(l.tp, scope)
 	l.inst = newInstruments(l.mp)
 	return l, nil
 }
@@ -392,12 +392,14 @@ func (l *Limiter) WaitN(ctx context.Context, key string, limit Limit, n int64) (
 		if timer != nil {
 			timer.Stop()
 		}
-		if span != nil {
+		if span.IsRecording() {
 			span.SetAttributes(attrWaited.Float64(time.Since(start).Seconds()))
 			if err == nil {
 				span.SetAttributes(attrDecision.String("allowed"))
 			}
 			telemetry.End(span, err, errorType(err))
+		} else {
+			span.End()
 		}
 	}(time.Now())
 	for {

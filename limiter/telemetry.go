@@ -13,6 +13,9 @@ import (
 	"go.opentelemetry.io/otel/trace"
 )
 
+// scope is the instrumentation scope of the limiter's spans and metrics.
+const scope = "github.com/gatehouse/gatehouse/limiter"
+
 // WithTracerProvider sets where the limiter's spans go (default: the global TracerProvider, as it
 // is at each call). With no SDK installed, or a noop provider, no span is started at all.
 func WithTracerProvider(tp trace.TracerProvider) Option {
@@ -54,7 +57,7 @@ type instruments struct {
 }
 
 func newInstruments(mp metric.MeterProvider) instruments {
-	m := telemetry.Meter(mp)
+	m := telemetry.Meter(mp, scope)
 	decisions, err := m.Int64Counter("gatehouse.limiter.decisions",
 		metric.WithUnit("{decision}"),
 		metric.WithDescription("Rate-limit decisions, by algorithm, policy, decision (allowed, denied, error; errors with their error.type) and source (redis, fail_open, fail_closed, local, deny_cache)."))
@@ -77,7 +80,9 @@ func newInstruments(mp metric.MeterProvider) instruments {
 func (l *Limiter) observe(ctx context.Context, span trace.Span, op, key string, start time.Time, n int64, limits []Limit, out []Result, err error) {
 	recDecision := l.inst.decisions.Enabled(ctx)
 	recDuration := l.inst.duration.Enabled(ctx)
-	if span == nil && !recDecision && !recDuration {
+	traced := span.IsRecording()
+	if !traced && !recDecision && !recDuration {
+		span.End() // does not record: ending it costs nothing
 		return
 	}
 	var bind *Result
@@ -107,10 +112,10 @@ func (l *Limiter) observe(ctx context.Context, span trace.Span, op, key string, 
 	case len(limits) == 1:
 		policy = policyName(limits[0])
 	}
-	if span != nil {
+	if traced {
 		span.SetAttributes(
 			telemetry.RedisSystem,
-			telemetry.DBStoredProcedure.String(l.alg.name),
+			telemetry.DBStoredProcedureName.String(l.alg.name),
 			attrAlgorithm.String(l.alg.name),
 			attrCost.Int64(n),
 			attrLimits.Int(len(limits)),
@@ -136,6 +141,8 @@ func (l *Limiter) observe(ctx context.Context, span trace.Span, op, key string, 
 			span.SetAttributes(attrKeyHash.String(l.keyHash.Hash(key)))
 		}
 		telemetry.End(span, failure, errorType(failure))
+	} else {
+		span.End()
 	}
 	if recDecision && op != "reset" {
 		attrs := [5]attribute.KeyValue{attrAlgorithm.String(l.alg.name), attrPolicy.String(policy),

@@ -190,7 +190,7 @@ func NewStore(client redis.UniversalClient, opts ...Option) (*Store, error) {
 		}
 		*dst = s
 	}
-	st.tracer = telemetry.NewTracer(st.tp)
+	st.tracer = telemetry.NewTracer(st.tp, scope)
 	st.inst = newInstruments(st.mp)
 	return st, nil
 }

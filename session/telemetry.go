@@ -14,6 +14,9 @@ import (
 	"go.opentelemetry.io/otel/trace"
 )
 
+// scope is the instrumentation scope of the store's spans and metrics.
+const scope = "github.com/gatehouse/gatehouse/session"
+
 // WithTracerProvider sets where the store's spans go (default: the global TracerProvider, as it is
 // at each call). With no SDK installed, or a noop provider, no span is started at all.
 func WithTracerProvider(tp trace.TracerProvider) Option {
@@ -49,7 +52,7 @@ type instruments struct {
 }
 
 func newInstruments(mp metric.MeterProvider) instruments {
-	m := telemetry.Meter(mp)
+	m := telemetry.Meter(mp, scope)
 	var errs [3]error
 	var in instruments
 	in.ops, errs[0] = m.Int64Counter("gatehouse.session.operations",
@@ -105,7 +108,7 @@ func init() {
 // sized reports whether the operation's payload size would be recorded, so that it is measured
 // only then.
 func (st *Store) sized(o *op) bool {
-	return o.span != nil || st.inst.size.Enabled(o.ctx)
+	return o.span.IsRecording() || st.inst.size.Enabled(o.ctx)
 }
 
 // end records the operation's outcome on its span and metrics, and returns err, marked
@@ -120,10 +123,10 @@ func (st *Store) end(o *op, err error) error {
 		err = fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
 	outcome := outcomeOf(err, kind)
-	if o.span != nil {
+	if o.span.IsRecording() {
 		o.span.SetAttributes(telemetry.RedisSystem, attrOperation.String(o.name), attrOutcome.String(outcome))
 		if o.script != "" {
-			o.span.SetAttributes(telemetry.DBStoredProcedure.String(o.script))
+			o.span.SetAttributes(telemetry.DBStoredProcedureName.String(o.script))
 		}
 		if o.name == "load" {
 			o.span.SetAttributes(attrFound.Bool(err == nil))
@@ -148,6 +151,8 @@ func (st *Store) end(o *op, err error) error {
 			failure = err
 		}
 		telemetry.End(o.span, failure, outcome)
+	} else {
+		o.span.End()
 	}
 	if st.inst.ops.Enabled(ctx) {
 		st.inst.ops.Add(ctx, 1, metric.WithAttributes(attrOperation.String(o.name), attrOutcome.String(outcome)))

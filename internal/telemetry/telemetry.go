@@ -1,5 +1,7 @@
-// Package telemetry is the OpenTelemetry plumbing shared by the limiter and session packages: spans
-// that cost nothing while no SDK is installed, and metric instruments recorded only when enabled.
+// Package telemetry is the OpenTelemetry plumbing shared by the limiter and session packages:
+// tracers and meters under each package's own instrumentation scope (with gatehouse's version and
+// the semantic conventions' schema URL), spans that cost nothing while no SDK is installed, the
+// semantic-convention attributes both use, and hashed keys.
 package telemetry
 
 import (
@@ -11,41 +13,50 @@ import (
 	"sync/atomic"
 
 	"go.opentelemetry.io/otel"
-	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/metric"
+	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
 )
 
-// Scope is the instrumentation scope of every span and instrument.
-const Scope = "github.com/gatehouse/gatehouse"
+// Version is gatehouse's version, the instrumentation version of every tracer and meter: the next
+// release while CHANGELOG.md's top section is Unreleased (TestVersionMatchesChangelog checks it).
+const Version = "0.9.0"
 
-// Attribute keys shared by both packages.
+// SchemaURL is the schema of the semantic conventions the attributes below follow.
+const SchemaURL = semconv.SchemaURL
+
+// Attribute keys of the semantic conventions.
 const (
-	DBSystem          = attribute.Key("db.system.name")
-	DBStoredProcedure = attribute.Key("db.stored_procedure.name")
-	ErrorType         = attribute.Key("error.type")
+	DBSystemName          = semconv.DBSystemNameKey          // db.system.name
+	DBOperationName       = semconv.DBOperationNameKey       // db.operation.name
+	DBStoredProcedureName = semconv.DBStoredProcedureNameKey // db.stored_procedure.name
+	ErrorType             = semconv.ErrorTypeKey             // error.type
+	ServerAddress         = semconv.ServerAddressKey         // server.address
+	ServerPort            = semconv.ServerPortKey            // server.port
 )
 
 // RedisSystem is db.system.name=redis.
-var RedisSystem = DBSystem.String("redis")
+var RedisSystem = semconv.DBSystemNameRedis
 
-// The default global TracerProvider, before any SDK is installed, is a delegating provider of the
-// otel/internal/global package. otel.SetTracerProvider replaces it (GetTracerProvider then returns
-// the SDK's), so "the global is still this type" means "no SDK installed".
-var defaultTracerProviderType = func() reflect.Type {
-	t := reflect.TypeOf(otel.GetTracerProvider())
-	if t == nil || t.String() != "*global.tracerProvider" {
-		return nil // an SDK was installed before this package initialised: always trace
-	}
-	return t
-}()
+// initialTracerProvider is the global TracerProvider as this package found it: otel's delegating
+// default, before a program installs an SDK. otel.SetTracerProvider replaces what
+// otel.GetTracerProvider returns, so while it returns this same provider no SDK is installed. (A
+// program that installs an SDK before this package initialises, in an init function, must pass
+// its provider with the packages' WithTracerProvider: the global one is taken as the default.)
+var initialTracerProvider = otel.GetTracerProvider()
 
-// Tracer starts spans from a configured TracerProvider, or from the global one as it is at each
-// call. While the provider is a no-op (no SDK installed, or noop.TracerProvider), Start returns the
-// context unchanged and a nil span, without allocating.
+// noSpan is the span Start returns while tracing is off: it records nothing, and returning it
+// allocates nothing.
+var noSpan trace.Span = noop.Span{}
+
+// Tracer starts spans under one instrumentation scope, from a configured TracerProvider or from
+// the global one as it is at each call. While the provider is a no-op (no SDK installed, or a
+// noop.TracerProvider), Start returns the context unchanged and a span that does not record,
+// without allocating.
 type Tracer struct {
+	scope    string
 	explicit trace.TracerProvider // nil: follow the global provider
 	tracer   trace.Tracer         // the explicit provider's tracer, nil if it is a no-op
 	global   atomic.Pointer[globalTracer]
@@ -56,22 +67,29 @@ type globalTracer struct {
 	tracer trace.Tracer
 }
 
-// NewTracer returns a Tracer for tp, or for the global provider when tp is nil.
-func NewTracer(tp trace.TracerProvider) *Tracer {
-	t := &Tracer{explicit: tp}
-	if tp != nil {
-		if _, isNoop := tp.(noop.TracerProvider); !isNoop {
-			t.tracer = tp.Tracer(Scope)
+// NewTracer returns a Tracer for scope (the instrumenting package's import path) from tp, or from
+// the global provider when tp is nil.
+func NewTracer(tp trace.TracerProvider, scope string) *Tracer {
+	t := &Tracer{scope: scope}
+	if tp != nil && !same(tp, initialTracerProvider) {
+		t.explicit = tp
+		if !isNoop(tp) {
+			t.tracer = newTracer(tp, scope)
 		}
 	}
 	return t
 }
 
-// Start starts an INTERNAL span named name, or returns (ctx, nil) when tracing is off.
+func newTracer(tp trace.TracerProvider, scope string) trace.Tracer {
+	return tp.Tracer(scope, trace.WithInstrumentationVersion(Version), trace.WithSchemaURL(SchemaURL))
+}
+
+// Start starts an INTERNAL span named name. With tracing off it returns ctx and a span that does
+// not record: callers guard attribute work with span.IsRecording() and always end the span.
 func (t *Tracer) Start(ctx context.Context, name string) (context.Context, trace.Span) {
 	tr := t.current()
 	if tr == nil {
-		return ctx, nil
+		return ctx, noSpan
 	}
 	return tr.Start(ctx, name, internalKind)
 }
@@ -83,24 +101,36 @@ func (t *Tracer) current() trace.Tracer {
 		return t.tracer
 	}
 	tp := otel.GetTracerProvider()
-	if defaultTracerProviderType != nil && reflect.TypeOf(tp) == defaultTracerProviderType {
+	if same(tp, initialTracerProvider) || isNoop(tp) {
 		return nil
 	}
-	if g := t.global.Load(); g != nil && g.tp == tp {
+	if g := t.global.Load(); g != nil && same(g.tp, tp) {
 		return g.tracer
 	}
-	g := &globalTracer{tp: tp, tracer: tp.Tracer(Scope)}
+	g := &globalTracer{tp: tp, tracer: newTracer(tp, t.scope)}
 	t.global.Store(g)
 	return g.tracer
 }
 
-// End records err on span (when err is a failure, not an expected outcome) and ends it. A nil
-// span is fine.
-func End(span trace.Span, err error, errType string) {
-	if span == nil {
-		return
+// same reports whether a and b are the same provider, without the panic of == on a dynamic type
+// that is not comparable.
+func same(a, b trace.TracerProvider) bool {
+	ta := reflect.TypeOf(a)
+	return ta == reflect.TypeOf(b) && (ta == nil || ta.Comparable() && a == b)
+}
+
+func isNoop(tp trace.TracerProvider) bool {
+	switch tp.(type) {
+	case noop.TracerProvider, *noop.TracerProvider:
+		return true
 	}
-	if err != nil {
+	return false
+}
+
+// End records err on span (when err is a failure, not an expected outcome) with error.type
+// errType, and ends the span. A span that does not record costs nothing.
+func End(span trace.Span, err error, errType string) {
+	if err != nil && span.IsRecording() {
 		span.RecordError(err)
 		span.SetStatus(codes.Error, errType)
 		span.SetAttributes(ErrorType.String(errType))
@@ -108,12 +138,13 @@ func End(span trace.Span, err error, errType string) {
 	span.End()
 }
 
-// Meter returns the meter of mp, or of the global provider when mp is nil.
-func Meter(mp metric.MeterProvider) metric.Meter {
+// Meter returns the meter for scope (the instrumenting package's import path) of mp, or of the
+// global provider when mp is nil.
+func Meter(mp metric.MeterProvider, scope string) metric.Meter {
 	if mp == nil {
 		mp = otel.GetMeterProvider()
 	}
-	return mp.Meter(Scope)
+	return mp.Meter(scope, metric.WithInstrumentationVersion(Version), metric.WithSchemaURL(SchemaURL))
 }
 
 // DurationBuckets are histogram bucket bounds in seconds, fine below a millisecond, where a Redis
