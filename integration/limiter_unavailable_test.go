@@ -13,38 +13,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gatehouse/gatehouse/internal/limitertest"
 	"github.com/gatehouse/gatehouse/internal/redistest"
 	"github.com/gatehouse/gatehouse/internal/script"
 	"github.com/gatehouse/gatehouse/limiter"
 	"github.com/redis/go-redis/v9"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 )
-
-// startServer starts a private redis-server with extra options, and a client for it that applies
-// context deadlines and does not retry.
-func startServer(t *testing.T, extra ...string) (*redistest.Server, *redis.Client) {
-	t.Helper()
-	if testing.Short() {
-		t.Skip("needs redis-server")
-	}
-	srv, err := redistest.StartServer(extra...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Close)
-	return srv, clientFor(t, srv.Addr)
-}
-
-func clientFor(t *testing.T, addr string, opts ...func(*redis.Options)) *redis.Client {
-	o := &redis.Options{Addr: addr, MaxRetries: -1, DisableIdentity: true,
-		DialTimeout: time.Second, ReadTimeout: 5 * time.Second, ContextTimeoutEnabled: true}
-	for _, f := range opts {
-		f(o)
-	}
-	c := redis.NewClient(o)
-	t.Cleanup(func() { c.Close() })
-	return c
-}
 
 // policyLimiters are one limiter per failure policy over one client, each asking Redis for every
 // decision (no cooldown), with a short timeout, and telling failures to log.
@@ -131,16 +106,16 @@ func (p *policyLimiters) errorTypes(t *testing.T) map[string]int64 {
 // key of another type is returned to the caller under every policy, counted in the decisions
 // metric with its error.type, and not logged as a failure the policy stood in for.
 func TestLimiterScriptErrorsAreNotAbsorbed(t *testing.T) {
-	srv, admin := startServer(t)
+	srv, admin := redistest.Private(t)
 	ctx := context.Background()
 	if err := admin.Do(ctx, "ACL", "SETUSER", "lim", "on", ">pw", "~*", "+@all", "-set", "-zadd").Err(); err != nil {
 		t.Fatal(err)
 	}
-	c := clientFor(t, srv.Addr, func(o *redis.Options) { o.Username, o.Password = "lim", "pw" })
+	c := redistest.ClientFor(t, srv.Addr, func(o *redis.Options) { o.Username, o.Password = "lim", "pw" })
 	limit := limiter.PerMinute(5).WithName("api")
-	for _, a := range algorithms {
-		t.Run(a.alg.String(), func(t *testing.T) {
-			p := newPolicyLimiters(t, c, a.alg)
+	for _, alg := range limitertest.Algorithms {
+		t.Run(alg.String(), func(t *testing.T) {
+			p := newPolicyLimiters(t, c, alg)
 			// Reads work: a peek is answered.
 			if res, err := p.byName["open"].Peek(ctx, "acl", limit); err != nil || res.Source != limiter.SourceRedis {
 				t.Fatalf("peek as the restricted user: %+v, %v", res, err)
@@ -153,26 +128,16 @@ func TestLimiterScriptErrorsAreNotAbsorbed(t *testing.T) {
 	}
 
 	// A key of another type under the limit's key: an error whatever the policy.
-	for _, a := range algorithms {
-		t.Run(a.alg.String()+"/wrong type", func(t *testing.T) {
-			p := newPolicyLimiters(t, admin, a.alg)
-			id := "wrongtype-" + a.alg.String()
-			if err := admin.HSet(ctx, redisKey(a.alg, id, limit), "x", "y").Err(); err != nil {
+	for _, alg := range limitertest.Algorithms {
+		t.Run(alg.String()+"/wrong type", func(t *testing.T) {
+			p := newPolicyLimiters(t, admin, alg)
+			id := "wrongtype-" + alg.String()
+			if err := admin.HSet(ctx, limitertest.Key(limiter.DefaultKeyPrefix, alg, id, limit), "x", "y").Err(); err != nil {
 				t.Fatal(err)
 			}
 			p.refuse(t, ctx, id, limit)
 		})
 	}
-}
-
-// redisKey is the key a limiter with the default prefix uses for identifier id under limit.
-func redisKey(alg *limiter.Algorithm, id string, limit limiter.Limit) string {
-	tag := map[*limiter.Algorithm]string{limiter.FixedWindow: "fw", limiter.SlidingWindow: "sw", limiter.SlidingLog: "sl", limiter.TokenBucket: "tb"}[alg]
-	name := fmt.Sprint(limit.Period.Milliseconds())
-	if limit.Name != "" {
-		name = "n" + limit.Name
-	}
-	return limiter.DefaultKeyPrefix + "{" + id + "}:" + tag + ":" + name
 }
 
 // waitReply polls c with PING until its error starts with prefix (or, for "", until it answers).
@@ -214,7 +179,7 @@ func TestLimiterUnavailableKinds(t *testing.T) {
 		busy  sync.WaitGroup
 	)
 	debugServer := func(t *testing.T) redis.UniversalClient {
-		srv, debug = startServer(t, "--enable-debug-command", "yes")
+		srv, debug = redistest.Private(t, "--enable-debug-command", "yes")
 		return debug
 	}
 	config := func(kv ...string) func(t *testing.T) {
@@ -241,7 +206,7 @@ func TestLimiterUnavailableKinds(t *testing.T) {
 					t.Fatal(err)
 				}
 			},
-			end: func(t *testing.T) { waitReply(t, clientFor(t, srv.Addr), "") }},
+			end: func(t *testing.T) { waitReply(t, redistest.ClientFor(t, srv.Addr), "") }},
 		{name: "connection reset", cooldown: true,
 			client: func(t *testing.T) redis.UniversalClient {
 				f := newFaultyRedis(t)
@@ -255,7 +220,7 @@ func TestLimiterUnavailableKinds(t *testing.T) {
 				}
 				config("key-load-delay", "1000", "loading-process-events-interval-bytes", "1024")(t)
 				busy.Go(func() { debug.Do(context.Background(), "DEBUG", "RELOAD") })
-				waitReply(t, clientFor(t, srv.Addr), "LOADING")
+				waitReply(t, redistest.ClientFor(t, srv.Addr), "LOADING")
 			},
 			end: func(t *testing.T) {
 				busy.Wait()
@@ -264,12 +229,12 @@ func TestLimiterUnavailableKinds(t *testing.T) {
 		{name: "BUSY", client: debugServer, cooldown: true,
 			begin: func(t *testing.T) {
 				config("busy-reply-threshold", "50")(t)
-				long := clientFor(t, srv.Addr, func(o *redis.Options) { o.ReadTimeout = -1 })
+				long := redistest.ClientFor(t, srv.Addr, func(o *redis.Options) { o.ReadTimeout = -1 })
 				busy.Go(func() { long.Eval(context.Background(), "while true do end", nil) })
-				waitReply(t, clientFor(t, srv.Addr), "BUSY")
+				waitReply(t, redistest.ClientFor(t, srv.Addr), "BUSY")
 			},
 			end: func(t *testing.T) {
-				clientFor(t, srv.Addr).ScriptKill(ctx)
+				redistest.ClientFor(t, srv.Addr).ScriptKill(ctx)
 				busy.Wait()
 			}},
 		{name: "NOREPLICAS", client: debugServer, cooldown: true,
@@ -278,8 +243,8 @@ func TestLimiterUnavailableKinds(t *testing.T) {
 			begin: config("maxmemory-policy", "noeviction", "maxmemory", "1"), end: config("maxmemory", "0")},
 		{name: "READONLY (a replica)", cooldown: true,
 			client: func(t *testing.T) redis.UniversalClient {
-				master, _ := startServer(t)
-				replica, c := startServer(t, "--replicaof", "127.0.0.1", fmt.Sprint(master.Port))
+				master, _ := redistest.Private(t)
+				replica, c := redistest.Private(t, "--replicaof", "127.0.0.1", fmt.Sprint(master.Port))
 				_ = replica
 				deadline := time.Now().Add(10 * time.Second)
 				for {
@@ -296,9 +261,9 @@ func TestLimiterUnavailableKinds(t *testing.T) {
 			}},
 		{name: "MASTERDOWN (a replica of a dead master)", cooldown: true,
 			client: func(t *testing.T) redis.UniversalClient {
-				dead, _ := startServer(t)
+				dead, _ := redistest.Private(t)
 				dead.Stop()
-				_, c := startServer(t, "--replica-serve-stale-data", "no")
+				_, c := redistest.Private(t, "--replica-serve-stale-data", "no")
 				if err := c.Do(ctx, "REPLICAOF", "127.0.0.1", dead.Port).Err(); err != nil {
 					t.Fatal(err)
 				}
@@ -307,7 +272,7 @@ func TestLimiterUnavailableKinds(t *testing.T) {
 			}},
 		{name: "CLUSTERDOWN (a cluster node serving no slot)", cooldown: true,
 			client: func(t *testing.T) redis.UniversalClient {
-				_, c := startServer(t, "--cluster-enabled", "yes")
+				_, c := redistest.Private(t, "--cluster-enabled", "yes")
 				return c
 			}},
 		{name: "TRYAGAIN (a slot migrating, keys split)", cooldown: false,
@@ -316,8 +281,8 @@ func TestLimiterUnavailableKinds(t *testing.T) {
 				// One of the two keys is there, the other is not: Redis cannot run the script until
 				// the migration ends, and says TRYAGAIN (before running it: the value does not matter).
 				var present []string
-				for _, a := range algorithms {
-					present = append(present, redisKey(a.alg, "tryagain", limit))
+				for _, alg := range limitertest.Algorithms {
+					present = append(present, limitertest.Key(limiter.DefaultKeyPrefix, alg, "tryagain", limit))
 				}
 				return migratingSlot(t, "tryagain", present...)
 			}},
@@ -329,10 +294,10 @@ func TestLimiterUnavailableKinds(t *testing.T) {
 				limits = []limiter.Limit{limit}
 			}
 			c := k.client(t)
-			for _, a := range algorithms {
-				p := newPolicyLimiters(t, c, a.alg)
+			for _, alg := range limitertest.Algorithms {
+				p := newPolicyLimiters(t, c, alg)
 				var logs bytes.Buffer
-				cool, err := limiter.New(c, a.alg, limiter.WithFailOpen(), limiter.WithCooldown(time.Hour), limiter.WithTimeout(300*time.Millisecond))
+				cool, err := limiter.New(c, alg, limiter.WithFailOpen(), limiter.WithCooldown(time.Hour), limiter.WithTimeout(300*time.Millisecond))
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -348,19 +313,19 @@ func TestLimiterUnavailableKinds(t *testing.T) {
 					log.SetOutput(&logs)
 					defer log.SetOutput(os.Stderr)
 					if _, err := cool.AllowAll(ctx, id, 1, limits...); err != nil {
-						t.Fatalf("%v: %v", a.alg, err)
+						t.Fatalf("%v: %v", alg, err)
 					}
 					res, err := cool.AllowAll(ctx, id, 1, limits...)
 					if err != nil || res.Source != limiter.SourceFailOpen {
-						t.Fatalf("%v: second call %+v, %v", a.alg, res, err)
+						t.Fatalf("%v: second call %+v, %v", alg, res, err)
 					}
 					if got := errors.Is(res.Err, limiter.ErrUnavailable); got != k.cooldown {
-						t.Errorf("%v: cooldown started = %v, want %v (second call's Err %v)", a.alg, got, k.cooldown, res.Err)
+						t.Errorf("%v: cooldown started = %v, want %v (second call's Err %v)", alg, got, k.cooldown, res.Err)
 					}
 				}()
 				line := logs.String()
 				if wantFor := k.cooldown; strings.Contains(line, "failing open for 1h0m0s") != wantFor || !strings.Contains(line, "failing open") {
-					t.Errorf("%v: log line %q; want it to say failing open, and for 1h0m0s only when a cooldown starts (%v)", a.alg, line, wantFor)
+					t.Errorf("%v: log line %q; want it to say failing open, and for 1h0m0s only when a cooldown starts (%v)", alg, line, wantFor)
 				}
 			}
 		})
@@ -374,8 +339,8 @@ func TestLimiterUnavailableKinds(t *testing.T) {
 func migratingSlot(t *testing.T, id string, present ...string) *redis.Client {
 	t.Helper()
 	ctx := context.Background()
-	a, ca := startServer(t, "--cluster-enabled", "yes")
-	b, cb := startServer(t, "--cluster-enabled", "yes")
+	a, ca := redistest.Private(t, "--cluster-enabled", "yes")
+	b, cb := redistest.Private(t, "--cluster-enabled", "yes")
 	_ = a
 	if err := ca.Do(ctx, "CLUSTER", "ADDSLOTSRANGE", 0, 16383).Err(); err != nil {
 		t.Fatal(err)

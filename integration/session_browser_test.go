@@ -18,6 +18,7 @@ import (
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
 	"github.com/gatehouse/gatehouse/internal/redistest"
+	"github.com/gatehouse/gatehouse/internal/sessiontest"
 	"github.com/gatehouse/gatehouse/session"
 )
 
@@ -241,10 +242,10 @@ func browserApp(st *session.Store) http.Handler {
 func TestSessionInBrowser(t *testing.T) {
 	browser := startBrowser(t)
 	b := redistest.Get(t, redistest.Names()[0])
-	st, _ := newStore(t, b, nil)
+	st, _ := sessiontest.NewStore(t, b, nil)
 	ctx := context.Background()
-	logs := &logRecords{}
-	app := httptest.NewServer(session.Middleware(st, session.WithLogger(logs.logger()))(browserApp(st)))
+	logs := &sessiontest.LogRecords{}
+	app := httptest.NewServer(session.Middleware(st, session.WithLogger(logs.Logger()))(browserApp(st)))
 	t.Cleanup(app.Close)
 	port := app.URL[strings.LastIndex(app.URL, ":")+1:]
 	// http://localhost is a secure context for Chromium: the Secure cookie is kept there.
@@ -413,7 +414,7 @@ func TestSessionInBrowser(t *testing.T) {
 		if now := jar(t, tab, base); mine == nil || now == nil || now.Value != mine.Value {
 			t.Error("the cross-site post replaced the victim's cookie")
 		}
-		if recs := logs.find(t, "session: cross-origin request refused"); len(recs) == 0 {
+		if recs := logs.Find(t, "session: cross-origin request refused"); len(recs) == 0 {
 			t.Error("the refusal was not logged")
 		}
 	})
@@ -452,10 +453,10 @@ func TestSessionInBrowser(t *testing.T) {
 		if !slices.Contains(got, network.SetCookieBlockedReasonSecureOnly) {
 			t.Errorf("blocked reasons %v, want SecureOnly", got)
 		}
-		recs := logs.find(t, "session: a Secure session cookie was sent over plain HTTP")
+		recs := logs.Find(t, "session: a Secure session cookie was sent over plain HTTP")
 		if len(recs) != 1 || recs[0]["host"] != "app.test" {
 			t.Errorf("warnings %v, want one for host app.test", recs)
 		}
 	})
-	logs.noSecrets(t, "alice", "victim", "rotor", "bob", "carol", "mallory", "dave")
+	logs.NoSecrets(t, "alice", "victim", "rotor", "bob", "carol", "mallory", "dave")
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/gatehouse/gatehouse/internal/redistest"
+	"github.com/gatehouse/gatehouse/internal/sessiontest"
 	"github.com/gatehouse/gatehouse/session"
 	"github.com/redis/go-redis/v9"
 	"go.opentelemetry.io/otel/codes"
@@ -29,10 +30,10 @@ type storeOp struct {
 func prepareOps(t *testing.T, st *session.Store) []storeOp {
 	t.Helper()
 	ctx := context.Background()
-	load := func(s *session.Session) *session.Session { t.Helper(); return mustLoad(t, st, s.Token()) }
+	load := func(s *session.Session) *session.Session { t.Helper(); return sessiontest.MustLoad(t, st, s.Token()) }
 	signedIn := func(user string) *session.Session {
 		t.Helper()
-		s := stored(t, st, "a", "1")
+		s := sessiontest.Stored(t, st, "a", "1")
 		if err := st.Login(ctx, s, user); err != nil {
 			t.Fatal(err)
 		}
@@ -41,10 +42,10 @@ func prepareOps(t *testing.T, st *session.Store) []storeOp {
 	// Each operation has sessions (and users) of its own, so that the ones that go on (under
 	// noeviction) change nothing another one uses.
 	put := func(s *session.Session) *session.Session { s.Put("b", "2"); return s }
-	anon, in := stored(t, st, "a", "1"), signedIn("u-load")
-	saved, savedIn, rotated, across := put(load(stored(t, st, "a", "1"))), put(load(signedIn("u-save"))),
-		load(stored(t, st, "a", "1")), load(stored(t, st, "a", "1"))
-	within, destroyed, byKey := load(signedIn("u-within")), load(stored(t, st, "a", "1")), signedIn("u-key")
+	anon, in := sessiontest.Stored(t, st, "a", "1"), signedIn("u-load")
+	saved, savedIn, rotated, across := put(load(sessiontest.Stored(t, st, "a", "1"))), put(load(signedIn("u-save"))),
+		load(sessiontest.Stored(t, st, "a", "1")), load(sessiontest.Stored(t, st, "a", "1"))
+	within, destroyed, byKey := load(signedIn("u-within")), load(sessiontest.Stored(t, st, "a", "1")), signedIn("u-key")
 	signedIn("u-list")
 	signedIn("u-all")
 	others := load(signedIn("u-others"))
@@ -119,7 +120,7 @@ func TestSessionStoreUnavailable(t *testing.T) {
 		"stopped": {client: standalone(false), errorType: "unavailable", cause: refused,
 			breakIt: func(_ *testing.T, srv *redistest.Server, _ *redis.Client) { srv.Stop() }},
 		"paused, WithTimeout": {client: standalone(true), opts: []session.Option{session.WithTimeout(200 * time.Millisecond)},
-			errorType: "timeout", cause: isTimeout,
+			errorType: "timeout", cause: redistest.IsTimeout,
 			breakIt: func(t *testing.T, _ *redistest.Server, admin *redis.Client) {
 				do(t, admin, "CLIENT", "PAUSE", 60_000, "ALL")
 				t.Cleanup(func() { admin.Do(ctx, "CLIENT", "UNPAUSE") })
@@ -154,7 +155,7 @@ func TestSessionStoreUnavailable(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			srv, admin := privateServer(t)
+			srv, admin := redistest.Private(t)
 			prefix := redistest.Prefix(t)
 			prep, err := session.NewStore(admin, session.WithKeyPrefix(prefix))
 			if err != nil {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	toxiproxy "github.com/Shopify/toxiproxy/v2"
+	"github.com/gatehouse/gatehouse/internal/redistest"
 	"github.com/gatehouse/gatehouse/limiter"
 	"github.com/gatehouse/gatehouse/session"
 	"github.com/prometheus/client_golang/prometheus"
@@ -26,7 +27,7 @@ type faultyRedis struct {
 
 func newFaultyRedis(t *testing.T) *faultyRedis {
 	t.Helper()
-	srv, _ := privateServer(t)
+	srv, _ := redistest.Private(t)
 	api := toxiproxy.NewServer(toxiproxy.NewMetricsContainer(prometheus.NewRegistry()), zerolog.Nop())
 	proxy := toxiproxy.NewProxy(api, "redis", "127.0.0.1:0", srv.Addr)
 	if err := proxy.Start(); err != nil {
@@ -101,7 +102,7 @@ func TestFaultLatency(t *testing.T) {
 	}
 	f.toxic(t, "latency", "latency", "downstream", `"latency":400,"jitter":0`)
 	res, err := lim.Allow(ctx, "lat", limit)
-	if err != nil || res.Source != limiter.SourceLocal || !res.Allowed || !isTimeout(res.Err) {
+	if err != nil || res.Source != limiter.SourceLocal || !res.Allowed || !redistest.IsTimeout(res.Err) {
 		t.Fatalf("with 400ms latency: %+v, %v; want decided locally after the 50ms timeout", res, err)
 	}
 	f.heal(t, "latency")

@@ -76,12 +76,14 @@ type uncomparable struct {
 
 func (uncomparable) Tracer(string, ...trace.TracerOption) trace.Tracer { return recordingTracer{} }
 
+type ctxKey struct{}
+
 // Tracing off: while the global provider is the one gatehouse found (no SDK), or a noop provider
 // is given, Start returns ctx itself and a span that does not record, allocating nothing. Once a
 // program installs a provider, spans come from it, under the scope with Version and SchemaURL.
 // The phases run in order: the global provider cannot be put back.
 func TestTracer(t *testing.T) {
-	ctx := context.WithValue(context.Background(), struct{}{}, 1)
+	ctx := context.WithValue(context.Background(), ctxKey{}, 1)
 	global := NewTracer(nil, "example.com/scope")
 	explicitNoop := NewTracer(noop.NewTracerProvider(), "example.com/scope")
 	sameAsGlobal := NewTracer(otel.GetTracerProvider(), "example.com/scope")

@@ -1,44 +1,23 @@
-package integration
+package limiter_test
 
 import (
 	"context"
 	"errors"
-	"os"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/gatehouse/gatehouse/internal/limitertest"
 	"github.com/gatehouse/gatehouse/internal/redistest"
 	"github.com/gatehouse/gatehouse/limiter"
 	"github.com/redis/go-redis/v9"
-	"go.opentelemetry.io/otel/codes"
-	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
-	sdktrace "go.opentelemetry.io/otel/sdk/trace"
-	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 )
-
-// privateServer starts a redis-server of the test's own, which the test may stop, pause or break.
-func privateServer(t *testing.T) (*redistest.Server, *redis.Client) {
-	t.Helper()
-	if testing.Short() {
-		t.Skip("needs redis-server")
-	}
-	srv, err := redistest.StartServer()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Close)
-	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr, MaxRetries: -1, DisableIdentity: true,
-		DialTimeout: time.Second, ReadTimeout: 5 * time.Second, ContextTimeoutEnabled: true})
-	t.Cleanup(func() { rdb.Close() })
-	return srv, rdb
-}
 
 // The failure policy decides only when Redis fails, says so in the Result, and leaves every other
 // error to the caller. Run against a real server that is stopped, paused and fed corrupt state.
 func TestLimiterFailurePolicy(t *testing.T) {
-	srv, rdb := privateServer(t)
+	srv, rdb := redistest.Private(t)
 	ctx := context.Background()
 	limit := limiter.PerMinute(2).WithName("api")
 
@@ -90,7 +69,7 @@ func TestLimiterFailurePolicy(t *testing.T) {
 		t.Fatal(err)
 	}
 	res, err := open.Allow(ctx, "slow", limit)
-	if err != nil || !res.Allowed || res.Source != limiter.SourceFailOpen || !isTimeout(res.Err) {
+	if err != nil || !res.Allowed || res.Source != limiter.SourceFailOpen || !redistest.IsTimeout(res.Err) {
 		t.Errorf("fail-open with Redis paused: %+v, %v; want admitted by the policy after the timeout", res, err)
 	}
 	if err := rdb.Do(ctx, "CLIENT", "UNPAUSE").Err(); err != nil {
@@ -143,89 +122,12 @@ func TestLimiterFailurePolicy(t *testing.T) {
 	}
 }
 
-// A decision made by the failure policy is a span with the decision, the source and the Redis
-// error (status Error, error.type redis), and counts in the decisions metric by source.
-func TestLimiterFailurePolicyTelemetry(t *testing.T) {
-	srv, rdb := privateServer(t)
-	ctx := context.Background()
-	rec := tracetest.NewSpanRecorder()
-	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
-	reader := sdkmetric.NewManualReader()
-	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
-	const secretKey = "client-203.0.113.9"
-	lim, err := limiter.New(rdb, limiter.FixedWindow, limiter.WithFailOpen(),
-		limiter.WithTracerProvider(tp), limiter.WithMeterProvider(mp))
-	if err != nil {
-		t.Fatal(err)
-	}
-	limit := limiter.PerMinute(5).WithName("api")
-	if _, err := lim.Allow(ctx, secretKey, limit); err != nil {
-		t.Fatal(err)
-	}
-	srv.Stop()
-	if res, err := lim.Allow(ctx, secretKey, limit); err != nil || res.Source != limiter.SourceFailOpen {
-		t.Fatalf("%+v, %v", res, err)
-	}
-
-	spans := rec.Ended()
-	if len(spans) != 2 {
-		t.Fatalf("%d spans, want 2", len(spans))
-	}
-	for i, want := range []struct {
-		source string
-		status codes.Code
-	}{{"redis", codes.Unset}, {"fail_open", codes.Error}} {
-		sp := spans[i]
-		if v, _ := spanAttr(sp, "gatehouse.limiter.source"); v.AsString() != want.source {
-			t.Errorf("span %d: source %q, want %q", i, v.AsString(), want.source)
-		}
-		if v, _ := spanAttr(sp, "gatehouse.limiter.decision"); v.AsString() != "allowed" {
-			t.Errorf("span %d: decision %q, want allowed", i, v.AsString())
-		}
-		if sp.Status().Code != want.status {
-			t.Errorf("span %d: status %v, want %v", i, sp.Status().Code, want.status)
-		}
-	}
-	failed := spans[1]
-	if v, _ := spanAttr(failed, "error.type"); v.AsString() != "unavailable" {
-		t.Errorf("fail-open span: error.type %q, want unavailable", v.AsString())
-	}
-	if len(failed.Events()) == 0 || failed.Events()[0].Name != "exception" {
-		t.Errorf("fail-open span: events %v, want the Redis error recorded", failed.Events())
-	}
-	if l := leaks(spans, []string{secretKey}); len(l) > 0 {
-		t.Errorf("the key leaked: %v", l)
-	}
-
-	counts := decisionCounts(t, reader, "gatehouse.limiter.source", "gatehouse.limiter.decision")
-	if counts["redis/allowed"] != 1 || counts["fail_open/allowed"] != 1 || len(counts) != 2 {
-		t.Errorf("decisions by source/decision: %v, want one redis/allowed and one fail_open/allowed", counts)
-	}
-}
-
-// isTimeout reports whether err is a deadline passing: the context's, or the connection's that
-// go-redis sets from it.
-func isTimeout(err error) bool {
-	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded)
-}
-
-// calls counts the commands a client sends, pipelines included.
-type calls struct{ n atomic.Int64 }
-
-func (c *calls) DialHook(next redis.DialHook) redis.DialHook { return next }
-func (c *calls) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error { c.n.Add(1); return next(ctx, cmd) }
-}
-func (c *calls) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error { c.n.Add(int64(len(cmds))); return next(ctx, cmds) }
-}
-
 // After Redis fails to answer, a limiter with a failure policy stops asking it for the cooldown,
 // then asks once and resumes when Redis answers. An error Redis replies with starts no cooldown.
 func TestLimiterFailureCooldown(t *testing.T) {
-	srv, rdb := privateServer(t)
+	srv, rdb := redistest.Private(t)
 	ctx := context.Background()
-	var sent calls
+	var sent redistest.Calls
 	rdb.AddHook(&sent)
 	limit := limiter.PerMinute(10).WithName("api")
 	var logged atomic.Int64
@@ -256,14 +158,14 @@ func TestLimiterFailureCooldown(t *testing.T) {
 
 	srv.Stop()
 	for _, l := range []*limiter.Limiter{long, short} {
-		before := sent.n.Load()
+		before := sent.N.Load()
 		res, err := l.Allow(ctx, "k", limit)
-		if err != nil || res.Source == limiter.SourceRedis || errors.Is(res.Err, limiter.ErrUnavailable) || sent.n.Load() == before {
+		if err != nil || res.Source == limiter.SourceRedis || errors.Is(res.Err, limiter.ErrUnavailable) || sent.N.Load() == before {
 			t.Fatalf("first call with Redis down: %+v, %v; want the policy, after asking Redis", res, err)
 		}
 	}
 	// Within the cooldown: the policy decides and Redis is not asked. Arguments are still checked.
-	before := sent.n.Load()
+	before := sent.N.Load()
 	for range 20 {
 		res, err := long.Allow(ctx, "k", limit)
 		if err != nil || res.Source != limiter.SourceFailOpen || !errors.Is(res.Err, limiter.ErrUnavailable) {
@@ -273,20 +175,20 @@ func TestLimiterFailureCooldown(t *testing.T) {
 	if _, err := long.Allow(ctx, "", limit); !errors.Is(err, limiter.ErrInvalidKey) {
 		t.Errorf("in the cooldown, an empty key: %v", err)
 	}
-	if n := sent.n.Load() - before; n != 0 {
+	if n := sent.N.Load() - before; n != 0 {
 		t.Errorf("%d commands sent during the cooldown, want 0", n)
 	}
 	if n := logged.Load(); n != 1 {
 		t.Errorf("%d failures logged, want 1 (the first call with Redis down)", n)
 	}
 	// Without a cooldown, every decision asks.
-	before = sent.n.Load()
+	before = sent.N.Load()
 	for range 3 {
 		if res, err := every.Allow(ctx, "k", limit); err != nil || res.Source != limiter.SourceFailOpen || errors.Is(res.Err, limiter.ErrUnavailable) {
 			t.Fatalf("no cooldown: %+v, %v", res, err)
 		}
 	}
-	if n := sent.n.Load() - before; n < 3 {
+	if n := sent.N.Load() - before; n < 3 {
 		t.Errorf("no cooldown: %d commands for 3 decisions", n)
 	}
 
@@ -311,7 +213,7 @@ func TestLimiterFailureCooldown(t *testing.T) {
 // is admitted up to the limit and then refused, other clients are served, and the HTTP middleware
 // reports the local count. When Redis is back it decides again.
 func TestLimiterFailLocal(t *testing.T) {
-	srv, rdb := privateServer(t)
+	srv, rdb := redistest.Private(t)
 	ctx := context.Background()
 	lim, err := limiter.New(rdb, limiter.SlidingWindow, limiter.WithFailLocal(limiter.LocalFallback{MaxKeys: 100}),
 		limiter.WithFailureLog(nil))
@@ -334,10 +236,10 @@ func TestLimiterFailLocal(t *testing.T) {
 		t.Fatalf("Redis down, fourth request: %+v, %v; want refused locally for up to 20 minutes", res, err)
 	}
 	srvHTTP := limitedServer(t, lim, []limiter.Limit{limit})
-	if got := get(t, srvHTTP, "/", "c"); got.StatusCode != 429 || !strings.HasPrefix(got.Header.Get("RateLimit"), `"api";r=0;`) || got.Header.Get("Retry-After") == "" {
+	if got := limitertest.Get(t, srvHTTP, "/", "c"); got.StatusCode != 429 || !strings.HasPrefix(got.Header.Get("RateLimit"), `"api";r=0;`) || got.Header.Get("Retry-After") == "" {
 		t.Errorf("middleware, Redis down, client over its limit: %s, RateLimit %q, Retry-After %q", got.Status, got.Header.Get("RateLimit"), got.Header.Get("Retry-After"))
 	}
-	if got := get(t, srvHTTP, "/", "d"); got.StatusCode != 200 || !strings.HasPrefix(got.Header.Get("RateLimit"), `"api";r=2;`) {
+	if got := limitertest.Get(t, srvHTTP, "/", "d"); got.StatusCode != 200 || !strings.HasPrefix(got.Header.Get("RateLimit"), `"api";r=2;`) {
 		t.Errorf("middleware, Redis down, another client: %s, RateLimit %q", got.Status, got.Header.Get("RateLimit"))
 	}
 

@@ -1,10 +1,7 @@
-package integration
+package session_test
 
 import (
-	"bufio"
-	"bytes"
 	"context"
-	"encoding/json"
 	"io"
 	"log/slog"
 	"net/http"
@@ -16,70 +13,10 @@ import (
 	"time"
 
 	"github.com/gatehouse/gatehouse/internal/redistest"
+	"github.com/gatehouse/gatehouse/internal/sessiontest"
 	"github.com/gatehouse/gatehouse/session"
 	"github.com/redis/go-redis/v9"
 )
-
-// logRecords collects the JSON records of a slog logger, at every level.
-type logRecords struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *logRecords) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *logRecords) logger() *slog.Logger {
-	return slog.New(slog.NewJSONHandler(l, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
-func (l *logRecords) text() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
-
-// find returns the records whose message starts with msg.
-func (l *logRecords) find(t *testing.T, msg string) []map[string]any {
-	t.Helper()
-	var out []map[string]any
-	sc := bufio.NewScanner(strings.NewReader(l.text()))
-	for sc.Scan() {
-		var rec map[string]any
-		if err := json.Unmarshal(sc.Bytes(), &rec); err != nil {
-			t.Fatalf("log line %q: %v", sc.Text(), err)
-		}
-		if m, _ := rec["msg"].(string); strings.HasPrefix(m, msg) {
-			out = append(out, rec)
-		}
-	}
-	return out
-}
-
-// one returns the only record whose message starts with msg, failing the test if there is not
-// exactly one.
-func (l *logRecords) one(t *testing.T, msg string) map[string]any {
-	t.Helper()
-	recs := l.find(t, msg)
-	if len(recs) != 1 {
-		t.Fatalf("%d log records %q, want 1; log:\n%s", len(recs), msg, l.text())
-	}
-	return recs[0]
-}
-
-// noSecrets fails the test if the log holds any of secrets.
-func (l *logRecords) noSecrets(t *testing.T, secrets ...string) {
-	t.Helper()
-	text := l.text()
-	for _, s := range secrets {
-		if s != "" && strings.Contains(text, s) {
-			t.Errorf("the log holds %q:\n%s", s, text)
-		}
-	}
-}
 
 // mwServer serves, through the session middleware: /login (user= in the query or form) signs in;
 // /logout destroys; /set?k=&v= puts; /get?k= prints; /read reads nothing; /late writes the
@@ -166,7 +103,7 @@ func request(t *testing.T, srv *httptest.Server, method, path, token string, hea
 // admin client for that server, and the server.
 func unavailableStore(t *testing.T, opts ...session.Option) (*session.Store, *redis.Client, *redistest.Server) {
 	t.Helper()
-	srv, admin := privateServer(t)
+	srv, admin := redistest.Private(t)
 	const d = 300 * time.Millisecond
 	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr, DisableIdentity: true, MaxRetries: -1,
 		DialTimeout: d, ReadTimeout: d, WriteTimeout: d, PoolTimeout: d})
@@ -202,10 +139,10 @@ func pauseWrites(t *testing.T, admin *redis.Client) (unpause func()) {
 // the session is intact once Redis answers again.
 func TestSessionMiddlewareRedisUnavailable(t *testing.T) {
 	st, admin, redisSrv := unavailableStore(t, session.WithHashedKeyAttribute([]byte("log salt")))
-	logs := &logRecords{}
+	logs := &sessiontest.LogRecords{}
 	// Every failure logged: this test reads each record (TestSessionMiddlewareFailureLogBounded
 	// checks the bound).
-	srv := mwServer(t, st, nil, session.WithLogger(logs.logger()), session.WithCookie(session.Cookie{Insecure: true}),
+	srv := mwServer(t, st, nil, session.WithLogger(logs.Logger()), session.WithCookie(session.Cookie{Insecure: true}),
 		session.WithFailureLogInterval(0))
 
 	const user, secret = "user-7731@example.org", "secret-attribute-value"
@@ -233,8 +170,8 @@ func TestSessionMiddlewareRedisUnavailable(t *testing.T) {
 	}
 	unavailable("load from a stalled Redis", "/get?k=s", tok)
 	unavailable("first save of a new session on a stalled Redis", "/set?k=a&v=1", "")
-	load := logs.one(t, "session: load failed")
-	save := logs.one(t, "session: save failed")
+	load := logs.One(t, "session: load failed")
+	save := logs.One(t, "session: save failed")
 	for _, rec := range []map[string]any{load, save} {
 		if rec["level"] != "ERROR" || rec["unavailable"] != true || rec["method"] != "GET" {
 			t.Errorf("log record %v: want level ERROR, unavailable true, method GET", rec)
@@ -256,10 +193,10 @@ func TestSessionMiddlewareRedisUnavailable(t *testing.T) {
 	// A stopped server: connection refused.
 	redisSrv.Stop()
 	unavailable("load from a stopped Redis", "/get?k=s", tok)
-	if recs := logs.find(t, "session: load failed"); len(recs) != 2 || recs[1]["unavailable"] != true {
+	if recs := logs.Find(t, "session: load failed"); len(recs) != 2 || recs[1]["unavailable"] != true {
 		t.Errorf("load failures logged: %v, want a second, unavailable", recs)
 	}
-	logs.noSecrets(t, tok, secret, user, key)
+	logs.NoSecrets(t, tok, secret, user, key)
 }
 
 // While Redis is down, its failures are logged once per interval, not once per request: 20
@@ -275,8 +212,8 @@ func TestSessionMiddlewareFailureLogBounded(t *testing.T) {
 		interval time.Duration
 		want     int
 	}{{time.Hour, 1}, {0, 20}} {
-		logs := &logRecords{}
-		srv := mwServer(t, st, nil, session.WithLogger(logs.logger()), session.WithFailureLogInterval(c.interval))
+		logs := &sessiontest.LogRecords{}
+		srv := mwServer(t, st, nil, session.WithLogger(logs.Logger()), session.WithFailureLogInterval(c.interval))
 		for i := range 20 {
 			path, cookie := "/get?k=a", token
 			if i%2 == 1 {
@@ -292,7 +229,7 @@ func TestSessionMiddlewareFailureLogBounded(t *testing.T) {
 			}
 		}
 		unavailable, other := 0, 0
-		for _, rec := range append(logs.find(t, "session: load failed"), logs.find(t, "session: save failed")...) {
+		for _, rec := range append(logs.Find(t, "session: load failed"), logs.Find(t, "session: save failed")...) {
 			if rec["unavailable"] == true {
 				unavailable++
 			} else {
@@ -309,28 +246,28 @@ func TestSessionMiddlewareFailureLogBounded(t *testing.T) {
 // Other failures keep 500, without Retry-After, and are logged as such.
 func TestSessionMiddlewareOtherErrors(t *testing.T) {
 	b := redistest.Get(t, redistest.Names()[0])
-	st, _ := newStore(t, b, nil, session.WithMaxSize(session.MinMaxSize))
-	logs := &logRecords{}
-	srv := mwServer(t, st, nil, session.WithLogger(logs.logger()))
+	st, _ := sessiontest.NewStore(t, b, nil, session.WithMaxSize(session.MinMaxSize))
+	logs := &sessiontest.LogRecords{}
+	srv := mwServer(t, st, nil, session.WithLogger(logs.Logger()))
 	big := strings.Repeat("v", 2*session.MinMaxSize)
 	res, _, tok := request(t, srv, http.MethodGet, "/set?k=a&v="+big, "")
 	if res.StatusCode != http.StatusInternalServerError || res.Header.Get("Retry-After") != "" || tok != "" {
 		t.Errorf("oversized session: %s, Retry-After %q, cookie %v; want 500, none, none", res.Status, res.Header.Get("Retry-After"), tok != "")
 	}
-	rec := logs.one(t, "session: save failed")
+	rec := logs.One(t, "session: save failed")
 	if rec["level"] != "ERROR" || rec["unavailable"] != false || !strings.Contains(rec["error"].(string), "too large") {
 		t.Errorf("log record %v: want ERROR, unavailable false, too large", rec)
 	}
-	logs.noSecrets(t, big)
+	logs.NoSecrets(t, big)
 }
 
 // Errors no response can carry are logged: a save after the response started, a corrupt record.
 // A request the client abandoned is logged at Debug only.
 func TestSessionMiddlewareLogsWithoutResponse(t *testing.T) {
 	st, admin, _ := unavailableStore(t, session.WithHashedKeyAttribute([]byte("log salt")))
-	logs := &logRecords{}
+	logs := &sessiontest.LogRecords{}
 	var hook func()
-	srv := mwServer(t, st, func() { hook() }, session.WithLogger(logs.logger()))
+	srv := mwServer(t, st, func() { hook() }, session.WithLogger(logs.Logger()))
 	hook = func() {}
 	_, _, tok := request(t, srv, http.MethodGet, "/set?k=a&v=1", "")
 
@@ -340,7 +277,7 @@ func TestSessionMiddlewareLogsWithoutResponse(t *testing.T) {
 	if res, body, _ := request(t, srv, http.MethodGet, "/late?k=b&v=late-secret", tok); res.StatusCode != http.StatusOK || body != "started" {
 		t.Fatalf("late: %s %q", res.Status, body)
 	}
-	rec := logs.one(t, "session: save after the response started failed")
+	rec := logs.One(t, "session: save after the response started failed")
 	if rec["level"] != "ERROR" || rec["unavailable"] != true {
 		t.Errorf("late save: %v, want ERROR, unavailable", rec)
 	}
@@ -356,7 +293,7 @@ func TestSessionMiddlewareLogsWithoutResponse(t *testing.T) {
 	if res.StatusCode != http.StatusOK || newTok == "" || newTok == tok {
 		t.Errorf("corrupt record: %s, new token %v; want 200 and a new session", res.Status, newTok != "" && newTok != tok)
 	}
-	rec = logs.one(t, "session: corrupt record replaced")
+	rec = logs.One(t, "session: corrupt record replaced")
 	if rec["level"] != "WARN" || rec["key_hash"] == nil {
 		t.Errorf("corrupt record: %v, want WARN with key_hash", rec)
 	}
@@ -366,31 +303,31 @@ func TestSessionMiddlewareLogsWithoutResponse(t *testing.T) {
 	cancel()
 	req := httptest.NewRequest(http.MethodGet, "/get?k=a", nil).WithContext(ctx)
 	req.AddCookie(&http.Cookie{Name: "session", Value: newTok})
-	session.Middleware(st, session.WithLogger(logs.logger()))(http.NotFoundHandler()).ServeHTTP(httptest.NewRecorder(), req)
-	if rec := logs.one(t, "session: load failed"); rec["level"] != "DEBUG" {
+	session.Middleware(st, session.WithLogger(logs.Logger()))(http.NotFoundHandler()).ServeHTTP(httptest.NewRecorder(), req)
+	if rec := logs.One(t, "session: load failed"); rec["level"] != "DEBUG" {
 		t.Errorf("abandoned request: %v, want DEBUG", rec)
 	}
-	logs.noSecrets(t, tok, newTok, "late-secret", string(s.Key()))
+	logs.NoSecrets(t, tok, newTok, "late-secret", string(s.Key()))
 }
 
 // Without WithLogger, records go to slog.Default() as it is when they are written.
 func TestSessionMiddlewareDefaultLogger(t *testing.T) {
 	b := redistest.Get(t, redistest.Names()[0])
-	st, _ := newStore(t, b, nil, session.WithMaxSize(session.MinMaxSize))
+	st, _ := sessiontest.NewStore(t, b, nil, session.WithMaxSize(session.MinMaxSize))
 	srv := mwServer(t, st, nil)
-	logs := &logRecords{}
+	logs := &sessiontest.LogRecords{}
 	prev := slog.Default()
-	slog.SetDefault(logs.logger())
+	slog.SetDefault(logs.Logger())
 	t.Cleanup(func() { slog.SetDefault(prev) })
 	request(t, srv, http.MethodGet, "/set?k=a&v="+strings.Repeat("v", 2*session.MinMaxSize), "")
-	logs.one(t, "session: save failed")
+	logs.One(t, "session: save failed")
 }
 
 // The application's Cache-Control is kept and never weakened when the cookie is set or cleared;
 // signed-in responses without one get "private, no-store".
 func TestSessionMiddlewareCacheControl(t *testing.T) {
 	b := redistest.Get(t, redistest.Names()[0])
-	st, _ := newStore(t, b, nil)
+	st, _ := sessiontest.NewStore(t, b, nil)
 	srv := mwServer(t, st, nil)
 	cc := func(res *http.Response) string { return strings.Join(res.Header.Values("Cache-Control"), ", ") }
 
@@ -468,9 +405,9 @@ func TestSessionMiddlewareCacheControl(t *testing.T) {
 func TestSessionMiddlewareCrossOrigin(t *testing.T) {
 	b := redistest.Get(t, redistest.Names()[0])
 	ctx := context.Background()
-	st, _ := newStore(t, b, nil)
-	logs := &logRecords{}
-	srv := mwServer(t, st, nil, session.WithLogger(logs.logger()))
+	st, _ := sessiontest.NewStore(t, b, nil)
+	logs := &sessiontest.LogRecords{}
+	srv := mwServer(t, st, nil, session.WithLogger(logs.Logger()))
 
 	signedIn := func(user string) int {
 		t.Helper()
@@ -505,7 +442,7 @@ func TestSessionMiddlewareCrossOrigin(t *testing.T) {
 			t.Errorf("%s: %s, cookie %v, %d sessions; want 200 and signed in", c.name, res.Status, tok != "", signedIn(user))
 		}
 	}
-	if recs := logs.find(t, "session: cross-origin request refused"); len(recs) != 4 || recs[0]["level"] != "INFO" {
+	if recs := logs.Find(t, "session: cross-origin request refused"); len(recs) != 4 || recs[0]["level"] != "INFO" {
 		t.Errorf("refusals logged: %v, want 4 at INFO", recs)
 	}
 
@@ -531,7 +468,7 @@ func TestSessionMiddlewareCrossOrigin(t *testing.T) {
 // A Secure cookie sent over plain HTTP to a host where browsers drop it is logged, once.
 func TestSessionMiddlewareSecureCookieOnPlainHTTP(t *testing.T) {
 	b := redistest.Get(t, redistest.Names()[0])
-	st, _ := newStore(t, b, nil)
+	st, _ := sessiontest.NewStore(t, b, nil)
 	const warning = "session: a Secure session cookie was sent over plain HTTP"
 
 	for _, c := range []struct {
@@ -552,14 +489,14 @@ func TestSessionMiddlewareSecureCookieOnPlainHTTP(t *testing.T) {
 		{"behind a TLS proxy", []string{"Host", "app.test", "X-Forwarded-Proto", "https"}, false},
 		{"behind a TLS proxy, RFC 7239", []string{"Host", "app.test", "Forwarded", `for=192.0.2.1;proto=https;host=app.test`}, false},
 	} {
-		logs := &logRecords{}
-		srv := mwServer(t, st, nil, session.WithLogger(logs.logger()))
+		logs := &sessiontest.LogRecords{}
+		srv := mwServer(t, st, nil, session.WithLogger(logs.Logger()))
 		for range 2 {
 			if _, _, tok := request(t, srv, http.MethodGet, "/set?k=a&v=1", "", c.headers...); tok == "" {
 				t.Fatalf("%s: no cookie", c.name)
 			}
 		}
-		recs := logs.find(t, warning)
+		recs := logs.Find(t, warning)
 		switch {
 		case c.warns && (len(recs) != 1 || recs[0]["level"] != "WARN"):
 			t.Errorf("%s: %d warnings %v, want 1 at WARN", c.name, len(recs), recs)
@@ -569,10 +506,10 @@ func TestSessionMiddlewareSecureCookieOnPlainHTTP(t *testing.T) {
 	}
 
 	// Cookie.Insecure, and HTTPS itself, give no warning.
-	logs := &logRecords{}
-	srv := mwServer(t, st, nil, session.WithLogger(logs.logger()), session.WithCookie(session.Cookie{Insecure: true}))
+	logs := &sessiontest.LogRecords{}
+	srv := mwServer(t, st, nil, session.WithLogger(logs.Logger()), session.WithCookie(session.Cookie{Insecure: true}))
 	request(t, srv, http.MethodGet, "/set?k=a&v=1", "", "Host", "app")
-	tls := httptest.NewTLSServer(session.Middleware(st, session.WithLogger(logs.logger()))(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	tls := httptest.NewTLSServer(session.Middleware(st, session.WithLogger(logs.Logger()))(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s, _ := session.FromContext(r.Context())
 		s.Put("a", 1)
 	})))
@@ -587,7 +524,7 @@ func TestSessionMiddlewareSecureCookieOnPlainHTTP(t *testing.T) {
 	if len(res.Cookies()) == 0 {
 		t.Fatal("HTTPS: no cookie")
 	}
-	if recs := logs.find(t, warning); len(recs) != 0 {
+	if recs := logs.Find(t, warning); len(recs) != 0 {
 		t.Errorf("Insecure cookie or HTTPS: warned %v", recs)
 	}
 }

@@ -1,4 +1,4 @@
-package integration
+package limitgrpc_test
 
 import (
 	"context"
@@ -157,7 +157,7 @@ func TestLimiterGRPCStreamAndExempt(t *testing.T) {
 
 // With Redis down and no failure policy, calls end Unavailable without details of the cause.
 func TestLimiterGRPCRedisDown(t *testing.T) {
-	srv, rdb := privateServer(t)
+	srv, rdb := redistest.Private(t)
 	srv.Stop()
 	lim, err := limiter.New(rdb, limiter.TokenBucket)
 	if err != nil {
@@ -335,7 +335,7 @@ func TestLimiterGRPCNeverAdmitted(t *testing.T) {
 // Redis, when back, may admit it: Unavailable, with neither RetryInfo nor pushback, so that the
 // client's own backoff applies.
 func TestLimiterGRPCLocalShare(t *testing.T) {
-	srv, rdb := privateServer(t)
+	srv, rdb := redistest.Private(t)
 	srv.Stop()
 	lim, err := limiter.New(rdb, limiter.TokenBucket, limiter.WithFailLocal(limiter.LocalFallback{Instances: 2}), limiter.WithFailureLog(nil))
 	if err != nil {

@@ -1,4 +1,4 @@
-package integration
+package gatehouse_test
 
 import (
 	"context"
@@ -14,8 +14,10 @@ import (
 	"time"
 
 	"github.com/gatehouse/gatehouse"
+	"github.com/gatehouse/gatehouse/internal/limitertest"
 	"github.com/gatehouse/gatehouse/internal/redistest"
 	"github.com/gatehouse/gatehouse/internal/script"
+	"github.com/gatehouse/gatehouse/internal/sessiontest"
 	"github.com/gatehouse/gatehouse/limiter"
 	"github.com/gatehouse/gatehouse/session"
 	"github.com/redis/go-redis/v9"
@@ -177,9 +179,9 @@ func TestSentinelFailover(t *testing.T) {
 	// test runs). The failover does not depend on the clock: Redis 7 replicates a script's writes.
 	fixed := time.Now()
 	per := limiter.Per(10000, 30*24*time.Hour)
-	lims := make([]*limiter.Limiter, len(algorithms))
-	for i, a := range algorithms {
-		l, err := limiter.New(rdb, a.alg, limiter.WithKeyPrefix(prefix+"rl:"), limiter.WithClock(func() time.Time { return fixed }))
+	lims := make([]*limiter.Limiter, len(limitertest.Algorithms))
+	for i, alg := range limitertest.Algorithms {
+		l, err := limiter.New(rdb, alg, limiter.WithKeyPrefix(prefix+"rl:"), limiter.WithClock(func() time.Time { return fixed }))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -194,13 +196,13 @@ func TestSentinelFailover(t *testing.T) {
 	for i, l := range lims {
 		for range 3 {
 			if r, err := l.Allow(ctx, "kept", per); err != nil || !r.Allowed {
-				t.Fatalf("%v before the failover: %+v, %v", algorithms[i].alg, r, err)
+				t.Fatalf("%v before the failover: %+v, %v", limitertest.Algorithms[i], r, err)
 			}
 		}
 	}
 	var kept []*session.Session
 	for i := range 5 {
-		s := stored(t, st, "name", "user-"+strconv.Itoa(i))
+		s := sessiontest.Stored(t, st, "name", "user-"+strconv.Itoa(i))
 		switch i {
 		case 1:
 			if err := st.Rotate(ctx, s); err != nil {
@@ -232,7 +234,7 @@ func TestSentinelFailover(t *testing.T) {
 	admitted := make([]atomic.Int64, len(lims))      // decisions the callers were told were admitted
 	admittedAfter := make([]atomic.Int64, len(lims)) // of those, decisions started after the kill
 	for i, l := range lims {
-		streams = append(streams, &stream{name: algorithms[i].alg.String()})
+		streams = append(streams, &stream{name: limitertest.Algorithms[i].String()})
 		ops = append(ops, func(ctx context.Context) error {
 			start := time.Now()
 			r, err := l.Allow(ctx, "during", per)
@@ -325,7 +327,7 @@ func TestSentinelFailover(t *testing.T) {
 	// decision admitted after the kill (so by the new master) is counted, and nothing beyond what
 	// was admitted or failed (a failed call may have been counted before its reply was lost).
 	for i, l := range lims {
-		name := algorithms[i].alg.String()
+		name := limitertest.Algorithms[i].String()
 		r, err := l.Peek(ctx, "kept", per)
 		if err != nil || r.Remaining != per.Rate-3 {
 			t.Errorf("%s: the 3 decisions made before the failover: Peek = %+v, %v; want %d remaining", name, r, err, per.Rate-3)
@@ -364,7 +366,7 @@ func TestSentinelFailover(t *testing.T) {
 		if err := st.Rotate(ctx, got); err != nil {
 			t.Errorf("session %d: rotation after the failover: %v", i, err)
 		}
-		if again := mustLoad(t, st, got.Token()); !again.GetBool("after") || again.GetString("name") == "" {
+		if again := sessiontest.MustLoad(t, st, got.Token()); !again.GetBool("after") || again.GetString("name") == "" {
 			t.Errorf("session %d after save and rotation: %v", i, again.Names())
 		}
 		if _, err := st.Load(ctx, s.Token()); !errors.Is(err, session.ErrNotFound) {

@@ -1,4 +1,4 @@
-package integration
+package session_test
 
 import (
 	"context"
@@ -14,13 +14,14 @@ import (
 
 	"github.com/gatehouse/gatehouse/internal/redistest"
 	"github.com/gatehouse/gatehouse/internal/script"
+	"github.com/gatehouse/gatehouse/internal/sessiontest"
 	"github.com/gatehouse/gatehouse/session"
 	"github.com/redis/go-redis/v9"
 )
 
 // counted returns a store under prefix over a client of its own to b's servers, and the count of
 // commands that client sends.
-func counted(t *testing.T, b *redistest.Backend, prefix string, opts ...session.Option) (*session.Store, *calls) {
+func counted(t *testing.T, b *redistest.Backend, prefix string, opts ...session.Option) (*session.Store, *redistest.Calls) {
 	t.Helper()
 	var c redis.UniversalClient
 	switch bc := b.Client.(type) {
@@ -30,7 +31,7 @@ func counted(t *testing.T, b *redistest.Backend, prefix string, opts ...session.
 		c = redis.NewClient(&redis.Options{Addr: bc.Options().Addr, DisableIdentity: true})
 	}
 	t.Cleanup(func() { c.Close() })
-	n := &calls{}
+	n := &redistest.Calls{}
 	c.AddHook(n)
 	st, err := session.NewStore(c, append([]session.Option{session.WithKeyPrefix(prefix)}, opts...)...)
 	if err != nil {
@@ -48,10 +49,10 @@ func TestSessionOldTokenIsReadOnly(t *testing.T) {
 		var now atomic.Int64
 		start := time.Now().UnixMilli()
 		now.Store(start)
-		st, prefix := newStore(t, b, &now, session.WithRotationGrace(3*time.Second))
+		st, prefix := sessiontest.NewStore(t, b, &now, session.WithRotationGrace(3*time.Second))
 		cst, sent := counted(t, b, prefix, session.WithRotationGrace(3*time.Second),
 			session.WithClock(func() time.Time { return time.UnixMilli(now.Load()) }))
-		s := stored(t, st, "a", "1")
+		s := sessiontest.Stored(t, st, "a", "1")
 		if err := st.Login(ctx, s, "victim"); err != nil {
 			t.Fatal(err)
 		}
@@ -80,15 +81,15 @@ func TestSessionOldTokenIsReadOnly(t *testing.T) {
 			if !o.ReadOnly() || o.GetString("a") != "1" || o.Metadata().Key != s.Key() || o.Token() != old {
 				t.Errorf("%s: loaded through the old token: read-only %v, a = %q, key %v", name, o.ReadOnly(), o.GetString("a"), o.Metadata().Key)
 			}
-			before := sent.n.Load()
+			before := sent.N.Load()
 			if err := op(o); !errors.Is(err, session.ErrReadOnly) {
 				t.Errorf("%s through the old token: err = %v, want ErrReadOnly", name, err)
 			}
-			if n := sent.n.Load() - before; n != 0 {
+			if n := sent.N.Load() - before; n != 0 {
 				t.Errorf("%s through the old token sent %d commands to Redis, want none", name, n)
 			}
 		}
-		got := mustLoad(t, st, s.Token())
+		got := sessiontest.MustLoad(t, st, s.Token())
 		if got.Has("evil") || got.UserID() != "victim" || got.ReadOnly() {
 			t.Errorf("the rightful session after the attempts: evil %v, user %q", got.Has("evil"), got.UserID())
 		}
@@ -97,7 +98,7 @@ func TestSessionOldTokenIsReadOnly(t *testing.T) {
 		if _, err := st.Load(ctx, old); !errors.Is(err, session.ErrNotFound) {
 			t.Errorf("old token after the window: err = %v, want ErrNotFound", err)
 		}
-		mustLoad(t, st, s.Token())
+		sessiontest.MustLoad(t, st, s.Token())
 		if list, _ := st.ListByUser(ctx, "victim"); len(list) != 1 {
 			t.Errorf("the user has %d sessions, want 1", len(list))
 		}
@@ -113,14 +114,14 @@ func TestSessionOldTokenIsReadOnly(t *testing.T) {
 func TestSessionIndexFollowsDeadline(t *testing.T) {
 	redistest.Each(t, func(t *testing.T, b *redistest.Backend) {
 		ctx := context.Background()
-		st, prefix := newStore(t, b, nil, session.WithLifetime(time.Second))
+		st, prefix := sessiontest.NewStore(t, b, nil, session.WithLifetime(time.Second))
 		for _, how := range []string{"SetLifetime", "SetDeadline"} {
 			user := "remembered-" + how
-			s := stored(t, st, "a", "1")
+			s := sessiontest.Stored(t, st, "a", "1")
 			if err := st.Login(ctx, s, user); err != nil {
 				t.Fatal(err)
 			}
-			r := mustLoad(t, st, s.Token())
+			r := sessiontest.MustLoad(t, st, s.Token())
 			if how == "SetLifetime" {
 				r.SetLifetime(0, 4*time.Second) // from creation
 			} else {
@@ -129,7 +130,7 @@ func TestSessionIndexFollowsDeadline(t *testing.T) {
 			if err := st.Save(ctx, r); err != nil {
 				t.Fatal(err)
 			}
-			if d := r.Deadline().Sub(mustLoad(t, st, s.Token()).Deadline()); d != 0 {
+			if d := r.Deadline().Sub(sessiontest.MustLoad(t, st, s.Token()).Deadline()); d != 0 {
 				t.Errorf("%s: Deadline() differs from the stored deadline by %v", how, d)
 			}
 			// Past the store's lifetime, by the server's clock (keys expire by it).
@@ -148,9 +149,9 @@ func TestSessionIndexFollowsDeadline(t *testing.T) {
 			}
 		}
 		// Shortening works too: a deadline already past ends the session at the save.
-		s := stored(t, st, "a", "1")
+		s := sessiontest.Stored(t, st, "a", "1")
 		st.Login(ctx, s, "shortened")
-		r := mustLoad(t, st, s.Token())
+		r := sessiontest.MustLoad(t, st, s.Token())
 		r.SetDeadline(time.Now().Add(-time.Second))
 		if err := st.Save(ctx, r); !errors.Is(err, session.ErrNotFound) {
 			t.Errorf("save with a deadline in the past: %v, want ErrNotFound", err)
@@ -169,7 +170,7 @@ func TestSessionAuthenticatedWithinAtThisRequest(t *testing.T) {
 		var now atomic.Int64
 		start := time.Now().UnixMilli()
 		now.Store(start)
-		st, _ := newStore(t, b, &now)
+		st, _ := sessiontest.NewStore(t, b, &now)
 		s, _ := st.New()
 		if err := st.Login(ctx, s, "stepup"); err != nil {
 			t.Fatal(err)
@@ -185,7 +186,7 @@ func TestSessionAuthenticatedWithinAtThisRequest(t *testing.T) {
 			{500, true, true}, {1_999, true, true}, {2_000, false, true}, {2_500, false, true},
 		} {
 			now.Store(start + step.at)
-			r := mustLoad(t, st, s.Token())
+			r := sessiontest.MustLoad(t, st, s.Token())
 			if got := r.AuthenticatedWithin(2 * time.Second); got != step.within2s {
 				t.Errorf("%dms after Login: AuthenticatedWithin(2s) = %v, want %v", step.at, got, step.within2s)
 			}
@@ -198,7 +199,7 @@ func TestSessionAuthenticatedWithinAtThisRequest(t *testing.T) {
 		}
 		// A rotation keeps the sign-in time, and is judged at its own time.
 		now.Store(start + 3_000)
-		r := mustLoad(t, st, s.Token())
+		r := sessiontest.MustLoad(t, st, s.Token())
 		if err := st.Rotate(ctx, r); err != nil {
 			t.Fatal(err)
 		}
@@ -207,7 +208,7 @@ func TestSessionAuthenticatedWithinAtThisRequest(t *testing.T) {
 		}
 		// The list reports when each session was last seen by the store, to the second.
 		now.Store(start + 5_000)
-		mustLoad(t, st, r.Token())
+		sessiontest.MustLoad(t, st, r.Token())
 		list, err := st.ListByUser(ctx, "stepup")
 		if err != nil || len(list) != 1 || list[0].LastSeen.Before(time.UnixMilli(start+5_000)) {
 			t.Errorf("ListByUser: %+v, %v; want last seen at +5s", list, err)
@@ -230,23 +231,23 @@ func recordSize(ctx context.Context, t *testing.T, b *redistest.Backend, k sessi
 func TestSessionSizeCapCountsEverything(t *testing.T) {
 	redistest.Each(t, func(t *testing.T, b *redistest.Backend) {
 		ctx := context.Background()
-		st, prefix := newStore(t, b, nil)
+		st, prefix := sessiontest.NewStore(t, b, nil)
 		cst, sent := counted(t, b, prefix)
 
 		// 2,000 names of 200 bytes with tiny values: about 400 KB, refused before Redis is asked.
-		s := stored(t, st, "a", "1")
-		r := mustLoad(t, cst, s.Token())
+		s := sessiontest.Stored(t, st, "a", "1")
+		r := sessiontest.MustLoad(t, cst, s.Token())
 		for i := range 2000 {
 			r.Put(fmt.Sprintf("%0200d", i), 1)
 		}
-		before := sent.n.Load()
+		before := sent.N.Load()
 		if err := cst.Save(ctx, r); !errors.Is(err, session.ErrTooLarge) {
 			t.Errorf("2,000 long names: err = %v, want ErrTooLarge", err)
 		}
-		if n := sent.n.Load() - before; n != 0 {
+		if n := sent.N.Load() - before; n != 0 {
 			t.Errorf("the oversize save sent %d commands; Go should refuse it", n)
 		}
-		if n := len(mustLoad(t, st, s.Token()).Names()); n != 1 {
+		if n := len(sessiontest.MustLoad(t, st, s.Token()).Names()); n != 1 {
 			t.Errorf("after the refused save: %d attributes", n)
 		}
 		fresh, _ := cst.New()
@@ -262,8 +263,8 @@ func TestSessionSizeCapCountsEverything(t *testing.T) {
 
 		// Two requests each within the cap in their own view; together over it: the script refuses
 		// the second, counting what is stored.
-		s = stored(t, st, "a", "1")
-		r1, r2 := mustLoad(t, st, s.Token()), mustLoad(t, st, s.Token())
+		s = sessiontest.Stored(t, st, "a", "1")
+		r1, r2 := sessiontest.MustLoad(t, st, s.Token()), sessiontest.MustLoad(t, st, s.Token())
 		r1.Put("x", strings.Repeat("x", 9000))
 		r2.Put("y", strings.Repeat("y", 9000))
 		if err := st.Save(ctx, r1); err != nil {
@@ -272,13 +273,13 @@ func TestSessionSizeCapCountsEverything(t *testing.T) {
 		if err := st.Save(ctx, r2); !errors.Is(err, session.ErrTooLarge) {
 			t.Errorf("the second 9,000-byte attribute: err = %v, want ErrTooLarge from the script", err)
 		}
-		if got := mustLoad(t, st, s.Token()); got.Has("y") || !got.Has("x") {
+		if got := sessiontest.MustLoad(t, st, s.Token()); got.Has("y") || !got.Has("x") {
 			t.Errorf("after the refusal: names %v", got.Names())
 		}
 
 		// Exactly what counts: the script's count is the sum over the stored fields, and the cap is
 		// inclusive. The next save writes a:k = "vv", _s = now and _v = version + 1.
-		s = stored(t, st, "a", "1")
+		s = sessiontest.Stored(t, st, "a", "1")
 		now := time.Now().UnixMilli()
 		k := string(s.Key())
 		h := b.Client.HGetAll(ctx, k).Val()
@@ -308,29 +309,29 @@ func TestSessionSizeCapCountsEverything(t *testing.T) {
 func TestSessionSizeCapLowered(t *testing.T) {
 	redistest.Each(t, func(t *testing.T, b *redistest.Backend) {
 		ctx := context.Background()
-		big, prefix := newStore(t, b, nil, session.WithMaxSize(64<<10))
+		big, prefix := sessiontest.NewStore(t, b, nil, session.WithMaxSize(64<<10))
 		small, err := session.NewStore(b.Client, session.WithKeyPrefix(prefix), session.WithMaxSize(16<<10))
 		if err != nil {
 			t.Fatal(err)
 		}
-		s := stored(t, big, "blob", strings.Repeat("b", 30_000), "n", "12")
-		r := mustLoad(t, small, s.Token())
+		s := sessiontest.Stored(t, big, "blob", strings.Repeat("b", 30_000), "n", "12")
+		r := sessiontest.MustLoad(t, small, s.Token())
 		r.Put("more", "x")
 		if err := small.Save(ctx, r); !errors.Is(err, session.ErrTooLarge) {
 			t.Errorf("growing a session over the lowered cap: %v, want ErrTooLarge", err)
 		}
-		r = mustLoad(t, small, s.Token())
+		r = sessiontest.MustLoad(t, small, s.Token())
 		r.Put("n", "34") // same size
 		if err := small.Save(ctx, r); err != nil {
 			t.Errorf("a save that does not grow a session over the lowered cap: %v", err)
 		}
-		r = mustLoad(t, small, s.Token())
+		r = sessiontest.MustLoad(t, small, s.Token())
 		r.Remove("blob")
 		r.Put("note", "trimmed")
 		if err := small.Save(ctx, r); err != nil {
 			t.Errorf("trimming a session over the lowered cap: %v", err)
 		}
-		if got := mustLoad(t, small, s.Token()); got.Has("blob") || got.GetString("n") != "34" {
+		if got := sessiontest.MustLoad(t, small, s.Token()); got.Has("blob") || got.GetString("n") != "34" {
 			t.Errorf("after trimming: %v", got.Names())
 		}
 		if _, err := session.NewStore(b.Client, session.WithMaxSize(session.MinMaxSize-1)); err == nil {
@@ -343,8 +344,8 @@ func TestSessionSizeCapLowered(t *testing.T) {
 func TestSessionPutAfterDestroyStartsAnew(t *testing.T) {
 	redistest.Each(t, func(t *testing.T, b *redistest.Backend) {
 		ctx := context.Background()
-		st, _ := newStore(t, b, nil)
-		s := stored(t, st, "cart", "3 apples")
+		st, _ := sessiontest.NewStore(t, b, nil)
+		s := sessiontest.Stored(t, st, "cart", "3 apples")
 		if err := st.Login(ctx, s, "leaver"); err != nil {
 			t.Fatal(err)
 		}
@@ -368,7 +369,7 @@ func TestSessionPutAfterDestroyStartsAnew(t *testing.T) {
 		if _, err := st.Load(ctx, old); !errors.Is(err, session.ErrNotFound) {
 			t.Errorf("the destroyed token: %v", err)
 		}
-		got := mustLoad(t, st, s.Token())
+		got := sessiontest.MustLoad(t, st, s.Token())
 		if f := got.Flashes(); len(f) != 1 || f[0] != "You are signed out." || got.UserID() != "" || got.Has("cart") {
 			t.Errorf("the new session: flashes %q, user %q, names %v", f, got.UserID(), got.Names())
 		}
@@ -385,11 +386,11 @@ func TestSessionPutAfterDestroyStartsAnew(t *testing.T) {
 func TestSessionRememberMe(t *testing.T) {
 	redistest.Each(t, func(t *testing.T, b *redistest.Backend) {
 		ctx := context.Background()
-		st, prefix := newStore(t, b, nil, session.WithIdleTimeout(time.Minute), session.WithLifetime(time.Hour))
+		st, prefix := sessiontest.NewStore(t, b, nil, session.WithIdleTimeout(time.Minute), session.WithLifetime(time.Hour))
 		for _, anonymous := range []bool{true, false} {
 			var s *session.Session
 			if anonymous {
-				s = stored(t, st, "a", "1") // moves slots
+				s = sessiontest.Stored(t, st, "a", "1") // moves slots
 			} else {
 				s, _ = st.New()
 				s.Put("a", "1")
@@ -407,11 +408,11 @@ func TestSessionRememberMe(t *testing.T) {
 			if p := b.Client.HGet(ctx, string(s.Key()), "_p").Val(); p != "1" {
 				t.Errorf("anonymous %v: _p = %q, want 1", anonymous, p)
 			}
-			r := mustLoad(t, st, s.Token())
+			r := sessiontest.MustLoad(t, st, s.Token())
 			if err := st.Rotate(ctx, r); err != nil {
 				t.Fatal(err)
 			}
-			if got := mustLoad(t, st, r.Token()).Metadata(); got.IdleTimeout != 24*time.Hour || !got.Deadline.Equal(m.Deadline) {
+			if got := sessiontest.MustLoad(t, st, r.Token()).Metadata(); got.IdleTimeout != 24*time.Hour || !got.Deadline.Equal(m.Deadline) {
 				t.Errorf("anonymous %v: after Rotate: idle %v, deadline moved by %v", anonymous, got.IdleTimeout, got.Deadline.Sub(m.Deadline))
 			}
 			if p := b.Client.HGet(ctx, string(r.Key()), "_p").Val(); p != "1" {
@@ -437,7 +438,7 @@ func TestSessionRememberMe(t *testing.T) {
 func TestSessionTypedGetters(t *testing.T) {
 	redistest.Each(t, func(t *testing.T, b *redistest.Backend) {
 		for _, codec := range []session.Codec{session.JSON, session.Msgpack} {
-			st, _ := newStore(t, b, nil, session.WithCodec(codec))
+			st, _ := sessiontest.NewStore(t, b, nil, session.WithCodec(codec))
 			at := time.Date(2026, 11, 23, 10, 0, 0, 123_000_000, time.UTC)
 			s, _ := st.New()
 			s.Put("bytes", []byte{0, 1, 2, 255})
@@ -449,7 +450,7 @@ func TestSessionTypedGetters(t *testing.T) {
 			if err := st.Save(context.Background(), s); err != nil {
 				t.Fatal(err)
 			}
-			r := mustLoad(t, st, s.Token())
+			r := sessiontest.MustLoad(t, st, s.Token())
 			if got := r.GetBytes("bytes"); string(got) != "\x00\x01\x02\xff" {
 				t.Errorf("GetBytes = %v", got)
 			}
@@ -486,16 +487,16 @@ func TestSessionTypedGetters(t *testing.T) {
 func TestSessionFlashes(t *testing.T) {
 	redistest.Each(t, func(t *testing.T, b *redistest.Backend) {
 		ctx := context.Background()
-		st, _ := newStore(t, b, nil)
-		s := stored(t, st, "a", "1")
-		r1, r2 := mustLoad(t, st, s.Token()), mustLoad(t, st, s.Token())
+		st, _ := sessiontest.NewStore(t, b, nil)
+		s := sessiontest.Stored(t, st, "a", "1")
+		r1, r2 := sessiontest.MustLoad(t, st, s.Token()), sessiontest.MustLoad(t, st, s.Token())
 		r1.AddFlash("saved")
 		r1.AddFlash("and mailed")
 		r2.AddFlash("from the other tab")
 		if err := errors.Join(st.Save(ctx, r1), st.Save(ctx, r2)); err != nil {
 			t.Fatal(err)
 		}
-		r := mustLoad(t, st, s.Token())
+		r := sessiontest.MustLoad(t, st, s.Token())
 		if names := r.Names(); len(names) != 1 || names[0] != "a" {
 			t.Errorf("Names() = %v, want the flashes left out", names)
 		}
@@ -507,12 +508,12 @@ func TestSessionFlashes(t *testing.T) {
 			t.Errorf("second Flashes() = %q, want nil", again)
 		}
 		// A flash added by another request while this one shows them stays for the next.
-		other := mustLoad(t, st, s.Token())
+		other := sessiontest.MustLoad(t, st, s.Token())
 		other.AddFlash("late")
 		if err := errors.Join(st.Save(ctx, r), st.Save(ctx, other)); err != nil {
 			t.Fatal(err)
 		}
-		if got := mustLoad(t, st, s.Token()).Flashes(); len(got) != 1 || got[0] != "late" {
+		if got := sessiontest.MustLoad(t, st, s.Token()).Flashes(); len(got) != 1 || got[0] != "late" {
 			t.Errorf("next request's Flashes() = %q, want [late]", got)
 		}
 	})
@@ -523,7 +524,7 @@ func TestSessionFlashes(t *testing.T) {
 func TestSessionOldRecords(t *testing.T) {
 	redistest.Each(t, func(t *testing.T, b *redistest.Backend) {
 		ctx := context.Background()
-		st, prefix := newStore(t, b, nil, session.WithMaxSessionsPerUser(5))
+		st, prefix := sessiontest.NewStore(t, b, nil, session.WithMaxSessionsPerUser(5))
 		now := time.Now().UnixMilli()
 		// old writes a record with the fields and index the previous release wrote.
 		old := func(user string) session.Token {
@@ -547,7 +548,7 @@ func TestSessionOldRecords(t *testing.T) {
 		for _, anonymous := range []bool{true, false} {
 			user := "old-user"
 			tok := old(map[bool]string{true: "", false: user}[anonymous])
-			r, r2 := mustLoad(t, st, tok), mustLoad(t, st, tok)
+			r, r2 := sessiontest.MustLoad(t, st, tok), sessiontest.MustLoad(t, st, tok)
 			if r.GetString("cart") != "book" {
 				t.Fatalf("anonymous %v: old record: cart %q", anonymous, r.GetString("cart"))
 			}
@@ -560,7 +561,7 @@ func TestSessionOldRecords(t *testing.T) {
 			if err := st.Login(ctx, r2, user); err != nil {
 				t.Fatalf("anonymous %v: signing in an old record: %v", anonymous, err)
 			}
-			got := mustLoad(t, st, r2.Token())
+			got := sessiontest.MustLoad(t, st, r2.Token())
 			if got.GetInt("visits") != 1 || got.GetString("cart") != "book" || got.UserID() != user {
 				t.Errorf("anonymous %v: after sign-in: visits %d, cart %q, user %q", anonymous, got.GetInt("visits"), got.GetString("cart"), got.UserID())
 			}
@@ -569,11 +570,11 @@ func TestSessionOldRecords(t *testing.T) {
 			}
 		}
 		// Signed in straight from an old record, never saved since: no version to compare but 0.
-		r := mustLoad(t, st, old(""))
+		r := sessiontest.MustLoad(t, st, old(""))
 		if err := st.Login(ctx, r, "old-user"); err != nil {
 			t.Fatalf("signing in an old record never saved since: %v", err)
 		}
-		if got := mustLoad(t, st, r.Token()); got.GetString("cart") != "book" {
+		if got := sessiontest.MustLoad(t, st, r.Token()); got.GetString("cart") != "book" {
 			t.Errorf("signed in from an old record: cart %q", got.GetString("cart"))
 		}
 		if list, err := st.ListByUser(ctx, "old-user"); err != nil || len(list) != 3 {
@@ -618,10 +619,10 @@ func TestSessionStoreTimeout(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer deaf.Do(ctx, "CLIENT", "UNPAUSE")
-	if _, err := st.Load(ctx, s.Token()); !isTimeout(err) {
+	if _, err := st.Load(ctx, s.Token()); !redistest.IsTimeout(err) {
 		t.Errorf("Load with Redis paused: err = %v, want a timeout", err)
 	}
-	if _, err := st.ListByUser(ctx, "anyone"); !isTimeout(err) {
+	if _, err := st.ListByUser(ctx, "anyone"); !redistest.IsTimeout(err) {
 		t.Errorf("ListByUser with Redis paused: err = %v, want a timeout", err)
 	}
 }
@@ -633,7 +634,7 @@ func TestSessionCapOrderBySignIn(t *testing.T) {
 		var now atomic.Int64
 		start := time.Now().UnixMilli()
 		now.Store(start)
-		st, _ := newStore(t, b, &now, session.WithMaxSessionsPerUser(2))
+		st, _ := sessiontest.NewStore(t, b, &now, session.WithMaxSessionsPerUser(2))
 		login := func(s *session.Session, user string, at int64) {
 			t.Helper()
 			now.Store(start + at)
@@ -649,7 +650,7 @@ func TestSessionCapOrderBySignIn(t *testing.T) {
 		}
 		// By sign-in, not by creation: created first but signed in after a, early is newer.
 		now.Store(start - 5_000)
-		early := stored(t, st, "a", "early")
+		early := sessiontest.Stored(t, st, "a", "early")
 		a, _ := st.New()
 		login(a, "order", 0)
 		login(early, "order", 1_000)
@@ -701,7 +702,7 @@ func TestSessionCapSignInWithinSlot(t *testing.T) {
 		var now atomic.Int64
 		start := time.Now().UnixMilli()
 		now.Store(start)
-		st, _ := newStore(t, b, &now, session.WithMaxSessionsPerUser(1))
+		st, _ := sessiontest.NewStore(t, b, &now, session.WithMaxSessionsPerUser(1))
 		ys, _ := st.New()
 		if err := st.Login(ctx, ys, y); err != nil {
 			t.Fatal(err)

@@ -1,4 +1,4 @@
-package integration
+package session_test
 
 import (
 	"context"
@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/gatehouse/gatehouse/internal/redistest"
+	"github.com/gatehouse/gatehouse/internal/sessiontest"
 	"github.com/gatehouse/gatehouse/session"
 )
 
@@ -23,7 +24,7 @@ type edgeServer struct {
 	*httptest.Server
 	st               *session.Store
 	onError          atomic.Int64
-	logs             logRecords
+	logs             sessiontest.LogRecords
 	lastErr          atomic.Value // string
 	lastErrIsHeaders atomic.Bool
 }
@@ -105,7 +106,7 @@ func newEdgeServer(t *testing.T, st *session.Store, cookie session.Cookie) *edge
 			e.onError.Add(1)
 			http.Error(w, "refused", http.StatusInternalServerError)
 		}),
-		session.WithLogger(e.logs.logger()))
+		session.WithLogger(e.logs.Logger()))
 	e.Server = httptest.NewServer(h(mux))
 	t.Cleanup(e.Close)
 	return e
@@ -148,7 +149,7 @@ func (e *edgeServer) start(t *testing.T) string {
 // session, and its changes are dropped as a conflict: no error, no cookie, nothing written.
 func TestSessionMiddlewareOldTokenReadOnly(t *testing.T) {
 	b := redistest.Get(t, redistest.Names()[0])
-	st, _ := newStore(t, b, nil, session.WithRotationGrace(time.Minute))
+	st, _ := sessiontest.NewStore(t, b, nil, session.WithRotationGrace(time.Minute))
 	e := newEdgeServer(t, st, session.Cookie{Insecure: true})
 	old := e.start(t)
 	_, _, c := e.do(t, "/login?user=u", old)
@@ -156,7 +157,7 @@ func TestSessionMiddlewareOldTokenReadOnly(t *testing.T) {
 		t.Fatal("no cookie after login")
 	}
 	code, _, set := e.do(t, "/set?k=evil&v=1", old)
-	if logged := e.logs.find(t, "session:"); code != http.StatusOK || set != nil || e.onError.Load() != 0 || len(logged) != 0 {
+	if logged := e.logs.Find(t, "session:"); code != http.StatusOK || set != nil || e.onError.Load() != 0 || len(logged) != 0 {
 		t.Errorf("a change through the old token: %d, Set-Cookie %v, %d errors answered, logged %v; want 200 and nothing else", code, set, e.onError.Load(), logged)
 	}
 	if _, body, _ := e.do(t, "/get?k=init", old); body != "1" {
@@ -171,7 +172,7 @@ func TestSessionMiddlewareOldTokenReadOnly(t *testing.T) {
 // sign-in, whatever the middleware's default.
 func TestSessionMiddlewareCookieFollowsDeadline(t *testing.T) {
 	b := redistest.Get(t, redistest.Names()[0])
-	st, _ := newStore(t, b, nil, session.WithLifetime(time.Hour))
+	st, _ := sessiontest.NewStore(t, b, nil, session.WithLifetime(time.Hour))
 	e := newEdgeServer(t, st, session.Cookie{Insecure: true})
 	_, _, c := e.do(t, "/login?user=u", e.start(t))
 	if c == nil || c.Expires.IsZero() {
@@ -181,7 +182,7 @@ func TestSessionMiddlewareCookieFollowsDeadline(t *testing.T) {
 	if ext == nil {
 		t.Fatal("SetLifetime in a later request: no Set-Cookie, so the cookie keeps expiring at the old deadline")
 	}
-	s := mustLoad(t, st, session.Token(c.Value))
+	s := sessiontest.MustLoad(t, st, session.Token(c.Value))
 	if ext.Value != c.Value || !ext.Expires.Equal(s.Deadline().Truncate(time.Second)) || s.Deadline().Sub(s.Metadata().Created) != 8*time.Hour {
 		t.Errorf("after SetLifetime(0, 8h): cookie expires %v, the session's deadline %v", ext.Expires, s.Deadline())
 	}
@@ -215,14 +216,14 @@ func TestSessionMiddlewareCookieFollowsDeadline(t *testing.T) {
 // handler returns, nothing logged, and the handler's body is not sent.
 func TestSessionMiddlewareOversizeAnsweredOnce(t *testing.T) {
 	b := redistest.Get(t, redistest.Names()[0])
-	st, _ := newStore(t, b, nil)
+	st, _ := sessiontest.NewStore(t, b, nil)
 	e := newEdgeServer(t, st, session.Cookie{Insecure: true})
 	tok := e.start(t)
 	code, body, _ := e.do(t, "/big", tok)
 	if code != http.StatusInternalServerError || strings.Contains(body, "the handler's body") {
 		t.Errorf("oversize: %d %q", code, body)
 	}
-	refused, late := e.logs.find(t, "session: save failed"), e.logs.find(t, "session: save after the response started")
+	refused, late := e.logs.Find(t, "session: save failed"), e.logs.Find(t, "session: save after the response started")
 	if e.onError.Load() != 1 || len(refused) != 1 || len(late) != 0 {
 		t.Errorf("oversize: error handler called %d times, the refusal logged %d times, a save after the response %d times; want 1, 1 and 0", e.onError.Load(), len(refused), len(late))
 	}
@@ -235,7 +236,7 @@ func TestSessionMiddlewareOversizeAnsweredOnce(t *testing.T) {
 // so does Put after Destroy, which would start a session whose cookie cannot be sent.
 func TestSessionMiddlewareLateRotation(t *testing.T) {
 	b := redistest.Get(t, redistest.Names()[0])
-	st, _ := newStore(t, b, nil)
+	st, _ := sessiontest.NewStore(t, b, nil)
 	e := newEdgeServer(t, st, session.Cookie{Insecure: true})
 	for _, path := range []string{"/late-login", "/late-rotate", "/late-logout-flash"} {
 		tok := e.start(t)
@@ -261,7 +262,7 @@ func TestSessionMiddlewareLateRotation(t *testing.T) {
 // Item 8: Destroy, then Put, in one request: a new session, whose cookie the middleware sends.
 func TestSessionMiddlewareDestroyThenPut(t *testing.T) {
 	b := redistest.Get(t, redistest.Names()[0])
-	st, _ := newStore(t, b, nil)
+	st, _ := sessiontest.NewStore(t, b, nil)
 	e := newEdgeServer(t, st, session.Cookie{Insecure: true})
 	_, _, in := e.do(t, "/login?user=u", e.start(t))
 	_, _, c := e.do(t, "/logout-flash", "session="+in.Value)
@@ -280,7 +281,7 @@ func TestSessionMiddlewareDestroyThenPut(t *testing.T) {
 // come first), the first that names a live session is used.
 func TestSessionMiddlewareSeveralCookies(t *testing.T) {
 	b := redistest.Get(t, redistest.Names()[0])
-	st, _ := newStore(t, b, nil)
+	st, _ := sessiontest.NewStore(t, b, nil)
 	e := newEdgeServer(t, st, session.Cookie{Insecure: true})
 	valid := e.start(t)
 	other := e.start(t)
@@ -302,9 +303,9 @@ func TestSessionMiddlewareSeveralCookies(t *testing.T) {
 		switch {
 		case set != nil && set.MaxAge >= 0:
 			got = "new"
-		case mustLoad(t, st, session.Token(strings.TrimPrefix(valid, "session="))).GetString("seen") == mark:
+		case sessiontest.MustLoad(t, st, session.Token(strings.TrimPrefix(valid, "session="))).GetString("seen") == mark:
 			got = "valid"
-		case mustLoad(t, st, session.Token(strings.TrimPrefix(other, "session="))).GetString("seen") == mark:
+		case sessiontest.MustLoad(t, st, session.Token(strings.TrimPrefix(other, "session="))).GetString("seen") == mark:
 			got = "other"
 		}
 		if got != tc.want {

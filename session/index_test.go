@@ -1,4 +1,4 @@
-package integration
+package session_test
 
 import (
 	"context"
@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/gatehouse/gatehouse/internal/redistest"
+	"github.com/gatehouse/gatehouse/internal/sessiontest"
 	"github.com/gatehouse/gatehouse/session"
 )
 
@@ -18,7 +19,7 @@ import (
 func TestSessionIndexIsAuthoritative(t *testing.T) {
 	redistest.Each(t, func(t *testing.T, b *redistest.Backend) {
 		ctx := context.Background()
-		st, prefix := newStore(t, b, nil, session.WithRotationGrace(time.Minute))
+		st, prefix := sessiontest.NewStore(t, b, nil, session.WithRotationGrace(time.Minute))
 		forget := func(s *session.Session) { // what an eviction of the index does to s
 			t.Helper()
 			if err := b.Client.ZRem(ctx, indexKeyOf(s.Key()), string(s.Key())).Err(); err != nil {
@@ -71,7 +72,7 @@ func TestSessionIndexIsAuthoritative(t *testing.T) {
 		// score does not vouch for the session again.
 		for _, moveDeadline := range []bool{false, true} {
 			s = signedIn("u-save")
-			r := mustLoad(t, st, s.Token())
+			r := sessiontest.MustLoad(t, st, s.Token())
 			forget(s)
 			r.Put("b", 2)
 			if moveDeadline {
@@ -89,7 +90,7 @@ func TestSessionIndexIsAuthoritative(t *testing.T) {
 		// Rotate and a sign-in within the slot (session_rotate): no new token comes of it.
 		for _, op := range []string{"Rotate", "Login"} {
 			s = signedIn("u-rotate")
-			r := mustLoad(t, st, s.Token())
+			r := sessiontest.MustLoad(t, st, s.Token())
 			forget(s)
 			var err error
 			if op == "Rotate" {
@@ -113,7 +114,7 @@ func TestSessionIndexIsAuthoritative(t *testing.T) {
 		forced, h := interposed(t, b, prefix, "session_seal", session.WithRotationGrace(time.Minute))
 		for _, between := range []bool{false, true} {
 			s = signedIn("u-across")
-			r := mustLoad(t, forced, s.Token())
+			r := sessiontest.MustLoad(t, forced, s.Token())
 			if between {
 				h.arm(string(s.Key()), func() { forget(s) })
 			} else {
@@ -129,17 +130,17 @@ func TestSessionIndexIsAuthoritative(t *testing.T) {
 		// DestroyOthers through a signed-out session (session_user): it cannot end the user's
 		// live sessions.
 		s, live := signedIn("u-others"), signedIn("u-others")
-		r := mustLoad(t, st, s.Token())
+		r := sessiontest.MustLoad(t, st, s.Token())
 		forget(s)
 		if n, err := st.DestroyOthers(ctx, r); !errors.Is(err, session.ErrNotFound) || n != 0 {
 			t.Errorf("DestroyOthers through a signed-out session = %d, %v; want 0, ErrNotFound", n, err)
 		}
-		mustLoad(t, st, live.Token())
+		sessiontest.MustLoad(t, st, live.Token())
 		listed("DestroyOthers", "u-others", 1)
 
 		// An anonymous session does not need an index.
-		anon := stored(t, st, "a", "1")
-		mustLoad(t, st, anon.Token())
+		anon := sessiontest.Stored(t, st, "a", "1")
+		sessiontest.MustLoad(t, st, anon.Token())
 		redistest.AssertKeysExpire(t, b, prefix)
 	})
 }
@@ -149,7 +150,7 @@ func TestSessionIndexIsAuthoritative(t *testing.T) {
 func TestSessionCapAfterIndexLost(t *testing.T) {
 	redistest.Each(t, func(t *testing.T, b *redistest.Backend) {
 		ctx := context.Background()
-		st, _ := newStore(t, b, nil, session.WithMaxSessionsPerUser(1))
+		st, _ := sessiontest.NewStore(t, b, nil, session.WithMaxSessionsPerUser(1))
 		first, err := newSignedIn(st, "capped", "a", "1")
 		if err != nil {
 			t.Fatal(err)
@@ -170,7 +171,7 @@ func TestSessionCapAfterIndexLost(t *testing.T) {
 		if alive != 1 {
 			t.Errorf("%d sessions of the user load under a cap of 1, want 1", alive)
 		}
-		mustLoad(t, st, second.Token())
+		sessiontest.MustLoad(t, st, second.Token())
 		if list, err := st.ListByUser(ctx, "capped"); err != nil || len(list) != 1 {
 			t.Errorf("ListByUser = %d, %v; want 1", len(list), err)
 		}
@@ -187,7 +188,7 @@ func TestSessionExtendedBeforeIndexFollowed(t *testing.T) {
 		var now atomic.Int64
 		start := time.Now().UnixMilli()
 		now.Store(start)
-		st, prefix := newStore(t, b, &now, session.WithLifetime(time.Hour), session.WithIdleTimeout(4*time.Hour))
+		st, prefix := sessiontest.NewStore(t, b, &now, session.WithLifetime(time.Hour), session.WithIdleTimeout(4*time.Hour))
 		// extended signs a session in (scored start+1h) and extends its deadline to start+3h the
 		// way an earlier release did: the record only.
 		extended := func(user string) *session.Session {
@@ -203,7 +204,7 @@ func TestSessionExtendedBeforeIndexFollowed(t *testing.T) {
 		}
 		s := extended("old-extended")
 		now.Store(start + 3_600_000 - 1)
-		if got := mustLoad(t, st, s.Token()); got.Deadline().UnixMilli() != start+3*3_600_000 {
+		if got := sessiontest.MustLoad(t, st, s.Token()); got.Deadline().UnixMilli() != start+3*3_600_000 {
 			t.Errorf("deadline %v, want the extended one", got.Deadline())
 		}
 		now.Store(start + 3_600_000)
@@ -217,13 +218,13 @@ func TestSessionExtendedBeforeIndexFollowed(t *testing.T) {
 		now.Store(start)
 		s = extended("old-extended-again")
 		now.Store(start + 1_800_000)
-		r := mustLoad(t, st, s.Token())
+		r := sessiontest.MustLoad(t, st, s.Token())
 		r.SetDeadline(time.UnixMilli(start + 3*3_600_000))
 		if err := st.Save(ctx, r); err != nil {
 			t.Fatal(err)
 		}
 		now.Store(start + 2*3_600_000)
-		mustLoad(t, st, s.Token())
+		sessiontest.MustLoad(t, st, s.Token())
 		if list, err := st.ListByUser(ctx, "old-extended-again"); err != nil || len(list) != 1 {
 			t.Errorf("ListByUser = %d, %v; want 1", len(list), err)
 		}

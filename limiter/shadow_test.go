@@ -1,18 +1,12 @@
-package integration
+package limiter_test
 
 import (
 	"context"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/gatehouse/gatehouse/internal/redistest"
 	"github.com/gatehouse/gatehouse/limiter"
-	"go.opentelemetry.io/otel/attribute"
-	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
-	"go.opentelemetry.io/otel/sdk/metric/metricdata"
-	sdktrace "go.opentelemetry.io/otel/sdk/trace"
-	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 )
 
 // A limit in shadow mode is rolled out beside an enforced one: it decides and counts as if
@@ -82,100 +76,11 @@ func TestLimiterShadowLimit(t *testing.T) {
 	})
 }
 
-// WithShadowMode puts every limit in shadow mode: nothing is refused, each limit counts what it
-// admits, and the span and the decisions metric record the would-be refusals.
-func TestLimiterShadowMode(t *testing.T) {
-	redistest.Each(t, func(t *testing.T, b *redistest.Backend) {
-		for _, a := range algorithms {
-			t.Run(a.alg.String(), func(t *testing.T) {
-				ctx := context.Background()
-				prefix := redistest.Prefix(t)
-				rec := tracetest.NewSpanRecorder()
-				reader := sdkmetric.NewManualReader()
-				now := time.UnixMicro((time.Now().UnixMicro()/3600e6+1)*3600e6 + 60e6)
-				lim, err := limiter.New(b.Client, a.alg, limiter.WithKeyPrefix(prefix), limiter.WithShadowMode(),
-					limiter.WithClock(func() time.Time { return now }), limiter.WithDenyCache(10),
-					limiter.WithTracerProvider(sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))),
-					limiter.WithMeterProvider(sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))))
-				if err != nil {
-					t.Fatal(err)
-				}
-				limit := limiter.PerHour(2).WithName("api")
-				for i := range 4 {
-					r, err := lim.Allow(ctx, "c", limit)
-					if err != nil || !r.Allowed || r.Shadow != (i >= 2) || r.Source != limiter.SourceRedis {
-						t.Fatalf("request %d: %+v, %v; want admitted by Redis, shadow from the third", i, r, err)
-					}
-				}
-				// Two limits, both in shadow mode: each counts what it admits, alone.
-				small, large := limiter.PerHour(1).WithName("small"), limiter.PerHour(5).WithName("large")
-				for i := range 3 {
-					if r, err := lim.AllowAll(ctx, "d", 1, small, large); err != nil || !r.Allowed || r.Shadow != (i >= 1) {
-						t.Fatalf("AllowAll %d: %+v, %v", i, r, err)
-					}
-				}
-				if r, err := lim.Peek(ctx, "d", large); err != nil || r.Remaining != 2 {
-					t.Errorf("Peek of large: %+v, %v; want 2 left (3 counted)", r, err)
-				}
-
-				spans := rec.Ended()
-				var shadowSpans int
-				for _, sp := range spans {
-					dec, _ := spanAttr(sp, "gatehouse.limiter.decision")
-					sh, ok := spanAttr(sp, "gatehouse.limiter.shadow")
-					if ok && sh.AsBool() {
-						shadowSpans++
-						if dec.AsString() != "denied" {
-							t.Errorf("a shadow refusal's span says decision %q, want denied", dec.AsString())
-						}
-					}
-				}
-				if shadowSpans != 4 {
-					t.Errorf("%d spans marked shadow, want 4", shadowSpans)
-				}
-				counts := decisionCounts(t, reader, "gatehouse.limiter.decision", "gatehouse.limiter.shadow")
-				if counts["denied/true"] != 4 || counts["allowed/"] != 4 || len(counts) != 2 {
-					t.Errorf("decisions by decision/shadow: %v; want 4 denied in shadow, 4 allowed (3 requests, a peek)", counts)
-				}
-				redistest.AssertKeysExpire(t, b, prefix)
-			})
-		}
-	})
-}
-
-// decisionCounts returns the decisions metric's counts by the values of the attributes keys,
-// joined with "/" (an attribute absent counts as "").
-func decisionCounts(t *testing.T, reader *sdkmetric.ManualReader, keys ...attribute.Key) map[string]int64 {
-	t.Helper()
-	var rm metricdata.ResourceMetrics
-	if err := reader.Collect(context.Background(), &rm); err != nil {
-		t.Fatal(err)
-	}
-	out := map[string]int64{}
-	for _, sm := range rm.ScopeMetrics {
-		for _, m := range sm.Metrics {
-			if m.Name != "gatehouse.limiter.decisions" {
-				continue
-			}
-			for _, dp := range m.Data.(metricdata.Sum[int64]).DataPoints {
-				vals := make([]string, len(keys))
-				for i, k := range keys {
-					if v, ok := dp.Attributes.Value(k); ok {
-						vals[i] = v.String()
-					}
-				}
-				out[strings.Join(vals, "/")] += dp.Value
-			}
-		}
-	}
-	return out
-}
-
 // With Redis down, the failure policy decides, and shadow mode still refuses nothing: a
 // fail-closed refusal of a limit in shadow mode admits; the local fallback counts as the scripts do.
 // The deny cache keeps only enforced refusals.
 func TestLimiterShadowWhenRedisFails(t *testing.T) {
-	srv, rdb := privateServer(t)
+	srv, rdb := redistest.Private(t)
 	ctx := context.Background()
 	closed, err := limiter.New(rdb, limiter.TokenBucket, limiter.WithFailClosed(time.Second), limiter.WithFailureLog(nil))
 	if err != nil {

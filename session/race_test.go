@@ -1,4 +1,4 @@
-package integration
+package session_test
 
 import (
 	"context"
@@ -13,6 +13,7 @@ import (
 
 	"github.com/gatehouse/gatehouse/internal/redistest"
 	"github.com/gatehouse/gatehouse/internal/script"
+	"github.com/gatehouse/gatehouse/internal/sessiontest"
 	"github.com/gatehouse/gatehouse/session"
 	"github.com/redis/go-redis/v9"
 )
@@ -45,17 +46,6 @@ func tryAll(n int, try func(i int) bool) int {
 	}
 	wg.Wait()
 	return int(broken.Load())
-}
-
-// together runs fns at once and waits for all of them.
-func together(fns ...func()) {
-	var wg sync.WaitGroup
-	start := make(chan struct{})
-	for _, fn := range fns {
-		wg.Go(func() { <-start; fn() })
-	}
-	close(start)
-	wg.Wait()
 }
 
 // interposer runs a function just before a script's EVALSHA goes out, when one of the call's first
@@ -167,7 +157,7 @@ func newSignedIn(st *session.Store, user string, attrs ...string) (*session.Sess
 func TestSessionRaceOldTokenWithinGrace(t *testing.T) {
 	redistest.Each(t, func(t *testing.T, b *redistest.Backend) {
 		ctx := context.Background()
-		st, _ := newStore(t, b, nil, session.WithRotationGrace(time.Minute))
+		st, _ := sessiontest.NewStore(t, b, nil, session.WithRotationGrace(time.Minute))
 		n := raceTries()
 		var landed atomic.Int64 // tries where the attacker's operation took effect
 		broken := tryAll(n, func(i int) bool {
@@ -182,7 +172,7 @@ func TestSessionRaceOldTokenWithinGrace(t *testing.T) {
 			var attackErr error
 			var attacker *session.Session
 			rotated := make(chan struct{})
-			together(func() { // the rightful client: rotate, then save, and for odd tries rotate again
+			sessiontest.Together(func() { // the rightful client: rotate, then save, and for odd tries rotate again
 				legit, err := st.Load(ctx, old)
 				if err == nil {
 					defer func() { mine = legit.Token() }()
@@ -257,7 +247,7 @@ func TestSessionRaceOldTokenWithinGrace(t *testing.T) {
 func TestSessionRaceDestroyAllVersusRotate(t *testing.T) {
 	redistest.Each(t, func(t *testing.T, b *redistest.Backend) {
 		ctx := context.Background()
-		st, prefix := newStore(t, b, nil)
+		st, prefix := sessiontest.NewStore(t, b, nil)
 		forced, h := interposed(t, b, prefix, "session_user")
 		n := raceTries()
 		broken := tryAll(n, func(i int) bool {
@@ -299,7 +289,7 @@ func TestSessionRaceDestroyAllVersusRotate(t *testing.T) {
 				}
 			}
 			if i%2 == 0 {
-				together(rotate, func() { destroy(st) })
+				sessiontest.Together(rotate, func() { destroy(st) })
 			} else {
 				h.arm(indexKeyOf(s.Key()), rotate) // between the index read and the script
 				destroy(forced)
@@ -329,7 +319,7 @@ func TestSessionRaceDestroyAllVersusRotate(t *testing.T) {
 func TestSessionRaceLoginKeepsCompletedSave(t *testing.T) {
 	redistest.Each(t, func(t *testing.T, b *redistest.Backend) {
 		ctx := context.Background()
-		st, prefix := newStore(t, b, nil)
+		st, prefix := sessiontest.NewStore(t, b, nil)
 		forced, h := interposed(t, b, prefix, "session_seal")
 		n := raceTries()
 		broken := tryAll(n, func(i int) bool {
@@ -371,10 +361,10 @@ func TestSessionRaceLoginKeepsCompletedSave(t *testing.T) {
 				save()
 				login(st)()
 			case 1:
-				together(save, login(st))
+				sessiontest.Together(save, login(st))
 			case 2:
 				if !anonymous { // one script: there is no step to put the save between
-					together(save, login(st))
+					sessiontest.Together(save, login(st))
 					break
 				}
 				h.arm(string(s.Key()), save)
@@ -414,7 +404,7 @@ func TestSessionRaceCapUnderConcurrentSignIns(t *testing.T) {
 	redistest.Each(t, func(t *testing.T, b *redistest.Backend) {
 		ctx := context.Background()
 		const cap, signIns = 3, 8
-		st, prefix := newStore(t, b, nil, session.WithMaxSessionsPerUser(cap))
+		st, prefix := sessiontest.NewStore(t, b, nil, session.WithMaxSessionsPerUser(cap))
 		forced, h := interposed(t, b, prefix, "session_create", session.WithMaxSessionsPerUser(cap))
 		n := raceTries()
 		broken := tryAll(n, func(i int) bool {
@@ -442,7 +432,7 @@ func TestSessionRaceCapUnderConcurrentSignIns(t *testing.T) {
 					sessions[j] = s
 				})
 			}
-			together(fns...)
+			sessiontest.Together(fns...)
 			live := 0
 			for _, s := range sessions[:signIns] {
 				if s == nil {

@@ -1,4 +1,4 @@
-package integration
+package session_test
 
 import (
 	"context"

@@ -1,4 +1,4 @@
-package integration
+package limiter_test
 
 import (
 	"context"
@@ -144,7 +144,7 @@ func TestLimiterAutoPipelineRecovers(t *testing.T) {
 		}
 	})
 
-	_, rdb := privateServer(t)
+	_, rdb := redistest.Private(t)
 	lim, err := limiter.New(rdb, limiter.TokenBucket, limiter.WithAutoPipeline(), limiter.WithFailOpen(),
 		limiter.WithTimeout(200*time.Millisecond), limiter.WithFailureLog(nil))
 	if err != nil {
@@ -155,7 +155,7 @@ func TestLimiterAutoPipelineRecovers(t *testing.T) {
 		t.Fatal(err)
 	}
 	res, err := lim.Allow(ctx, "slow", limiter.PerHour(10))
-	if err != nil || res.Source != limiter.SourceFailOpen || !isTimeout(res.Err) {
+	if err != nil || res.Source != limiter.SourceFailOpen || !redistest.IsTimeout(res.Err) {
 		t.Errorf("auto-pipelined with Redis paused: %+v, %v; want fail-open after the timeout", res, err)
 	}
 	rdb.Do(ctx, "CLIENT", "UNPAUSE")

@@ -1,4 +1,4 @@
-package integration
+package limiter_test
 
 import (
 	"context"
@@ -17,7 +17,7 @@ import (
 func TestLimiterDenyCache(t *testing.T) {
 	redistest.Each(t, func(t *testing.T, b *redistest.Backend) {
 		ctx := context.Background()
-		var sent calls
+		var sent redistest.Calls
 		b.Client.AddHook(&sent)
 		lim, err := limiter.New(b.Client, limiter.SlidingWindow, limiter.WithKeyPrefix(redistest.Prefix(t)), limiter.WithDenyCache(2))
 		if err != nil {
@@ -36,7 +36,7 @@ func TestLimiterDenyCache(t *testing.T) {
 		if err != nil || first.Allowed || first.Source != limiter.SourceRedis || first.RetryAfter <= 0 {
 			t.Fatalf("fourth request: %+v, %v; want refused by Redis", first, err)
 		}
-		before := sent.n.Load()
+		before := sent.N.Load()
 		var last limiter.Result
 		for i := range 50 {
 			res, err := lim.Allow(ctx, "a", limit)
@@ -50,7 +50,7 @@ func TestLimiterDenyCache(t *testing.T) {
 			}
 			last = res
 		}
-		if n := sent.n.Load() - before; last.Source == limiter.SourceDenyCache && n != 0 {
+		if n := sent.N.Load() - before; last.Source == limiter.SourceDenyCache && n != 0 {
 			t.Errorf("%d commands for cached refusals, want 0", n)
 		}
 		// Another cost and another limit under the same key are not the cached request.
@@ -143,7 +143,7 @@ func TestLimiterDenyCacheExactUnderConcurrency(t *testing.T) {
 
 // With Redis down and the limiter failing open, a client Redis refused moments ago is still refused.
 func TestLimiterDenyCacheWhileRedisDown(t *testing.T) {
-	srv, rdb := privateServer(t)
+	srv, rdb := redistest.Private(t)
 	ctx := context.Background()
 	lim, err := limiter.New(rdb, limiter.FixedWindow, limiter.WithFailOpen(), limiter.WithDenyCache(10), limiter.WithFailureLog(nil))
 	if err != nil {

@@ -1,4 +1,4 @@
-package integration
+package limiter_test
 
 import (
 	"context"
@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gatehouse/gatehouse/internal/limitertest"
 	"github.com/gatehouse/gatehouse/internal/redistest"
 	"github.com/gatehouse/gatehouse/limiter"
 	"github.com/redis/go-redis/v9"
@@ -77,7 +78,7 @@ func TestLimiterCorruptState(t *testing.T) {
 				}
 				for _, s := range states {
 					id := "corrupt"
-					key := keyOf(prefix, a.alg, id, limit)
+					key := limitertest.Key(prefix, a.alg, id, limit)
 					writeCorrupt(t, ctx, b.Client, key, s.kind, s.value)
 					before := dump(t, b, prefix, id)
 					calls := map[string]func() (limiter.Result, error){

@@ -1,4 +1,4 @@
-package integration
+package gatehouse_test
 
 import (
 	"context"
@@ -9,7 +9,9 @@ import (
 	"time"
 
 	"github.com/gatehouse/gatehouse"
+	"github.com/gatehouse/gatehouse/internal/limitertest"
 	"github.com/gatehouse/gatehouse/internal/redistest"
+	"github.com/gatehouse/gatehouse/internal/sessiontest"
 	"github.com/gatehouse/gatehouse/limiter"
 	"github.com/gatehouse/gatehouse/session"
 	"github.com/redis/go-redis/v9"
@@ -132,15 +134,15 @@ func newEvictionRun(t *testing.T, policy string) *evictionRun {
 	var err error
 	r := &evictionRun{t: t, ctx: ctx, policy: policy, rdb: rdb, prefix: redistest.Prefix(t), per: limiter.Per(5, 30*24*time.Hour)}
 	fixed := time.Now()
-	for _, a := range algorithms {
-		el := evictionLimiters{alg: a.alg, prefix: r.prefix + "rl:" + a.alg.String() + ":"}
+	for _, alg := range limitertest.Algorithms {
+		el := evictionLimiters{alg: alg, prefix: r.prefix + "rl:" + alg.String() + ":"}
 		opts := []limiter.Option{limiter.WithKeyPrefix(el.prefix), limiter.WithClock(func() time.Time { return fixed }), limiter.WithFailureLog(nil)}
-		el.plain, err = limiter.New(rdb, a.alg, opts...)
+		el.plain, err = limiter.New(rdb, alg, opts...)
 		if err == nil {
-			el.open, err = limiter.New(rdb, a.alg, append(opts, limiter.WithFailOpen())...)
+			el.open, err = limiter.New(rdb, alg, append(opts, limiter.WithFailOpen())...)
 		}
 		if err == nil {
-			el.closed, err = limiter.New(rdb, a.alg, append(opts, limiter.WithFailClosed(time.Minute))...)
+			el.closed, err = limiter.New(rdb, alg, append(opts, limiter.WithFailClosed(time.Minute))...)
 		}
 		if err != nil {
 			t.Fatal(err)
@@ -160,7 +162,7 @@ func newEvictionRun(t *testing.T, policy string) *evictionRun {
 	}
 	for i := range evictionAnon + evictionUsers {
 		want := strings.Repeat("v", 200) + strconv.Itoa(i)
-		ss := storedSession{s: stored(t, r.st, "v", want), want: want}
+		ss := storedSession{s: sessiontest.Stored(t, r.st, "v", want), want: want}
 		if i >= evictionAnon {
 			ss.user = "user-" + strconv.Itoa(i)
 			if err := r.st.Login(ctx, ss.s, ss.user); err != nil {
@@ -171,7 +173,7 @@ func newEvictionRun(t *testing.T, policy string) *evictionRun {
 	}
 	r.ops = map[string]*session.Session{}
 	for _, op := range []string{"load", "save", "save+remove", "rotate", "login", "destroy", "user"} {
-		r.ops[op] = stored(t, r.st, "v", "op")
+		r.ops[op] = sessiontest.Stored(t, r.st, "v", "op")
 	}
 	if err := r.st.Login(ctx, r.ops["user"], "op-user"); err != nil {
 		t.Fatal(err)
@@ -188,8 +190,8 @@ func (r *evictionRun) trafficWhenFull() {
 			t.Errorf("%s, a new client: %+v, %v; want admitted", el.alg, res, err)
 		}
 	}
-	fresh := stored(t, r.st, "v", "new")
-	if got := mustLoad(t, r.st, fresh.Token()); got.GetString("v") != "new" {
+	fresh := sessiontest.Stored(t, r.st, "v", "new")
+	if got := sessiontest.MustLoad(t, r.st, fresh.Token()); got.GetString("v") != "new" {
 		t.Errorf("the new session reads %v", got.Names())
 	}
 }
@@ -555,7 +557,7 @@ func TestEvictionSignOutEverywhere(t *testing.T) {
 	}
 	var users []user
 	for i := range evictionUsers {
-		u := user{id: "user-" + strconv.Itoa(i), s: stored(t, st, "v", "x")}
+		u := user{id: "user-" + strconv.Itoa(i), s: sessiontest.Stored(t, st, "v", "x")}
 		if err := st.Login(ctx, u.s, u.id); err != nil {
 			t.Fatal(err)
 		}
@@ -615,7 +617,7 @@ func TestEvictionSignOutEverywhere(t *testing.T) {
 		t.Errorf("after its user index was evicted, DestroyAllForUser ended %d sessions and the user's session still loads (Load: %v); want it signed out", n, err)
 	}
 	for _, u := range indexed {
-		mustLoad(t, st, u.s.Token())
+		sessiontest.MustLoad(t, st, u.s.Token())
 	}
 	t.Logf("%d of %d users kept both index and session, and stay signed in", len(indexed), len(users))
 }

@@ -1,4 +1,4 @@
-package integration
+package session_test
 
 import (
 	"context"
@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/gatehouse/gatehouse/internal/redistest"
+	"github.com/gatehouse/gatehouse/internal/sessiontest"
 	"github.com/gatehouse/gatehouse/session"
 	"github.com/redis/go-redis/v9"
 )
@@ -148,7 +149,7 @@ func held(t *testing.T, srv *httptest.Server, g *gates, id, path, token string) 
 func TestSessionRacesOverHTTP(t *testing.T) {
 	redistest.Each(t, func(t *testing.T, b *redistest.Backend) {
 		ctx := context.Background()
-		st, prefix := newStore(t, b, nil, session.WithMaxSize(1<<20))
+		st, prefix := sessiontest.NewStore(t, b, nil, session.WithMaxSize(1<<20))
 		srv, g := sessionServer(t, st, session.WithCookie(session.Cookie{Insecure: true}))
 
 		t.Run("lost update", func(t *testing.T) {
@@ -230,7 +231,7 @@ func TestSessionRacesOverHTTP(t *testing.T) {
 
 func TestSessionMiddlewareCookies(t *testing.T) {
 	b := redistest.Get(t, redistest.Names()[0])
-	st, _ := newStore(t, b, nil)
+	st, _ := sessiontest.NewStore(t, b, nil)
 	srv, _ := sessionServer(t, st)
 
 	// A request that stores nothing gets no cookie.

@@ -1,4 +1,4 @@
-package integration
+package limiter_test
 
 import (
 	"context"
@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gatehouse/gatehouse/internal/limitertest"
 	"github.com/gatehouse/gatehouse/internal/redistest"
 	"github.com/gatehouse/gatehouse/internal/script"
 	"github.com/gatehouse/gatehouse/limiter"
@@ -34,7 +35,7 @@ func TestLimiterReadsStateOfThePreviousRelease(t *testing.T) {
 					args = []any{limit.Capacity(), int64(300e6)}
 				}
 				now := minute + 10e6
-				key := keyOf(prefix, a.alg, "user", limit)
+				key := limitertest.Key(prefix, a.alg, "user", limit)
 				// The previous release admits 3 at once.
 				v, err := old.Run(ctx, b.Client, []string{key}, append([]any{3, 0, now}, args...)...)
 				if err != nil || v.([]any)[0] != int64(1) {
@@ -77,10 +78,4 @@ func TestLimiterReadsStateOfThePreviousRelease(t *testing.T) {
 			})
 		}
 	})
-}
-
-// keyOf is the key of identifier id under limit for a limiter with prefix.
-func keyOf(prefix string, alg *limiter.Algorithm, id string, limit limiter.Limit) string {
-	k := redisKey(alg, id, limit)
-	return prefix + k[len(limiter.DefaultKeyPrefix):]
 }

@@ -1,4 +1,4 @@
-package integration
+package limiter_test
 
 import (
 	"context"

@@ -1,4 +1,4 @@
-package integration
+package session_test
 
 import (
 	"context"
@@ -11,59 +11,17 @@ import (
 	"github.com/gatehouse/gatehouse"
 	"github.com/gatehouse/gatehouse/internal/redistest"
 	"github.com/gatehouse/gatehouse/internal/script"
+	"github.com/gatehouse/gatehouse/internal/sessiontest"
 	"github.com/gatehouse/gatehouse/session"
 )
-
-// newStore returns a store under a fresh prefix; with a non-nil clock, the store decides at the
-// instants it holds (milliseconds) instead of the server's clock.
-func newStore(t *testing.T, b *redistest.Backend, clock *atomic.Int64, opts ...session.Option) (*session.Store, string) {
-	t.Helper()
-	prefix := redistest.Prefix(t)
-	opts = append([]session.Option{session.WithKeyPrefix(prefix)}, opts...)
-	if clock != nil {
-		opts = append(opts, session.WithClock(func() time.Time { return time.UnixMilli(clock.Load()) }))
-	}
-	st, err := session.NewStore(b.Client, opts...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return st, prefix
-}
-
-// stored creates and saves a session holding the given string attributes.
-func stored(t *testing.T, st *session.Store, attrs ...string) *session.Session {
-	t.Helper()
-	s, err := st.New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := 0; i+1 < len(attrs); i += 2 {
-		if err := s.Put(attrs[i], attrs[i+1]); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := st.Save(context.Background(), s); err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
-
-func mustLoad(t *testing.T, st *session.Store, tok session.Token) *session.Session {
-	t.Helper()
-	s, err := st.Load(context.Background(), tok)
-	if err != nil {
-		t.Fatalf("Load: %v", err)
-	}
-	return s
-}
 
 func TestSessionRoundTrip(t *testing.T) {
 	redistest.Each(t, func(t *testing.T, b *redistest.Backend) {
 		for _, codec := range []session.Codec{session.JSON, session.Msgpack} {
 			ctx := context.Background()
-			st, prefix := newStore(t, b, nil, session.WithCodec(codec))
-			s := stored(t, st, "name", "ada")
-			s2 := mustLoad(t, st, s.Token())
+			st, prefix := sessiontest.NewStore(t, b, nil, session.WithCodec(codec))
+			s := sessiontest.Stored(t, st, "name", "ada")
+			s2 := sessiontest.MustLoad(t, st, s.Token())
 			if got := s2.GetString("name"); got != "ada" {
 				t.Errorf("GetString(name) = %q, want ada", got)
 			}
@@ -74,12 +32,12 @@ func TestSessionRoundTrip(t *testing.T) {
 			if err := st.Save(ctx, s2); err != nil {
 				t.Fatal(err)
 			}
-			s3 := mustLoad(t, st, s.Token())
+			s3 := sessiontest.MustLoad(t, st, s.Token())
 			if s3.GetInt("count") != 41 || s3.PopString("flash") != "saved!" || s3.Has("flash") {
 				t.Errorf("after save: count %d, names %v", s3.GetInt("count"), s3.Names())
 			}
 			st.Save(ctx, s3)
-			if mustLoad(t, st, s.Token()).Has("flash") {
+			if sessiontest.MustLoad(t, st, s.Token()).Has("flash") {
 				t.Error("a popped flash message is still stored")
 			}
 			m := s3.Metadata()
@@ -101,8 +59,8 @@ func TestSessionSlidingExpiryCappedByDeadline(t *testing.T) {
 		var now atomic.Int64
 		start := time.Now().UnixMilli()
 		now.Store(start)
-		st, prefix := newStore(t, b, &now, session.WithIdleTimeout(10*time.Second), session.WithLifetime(25*time.Second))
-		s := stored(t, st, "k", "v")
+		st, prefix := sessiontest.NewStore(t, b, &now, session.WithIdleTimeout(10*time.Second), session.WithLifetime(25*time.Second))
+		s := sessiontest.Stored(t, st, "k", "v")
 		for _, step := range []struct {
 			at      int64 // ms after creation
 			wantTTL int64 // ms
@@ -110,7 +68,7 @@ func TestSessionSlidingExpiryCappedByDeadline(t *testing.T) {
 			{8_000, 10_000}, {16_000, 9_000}, {20_000, 5_000}, {24_500, 500},
 		} {
 			now.Store(start + step.at)
-			mustLoad(t, st, s.Token())
+			sessiontest.MustLoad(t, st, s.Token())
 			ttl := b.Client.PTTL(ctx, string(s.Key())).Val().Milliseconds()
 			if ttl > step.wantTTL || ttl < step.wantTTL-1000 {
 				t.Errorf("at +%dms: PTTL = %dms, want about %dms (never past the deadline)", step.at, ttl, step.wantTTL)
@@ -136,9 +94,9 @@ func TestSessionReadCostsOneRoundTrip(t *testing.T) {
 		if err := gatehouse.Preload(ctx, b.Client); err != nil {
 			t.Fatal(err)
 		}
-		st, _ := newStore(t, b, nil)
-		anon := stored(t, st, "payload", strings.Repeat("x", 1500))
-		in := stored(t, st, "payload", strings.Repeat("x", 1500))
+		st, _ := sessiontest.NewStore(t, b, nil)
+		anon := sessiontest.Stored(t, st, "payload", strings.Repeat("x", 1500))
+		in := sessiontest.Stored(t, st, "payload", strings.Repeat("x", 1500))
 		if err := st.Login(ctx, in, "reader"); err != nil {
 			t.Fatal(err)
 		}
@@ -149,7 +107,7 @@ func TestSessionReadCostsOneRoundTrip(t *testing.T) {
 			signedIn := s.UserID() != ""
 			before := redistest.CommandCalls(ctx, t, b)
 			for range 5 {
-				mustLoad(t, st, s.Token())
+				sessiontest.MustLoad(t, st, s.Token())
 			}
 			got := redistest.Delta(before, redistest.CommandCalls(ctx, t, b), stats...)
 			want := map[string]int64{"evalsha.calls": 5, "hgetall.calls": 5, "pexpire.calls": 5, "hset.calls": 1}
@@ -169,9 +127,9 @@ func TestSessionReadCostsOneRoundTrip(t *testing.T) {
 func TestSessionConcurrentSavesKeepBoth(t *testing.T) {
 	redistest.Each(t, func(t *testing.T, b *redistest.Backend) {
 		ctx := context.Background()
-		st, _ := newStore(t, b, nil)
-		s := stored(t, st, "a", "0", "b", "0")
-		r1, r2 := mustLoad(t, st, s.Token()), mustLoad(t, st, s.Token())
+		st, _ := sessiontest.NewStore(t, b, nil)
+		s := sessiontest.Stored(t, st, "a", "0", "b", "0")
+		r1, r2 := sessiontest.MustLoad(t, st, s.Token()), sessiontest.MustLoad(t, st, s.Token())
 		r1.Put("a", "1")
 		r2.Put("b", "2")
 		r2.Remove("gone")
@@ -181,7 +139,7 @@ func TestSessionConcurrentSavesKeepBoth(t *testing.T) {
 		if err := st.Save(ctx, r2); err != nil {
 			t.Fatal(err)
 		}
-		got := mustLoad(t, st, s.Token())
+		got := sessiontest.MustLoad(t, st, s.Token())
 		if got.GetString("a") != "1" || got.GetString("b") != "2" {
 			t.Errorf("after two saves: a = %q, b = %q; want 1 and 2", got.GetString("a"), got.GetString("b"))
 		}
@@ -192,11 +150,11 @@ func TestSessionConcurrentSavesKeepBoth(t *testing.T) {
 func TestSessionNoResurrection(t *testing.T) {
 	redistest.Each(t, func(t *testing.T, b *redistest.Backend) {
 		ctx := context.Background()
-		st, _ := newStore(t, b, nil)
+		st, _ := sessiontest.NewStore(t, b, nil)
 
-		s := stored(t, st, "a", "1")
-		inflight := mustLoad(t, st, s.Token())
-		if err := st.Destroy(ctx, mustLoad(t, st, s.Token())); err != nil {
+		s := sessiontest.Stored(t, st, "a", "1")
+		inflight := sessiontest.MustLoad(t, st, s.Token())
+		if err := st.Destroy(ctx, sessiontest.MustLoad(t, st, s.Token())); err != nil {
 			t.Fatal(err)
 		}
 		inflight.Put("a", "2")
@@ -207,10 +165,10 @@ func TestSessionNoResurrection(t *testing.T) {
 			t.Errorf("load after destroy and a late save: err = %v, want ErrNotFound", err)
 		}
 
-		s = stored(t, st, "a", "1")
+		s = sessiontest.Stored(t, st, "a", "1")
 		old := s.Token()
-		inflight = mustLoad(t, st, old)
-		rot := mustLoad(t, st, old)
+		inflight = sessiontest.MustLoad(t, st, old)
+		rot := sessiontest.MustLoad(t, st, old)
 		if err := st.Rotate(ctx, rot); err != nil {
 			t.Fatal(err)
 		}
@@ -224,7 +182,7 @@ func TestSessionNoResurrection(t *testing.T) {
 		if _, err := st.Load(ctx, old); !errors.Is(err, session.ErrNotFound) {
 			t.Errorf("load of the old token after rotate: err = %v, want ErrNotFound", err)
 		}
-		if got := mustLoad(t, st, rot.Token()).GetString("a"); got != "1" {
+		if got := sessiontest.MustLoad(t, st, rot.Token()).GetString("a"); got != "1" {
 			t.Errorf("rotated session a = %q, want 1", got)
 		}
 	})
@@ -237,13 +195,13 @@ func TestSessionRotationGrace(t *testing.T) {
 		var now atomic.Int64
 		start := time.Now().UnixMilli()
 		now.Store(start)
-		st, prefix := newStore(t, b, &now, session.WithRotationGrace(5*time.Second))
-		s := stored(t, st, "a", "1")
+		st, prefix := sessiontest.NewStore(t, b, &now, session.WithRotationGrace(5*time.Second))
+		s := sessiontest.Stored(t, st, "a", "1")
 		old := s.Token()
 		if err := st.Rotate(ctx, s); err != nil {
 			t.Fatal(err)
 		}
-		viaOld := mustLoad(t, st, old)
+		viaOld := sessiontest.MustLoad(t, st, old)
 		if viaOld.Metadata().Key != s.Key() || viaOld.GetString("a") != "1" || !viaOld.ReadOnly() {
 			t.Fatalf("old token within grace: key %v, a = %q, read-only %v", viaOld.Metadata().Key, viaOld.GetString("a"), viaOld.ReadOnly())
 		}
@@ -254,7 +212,7 @@ func TestSessionRotationGrace(t *testing.T) {
 		if _, err := st.Load(ctx, old); !errors.Is(err, session.ErrNotFound) {
 			t.Errorf("old token after grace: err = %v, want ErrNotFound", err)
 		}
-		mustLoad(t, st, s.Token())
+		sessiontest.MustLoad(t, st, s.Token())
 		redistest.AssertKeysExpire(t, b, prefix)
 	})
 }
@@ -262,9 +220,9 @@ func TestSessionRotationGrace(t *testing.T) {
 func TestSessionLoginAndPerUserControl(t *testing.T) {
 	redistest.Each(t, func(t *testing.T, b *redistest.Backend) {
 		ctx := context.Background()
-		st, prefix := newStore(t, b, nil)
+		st, prefix := sessiontest.NewStore(t, b, nil)
 		// An anonymous session with a cart signs in: it moves to the user's slot, keeping the cart.
-		anon := stored(t, st, "cart", "3 apples")
+		anon := sessiontest.Stored(t, st, "cart", "3 apples")
 		old := anon.Token()
 		if err := st.Login(ctx, anon, "user-7"); err != nil {
 			t.Fatal(err)
@@ -272,12 +230,12 @@ func TestSessionLoginAndPerUserControl(t *testing.T) {
 		if _, err := st.Load(ctx, old); !errors.Is(err, session.ErrNotFound) {
 			t.Errorf("pre-login token: err = %v, want ErrNotFound", err)
 		}
-		in := mustLoad(t, st, anon.Token())
+		in := sessiontest.MustLoad(t, st, anon.Token())
 		if in.GetString("cart") != "3 apples" || in.UserID() != "user-7" || !in.AuthenticatedWithin(time.Minute) {
 			t.Errorf("after login: cart %q, user %q, meta %+v", in.GetString("cart"), in.UserID(), in.Metadata())
 		}
 		// Two more devices, then a re-login (rotation within the user's slot).
-		phone := stored(t, st)
+		phone := sessiontest.Stored(t, st)
 		phone.Put("x", 1)
 		if err := st.Login(ctx, phone, "user-7"); err != nil {
 			t.Fatal(err)
@@ -319,7 +277,7 @@ func TestSessionLoginAndPerUserControl(t *testing.T) {
 		if _, err := st.Load(ctx, phone.Token()); !errors.Is(err, session.ErrNotFound) {
 			t.Errorf("phone after DestroyOthers: err = %v", err)
 		}
-		mustLoad(t, st, in.Token())
+		sessiontest.MustLoad(t, st, in.Token())
 		if n, err := st.DestroyAllForUser(ctx, "user-7"); err != nil || n != 1 {
 			t.Errorf("DestroyAllForUser = %d, %v; want 1", n, err)
 		}
@@ -339,7 +297,7 @@ func TestSessionCapPerUserEvictsOldest(t *testing.T) {
 		var now atomic.Int64
 		start := time.Now().UnixMilli()
 		now.Store(start)
-		st, _ := newStore(t, b, &now, session.WithMaxSessionsPerUser(2))
+		st, _ := sessiontest.NewStore(t, b, &now, session.WithMaxSessionsPerUser(2))
 		var toks []session.Token
 		for i := range 4 {
 			now.Store(start + int64(i)*1000)
@@ -369,7 +327,7 @@ func TestSessionIndexDoesNotLeak(t *testing.T) {
 		var now atomic.Int64
 		start := time.Now().UnixMilli()
 		now.Store(start)
-		st, prefix := newStore(t, b, &now, session.WithIdleTimeout(time.Second), session.WithLifetime(time.Hour))
+		st, prefix := sessiontest.NewStore(t, b, &now, session.WithIdleTimeout(time.Second), session.WithLifetime(time.Hour))
 		var keys []session.Key
 		for range 3 {
 			s, _ := st.New()
@@ -408,7 +366,7 @@ func TestSessionIndexDoesNotLeak(t *testing.T) {
 func TestSessionBadInput(t *testing.T) {
 	redistest.Each(t, func(t *testing.T, b *redistest.Backend) {
 		ctx := context.Background()
-		st, _ := newStore(t, b, nil, session.WithMaxSize(2000))
+		st, _ := sessiontest.NewStore(t, b, nil, session.WithMaxSize(2000))
 
 		before := redistest.CommandCalls(ctx, t, b)
 		for _, tok := range []session.Token{"", "short", session.Token(strings.Repeat("a", 46)), session.Token(strings.Repeat("a", 46) + "!"), session.Token(strings.Repeat("{", 47))} {
@@ -426,13 +384,13 @@ func TestSessionBadInput(t *testing.T) {
 		}
 
 		// Too large: refused, nothing written.
-		s := stored(t, st, "a", "small")
-		big := mustLoad(t, st, s.Token())
+		s := sessiontest.Stored(t, st, "a", "small")
+		big := sessiontest.MustLoad(t, st, s.Token())
 		big.Put("blob", strings.Repeat("x", 3000))
 		if err := st.Save(ctx, big); !errors.Is(err, session.ErrTooLarge) {
 			t.Errorf("oversize save: err = %v, want ErrTooLarge", err)
 		}
-		if mustLoad(t, st, s.Token()).Has("blob") {
+		if sessiontest.MustLoad(t, st, s.Token()).Has("blob") {
 			t.Error("an oversize save wrote something")
 		}
 		tooBig, _ := st.New()
@@ -442,20 +400,20 @@ func TestSessionBadInput(t *testing.T) {
 		}
 
 		// Corrupt records and attributes are errors, never panics.
-		s = stored(t, st, "a", "1")
+		s = sessiontest.Stored(t, st, "a", "1")
 		b.Client.HSet(ctx, string(s.Key()), "a:a", "{not json")
-		got := mustLoad(t, st, s.Token())
+		got := sessiontest.MustLoad(t, st, s.Token())
 		var v string
 		if _, err := got.Get("a", &v); !errors.Is(err, session.ErrCorrupt) {
 			t.Errorf("Get of a corrupt attribute: err = %v, want ErrCorrupt", err)
 		}
 		// A msgpack value whose header claims billions of elements: refused, without allocating them
 		// (found by FuzzGetters: msgpack v5 sized the slice by the claim and the process ran out of memory).
-		mp, _ := newStore(t, b, nil, session.WithCodec(session.Msgpack))
-		s = stored(t, mp, "a", "1")
+		mp, _ := sessiontest.NewStore(t, b, nil, session.WithCodec(session.Msgpack))
+		s = sessiontest.Stored(t, mp, "a", "1")
 		b.Client.HSet(ctx, string(s.Key()), "a:a", "\x9d000000\x98\x9800000000000000000F\x97\x1d\x903\xdd\xc7000\x9800")
 		var anything any
-		if _, err := mustLoad(t, mp, s.Token()).Get("a", &anything); !errors.Is(err, session.ErrCorrupt) {
+		if _, err := sessiontest.MustLoad(t, mp, s.Token()).Get("a", &anything); !errors.Is(err, session.ErrCorrupt) {
 			t.Errorf("Get of a msgpack bomb: err = %v, want ErrCorrupt", err)
 		}
 		for _, corrupt := range []func(k string){
@@ -464,7 +422,7 @@ func TestSessionBadInput(t *testing.T) {
 			func(k string) { b.Client.HSet(ctx, k, "_s", "yesterday") },
 			func(k string) { b.Client.HDel(ctx, k, "_g") },
 		} {
-			s := stored(t, st, "a", "1")
+			s := sessiontest.Stored(t, st, "a", "1")
 			corrupt(string(s.Key()))
 			if _, err := st.Load(ctx, s.Token()); !errors.Is(err, session.ErrCorrupt) {
 				t.Errorf("Load of a corrupt record: err = %v, want ErrCorrupt", err)
@@ -480,14 +438,14 @@ func TestSessionBadInput(t *testing.T) {
 func TestSessionLifetimeOverrides(t *testing.T) {
 	redistest.Each(t, func(t *testing.T, b *redistest.Backend) {
 		ctx := context.Background()
-		st, prefix := newStore(t, b, nil, session.WithIdleTimeout(time.Minute), session.WithLifetime(time.Hour))
+		st, prefix := sessiontest.NewStore(t, b, nil, session.WithIdleTimeout(time.Minute), session.WithLifetime(time.Hour))
 		s, _ := st.New()
 		s.Put("k", "v")
 		s.SetLifetime(2*time.Hour, 30*24*time.Hour)
 		if err := st.Save(ctx, s); err != nil {
 			t.Fatal(err)
 		}
-		m := mustLoad(t, st, s.Token()).Metadata()
+		m := sessiontest.MustLoad(t, st, s.Token()).Metadata()
 		if m.IdleTimeout != 2*time.Hour || m.Deadline.Sub(m.Created) != 30*24*time.Hour {
 			t.Errorf("remembered session: idle %v, lifetime %v; want 2h and 720h", m.IdleTimeout, m.Deadline.Sub(m.Created))
 		}
@@ -495,7 +453,7 @@ func TestSessionLifetimeOverrides(t *testing.T) {
 			t.Errorf("PTTL %v, want about 2h", ttl)
 		}
 		// Back to short lifetimes on a stored session: a 10-second lifetime from creation.
-		r := mustLoad(t, st, s.Token())
+		r := sessiontest.MustLoad(t, st, s.Token())
 		r.SetLifetime(5*time.Second, 10*time.Second)
 		if err := st.Save(ctx, r); err != nil {
 			t.Fatal(err)
@@ -503,7 +461,7 @@ func TestSessionLifetimeOverrides(t *testing.T) {
 		if ttl := b.Client.PTTL(ctx, string(s.Key())).Val(); ttl > 5*time.Second || ttl < 3*time.Second {
 			t.Errorf("after shortening: PTTL %v, want about 5s", ttl)
 		}
-		if m := mustLoad(t, st, s.Token()).Metadata(); m.Deadline.Sub(m.Created) != 10*time.Second {
+		if m := sessiontest.MustLoad(t, st, s.Token()).Metadata(); m.Deadline.Sub(m.Created) != 10*time.Second {
 			t.Errorf("after shortening: lifetime %v, want 10s", m.Deadline.Sub(m.Created))
 		}
 		redistest.AssertKeysExpire(t, b, prefix)
@@ -515,8 +473,8 @@ func TestSessionLifetimeOverrides(t *testing.T) {
 func TestSessionCreateIsIdempotent(t *testing.T) {
 	redistest.Each(t, func(t *testing.T, b *redistest.Backend) {
 		ctx := context.Background()
-		st, _ := newStore(t, b, nil)
-		s := stored(t, st, "a", "1")
+		st, _ := sessiontest.NewStore(t, b, nil)
+		s := sessiontest.Stored(t, st, "a", "1")
 		create, _ := script.Lookup("session_create")
 		before := b.Client.HGetAll(ctx, string(s.Key())).Val()
 		k := string(s.Key())

@@ -1,4 +1,4 @@
-package integration
+package script_test
 
 import (
 	"context"

@@ -1,0 +1,64 @@
+package redistest
+
+import (
+	"context"
+	"errors"
+	"os"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Private starts a redis-server of the test's own, with extra command-line options, which the test
+// may stop, pause or break, and a client for it (ClientFor). Both are closed when the test ends.
+// It skips the test under -short.
+func Private(t testing.TB, extra ...string) (*Server, *redis.Client) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("needs redis-server")
+	}
+	srv, err := StartServer(extra...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Close)
+	return srv, ClientFor(t, srv.Addr)
+}
+
+// ClientFor returns a client for the server at addr that applies context deadlines, does not
+// retry, and gives up dialing after a second; opts adjust its options. It is closed when the test
+// ends.
+func ClientFor(t testing.TB, addr string, opts ...func(*redis.Options)) *redis.Client {
+	o := &redis.Options{Addr: addr, MaxRetries: -1, DisableIdentity: true,
+		DialTimeout: time.Second, ReadTimeout: 5 * time.Second, ContextTimeoutEnabled: true}
+	for _, f := range opts {
+		f(o)
+	}
+	c := redis.NewClient(o)
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// IsTimeout reports whether err is a deadline passing: the context's, or the connection's that
+// go-redis sets from it.
+func IsTimeout(err error) bool {
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded)
+}
+
+// Calls is a go-redis hook that counts the commands a client sends, pipelines included.
+type Calls struct{ N atomic.Int64 }
+
+// DialHook implements redis.Hook.
+func (c *Calls) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+// ProcessHook implements redis.Hook.
+func (c *Calls) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error { c.N.Add(1); return next(ctx, cmd) }
+}
+
+// ProcessPipelineHook implements redis.Hook.
+func (c *Calls) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error { c.N.Add(int64(len(cmds))); return next(ctx, cmds) }
+}

@@ -1,0 +1,216 @@
+package limiter_test
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"testing"
+
+	"github.com/gatehouse/gatehouse"
+	"github.com/gatehouse/gatehouse/internal/redistest"
+	"github.com/gatehouse/gatehouse/internal/script"
+	"github.com/gatehouse/gatehouse/limiter"
+)
+
+// Benchmarks run against the first selected backend ('make bench' selects a private standalone
+// server). Compare figures within one run: absolute numbers depend on the machine.
+
+func benchLimiter(b *testing.B, alg *limiter.Algorithm, opts ...limiter.Option) *limiter.Limiter {
+	be := redistest.Get(b, redistest.Names()[0])
+	if err := gatehouse.Preload(context.Background(), be.Client); err != nil {
+		b.Fatal(err)
+	}
+	lim, err := limiter.New(be.Client, alg, append(opts, limiter.WithKeyPrefix(redistest.Prefix(b)))...)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return lim
+}
+
+// benchKeys are the identifiers the benchmarks cycle through, made once so that building them is not
+// counted.
+var benchKeys = func() []string {
+	k := make([]string, 1000)
+	for i := range k {
+		k[i] = "client-" + strconv.Itoa(i)
+	}
+	return k
+}()
+
+// benchLimit is a limit the benchmark never exhausts.
+func benchLimit(alg *limiter.Algorithm) limiter.Limit {
+	if alg == limiter.SlidingLog {
+		return limiter.PerSecond(limiter.MaxSlidingLogRate)
+	}
+	return limiter.PerSecond(1 << 30)
+}
+
+// The floor under every decision: go-redis sending one EVALSHA of a trivial script and decoding
+// its integer reply, with no gatehouse code in the way.
+func BenchmarkEvalshaBaseline(b *testing.B) {
+	be := redistest.Get(b, redistest.Names()[0])
+	ctx := context.Background()
+	clock, _ := script.Lookup("clock")
+	if err := clock.Load(ctx, be.Client); err != nil {
+		b.Fatal(err)
+	}
+	keys := []string{"k"}
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := be.Client.EvalSha(ctx, clock.SHA1(), keys).Err(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// One caller, one key at a time: the latency of a decision, one round trip.
+func BenchmarkAllow(b *testing.B) {
+	for _, a := range algorithms {
+		b.Run(a.alg.String(), func(b *testing.B) {
+			lim := benchLimiter(b, a.alg)
+			ctx := context.Background()
+			limit := benchLimit(a.alg)
+			b.ReportAllocs()
+			for i := 0; b.Loop(); i++ {
+				if _, err := lim.Allow(ctx, benchKeys[i%len(benchKeys)], limit); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// Many concurrent callers over many keys: decisions per second through one client, each decision
+// its own round trip, then with WithAutoPipeline.
+func BenchmarkAllowParallel(b *testing.B) {
+	for _, a := range algorithms {
+		for _, auto := range []bool{false, true} {
+			name, opts := a.alg.String(), []limiter.Option(nil)
+			if auto {
+				name, opts = name+"/auto-pipeline", []limiter.Option{limiter.WithAutoPipeline()}
+			}
+			b.Run(name, func(b *testing.B) { allowParallel(b, a.alg, opts) })
+		}
+	}
+}
+
+func allowParallel(b *testing.B, alg *limiter.Algorithm, opts []limiter.Option) {
+	lim := benchLimiter(b, alg, opts...)
+	ctx := context.Background()
+	limit := benchLimit(alg)
+	b.ReportAllocs()
+	b.SetParallelism(32)
+	b.RunParallel(func(pb *testing.PB) {
+		i := 0
+		for pb.Next() {
+			i++
+			if _, err := lim.Allow(ctx, benchKeys[i%len(benchKeys)], limit); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}
+
+// Two limits checked and counted in one script call.
+func BenchmarkAllowAll(b *testing.B) {
+	lim := benchLimiter(b, limiter.TokenBucket)
+	ctx := context.Background()
+	limits := []limiter.Limit{limiter.PerSecond(1 << 20), limiter.PerHour(1 << 30)}
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		if _, err := lim.AllowAll(ctx, benchKeys[i%len(benchKeys)], 1, limits...); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// The HTTP middleware around a handler that writes nothing, against a direct AllowAll with the
+// same two limits: what the RateLimit fields and the plumbing add per request.
+func BenchmarkMiddleware(b *testing.B) {
+	lim := benchLimiter(b, limiter.TokenBucket)
+	limits := []limiter.Limit{limiter.PerSecond(1 << 30).WithName("burst"), limiter.PerHour(1 << 40).WithName("hourly")}
+	b.Run("AllowAll", func(b *testing.B) {
+		ctx := context.Background()
+		b.ReportAllocs()
+		i := 0
+		for b.Loop() {
+			if _, err := lim.AllowAll(ctx, benchKeys[i%len(benchKeys)], 1, limits...); err != nil {
+				b.Fatal(err)
+			}
+			i++
+		}
+	})
+	clientIP, err := limiter.ByClientIP(limiter.ClientIP{TrustedProxies: []string{"10.0.0.0/8"}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	// The middleware alone, then with each option that adds work to an admitted request.
+	for _, c := range []struct {
+		name string
+		opts []limiter.HTTPOption
+		key  func(i int) limiter.KeyFunc
+		req  func(r *http.Request)
+	}{
+		{name: "Middleware"},
+		{name: "Middleware/legacy", opts: []limiter.HTTPOption{limiter.WithLegacyFields()}},
+		{name: "Middleware/exposed", opts: []limiter.HTTPOption{limiter.WithExposedFields()},
+			req: func(r *http.Request) { r.Header.Set("Origin", "https://app.example") }},
+		{name: "Middleware/client-ip", key: func(int) limiter.KeyFunc { return clientIP },
+			req: func(r *http.Request) {
+				r.RemoteAddr = "10.0.0.1:4000"
+				r.Header.Set("X-Forwarded-For", "203.0.113.9, 10.0.0.2")
+			}},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			i := 0
+			var key limiter.KeyFunc = func(*http.Request) string { return benchKeys[i%len(benchKeys)] }
+			if c.key != nil {
+				key = c.key(i)
+			}
+			h := limiter.Middleware(lim, key, limits, c.opts...)(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+			req := httptest.NewRequest(http.MethodGet, "/", nil)
+			if c.req != nil {
+				c.req(req)
+			}
+			w := httptest.NewRecorder()
+			b.ReportAllocs()
+			for b.Loop() {
+				clear(w.Header())
+				h.ServeHTTP(w, req)
+				if w.Header().Get("RateLimit") == "" {
+					b.Fatal("no RateLimit field")
+				}
+				i++
+			}
+		})
+	}
+}
+
+// A client that keeps knocking while refused: every refusal from Redis, against the deny cache.
+func BenchmarkRefused(b *testing.B) {
+	for _, cached := range []bool{false, true} {
+		name := "redis"
+		var opts []limiter.Option
+		if cached {
+			name, opts = "deny_cache", []limiter.Option{limiter.WithDenyCache(10000)}
+		}
+		b.Run(name, func(b *testing.B) {
+			be := redistest.Get(b, redistest.Names()[0])
+			lim, err := limiter.New(be.Client, limiter.TokenBucket, append(opts, limiter.WithKeyPrefix(redistest.Prefix(b)))...)
+			if err != nil {
+				b.Fatal(err)
+			}
+			ctx := context.Background()
+			limit := limiter.PerHour(1)
+			lim.Allow(ctx, "hammer", limit)
+			b.ReportAllocs()
+			for b.Loop() {
+				if res, err := lim.Allow(ctx, "hammer", limit); err != nil || res.Allowed {
+					b.Fatal(res, err)
+				}
+			}
+		})
+	}
+}
