@@ -8,6 +8,7 @@ import (
 	"os"
 	"testing"
 
+	_ "github.com/gatehouse/gatehouse/integration/internal/containers" // GATEHOUSE_TEST_BACKENDS=testcontainers
 	"github.com/gatehouse/gatehouse/internal/redistest"
 )
 

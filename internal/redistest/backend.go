@@ -1,16 +1,19 @@
-// Package redistest gives gatehouse's integration tests real Redis servers: a standalone server, a
-// three-master cluster, or a server in a container through testcontainers-go.
+// Package redistest gives gatehouse's tests real Redis servers: a standalone server, a three-master
+// cluster, a Sentinel deployment, private servers a test may break, or a backend another package
+// registers (the integration module's server in a container, through testcontainers-go). It
+// depends on go-redis alone.
 //
 // Which backends a test run uses is set by GATEHOUSE_TEST_BACKENDS, a comma-separated list of
-// "standalone", "cluster" and "testcontainers" (default "standalone,cluster"). Each is started once
-// per test binary, on first use, and stopped by Main:
+// "standalone", "cluster" and registered names such as "testcontainers" (default
+// "standalone,cluster"). Each is started once per test binary, on first use, and stopped by Main:
 //
 //   - standalone: the server at REDIS_URL when set, otherwise a private redis-server from PATH on a
 //     free loopback port;
 //   - cluster: the cluster at REDIS_CLUSTER_ADDRS (comma-separated seed addresses) when set, otherwise
 //     six private redis-server processes joined into a cluster by redis-cli;
-//   - testcontainers: a container of the image GATEHOUSE_REDIS_IMAGE (default gatehouse-redis:local,
-//     which 'make redis-image' builds from the installed redis-server; no registry is needed).
+//   - testcontainers (registered by integration/internal/containers): a container of the image
+//     GATEHOUSE_REDIS_IMAGE (default gatehouse-redis:local, which 'make redis-image' builds from the
+//     installed redis-server; no registry is needed).
 //
 // Tests never flush a database: each works under its own random key prefix (Prefix). When no Redis
 // can be had the test fails with instructions; 'go test -short' skips integration tests instead.
@@ -173,16 +176,46 @@ func start(name string) (*Backend, error) {
 		}
 		c := cl.Client()
 		return &Backend{Name: name, Client: c, Cluster: cl, close: func() { c.Close(); cl.Close() }}, nil
-	case "testcontainers":
-		addr, stop, err := startContainer()
+	default:
+		mu.Lock()
+		run, ok := registered[name]
+		note := registeredNote()
+		mu.Unlock()
+		if !ok {
+			return nil, fmt.Errorf("unknown backend %q in GATEHOUSE_TEST_BACKENDS (want standalone or cluster; %s)", name, note)
+		}
+		addr, stop, err := run()
 		if err != nil {
 			return nil, err
 		}
 		c := redis.NewClient(&redis.Options{Addr: addr, DisableIdentity: true})
 		return &Backend{Name: name, Client: c, close: func() { c.Close(); stop() }}, ping(c)
-	default:
-		return nil, fmt.Errorf("unknown backend %q in GATEHOUSE_TEST_BACKENDS (want standalone, cluster or testcontainers)", name)
 	}
+}
+
+// registered are the backends of other packages, by name: a server each starts on first use.
+var registered = map[string]func() (addr string, stop func(), err error){}
+
+// Register adds the backend name, a single server that start runs and stop removes, for
+// GATEHOUSE_TEST_BACKENDS to select. The integration module registers "testcontainers" (a server
+// in a container, through testcontainers-go), which this module does not depend on.
+func Register(name string, start func() (addr string, stop func(), err error)) {
+	mu.Lock()
+	defer mu.Unlock()
+	registered[name] = start
+}
+
+// registeredNote says which backends are registered; mu is held.
+func registeredNote() string {
+	if len(registered) == 0 {
+		return "testcontainers is a backend of the integration module's tests only"
+	}
+	names := make([]string, 0, len(registered))
+	for n := range registered {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	return "registered: " + strings.Join(names, ", ")
 }
 
 func ping(c redis.UniversalClient) error {

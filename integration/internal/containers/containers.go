@@ -1,4 +1,7 @@
-package redistest
+// Package containers registers the "testcontainers" backend of internal/redistest: a Redis server
+// in a container, run through testcontainers-go. The integration module's tests import it, so that
+// gatehouse's own module does not depend on testcontainers-go.
+package containers
 
 import (
 	"context"
@@ -7,12 +10,15 @@ import (
 	"strings"
 	"time"
 
+	"github.com/gatehouse/gatehouse/internal/redistest"
 	tcredis "github.com/testcontainers/testcontainers-go/modules/redis"
 )
 
-// startContainer runs the local Redis image through testcontainers-go and returns the address of
+func init() { redistest.Register("testcontainers", start) }
+
+// start runs the local Redis image through testcontainers-go and returns the address of
 // its mapped port and a function that removes the container.
-func startContainer() (addr string, stop func(), err error) {
+func start() (addr string, stop func(), err error) {
 	image := os.Getenv("GATEHOUSE_REDIS_IMAGE")
 	if image == "" {
 		image = "gatehouse-redis:local"
