@@ -6,34 +6,44 @@ TC_ENV := GATEHOUSE_TEST_BACKENDS=testcontainers TESTCONTAINERS_RYUK_DISABLED=tr
 
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: test vet lint redis redis-sentinel chromium test-short test-containers redis-image docker bench bench-peers bench-why fuzz
+.PHONY: test vet lint lean redis redis-sentinel chromium test-short test-containers redis-image docker bench bench-peers bench-why fuzz
 
-## test: gofmt, go vet and staticcheck, then every test with the race detector, integration on a standalone
-## server, a cluster and a Sentinel deployment, and the session checks in a real browser (Chromium);
-## then the tests of bench/ (a module of its own), which run the comparison harness in its quick mode
-## against a private server (without -race, to keep them short).
-test: redis redis-sentinel chromium vet lint
-	$(GO) test -race -count=1 ./...
+## The modules of this repository. The root module is what users require; the others hold what has
+## heavy dependencies of its own (gRPC, the integration suite's testcontainers and toxiproxy, the demo's
+## exporters, the compared libraries) and reach the root through a replace directive.
+MODULES := . limiter/limitgrpc integration examples bench
+## The modules whose tests run with the race detector (bench's run the comparison harness in its
+## quick mode and stay without -race, to keep them short).
+RACE_MODULES := . limiter/limitgrpc integration examples
+
+## test: gofmt, go vet, staticcheck and the lean-module check, then every test of every module with the
+## race detector, against real Redis (standalone, cluster and Sentinel, started here) and a real
+## browser (Chromium); then the tests of bench/.
+test: redis redis-sentinel chromium vet lint lean
+	@set -e; for m in $(RACE_MODULES); do echo "test: $$m"; (cd $$m && $(GO) test -race -count=1 ./...); done
 	cd bench && $(GO) test -count=1 ./...
 
 vet:
 	@unformatted=$$(gofmt -l .); if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted" >&2; exit 1; fi
-	$(GO) vet ./...
-	cd bench && $(GO) vet ./...
+	@set -e; for m in $(MODULES); do echo "vet: $$m"; (cd $$m && $(GO) vet ./...); done
 
 ## lint: staticcheck, fetched through the Go module proxy at a pinned version.
 lint:
-	$(GO) run $(STATICCHECK) ./...
-	cd bench && $(GO) run $(STATICCHECK) ./...
+	@set -e; for m in $(MODULES); do echo "lint: $$m"; (cd $$m && $(GO) run $(STATICCHECK) ./...); done
+
+## lean: a user's module importing the limiter, its HTTP middleware and the session store sees no module
+## beyond gatehouse and what go-redis, the OpenTelemetry API and msgpack bring (.ci/lean.sh).
+lean:
+	@bash .ci/lean.sh
 
 ## test-short: the tests that need no Redis.
 test-short: vet
-	$(GO) test -short -race -count=1 ./...
+	@set -e; for m in $(RACE_MODULES); do (cd $$m && $(GO) test -short -race -count=1 ./...); done
 	cd bench && $(GO) test -short -count=1 ./...
 
 ## test-containers: the integration suite once more, against Redis in a container (testcontainers-go).
 test-containers: redis docker redis-image
-	$(TC_ENV) $(GO) test -race -count=1 ./integration/...
+	cd integration && $(TC_ENV) $(GO) test -race -count=1 ./...
 
 ## redis: make sure redis-server and redis-cli are on PATH; installs Debian's redis-server as root with apt-get.
 redis:
@@ -81,7 +91,7 @@ redis-image: redis docker
 
 ## bench: the benchmarks, against a private standalone server.
 bench: redis
-	GATEHOUSE_TEST_BACKENDS=standalone $(GO) test -run '^$$' -bench . -benchmem ./...
+	@set -e; for m in $(RACE_MODULES); do (cd $$m && GATEHOUSE_TEST_BACKENDS=standalone $(GO) test -run '^$$' -bench . -benchmem ./...); done
 
 ## bench-peers: gatehouse against the other rate limiters and session stores on one private server, in one
 ## interleaved run (about 17 minutes); writes docs/benchmarks/peers.{json,md,svg} and puts the tables in

@@ -1,7 +1,7 @@
 package session
 
 // The fields of a session record, a Redis hash: attributes under attrPrefix + name, metadata under
-// the fields below. internal/script/lua/lib/session.lua names them once in Lua (FIELD_CREATED for
+// the fields below. scripts/lib/session.lua names them once in Lua (FIELD_CREATED for
 // fieldCreated, and so on); TestScriptNames checks that both agree.
 const (
 	attrPrefix = "a:"

@@ -18,7 +18,7 @@ import (
 // (fields.go) and once in Lua (lib/session.lua): the two agree, name for name and value for value.
 func TestScriptNames(t *testing.T) {
 	goNames := goConsts(t, "fields.go", "field", "status")
-	luaNames := luaConsts(t, "../internal/script/lua/lib/session.lua", "FIELD_", "STATUS_")
+	luaNames := luaConsts(t, "../scripts/lib/session.lua", "FIELD_", "STATUS_")
 	if len(goNames) < 20 || len(luaNames) < 20 {
 		t.Fatalf("read %d names in Go, %d in Lua: the parsers miss them", len(goNames), len(luaNames))
 	}

@@ -3,7 +3,7 @@
 // fields on every response. With no -redis flag it runs on an embedded, in-process Redis stand-in
 // (miniredis), so it needs nothing else:
 //
-//	go run ./examples/gateway
+//	go -C examples run ./gateway
 //
 // then, in another terminal:
 //

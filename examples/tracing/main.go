@@ -3,7 +3,7 @@
 // http://localhost:4318 for a local Jaeger), so they can be looked at in Jaeger, Tempo or any OTLP
 // backend. The standard OTEL_* variables configure the exporter and OTEL_SERVICE_NAME the service.
 //
-//	REDIS_URL=redis://localhost:6379/0 OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:4318 go run ./examples/tracing
+//	REDIS_URL=redis://localhost:6379/0 OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:4318 go -C examples run ./tracing
 //
 // A Redis that does not answer makes it fail after runTimeout, and an OTLP endpoint that does not
 // answer costs at most flushTimeout at the end; either way it prints the error and exits 1.

@@ -1,21 +1,20 @@
 package script
 
 import (
-	"embed"
 	"fmt"
 	"io/fs"
 	"path"
 	"slices"
 	"strings"
+
+	"github.com/gatehouse/gatehouse/scripts"
 )
 
-// The scripts are lua/*.lua; the parts they share are lua/lib/*.lua.
-//
-//go:embed lua/*.lua lua/lib/*.lua
-var files embed.FS
+// files are the scripts (*.lua) and the parts they share (lib/*.lua), from the scripts directory.
+var files = scripts.FS()
 
 // includeDirective starts a line of a script (or of a part) that compose replaces with the text of
-// a shared part: "--#include lib/time_us" is replaced by lua/lib/time_us.lua. docs/runtime.md
+// a shared part: "--#include lib/time_us" is replaced by scripts/lib/time_us.lua. docs/runtime.md
 // describes the composition.
 const includeDirective = "--#include "
 
@@ -23,7 +22,7 @@ var embedded = loadEmbedded()
 
 func loadEmbedded() map[string]*Script {
 	m := make(map[string]*Script)
-	names, err := fs.Glob(files, "lua/*.lua")
+	names, err := fs.Glob(files, "*.lua")
 	if err == nil && len(names) == 0 {
 		err = fs.ErrNotExist
 	}
@@ -44,7 +43,7 @@ func loadEmbedded() map[string]*Script {
 	return m
 }
 
-// compose returns the script at file (a path in fsys, such as "lua/token_bucket.lua") with every
+// compose returns the script at file (a path in fsys, such as "token_bucket.lua") with every
 // include directive replaced by the text of the part it names, a path relative to the script's
 // directory without ".lua". Parts may include parts; each part is included once per script, where
 // it is first named (a later directive for it is dropped), so that a part can name what it needs
@@ -79,7 +78,7 @@ func (c *composer) write(b *strings.Builder, file string, chain []string) error 
 		}
 		part = strings.TrimSpace(part)
 		p := path.Join(c.dir, part) + ".lua"
-		if part == "" || !strings.HasPrefix(p, c.dir+"/") {
+		if part == "" || !fs.ValidPath(p) || (c.dir != "." && !strings.HasPrefix(p, c.dir+"/")) {
 			return fmt.Errorf("%s: %q names no part", file, strings.TrimSpace(line))
 		}
 		if slices.Contains(chain, p) {
@@ -99,7 +98,7 @@ func (c *composer) write(b *strings.Builder, file string, chain []string) error 
 	return nil
 }
 
-// Lookup returns the embedded script with the given name (its file name in lua/ without ".lua").
+// Lookup returns the embedded script with the given name (its file name in scripts/ without ".lua").
 func Lookup(name string) (*Script, bool) {
 	s, ok := embedded[name]
 	return s, ok

@@ -4,7 +4,7 @@
 // The files of this package follow its jobs:
 //
 //   - script.go: Script, a name, its source and the SHA1 of that source;
-//   - embed.go: the scripts embedded from lua/, composed from their shared parts (lua/lib) at
+//   - embed.go: the scripts embedded from scripts/ (the scripts package), composed from their shared parts (scripts/lib) at
 //     start-up (Lookup, Scripts);
 //   - run.go: running one call with EVALSHA, recovering from NOSCRIPT by itself (Run, RunVia), and
 //     loading scripts ahead of traffic (Load, Preload);

@@ -72,12 +72,12 @@ func TestScriptHeaders(t *testing.T) {
 
 // Every script composes, with no directive left, and its digest is taken over the composed text.
 func TestComposeEveryScript(t *testing.T) {
-	names, err := fs.Glob(files, "lua/*.lua")
+	names, err := fs.Glob(files, "*.lua")
 	if err != nil || len(names) == 0 {
-		t.Fatalf("lua/*.lua: %v, %d files", err, len(names))
+		t.Fatalf("*.lua: %v, %d files", err, len(names))
 	}
 	if len(Scripts()) != len(names) {
-		t.Errorf("%d scripts embedded, %d files in lua/", len(Scripts()), len(names))
+		t.Errorf("%d scripts embedded, %d files in scripts/", len(Scripts()), len(names))
 	}
 	for _, s := range Scripts() {
 		if strings.Contains(s.Source(), includeDirective) {
@@ -87,7 +87,7 @@ func TestComposeEveryScript(t *testing.T) {
 		if s.SHA1() != hex.EncodeToString(sum[:]) {
 			t.Errorf("%s: SHA1 %s is not that of the composed source", s.Name(), s.SHA1())
 		}
-		raw, err := fs.ReadFile(files, "lua/"+s.Name()+".lua")
+		raw, err := fs.ReadFile(files, s.Name()+".lua")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -110,6 +110,7 @@ func TestCompose(t *testing.T) {
 		"lua/lib/c1.lua":   {Data: []byte("--#include lib/c2\n")},
 		"lua/lib/c2.lua":   {Data: []byte("--#include lib/c1\n")},
 		"lua/indented.lua": {Data: []byte("  --#include lib/x\n")},
+		"top.lua":          {Data: []byte("--#include ../lua/lib/x\n")},
 	}
 	for _, tt := range []struct{ file, want, err string }{
 		{file: "lua/a.lua", want: "-- a\nlocal x = 1\nlocal y = x\nreturn x + y\n"},
@@ -119,6 +120,7 @@ func TestCompose(t *testing.T) {
 		{file: "lua/empty.lua", err: "names no part"},
 		{file: "lua/escape.lua", err: "names no part"},
 		{file: "lua/cycle.lua", err: "cycle"},
+		{file: "top.lua", err: "names no part"}, // a script at the root reaches no parent
 	} {
 		got, err := compose(fsys, tt.file)
 		switch {
@@ -134,11 +136,11 @@ func TestCompose(t *testing.T) {
 // is defined again elsewhere, no composed script defines a top-level name twice, and no three
 // consecutive code lines of a part are written out again.
 func TestNoInlineCopyOfAPart(t *testing.T) {
-	parts, err := fs.Glob(files, "lua/lib/*.lua")
+	parts, err := fs.Glob(files, "lib/*.lua")
 	if err != nil || len(parts) == 0 {
-		t.Fatalf("lua/lib/*.lua: %v, %d parts", err, len(parts))
+		t.Fatalf("lib/*.lua: %v, %d parts", err, len(parts))
 	}
-	all, err := fs.Glob(files, "lua/*.lua")
+	all, err := fs.Glob(files, "*.lua")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -186,7 +188,7 @@ func TestNoInlineCopyOfAPart(t *testing.T) {
 		}
 	}
 	// The checks see what they look for: a copy of idiv, as two scripts had before lib/idiv.
-	idiv := read("lua/lib/idiv.lua")
+	idiv := read("lib/idiv.lua")
 	if !slices.Contains(luaFunctions("x = 1\n"+idiv), "idiv") || sharedLines(strings.Join(codeLines("x = 1\n"+idiv), "\n"), idiv) == "" {
 		t.Error("the checks do not see a copy of lib/idiv")
 	}
