@@ -12,6 +12,7 @@ type Algorithm struct {
 	name   string
 	tag    string // the algorithm's part of a key
 	script *script.Script
+	batch  *script.Script                  // the script making many decisions in one call (WithCoalescing)
 	check  func(Limit) error               // what this algorithm needs of a limit beyond Limit.validate
 	nargs  int                             // how many ARGV values a limit takes
 	args   func(args []any, l Limit) []any // appends the limit's ARGV values to args
@@ -22,10 +23,11 @@ func (a *Algorithm) String() string { return a.name }
 
 func newAlgorithm(name, tag string, check func(Limit) error, nargs int, args func([]any, Limit) []any) *Algorithm {
 	s, ok := script.Lookup(name)
-	if !ok {
-		panic("limiter: no embedded script " + name + ".lua") // a broken build, caught by any test
+	batch, okBatch := script.Lookup(name + "_batch")
+	if !ok || !okBatch {
+		panic("limiter: no embedded script " + name + ".lua or " + name + "_batch.lua") // a broken build, caught by any test
 	}
-	return &Algorithm{name: name, tag: tag, script: s, check: check, nargs: nargs, args: args}
+	return &Algorithm{name: name, tag: tag, script: s, batch: batch, check: check, nargs: nargs, args: args}
 }
 
 // windowArgs appends a window limit's ARGV values: the rate and the period in milliseconds.

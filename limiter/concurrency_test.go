@@ -15,18 +15,13 @@ import (
 // are injected (every goroutine decides at the same instant, first in one window, then in the
 // next) so the count per window is known exactly, while the contention on the key is real.
 //
-// The same again with WithAutoPipeline, where the 64 goroutines' decisions share pipelines.
+// The same again with WithAutoPipeline, where the 64 goroutines' decisions share pipelines, and
+// with WithCoalescing, where they share script calls (many decisions on the one key in one call).
 func TestLimiterExactUnderConcurrency(t *testing.T) {
 	redistest.Each(t, func(t *testing.T, b *redistest.Backend) {
 		for _, a := range algorithms {
-			for _, auto := range []bool{false, true} {
-				name := a.alg.String()
-				opts := []limiter.Option{}
-				if auto {
-					name += "/auto-pipeline"
-					opts = append(opts, limiter.WithAutoPipeline())
-				}
-				t.Run(name, func(t *testing.T) { exactUnderConcurrency(t, b, a.alg, opts) })
+			for _, send := range append(sendModes, sendMode{"/auto-pipeline", []limiter.Option{limiter.WithAutoPipeline()}}) {
+				t.Run(a.alg.String()+send.suffix, func(t *testing.T) { exactUnderConcurrency(t, b, a.alg, send.opts) })
 			}
 		}
 	})
@@ -71,6 +66,7 @@ func exactUnderConcurrency(t *testing.T, b *redistest.Backend, alg *limiter.Algo
 		// weighs nothing only after two periods.
 		now.Add(2 * time.Minute.Microseconds())
 	}
+	checkShared(t, lim)
 	redistest.AssertKeysExpire(t, b, prefix)
 }
 

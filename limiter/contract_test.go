@@ -12,19 +12,22 @@ import (
 	"github.com/gatehouse/gatehouse/limiter"
 )
 
-// The contract every algorithm keeps, run over each of them against real Redis.
+// The contract every algorithm keeps, run over each of them against real Redis, with each way of
+// sending decisions.
 func TestLimiterContract(t *testing.T) {
 	redistest.Each(t, func(t *testing.T, b *redistest.Backend) {
 		for _, a := range algorithms {
-			t.Run(a.alg.String(), func(t *testing.T) {
-				prefix := redistest.Prefix(t)
-				lim, err := limiter.New(b.Client, a.alg, limiter.WithKeyPrefix(prefix))
-				if err != nil {
-					t.Fatal(err)
-				}
-				contract(t, b, lim, prefix)
-				redistest.AssertKeysExpire(t, b, prefix)
-			})
+			for _, send := range sendModes {
+				t.Run(a.alg.String()+send.suffix, func(t *testing.T) {
+					prefix := redistest.Prefix(t)
+					lim, err := limiter.New(b.Client, a.alg, append(send.opts, limiter.WithKeyPrefix(prefix))...)
+					if err != nil {
+						t.Fatal(err)
+					}
+					contract(t, b, lim, prefix)
+					redistest.AssertKeysExpire(t, b, prefix)
+				})
+			}
 		}
 	})
 }

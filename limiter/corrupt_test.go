@@ -56,65 +56,70 @@ func writeCorrupt(t *testing.T, ctx context.Context, c redis.UniversalClient, ke
 func TestLimiterCorruptState(t *testing.T) {
 	redistest.Each(t, func(t *testing.T, b *redistest.Backend) {
 		for _, a := range algorithms {
-			t.Run(a.alg.String(), func(t *testing.T) {
-				ctx := context.Background()
-				prefix := redistest.Prefix(t)
-				lim, err := limiter.New(b.Client, a.alg, limiter.WithKeyPrefix(prefix))
-				if err != nil {
-					t.Fatal(err)
-				}
-				open, err := limiter.New(b.Client, a.alg, limiter.WithKeyPrefix(prefix), limiter.WithFailOpen(), limiter.WithFailureLog(nil))
-				if err != nil {
-					t.Fatal(err)
-				}
-				limit, other := limiter.PerMinute(5).WithName("api"), limiter.PerHour(50).WithName("hourly")
-				type state struct{ kind, value string }
-				states := []state{{"hash", "x"}, {"list", "x"}}
-				if a.alg == limiter.SlidingLog {
-					states = append(states, state{"string", "garbage"}, state{"string", "5"}, state{"zset score", ""}, state{"zset inf", ""})
-				}
-				for _, v := range corruptValues[a.alg] {
-					states = append(states, state{"string", v})
-				}
-				for _, s := range states {
-					id := "corrupt"
-					key := limitertest.Key(prefix, a.alg, id, limit)
-					writeCorrupt(t, ctx, b.Client, key, s.kind, s.value)
-					before := dump(t, b, prefix, id)
-					calls := map[string]func() (limiter.Result, error){
-						"Allow":               func() (limiter.Result, error) { return lim.Allow(ctx, id, limit) },
-						"Peek":                func() (limiter.Result, error) { return lim.Peek(ctx, id, limit) },
-						"AllowAll":            func() (limiter.Result, error) { return lim.AllowAll(ctx, id, 1, other, limit) },
-						"Allow, fail-open":    func() (limiter.Result, error) { return open.Allow(ctx, id, limit) },
-						"AllowN over the cap": func() (limiter.Result, error) { return lim.AllowN(ctx, id, limit, 6) },
-					}
-					if s.kind == "zset score" || s.kind == "zset inf" {
-						// Scores are read only where the script reads a member: a peek, a refusal.
-						delete(calls, "Allow")
-						delete(calls, "AllowAll")
-						delete(calls, "Allow, fail-open")
-					}
-					for name, call := range calls {
-						r, err := call()
-						if !errors.Is(err, limiter.ErrCorruptState) {
-							t.Errorf("%s over a %s %q: %+v, %v; want ErrCorruptState", name, s.kind, s.value, r, err)
-						}
-					}
-					if after := dump(t, b, prefix, id); after != before {
-						t.Errorf("a %s %q: the corrupt key changed:\n%s\n%s", s.kind, s.value, before, after)
-					}
-					if err := lim.Reset(ctx, id, limit); err != nil {
-						t.Fatal(err)
-					}
-					if r, err := lim.Allow(ctx, id, limit); err != nil || !r.Allowed || r.Remaining != 4 {
-						t.Errorf("a %s %q, after Reset: %+v, %v; want the first request of 5", s.kind, s.value, r, err)
-					}
-					if err := lim.Reset(ctx, id, limit, other); err != nil {
-						t.Fatal(err)
-					}
-				}
-				redistest.AssertKeysExpire(t, b, prefix)
-			})
+			for _, send := range sendModes {
+				t.Run(a.alg.String()+send.suffix, func(t *testing.T) { corruptState(t, b, a.alg, send.opts) })
+			}
 		}
 	})
+}
+
+// corruptState checks one algorithm, its limiters made with opts.
+func corruptState(t *testing.T, b *redistest.Backend, alg *limiter.Algorithm, opts []limiter.Option) {
+	ctx := context.Background()
+	prefix := redistest.Prefix(t)
+	lim, err := limiter.New(b.Client, alg, append(opts, limiter.WithKeyPrefix(prefix))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	open, err := limiter.New(b.Client, alg, append(opts, limiter.WithKeyPrefix(prefix), limiter.WithFailOpen(), limiter.WithFailureLog(nil))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	limit, other := limiter.PerMinute(5).WithName("api"), limiter.PerHour(50).WithName("hourly")
+	type state struct{ kind, value string }
+	states := []state{{"hash", "x"}, {"list", "x"}}
+	if alg == limiter.SlidingLog {
+		states = append(states, state{"string", "garbage"}, state{"string", "5"}, state{"zset score", ""}, state{"zset inf", ""})
+	}
+	for _, v := range corruptValues[alg] {
+		states = append(states, state{"string", v})
+	}
+	for _, s := range states {
+		id := "corrupt"
+		key := limitertest.Key(prefix, alg, id, limit)
+		writeCorrupt(t, ctx, b.Client, key, s.kind, s.value)
+		before := dump(t, b, prefix, id)
+		calls := map[string]func() (limiter.Result, error){
+			"Allow":               func() (limiter.Result, error) { return lim.Allow(ctx, id, limit) },
+			"Peek":                func() (limiter.Result, error) { return lim.Peek(ctx, id, limit) },
+			"AllowAll":            func() (limiter.Result, error) { return lim.AllowAll(ctx, id, 1, other, limit) },
+			"Allow, fail-open":    func() (limiter.Result, error) { return open.Allow(ctx, id, limit) },
+			"AllowN over the cap": func() (limiter.Result, error) { return lim.AllowN(ctx, id, limit, 6) },
+		}
+		if s.kind == "zset score" || s.kind == "zset inf" {
+			// Scores are read only where the script reads a member: a peek, a refusal.
+			delete(calls, "Allow")
+			delete(calls, "AllowAll")
+			delete(calls, "Allow, fail-open")
+		}
+		for name, call := range calls {
+			r, err := call()
+			if !errors.Is(err, limiter.ErrCorruptState) {
+				t.Errorf("%s over a %s %q: %+v, %v; want ErrCorruptState", name, s.kind, s.value, r, err)
+			}
+		}
+		if after := dump(t, b, prefix, id); after != before {
+			t.Errorf("a %s %q: the corrupt key changed:\n%s\n%s", s.kind, s.value, before, after)
+		}
+		if err := lim.Reset(ctx, id, limit); err != nil {
+			t.Fatal(err)
+		}
+		if r, err := lim.Allow(ctx, id, limit); err != nil || !r.Allowed || r.Remaining != 4 {
+			t.Errorf("a %s %q, after Reset: %+v, %v; want the first request of 5", s.kind, s.value, r, err)
+		}
+		if err := lim.Reset(ctx, id, limit, other); err != nil {
+			t.Fatal(err)
+		}
+	}
+	redistest.AssertKeysExpire(t, b, prefix)
 }

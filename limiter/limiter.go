@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/gatehouse/gatehouse/internal/coalesce"
 	"github.com/gatehouse/gatehouse/internal/telemetry"
 	"github.com/redis/go-redis/v9"
 	"go.opentelemetry.io/otel/metric"
@@ -202,6 +203,7 @@ type Limiter struct {
 	client redis.UniversalClient
 	via    redis.Scripter // where EVALSHA goes: the client, or its auto-pipeliner
 	auto   bool
+	batch  *coalesce.Batcher // WithCoalescing
 	alg    *Algorithm
 	prefix string
 	clock  func() time.Time
@@ -273,6 +275,9 @@ func New(client redis.UniversalClient, alg *Algorithm, opts ...Option) (*Limiter
 	}
 	if l.optErr != nil {
 		return nil, l.optErr
+	}
+	if l.auto && l.batch != nil {
+		return nil, errors.New("limiter: WithAutoPipeline and WithCoalescing: choose one")
 	}
 	if strings.ContainsAny(l.prefix, "{}") {
 		return nil, fmt.Errorf("limiter: key prefix %q contains a brace; the hash tag is the identifier's", l.prefix)
@@ -522,7 +527,13 @@ func (l *Limiter) run(ctx context.Context, keys []string, n, now int64, peek boo
 	for _, lim := range limits {
 		args = l.alg.args(args, lim)
 	}
-	v, err := l.alg.script.RunVia(ctx, l.via, l.client, keys, args...)
+	var v any
+	var err error
+	if l.batch != nil {
+		v, err = l.batch.Do(ctx, keys, args)
+	} else {
+		v, err = l.alg.script.RunVia(ctx, l.via, l.client, keys, args...)
+	}
 	if err != nil {
 		if lim, ok := corrupt(err, limits); ok {
 			return fmt.Errorf("limiter: %s: %w under %v: %w", l.alg.name, ErrCorruptState, lim, err)

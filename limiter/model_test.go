@@ -9,6 +9,7 @@ import (
 	"reflect"
 	"sort"
 	"strconv"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -321,17 +322,20 @@ var algorithms = []struct {
 // must agree on every field of every result.
 func TestLimiterMatchesModel(t *testing.T) { runModels(t, fixedLimits, 8) }
 
-// runModels runs seeds model runs of the mode for each algorithm, on each backend.
+// runModels runs seeds model runs of the mode for each algorithm, on each backend, with each way
+// of sending decisions (sendModes).
 func runModels(t *testing.T, mode modelLimits, seeds uint64) {
 	redistest.Each(t, func(t *testing.T, b *redistest.Backend) {
 		for _, a := range algorithms {
-			t.Run(a.alg.String(), func(t *testing.T) {
-				prefix := redistest.Prefix(t)
-				for seed := range seeds {
-					runModel(t, b, prefix, a.alg, a.model, seed, mode)
-				}
-				redistest.AssertKeysExpire(t, b, prefix)
-			})
+			for _, send := range sendModes {
+				t.Run(a.alg.String()+send.suffix, func(t *testing.T) {
+					prefix := redistest.Prefix(t)
+					for seed := range seeds {
+						runModel(t, b, prefix, a.alg, a.model, seed, mode, send.opts)
+					}
+					redistest.AssertKeysExpire(t, b, prefix)
+				})
+			}
 		}
 	})
 }
@@ -404,14 +408,22 @@ func modelStart(seed uint64) int64 {
 	return base + off
 }
 
-func runModel(t *testing.T, b *redistest.Backend, prefix string, alg *limiter.Algorithm, newModel func(int) model, seed uint64, mode modelLimits) {
+// runModel drives one model run. With WithCoalescing among opts, other goroutines decide on keys of
+// their own through the same limiter all along, so that the run's decisions share script calls
+// with theirs.
+func runModel(t *testing.T, b *redistest.Backend, prefix string, alg *limiter.Algorithm, newModel func(int) model, seed uint64, mode modelLimits, opts []limiter.Option) {
 	changes := mode == changingLimits
 	ctx := context.Background()
 	rng := rand.New(rand.NewPCG(seed, 0x9a7e))
 	now := modelStart(seed)
-	lim, err := limiter.New(b.Client, alg, limiter.WithKeyPrefix(prefix), limiter.WithClock(func() time.Time { return time.UnixMicro(now) }))
+	var clock atomic.Int64 // now, for the limiter's clock, which the noise reads too
+	clock.Store(now)
+	lim, err := limiter.New(b.Client, alg, append(opts, limiter.WithKeyPrefix(prefix), limiter.WithClock(func() time.Time { return time.UnixMicro(clock.Load()) }))...)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if len(opts) > 0 {
+		defer noise(t, lim)()
 	}
 	limits := []limiter.Limit{
 		limiter.Per(1+rng.Int64N(12), modelPeriods[rng.IntN(len(modelPeriods))]).WithName("a"),
@@ -452,6 +464,7 @@ func runModel(t *testing.T, b *redistest.Backend, prefix string, alg *limiter.Al
 		if now > last {
 			now = before
 		}
+		clock.Store(now)
 		op := rng.IntN(4)
 		ls := limits
 		switch op {

@@ -113,3 +113,84 @@ func loadMissing(ctx context.Context, c redis.UniversalClient, calls []Call, idx
 	}
 	return ready
 }
+
+// argEvalSha is the command's name, boxed once.
+var argEvalSha any = "evalsha"
+
+// Cmd returns the EVALSHA command of one call of s, for Exec. args[:3] are left for Cmd, which
+// fills them with EVALSHA, the digest and numkeys; the call's numkeys keys follow, then its ARGV.
+// The command keeps args until it has been sent.
+func (s *Script) Cmd(ctx context.Context, args []any, numkeys int) *redis.Cmd {
+	args[0], args[1], args[2] = argEvalSha, s.shaArg, numkeys
+	return redis.NewCmd(ctx, args...)
+}
+
+// Exec sends cmds, EVALSHA commands of s made by Cmd, in one round trip: one alone, several in one
+// pipeline (which a Cluster splits by node, following MOVED and ASK). Each command holds its
+// outcome (Result). Commands answered NOSCRIPT are recovered as RunBatch recovers calls: s is
+// loaded once on each node that needs it, and just those commands are sent again, as new commands
+// that replace them in cmds. When a command fails with no reply from Redis, a Cluster's routes are
+// reloaded, as Run does.
+//
+// Unlike Run and RunBatch, Exec does not check that a command's keys share a slot: its caller,
+// internal/coalesce, groups decisions by slot on a Cluster, and sends a command whose keys span
+// slots only to one server that holds them all (a single server, a failover client's master, a
+// Ring's shard), where slots do not apply.
+func (s *Script) Exec(ctx context.Context, c redis.UniversalClient, cmds []*redis.Cmd) {
+	process(ctx, c, cmds)
+	var again []int
+	for i, cmd := range cmds {
+		if isNoScript(cmd.Err()) {
+			again = append(again, i)
+		}
+	}
+	if len(again) > 0 {
+		retry := make([]*redis.Cmd, 0, len(again))
+		loaded := make(map[string]error)
+		for _, i := range again {
+			var keys []string
+			if args := cmds[i].Args(); len(args) > 3 {
+				if n, _ := args[2].(int); n > 0 {
+					keys = []string{fmt.Sprint(args[3])}
+				}
+			}
+			node, err := nodeFor(ctx, c, keys)
+			if err == nil {
+				name := nodeName(node)
+				lerr, done := loaded[name]
+				if !done {
+					lerr = loadOn(ctx, node, []*Script{s})
+					loaded[name] = lerr
+				}
+				err = lerr
+			}
+			if err != nil {
+				cmds[i].SetErr(fmt.Errorf("recovering from NOSCRIPT: %w", err))
+				continue
+			}
+			cmds[i] = redis.NewCmd(ctx, cmds[i].Args()...)
+			retry = append(retry, cmds[i])
+		}
+		process(ctx, c, retry)
+	}
+	for _, cmd := range cmds {
+		if refreshRoutes(c, cmd.Err()) {
+			break
+		}
+	}
+}
+
+// process sends cmds in one round trip: one alone, several in a pipeline.
+func process(ctx context.Context, c redis.UniversalClient, cmds []*redis.Cmd) {
+	switch len(cmds) {
+	case 0:
+	case 1:
+		_ = c.Process(ctx, cmds[0])
+	default:
+		p := c.Pipeline()
+		for _, cmd := range cmds {
+			_ = p.Process(ctx, cmd)
+		}
+		_, _ = p.Exec(ctx)
+	}
+}

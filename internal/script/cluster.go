@@ -29,19 +29,26 @@ func Slot(key string) int {
 	return int(crc16(key) % SlotCount)
 }
 
-// checkSlots returns a wrapped ErrCrossSlot when keys do not all share the slot of keys[0]. The error
-// names key positions and slots, never the keys themselves: keys hold user IDs and session hashes.
+// checkSlots returns a wrapped ErrCrossSlot when keys do not all share the slot of keys[0].
 func checkSlots(keys []string) error {
 	if len(keys) < 2 {
 		return nil
 	}
+	_, err := SlotOf(keys)
+	return err
+}
+
+// SlotOf returns the slot of keys, which must not be empty, or a wrapped ErrCrossSlot when they
+// do not all share the slot of keys[0]. The error names key positions and slots, never the keys
+// themselves: keys hold user IDs and session hashes.
+func SlotOf(keys []string) (int, error) {
 	first := Slot(keys[0])
 	for i := 1; i < len(keys); i++ {
 		if s := Slot(keys[i]); s != first {
-			return fmt.Errorf("%w: KEYS[1] is in slot %d, KEYS[%d] in slot %d", ErrCrossSlot, first, i+1, s)
+			return first, fmt.Errorf("%w: KEYS[1] is in slot %d, KEYS[%d] in slot %d", ErrCrossSlot, first, i+1, s)
 		}
 	}
-	return nil
+	return first, nil
 }
 
 // crc16 is CRC-16/XMODEM (polynomial 0x1021, initial value 0), the checksum Redis Cluster uses.

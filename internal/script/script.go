@@ -8,7 +8,8 @@
 //     start-up (Lookup, Scripts);
 //   - run.go: running one call with EVALSHA, recovering from NOSCRIPT by itself (Run, RunVia), and
 //     loading scripts ahead of traffic (Load, Preload);
-//   - batch.go: many calls in one pipeline, with the same recovery (RunBatch);
+//   - batch.go: many calls in one pipeline, with the same recovery (RunBatch), and commands built
+//     by a caller that groups calls itself (Cmd, Exec: internal/coalesce);
 //   - cluster.go: cluster slots (Slot, ErrCrossSlot) and routes (the node a call goes to, the slot
 //     map reloaded after a failure).
 //
@@ -25,16 +26,18 @@ import (
 // Script is one Lua script: a name, its source and the SHA1 of its source, computed once.
 // A Script is immutable and safe for concurrent use.
 type Script struct {
-	name string
-	src  string
-	sha  string
+	name   string
+	src    string
+	sha    string
+	shaArg any // sha, boxed once for Cmd
 }
 
 // New returns a Script with the given name and source. gatehouse's own scripts come from Lookup
 // and Scripts; New serves tests that need scripts of their own.
 func New(name, src string) *Script {
 	sum := sha1.Sum([]byte(src))
-	return &Script{name: name, src: src, sha: hex.EncodeToString(sum[:])}
+	sha := hex.EncodeToString(sum[:])
+	return &Script{name: name, src: src, sha: sha, shaArg: sha}
 }
 
 // Name returns the script's name; for an embedded script, its file name without ".lua".

@@ -1,0 +1,181 @@
+// Package coalesce makes many rate-limit decisions in one script call. Decisions that concurrent
+// callers send to one Redis node are gathered into one call of the algorithm's batch script
+// (scripts/<algorithm>_batch.lua), which makes each of them with the code the single-call script
+// runs, independently: one decision's error (corrupt state, a key of another type, a refused
+// write) is its own, and the others are made as if it were not there.
+//
+// # When a call is sent
+//
+// A node has at most MaxInFlight calls under way. A caller that finds room sends at once, in its
+// own goroutine: its decision, with any that are queued. So a lone caller pays nothing: its
+// decision goes out alone, one EVALSHA, with no wait. A caller that finds the node busy queues;
+// when a call returns, the caller that sent it hands the next call to the oldest queued caller,
+// who sends the queued decisions (at most MaxBatch, oldest first, its own among them). Decisions
+// that arrive while a call is under way ride the next one: the busier the node, the larger the
+// calls. There is no timer, and no goroutine of the package's own: every call is sent by a caller
+// whose decision it carries, so nothing is left running when callers stop or the client closes.
+//
+// # Where decisions go
+//
+// On a single server (or a Sentinel failover client), every decision goes to one queue and a call
+// may hold keys of any slot: a standalone server has no slots. On a Ring, each shard has a queue.
+// On a Cluster each master has a queue, and a call holds the decisions of one hash slot, as every
+// script call must: a batch for a master is one pipeline of one call per slot, which go-redis
+// sends to the master in one round trip, following MOVED and ASK. A call refused with TRYAGAIN (a
+// slot split between two nodes while it migrates: refused before it ran) is sent again as one call
+// per decision, each of which goes where its keys are.
+//
+// # Cancellation
+//
+// A caller whose context ends while its decision is queued leaves the queue: nothing is sent for
+// it. One whose decision is already in a call gets its context's error at once, and the decision
+// is made or not as the call goes, as for a single call whose context ends while it is under way.
+// The caller that sends a call waits for it, with the latest deadline of the decisions it carries
+// (none when one of them has none, leaving the client's read timeout), so that no caller's
+// context ends the decisions of others.
+package coalesce
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+
+	"github.com/gatehouse/gatehouse/internal/script"
+	"github.com/redis/go-redis/v9"
+)
+
+// Defaults of Options.
+const (
+	DefaultMaxBatch    = 64
+	DefaultMaxInFlight = 2
+)
+
+// maxArgs bounds the keys and arguments of one call, well below what Redis' Lua takes: a decision
+// that would pass it goes in the next call.
+const maxArgs = 4096
+
+// ErrBadReply is returned, wrapped, when a batch script's reply does not have one element per
+// decision.
+var ErrBadReply = errors.New("gatehouse: malformed batch reply from Redis")
+
+// Options tune a Batcher. The zero value means the defaults.
+type Options struct {
+	// MaxBatch is the most decisions one script call carries (default DefaultMaxBatch). A call
+	// holds the server while it runs: about 5 to 10 µs per decision.
+	MaxBatch int
+	// MaxInFlight is the most calls under way per node (default DefaultMaxInFlight).
+	MaxInFlight int
+}
+
+// Stats counts what a Batcher sent.
+type Stats struct {
+	Decisions int64 // decisions sent
+	Calls     int64 // script calls sent (NOSCRIPT recoveries not counted)
+	Trips     int64 // round trips: a call alone, or a pipeline of calls (one per slot, on a Cluster)
+	Queued    int64 // decisions that waited for a call under way
+}
+
+// Batcher gathers the decisions of one batch script, made through one client. It is safe for
+// concurrent use.
+type Batcher struct {
+	client  redis.UniversalClient
+	script  *script.Script
+	name    string
+	opt     Options
+	cluster *redis.ClusterClient // nil unless the client is a Cluster
+	ring    *redis.Ring          // nil unless the client is a Ring
+	perSlot bool                 // one call per slot: a Cluster, or a client of a kind unknown here
+	single  *queue               // the queue of a client that is neither a Cluster nor a Ring
+	nodes   sync.Map             // *redis.Client (a master or a shard) -> *queue
+
+	decisions, calls, trips, queued atomic.Int64
+
+	beforeSend func(n int) // tests: called by a caller about to send n decisions
+}
+
+// New returns a Batcher that sends the batch script s through client.
+func New(client redis.UniversalClient, s *script.Script, opt Options) *Batcher {
+	if opt.MaxBatch <= 0 {
+		opt.MaxBatch = DefaultMaxBatch
+	}
+	if opt.MaxInFlight <= 0 {
+		opt.MaxInFlight = DefaultMaxInFlight
+	}
+	b := &Batcher{client: client, script: s, name: s.Name(), opt: opt}
+	switch c := client.(type) {
+	case *redis.ClusterClient:
+		b.cluster, b.perSlot = c, true
+	case *redis.Ring:
+		b.ring = c
+	case *redis.Client:
+		b.single = &queue{b: b}
+	default:
+		b.single, b.perSlot = &queue{b: b}, true
+	}
+	return b
+}
+
+// Stats returns what b sent so far.
+func (b *Batcher) Stats() Stats {
+	return Stats{Decisions: b.decisions.Load(), Calls: b.calls.Load(), Trips: b.trips.Load(), Queued: b.queued.Load()}
+}
+
+// Do makes one decision: keys, in one slot, and args, the ARGV the algorithm's single-call script
+// takes for it. It returns the decision's reply as that script's call would: the reply, or an
+// error, wrapped with the batch script's name (the decision's error reply, such as CORRUPTSTATE,
+// is a redis.Error; a call that failed gives its error to each of its decisions). Keys of several
+// slots are refused with script.ErrCrossSlot, nothing sent.
+func (b *Batcher) Do(ctx context.Context, keys []string, args []any) (any, error) {
+	if len(keys) == 0 {
+		return nil, b.wrap(errors.New("a decision without keys"))
+	}
+	slot, err := script.SlotOf(keys)
+	if err != nil {
+		return nil, b.wrap(err)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	q := b.single
+	if q == nil {
+		if q, err = b.queueFor(ctx, keys[0]); err != nil {
+			return nil, b.wrap(err)
+		}
+	}
+	w := waiters.Get().(*waiter)
+	w.keys, w.args, w.slot = keys, args, slot
+	w.deadline, w.hasDeadline = ctx.Deadline()
+	if err := q.do(ctx, w); err != nil {
+		return nil, err // w belongs to the call that carries it, or is back in the pool
+	}
+	val, err := w.val, w.err
+	w.reset()
+	waiters.Put(w)
+	return val, err
+}
+
+// queueFor returns the queue of the node that serves key: its master on a Cluster, its shard on
+// a Ring.
+func (b *Batcher) queueFor(ctx context.Context, key string) (*queue, error) {
+	var node *redis.Client
+	var err error
+	if b.cluster != nil {
+		node, err = b.cluster.MasterForKey(ctx, key)
+	} else {
+		node, err = b.ring.GetShardClientForKey(key)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("routing: %w", err)
+	}
+	if q, ok := b.nodes.Load(node); ok {
+		return q.(*queue), nil
+	}
+	q, _ := b.nodes.LoadOrStore(node, &queue{b: b})
+	return q.(*queue), nil
+}
+
+func (b *Batcher) wrap(err error) error {
+	return fmt.Errorf("gatehouse: script %s: %w", b.name, err)
+}

@@ -1,0 +1,547 @@
+package coalesce
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/gatehouse/gatehouse/internal/redistest"
+	"github.com/gatehouse/gatehouse/internal/script"
+	"github.com/redis/go-redis/v9"
+)
+
+var bucketBatch, _ = script.Lookup("token_bucket_batch")
+
+// take is the token bucket's ARGV for a decision taking one token of a bucket of burst tokens that
+// gains one a day: nothing refills during a test.
+func take(burst int64) []any {
+	return []any{int64(1), "0", int64(0), burst, int64(1), int64(86_400_000_000)}
+}
+
+// takeAll is take for a decision of two limits of one bucket each.
+func takeAll(burst int64) []any {
+	return append(take(burst), burst, int64(1), int64(86_400_000_000))
+}
+
+// answer reads a token bucket reply: whether admitted, and the first limit's remaining tokens.
+func answer(t *testing.T, v any) (bool, int64) {
+	t.Helper()
+	r, ok := v.([]any)
+	if !ok || len(r) < 5 {
+		t.Fatalf("reply %#v, want {allowed, allowed_1, remaining_1, retry_1, reset_1, ...}", v)
+	}
+	return r[0] == int64(1), r[2].(int64)
+}
+
+// gates makes the calls b sends wait, in the order they are sent, each until its gate is opened;
+// sending[i] receives when call i is waiting at its gate. Calls past the gates go at once.
+type gates struct {
+	open    []chan struct{}
+	sending []chan int
+	n       atomic.Int32
+}
+
+func hold(b *Batcher, calls int) *gates {
+	g := &gates{}
+	for range calls {
+		g.open = append(g.open, make(chan struct{}))
+		g.sending = append(g.sending, make(chan int, 1))
+	}
+	b.beforeSend = func(n int) {
+		if i := int(g.n.Add(1)) - 1; i < len(g.open) {
+			g.sending[i] <- n
+			<-g.open[i]
+		}
+	}
+	return g
+}
+
+// eventually waits for cond, failing the test if it does not hold within a minute (a hang, not a
+// slow machine).
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(time.Minute); !cond(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("waited a minute for %s", what)
+		}
+	}
+}
+
+// result is what one Do returned.
+type result struct {
+	val any
+	err error
+}
+
+// start runs Do in a goroutine; the channel receives its result.
+func start(ctx context.Context, b *Batcher, keys []string, args []any) chan result {
+	ch := make(chan result, 1)
+	go func() {
+		v, err := b.Do(ctx, keys, args)
+		ch <- result{v, err}
+	}()
+	return ch
+}
+
+// queued starts Do in a goroutine and waits until its decision is queued.
+func queued(t *testing.T, ctx context.Context, b *Batcher, keys []string, args []any) chan result {
+	t.Helper()
+	before := b.Stats().Queued
+	ch := start(ctx, b, keys, args)
+	eventually(t, "a decision to queue", func() bool { return b.Stats().Queued > before })
+	return ch
+}
+
+// onOneNode returns n keys, each in a slot of its own, all served by the node that serves first
+// (on a single server, any keys).
+func onOneNode(t *testing.T, c redis.UniversalClient, prefix, first string, n int) []string {
+	t.Helper()
+	var keys []string
+	cc, ok := c.(*redis.ClusterClient)
+	var node *redis.Client
+	if ok {
+		var err error
+		if node, err = cc.MasterForKey(context.Background(), first); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := 0; len(keys) < n; i++ {
+		k := fmt.Sprintf("%s{k%d}", prefix, i)
+		if ok {
+			if m, err := cc.MasterForKey(context.Background(), k); err != nil || m != node {
+				continue
+			}
+		}
+		keys = append(keys, k)
+	}
+	return keys
+}
+
+// Decisions that arrive while a call is under way go together in the next call: one call (one
+// per slot, on a Cluster) in one round trip. Each is answered as a call of its own would be.
+func TestQueuedDecisionsShareTheNextCall(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, be *redistest.Backend) {
+		ctx := context.Background()
+		prefix := redistest.Prefix(t)
+		b := New(be.Client, bucketBatch, Options{MaxInFlight: 1})
+		g := hold(b, 1)
+		first := prefix + "{first}"
+		held := start(ctx, b, []string{first}, take(10))
+		<-g.sending[0]
+		keys := onOneNode(t, be.Client, prefix, first, 16)
+		var chs []chan result
+		for _, k := range keys {
+			chs = append(chs, queued(t, ctx, b, []string{k}, take(10)))
+		}
+		close(g.open[0])
+		for i, ch := range append(chs, held) {
+			r := <-ch
+			if r.err != nil {
+				t.Fatal(r.err)
+			}
+			if ok, left := answer(t, r.val); !ok || left != 9 {
+				t.Errorf("decision %d: allowed %v with %d left, want allowed with 9", i, ok, left)
+			}
+		}
+		want := Stats{Decisions: 17, Calls: 2, Trips: 2, Queued: 16}
+		if be.IsCluster() {
+			want.Calls = 17 // one call per slot, in one round trip
+		}
+		if got := b.Stats(); got != want {
+			t.Errorf("stats %+v, want %+v", got, want)
+		}
+	})
+}
+
+// In one call, a decision on a key of another type, one on a key holding what no limit writes,
+// and one whose second limit is corrupt each get their own error, with nothing written for them;
+// the others are decided as if they were not there, two decisions on one key seeing each other.
+func TestBadDecisionsAreTheirOwn(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, be *redistest.Backend) {
+		ctx := context.Background()
+		p := redistest.Prefix(t) + "{one}:" // one slot: one call on a Cluster too
+		if err := be.Client.HSet(ctx, p+"hash", "v", "x").Err(); err != nil {
+			t.Fatal(err)
+		}
+		if err := be.Client.Set(ctx, p+"garbage", "v2:not-a-state", time.Hour).Err(); err != nil {
+			t.Fatal(err)
+		}
+		b := New(be.Client, bucketBatch, Options{MaxInFlight: 1})
+		g := hold(b, 1)
+		held := start(ctx, b, []string{p + "first"}, take(10))
+		<-g.sending[0]
+		calls := []struct {
+			keys []string
+			args []any
+			err  string // the error's text, or "" for a reply: allowed with left tokens
+			left int64
+		}{
+			{[]string{p + "a"}, take(10), "", 9},
+			{[]string{p + "hash"}, take(10), "WRONGTYPE", 0},
+			{[]string{p + "b"}, take(10), "", 9},
+			{[]string{p + "garbage"}, take(10), "CORRUPTSTATE 1", 0},
+			{[]string{p + "a"}, take(10), "", 8},
+			{[]string{p + "untouched", p + "garbage"}, takeAll(10), "CORRUPTSTATE 2", 0},
+			{[]string{p + "b", p + "c"}, takeAll(10), "", 8},
+		}
+		var chs []chan result
+		for _, c := range calls {
+			chs = append(chs, queued(t, ctx, b, c.keys, c.args))
+		}
+		close(g.open[0])
+		<-held
+		for i, c := range calls {
+			r := <-chs[i]
+			switch {
+			case c.err != "":
+				var reply redis.Error
+				if !errors.As(r.err, &reply) || !strings.HasPrefix(reply.Error(), c.err) {
+					t.Errorf("decision %d: %v, %v; want the error reply %s", i, r.val, r.err, c.err)
+				}
+			case r.err != nil:
+				t.Errorf("decision %d: %v", i, r.err)
+			default:
+				if ok, left := answer(t, r.val); !ok || left != c.left {
+					t.Errorf("decision %d: allowed %v with %d left, want allowed with %d", i, ok, left, c.left)
+				}
+			}
+		}
+		if s := b.Stats(); s.Calls != 2 || s.Decisions != 8 {
+			t.Errorf("stats %+v: want the 7 queued decisions in one call", s)
+		}
+		if v, err := be.Client.Get(ctx, p+"garbage").Result(); err != nil || v != "v2:not-a-state" {
+			t.Errorf("the corrupt key holds %q, %v", v, err)
+		}
+		if n, err := be.Client.Exists(ctx, p+"untouched").Result(); err != nil || n != 0 {
+			t.Errorf("a decision that failed wrote its other limit: %d, %v", n, err)
+		}
+	})
+}
+
+// Calls carry at most MaxBatch decisions, the oldest first: ten decisions queued one after the
+// other on one key behind a held call go out as calls of 4, 4 and 2, and see the bucket in their
+// order.
+func TestBatchesAreBoundedAndInOrder(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, be *redistest.Backend) {
+		ctx := context.Background()
+		key := redistest.Prefix(t) + "{fifo}"
+		b := New(be.Client, bucketBatch, Options{MaxInFlight: 1, MaxBatch: 4})
+		var mu sync.Mutex
+		var sizes []int
+		g := hold(b, 1)
+		gate := b.beforeSend
+		b.beforeSend = func(n int) {
+			mu.Lock()
+			sizes = append(sizes, n)
+			mu.Unlock()
+			gate(n)
+		}
+		held := start(ctx, b, []string{key}, take(100))
+		<-g.sending[0]
+		var chs []chan result
+		for range 10 {
+			chs = append(chs, queued(t, ctx, b, []string{key}, take(100)))
+		}
+		close(g.open[0])
+		<-held
+		for i, ch := range chs {
+			r := <-ch
+			if r.err != nil {
+				t.Fatal(r.err)
+			}
+			if _, left := answer(t, r.val); left != int64(98-i) {
+				t.Errorf("decision %d queued: %d left, want %d (decided in the order queued)", i, left, 98-i)
+			}
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if fmt.Sprint(sizes) != "[1 4 4 2]" {
+			t.Errorf("calls of %v decisions, want [1 4 4 2]", sizes)
+		}
+	})
+}
+
+// split keeps a call within MaxBatch decisions, maxArgs keys and arguments, and, per slot, one
+// slot; a decision larger than maxArgs goes alone.
+func TestSplit(t *testing.T) {
+	w := func(slot, limits int) *waiter {
+		return &waiter{slot: slot, keys: make([]string, limits), args: make([]any, 3+3*limits)}
+	}
+	big := (maxArgs - 4) / 4 // limits of a decision of exactly maxArgs
+	for _, tt := range []struct {
+		name    string
+		perSlot bool
+		ws      []*waiter
+		want    string
+	}{
+		{"one slot", true, []*waiter{w(1, 1), w(1, 1), w(1, 1)}, "[3]"},
+		{"by slot", true, []*waiter{w(1, 1), w(1, 1), w(2, 1), w(3, 1), w(3, 1)}, "[2 1 2]"},
+		{"any slot", false, []*waiter{w(1, 1), w(2, 1), w(3, 1)}, "[3]"},
+		{"max batch", false, []*waiter{w(1, 1), w(1, 1), w(1, 1), w(1, 1), w(1, 1)}, "[2 2 1]"},
+		{"max args", false, []*waiter{w(1, big/2+1), w(1, big/2+1), w(1, 1)}, "[1 2]"},
+		{"up to max args", false, []*waiter{w(1, big/2), w(1, big/2), w(1, 1)}, "[2 1]"},
+		{"too large alone", false, []*waiter{w(1, 1), w(1, 2*big), w(1, 1)}, "[1 1 1]"},
+		{"exactly max args", false, []*waiter{w(1, big)}, "[1]"},
+	} {
+		b := &Batcher{opt: Options{MaxBatch: 64}, perSlot: tt.perSlot}
+		if tt.name == "max batch" {
+			b.opt.MaxBatch = 2
+		}
+		var sizes []int
+		for _, c := range b.split(nil, tt.ws) {
+			sizes = append(sizes, len(c))
+		}
+		if got := fmt.Sprint(sizes); got != tt.want {
+			t.Errorf("%s: calls of %v decisions, want %v", tt.name, got, tt.want)
+		}
+	}
+}
+
+// A caller alone sends its decision at once, in one EVALSHA, never waiting for another call.
+func TestLoneCallerSendsAtOnce(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, be *redistest.Backend) {
+		ctx := context.Background()
+		prefix := redistest.Prefix(t)
+		if err := bucketBatch.Load(ctx, be.Client); err != nil {
+			t.Fatal(err)
+		}
+		b := New(be.Client, bucketBatch, Options{})
+		before := redistest.CommandCalls(ctx, t, be)
+		const n = 50
+		for i := range n {
+			v, err := b.Do(ctx, []string{fmt.Sprintf("%s{k%d}", prefix, i%5)}, take(100))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ok, left := answer(t, v); !ok || left != int64(99-i/5) {
+				t.Fatalf("decision %d: allowed %v, %d left", i, ok, left)
+			}
+		}
+		d := redistest.Delta(before, redistest.CommandCalls(ctx, t, be), "evalsha.calls", "evalsha.failed_calls")
+		if d["evalsha.calls"] != n || d["evalsha.failed_calls"] != 0 {
+			t.Errorf("%d decisions made %v", n, d)
+		}
+		if got, want := b.Stats(), (Stats{Decisions: n, Calls: n, Trips: n}); got != want {
+			t.Errorf("stats %+v, want %+v (no decision queued)", got, want)
+		}
+	})
+}
+
+// A caller whose context ends while its decision is queued returns at once, while the call ahead
+// of it is still under way, and nothing is sent for it.
+func TestCancelWhileQueued(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, be *redistest.Backend) {
+		ctx := context.Background()
+		prefix := redistest.Prefix(t)
+		b := New(be.Client, bucketBatch, Options{MaxInFlight: 1})
+		g := hold(b, 1)
+		held := start(ctx, b, []string{prefix + "{a}"}, take(10))
+		<-g.sending[0]
+		cctx, cancel := context.WithCancel(ctx)
+		gone := queued(t, cctx, b, []string{prefix + "{gone}"}, take(10))
+		cancel()
+		if r := <-gone; !errors.Is(r.err, context.Canceled) {
+			t.Errorf("canceled while queued: %v, %v", r.val, r.err)
+		}
+		close(g.open[0])
+		if r := <-held; r.err != nil {
+			t.Fatal(r.err)
+		}
+		if n, err := be.Client.Exists(ctx, prefix+"{gone}").Result(); err != nil || n != 0 {
+			t.Errorf("the canceled decision was made: %d, %v", n, err)
+		}
+		if s := b.Stats(); s.Decisions != 1 || s.Calls != 1 {
+			t.Errorf("stats %+v, want the held decision alone sent", s)
+		}
+	})
+}
+
+// A caller whose context ends while its decision is in a call returns at once, while the call is
+// under way; the call goes on for the others, and the decision is made (as a single call whose
+// context ends after it was sent may be).
+func TestCancelWhileInACall(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, be *redistest.Backend) {
+		ctx := context.Background()
+		prefix := redistest.Prefix(t) + "{one}:"
+		b := New(be.Client, bucketBatch, Options{MaxInFlight: 1})
+		g := hold(b, 2)
+		held := start(ctx, b, []string{prefix + "first"}, take(10))
+		<-g.sending[0]
+		sender := queued(t, ctx, b, []string{prefix + "sender"}, take(10))
+		cctx, cancel := context.WithCancel(ctx)
+		gone := queued(t, cctx, b, []string{prefix + "gone"}, take(10))
+		close(g.open[0]) // the first call returns; "sender" sends itself and "gone", held at gate 1
+		if n := <-g.sending[1]; n != 2 {
+			t.Fatalf("the second call carries %d decisions, want 2", n)
+		}
+		cancel()
+		if r := <-gone; !errors.Is(r.err, context.Canceled) {
+			t.Errorf("canceled in a call: %v, %v", r.val, r.err)
+		}
+		close(g.open[1])
+		for _, ch := range []chan result{held, sender} {
+			if r := <-ch; r.err != nil {
+				t.Fatal(r.err)
+			}
+		}
+		if v, err := be.Client.Exists(ctx, prefix+"gone").Result(); err != nil || v != 1 {
+			t.Errorf("the decision of a caller gone while its call was under way: %d, %v; want it made", v, err)
+		}
+	})
+}
+
+// Under load, callers give up at random moments (queued, in a call, or about to send one): each
+// returns, the batcher goes on working, and every token taken was taken by an admitted decision or
+// by one whose caller gave up.
+func TestCancelUnderLoad(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, be *redistest.Backend) {
+		key := redistest.Prefix(t) + "{hot}"
+		b := New(be.Client, bucketBatch, Options{MaxBatch: 4, MaxInFlight: 1})
+		var admitted, canceled atomic.Int64
+		var wg sync.WaitGroup
+		for g := range 64 {
+			wg.Go(func() {
+				for i := range 20 {
+					ctx, cancel := context.WithCancel(context.Background())
+					if (g+i)%4 != 0 { // a quarter wait as long as it takes
+						ctx, cancel = context.WithTimeout(context.Background(), time.Duration((g*7+i)%10)*400*time.Microsecond)
+					}
+					v, err := b.Do(ctx, []string{key}, take(1_000_000))
+					cancel()
+					switch {
+					case errors.Is(err, context.DeadlineExceeded):
+						canceled.Add(1)
+					case err != nil:
+						t.Error(err)
+					default:
+						if ok, _ := answer(t, v); ok {
+							admitted.Add(1)
+						}
+					}
+				}
+			})
+		}
+		wg.Wait()
+		args := take(1_000_000)
+		args[1] = "1" // peek
+		v, err := b.Do(context.Background(), []string{key}, args)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, left := answer(t, v)
+		taken := 1_000_000 - left
+		if taken < admitted.Load() || taken > admitted.Load()+canceled.Load() {
+			t.Errorf("%d tokens taken, %d decisions admitted, %d canceled", taken, admitted.Load(), canceled.Load())
+		}
+		if sent := b.Stats().Decisions - 1; taken != sent { // the peek took none
+			t.Errorf("%d tokens taken by %d decisions sent, each taking one", taken, sent)
+		}
+		t.Logf("%d admitted, %d canceled, %d tokens taken; %+v", admitted.Load(), canceled.Load(), taken, b.Stats())
+	})
+}
+
+// After SCRIPT FLUSH, concurrent decisions recover (the script loaded again on each node that
+// needs it), each made exactly once.
+func TestNoScriptRecovered(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, be *redistest.Backend) {
+		ctx := context.Background()
+		prefix := redistest.Prefix(t)
+		b := New(be.Client, bucketBatch, Options{})
+		redistest.FlushScripts(ctx, t, be.Client)
+		var admitted atomic.Int64
+		var wg sync.WaitGroup
+		for g := range 32 {
+			wg.Go(func() {
+				for i := range 4 {
+					v, err := b.Do(ctx, []string{fmt.Sprintf("%s{k%d}", prefix, (g+i)%4)}, take(100))
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					if ok, _ := answer(t, v); ok {
+						admitted.Add(1)
+					}
+				}
+			})
+		}
+		wg.Wait()
+		for i := range 4 {
+			args := take(100)
+			args[1] = "1"
+			v, err := b.Do(ctx, []string{fmt.Sprintf("%s{k%d}", prefix, i)}, args)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, left := answer(t, v); left != 68 {
+				t.Errorf("key %d: %d left after 32 decisions, want 68", i, left)
+			}
+		}
+		if admitted.Load() != 128 {
+			t.Errorf("%d of 128 admitted", admitted.Load())
+		}
+	})
+}
+
+// Keys of several slots in one decision are refused, nothing sent.
+func TestCrossSlotRefused(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, be *redistest.Backend) {
+		b := New(be.Client, bucketBatch, Options{})
+		_, err := b.Do(context.Background(), []string{"{a}x", "{b}y"}, takeAll(10))
+		if !errors.Is(err, script.ErrCrossSlot) {
+			t.Errorf("cross-slot keys: %v", err)
+		}
+		if s := b.Stats(); s != (Stats{}) {
+			t.Errorf("stats %+v, want nothing sent", s)
+		}
+	})
+}
+
+// The client closed while 64 goroutines decide: every caller returns an error, nothing of the
+// batcher is left running, and a decision after it fails at once with redis.ErrClosed.
+func TestClientClosedWhileDeciding(t *testing.T) {
+	_, rdb := redistest.Private(t)
+	b := New(rdb, bucketBatch, Options{})
+	var wg sync.WaitGroup
+	var failed atomic.Int64
+	for g := range 64 {
+		wg.Go(func() {
+			for i := 0; ; i++ {
+				if _, err := b.Do(context.Background(), []string{fmt.Sprintf("{k%d}", (g+i)%100)}, take(1_000_000)); err != nil {
+					failed.Add(1)
+					return
+				}
+			}
+		})
+	}
+	eventually(t, "decisions to flow", func() bool { return b.Stats().Decisions > 1000 })
+	if err := rdb.Close(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(time.Minute):
+		buf := make([]byte, 1<<20)
+		t.Fatalf("callers still waiting a minute after the client closed:\n%s", buf[:runtime.Stack(buf, true)])
+	}
+	if failed.Load() != 64 {
+		t.Errorf("%d of 64 callers returned an error", failed.Load())
+	}
+	buf := make([]byte, 1<<20)
+	stacks := string(buf[:runtime.Stack(buf, true)])
+	for _, frame := range []string{"coalesce.(*queue)", "coalesce.(*Batcher)"} {
+		if strings.Contains(stacks, frame) {
+			t.Errorf("a goroutine is still in %s:\n%s", frame, stacks)
+		}
+	}
+	if _, err := b.Do(context.Background(), []string{"{k}"}, take(10)); !errors.Is(err, redis.ErrClosed) {
+		t.Errorf("after the client closed: %v, want redis.ErrClosed", err)
+	}
+}

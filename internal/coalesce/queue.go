@@ -1,0 +1,167 @@
+package coalesce
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// waiter is one decision on its way: what the caller gave (read only until the call carrying it
+// is built; the caller keeps them unchanged until Do returns), and its answer.
+type waiter struct {
+	keys        []string
+	args        []any
+	slot        int
+	deadline    time.Time
+	hasDeadline bool
+
+	val any
+	err error
+
+	// ready receives one signal: the answer is in, or (lead set) the waiter is to send the next
+	// call. state says whether a caller whose context ended has left its decision to the call
+	// carrying it.
+	ready chan struct{}
+	lead  bool
+	state atomic.Int32
+}
+
+const (
+	waiting int32 = iota
+	abandoned
+	answered
+)
+
+var waiters = sync.Pool{New: func() any { return &waiter{ready: make(chan struct{}, 1)} }}
+
+// reset clears w for the pool: it must keep nothing of a caller's alive.
+func (w *waiter) reset() {
+	w.keys, w.args, w.val, w.err, w.lead = nil, nil, nil, nil, false
+	w.deadline, w.hasDeadline = time.Time{}, false
+	w.state.Store(waiting)
+}
+
+// queue holds the decisions bound for one node.
+type queue struct {
+	b        *Batcher
+	mu       sync.Mutex
+	pending  []*waiter // pending[head:] wait to be sent, oldest first
+	head     int
+	inflight int // calls under way, plus a call handed to a waiter and not yet sent
+}
+
+// do sends w at once when the node has room for another call, else queues it until a returning
+// call hands it the next one, or until a call answered it. It returns ctx's error, and nothing
+// else, when the caller gave up (w is then no longer the caller's).
+func (q *queue) do(ctx context.Context, w *waiter) error {
+	q.mu.Lock()
+	if q.inflight < q.b.opt.MaxInFlight {
+		q.inflight++
+		bt := q.take(w)
+		q.mu.Unlock()
+		q.lead(ctx, bt)
+		return nil
+	}
+	q.pending = append(q.pending, w)
+	q.mu.Unlock()
+	q.b.queued.Add(1)
+
+	select {
+	case <-w.ready:
+	case <-ctx.Done():
+		q.mu.Lock()
+		for i := q.head; i < len(q.pending); i++ {
+			if q.pending[i] == w { // not sent: leave the queue, nothing decided
+				last := len(q.pending) - 1
+				copy(q.pending[i:], q.pending[i+1:])
+				q.pending[last] = nil
+				q.pending = q.pending[:last]
+				if q.head == len(q.pending) {
+					q.pending, q.head = q.pending[:0], 0
+				}
+				q.mu.Unlock()
+				w.reset()
+				waiters.Put(w)
+				return ctx.Err()
+			}
+		}
+		lead := w.lead
+		q.mu.Unlock()
+		if !lead && w.state.CompareAndSwap(waiting, abandoned) {
+			return ctx.Err() // in a call: the call recycles w when it returns
+		}
+		<-w.ready // answered already, or handed the next call
+		if w.lead {
+			q.release() // pass the call on to the next waiter, without this decision
+			w.reset()
+			waiters.Put(w)
+			return ctx.Err()
+		}
+	}
+	if w.lead {
+		q.mu.Lock()
+		bt := q.take(w)
+		q.mu.Unlock()
+		q.lead(ctx, bt)
+	}
+	return nil
+}
+
+// take makes a call's batch of w and up to MaxBatch - 1 queued waiters, the oldest first.
+// Called with q.mu held.
+func (q *queue) take(w *waiter) *batch {
+	bt := batches.Get().(*batch)
+	bt.ws = append(bt.ws[:0], w)
+	n := min(len(q.pending)-q.head, q.b.opt.MaxBatch-1)
+	bt.ws = append(bt.ws, q.pending[q.head:q.head+n]...)
+	clear(q.pending[q.head : q.head+n])
+	q.head += n
+	if q.head == len(q.pending) {
+		q.pending, q.head = q.pending[:0], 0
+	}
+	return bt
+}
+
+// lead sends bt, answers its waiters (the first, the caller's own, reads its answer when lead
+// returns), and hands the node's call on to the oldest queued waiter, or frees it.
+func (q *queue) lead(ctx context.Context, bt *batch) {
+	defer q.release()
+	defer func() {
+		for _, w := range bt.ws[1:] {
+			deliver(w)
+		}
+		bt.reset()
+		batches.Put(bt)
+	}()
+	q.b.send(ctx, bt)
+}
+
+// release hands the call a caller sent, or was to send, to the oldest queued waiter, or frees it.
+func (q *queue) release() {
+	q.mu.Lock()
+	if q.head == len(q.pending) {
+		q.inflight--
+		q.mu.Unlock()
+		return
+	}
+	next := q.pending[q.head]
+	q.pending[q.head] = nil
+	q.head++
+	if q.head == len(q.pending) {
+		q.pending, q.head = q.pending[:0], 0
+	}
+	next.lead = true // under q.mu, so that a waiter giving up sees it
+	q.mu.Unlock()
+	next.ready <- struct{}{}
+}
+
+// deliver wakes a waiter whose answer is in, or recycles it if its caller has gone.
+func deliver(w *waiter) {
+	if w.state.CompareAndSwap(waiting, answered) {
+		w.ready <- struct{}{}
+		return
+	}
+	w.reset()
+	waiters.Put(w)
+}

@@ -1,0 +1,174 @@
+package coalesce
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// batch is the waiters one caller sends (its own first), and the memory their calls are built in.
+type batch struct {
+	ws     []*waiter
+	sorted []*waiter   // ws by slot, when calls are per slot
+	chunks [][]*waiter // the waiters of each call
+	args   []any
+	cmds   []*redis.Cmd
+}
+
+var batches = sync.Pool{New: func() any { return new(batch) }}
+
+func (bt *batch) reset() {
+	clear(bt.ws)
+	clear(bt.sorted)
+	clear(bt.chunks)
+	clear(bt.args)
+	clear(bt.cmds)
+	bt.ws, bt.sorted, bt.chunks, bt.args, bt.cmds = bt.ws[:0], bt.sorted[:0], bt.chunks[:0], bt.args[:0], bt.cmds[:0]
+}
+
+// send decides every waiter of bt, filling its val or err.
+func (b *Batcher) send(ctx context.Context, bt *batch) {
+	if b.beforeSend != nil {
+		b.beforeSend(len(bt.ws))
+	}
+	ctx, cancel := callContext(ctx, bt.ws)
+	defer cancel()
+
+	ws := bt.ws
+	if b.perSlot {
+		bt.sorted = append(bt.sorted[:0], ws...)
+		slices.SortStableFunc(bt.sorted, func(x, y *waiter) int { return x.slot - y.slot })
+		ws = bt.sorted
+	}
+	bt.chunks = b.split(bt.chunks[:0], ws)
+	bt.build(ctx, b)
+	b.script.Exec(ctx, b.client, bt.cmds)
+	b.decisions.Add(int64(len(ws)))
+	b.calls.Add(int64(len(bt.cmds)))
+	b.trips.Add(1)
+
+	var again []*waiter
+	for i, cmd := range bt.cmds {
+		again = b.answer(cmd, bt.chunks[i], again)
+	}
+	if len(again) == 0 {
+		return
+	}
+	// Calls refused with TRYAGAIN: a slot split between two nodes while it migrates. Each decision
+	// again on its own, going where its keys are.
+	bt.chunks = bt.chunks[:0]
+	for _, w := range again {
+		bt.chunks = append(bt.chunks, []*waiter{w})
+	}
+	bt.build(ctx, b)
+	b.script.Exec(ctx, b.client, bt.cmds)
+	b.decisions.Add(int64(len(again)))
+	b.calls.Add(int64(len(bt.cmds)))
+	b.trips.Add(1)
+	for i, cmd := range bt.cmds {
+		b.answer(cmd, bt.chunks[i], nil)
+	}
+}
+
+// callContext returns the context of a call carrying the decisions of ws, sent by the caller of
+// ctx (ws[0]): ctx alone for a call of its own decision alone; otherwise ctx's values, without
+// its cancellation, and with the latest deadline of the decisions, or none when one has none.
+func callContext(ctx context.Context, ws []*waiter) (context.Context, context.CancelFunc) {
+	if len(ws) == 1 {
+		return ctx, func() {}
+	}
+	var latest time.Time
+	for _, w := range ws {
+		if !w.hasDeadline {
+			return context.WithoutCancel(ctx), func() {}
+		}
+		if w.deadline.After(latest) {
+			latest = w.deadline
+		}
+	}
+	return context.WithDeadline(context.WithoutCancel(ctx), latest)
+}
+
+// split appends to chunks the waiters of each call: at most MaxBatch decisions and maxArgs keys
+// and arguments each, of one slot when calls are per slot.
+func (b *Batcher) split(chunks [][]*waiter, ws []*waiter) [][]*waiter {
+	for len(ws) > 0 {
+		n, size := 1, ws[0].size()
+		for n < len(ws) && n < b.opt.MaxBatch && size+ws[n].size() <= maxArgs && (!b.perSlot || ws[n].slot == ws[0].slot) {
+			size += ws[n].size()
+			n++
+		}
+		chunks = append(chunks, ws[:n:n])
+		ws = ws[n:]
+	}
+	return chunks
+}
+
+// size is how many keys and arguments w's decision takes in a call.
+func (w *waiter) size() int { return len(w.keys) + 1 + len(w.args) }
+
+// build makes one EVALSHA per chunk, in bt.cmds: its KEYS every decision's keys, its ARGV per
+// decision the number of keys, then the decision's own arguments (the batch scripts' layout).
+func (bt *batch) build(ctx context.Context, b *Batcher) {
+	need := 0
+	for _, ch := range bt.chunks {
+		need += 3
+		for _, w := range ch {
+			need += w.size()
+		}
+	}
+	bt.args = slices.Grow(bt.args[:0], need) // no append below grows it: each command keeps its part
+	bt.cmds = bt.cmds[:0]
+	for _, ch := range bt.chunks {
+		start := len(bt.args)
+		bt.args = append(bt.args, nil, nil, nil)
+		nkeys := 0
+		for _, w := range ch {
+			for _, k := range w.keys {
+				bt.args = append(bt.args, k)
+			}
+			nkeys += len(w.keys)
+		}
+		for _, w := range ch {
+			bt.args = append(bt.args, int64(len(w.keys)))
+			bt.args = append(bt.args, w.args...)
+		}
+		bt.cmds = append(bt.cmds, b.script.Cmd(ctx, bt.args[start:len(bt.args):len(bt.args)], nkeys))
+	}
+}
+
+// answer gives each waiter of ws its element of cmd's reply, or cmd's error. A call of several
+// decisions refused with TRYAGAIN leaves them unanswered, appended to again.
+func (b *Batcher) answer(cmd *redis.Cmd, ws []*waiter, again []*waiter) []*waiter {
+	v, err := cmd.Result()
+	if err != nil {
+		if b.perSlot && len(ws) > 1 && redis.HasErrorPrefix(err, "TRYAGAIN") {
+			return append(again, ws...)
+		}
+		err = b.wrap(err)
+		for _, w := range ws {
+			w.err = err
+		}
+		return again
+	}
+	arr, ok := v.([]any)
+	if !ok || len(arr) != len(ws) {
+		err := b.wrap(fmt.Errorf("%w: %T of %d elements for %d decisions", ErrBadReply, v, len(arr), len(ws)))
+		for _, w := range ws {
+			w.err = err
+		}
+		return again
+	}
+	for i, w := range ws {
+		if e, ok := arr[i].(error); ok {
+			w.err = b.wrap(e)
+			continue
+		}
+		w.val = arr[i]
+	}
+	return again
+}
