@@ -82,15 +82,11 @@ func BenchmarkAllow(b *testing.B) {
 }
 
 // Many concurrent callers over many keys: decisions per second through one client, each decision
-// its own round trip, then with WithAutoPipeline.
+// its own round trip, then with WithCoalescing and with WithAutoPipeline.
 func BenchmarkAllowParallel(b *testing.B) {
 	for _, a := range algorithms {
-		for _, auto := range []bool{false, true} {
-			name, opts := a.alg.String(), []limiter.Option(nil)
-			if auto {
-				name, opts = name+"/auto-pipeline", []limiter.Option{limiter.WithAutoPipeline()}
-			}
-			b.Run(name, func(b *testing.B) { allowParallel(b, a.alg, opts) })
+		for _, send := range append(sendModes, sendMode{"/auto-pipeline", []limiter.Option{limiter.WithAutoPipeline()}}) {
+			b.Run(a.alg.String()+send.suffix, func(b *testing.B) { allowParallel(b, a.alg, send.opts) })
 		}
 	}
 }

@@ -28,17 +28,18 @@ var sendModes = []sendMode{
 	{"/coalesced", []limiter.Option{limiter.WithCoalescing()}},
 }
 
-// noise makes decisions on keys of its own through lim from three goroutines until the function
-// it returns is called, so that a test's decisions through a coalescing limiter share script calls
-// with others. That function stops them, and fails the test if no decision shared a call.
-func noise(t *testing.T, lim *limiter.Limiter) (stop func()) {
+// noise makes decisions on keys of its own (named after name) through lim from three goroutines
+// until the function it returns is called, so that a test's decisions through a coalescing
+// limiter share script calls with others. That function stops them, and fails the test if no
+// decision shared a call.
+func noise(t *testing.T, lim *limiter.Limiter, name string) (stop func()) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	for g := range 3 {
 		wg.Go(func() {
 			for i := 0; ctx.Err() == nil; i++ {
-				if _, err := lim.Allow(ctx, fmt.Sprintf("noise-%d", (g+i)%7), limiter.PerSecond(1000)); err != nil && ctx.Err() == nil {
+				if _, err := lim.Allow(ctx, fmt.Sprintf("noise-%s-%d", name, (g+i)%7), limiter.PerSecond(1000)); err != nil && ctx.Err() == nil {
 					t.Error(err)
 					return
 				}

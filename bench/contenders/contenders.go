@@ -181,16 +181,21 @@ func Limiters() []harness.Contender {
 		},
 	}
 	for _, a := range gatehouseAlgorithms {
-		for _, auto := range []bool{false, true} {
+		for _, send := range []sending{oneCallEach, autoPipeline, coalesced} {
 			c := harness.Contender{
 				ID: "gatehouse-" + a.tag, Name: "gatehouse " + a.name, Kind: harness.Limiter,
 				Modules: []string{modGatehouse}, Pool: "the shared client", Gatehouse: true,
-				New: newGatehouseLimiter(a.alg, auto),
+				New: newGatehouseLimiter(a.alg, send),
 			}
-			if auto {
+			switch send {
+			case autoPipeline:
 				c.ID += "-auto"
 				c.Name += ", WithAutoPipeline"
 				c.Pool = "the shared client's AutoPipeliner"
+			case coalesced:
+				c.ID += "-coalesced"
+				c.Name += ", WithCoalescing"
+				c.Notes = "concurrent decisions share script calls (one call of many decisions per round trip)"
 			}
 			cs = append(cs, c)
 		}

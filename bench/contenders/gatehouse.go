@@ -38,13 +38,25 @@ func gatehouseLimit(alg *limiter.Algorithm, mode harness.LimitMode) limiter.Limi
 	}
 }
 
+// How a gatehouse limiter sends its decisions.
+type sending int
+
+const (
+	oneCallEach  sending = iota // one script call, one round trip, per decision
+	autoPipeline                // WithAutoPipeline
+	coalesced                   // WithCoalescing
+)
+
 // newGatehouseLimiter returns a constructor of a gatehouse limiter with alg, its decisions sent
-// one round trip each, or through the client's auto-pipeliner.
-func newGatehouseLimiter(alg *limiter.Algorithm, auto bool) func(context.Context, harness.Env) (*harness.Instance, error) {
+// as send says.
+func newGatehouseLimiter(alg *limiter.Algorithm, send sending) func(context.Context, harness.Env) (*harness.Instance, error) {
 	return func(ctx context.Context, env harness.Env) (*harness.Instance, error) {
 		var opts []limiter.Option
-		if auto {
+		switch send {
+		case autoPipeline:
 			opts = append(opts, limiter.WithAutoPipeline())
+		case coalesced:
+			opts = append(opts, limiter.WithCoalescing())
 		}
 		lim, err := limiter.New(env.Client, alg, opts...)
 		if err != nil {

@@ -29,7 +29,7 @@ local function failed(v) return type(v) == 'table' and v.err ~= nil end
 -- (WRONGTYPE: a key of another type).
 local function get(key)
   local v = pcall('GET', key)
-  if failed(v) then return nil, v end
+  if type(v) == 'table' then return nil, v end -- GET answers a string, false, or an error
   return v
 end
 
@@ -51,27 +51,27 @@ end
 --     take says so, writing its state to key, and appends the limit's part of the reply to out. It
 --     returns the error reply of a write Redis refused, or nil.
 
--- settle finishes a decision of one limit from read's results, with no table between read and
--- report.
-local function settle(report, key, cost, flags, now, allowed, retry, ...)
+-- settle finishes a decision of one limit with finish, the algorithm's report, from read's
+-- results: no table between read and report.
+local function settle(finish, key, cost, peek, flags, now, allowed, retry, ...)
   if allowed == nil then return retry end
   local out = {(allowed or shadow(flags, 1)) and 1 or 0}
-  return report(out, allowed and not peeking(flags), key, cost, now, 1, allowed, retry, ...) or out
+  return finish(out, allowed and not peek, key, cost, now, 1, allowed, retry, ...) or out
 end
 
 local function pack(...) return {n = select('#', ...), ...} end
 
--- decide makes one decision of m limits, all or nothing, with the algorithm's read and report:
--- limit j's key is KEYS[k + j] and its parameters (params values each) start at
+-- decide makes one decision of m limits, all or nothing, with the algorithm's read and report
+-- (finish): limit j's key is KEYS[k + j] and its parameters (params values each) start at
 -- ARGV[a + params(j - 1)]; cost, flags and now (µs) as the scripts' ARGV[1..3] give them. The
 -- limits that enforce must all admit the cost for any to take it; then each limit that admits it
 -- does. It returns the reply {allowed, then allowed_j, remaining_j, retry_j, reset_j per limit},
 -- or the first error reply: a limit's read failing fails the decision before anything is written.
-local function decide(read, report, params, k, m, a, cost, flags, now)
+local function decide(read, finish, params, k, m, a, cost, flags, now)
   local peek = peeking(flags)
   if m == 1 then
     local key = KEYS[k + 1]
-    return settle(report, key, cost, flags, now, read(key, a, cost, now, 1, peek))
+    return settle(finish, key, cost, peek, flags, now, read(key, a, cost, now, 1, peek))
   end
   local all, st = 1, {}
   for j = 1, m do
@@ -84,7 +84,7 @@ local function decide(read, report, params, k, m, a, cost, flags, now)
   local out = {all}
   for j = 1, m do
     local s = st[j]
-    local err = report(out, take and s[1], KEYS[k + j], cost, now, j, unpack(s, 1, s.n))
+    local err = finish(out, take and s[1], KEYS[k + j], cost, now, j, unpack(s, 1, s.n))
     if err then return err end
   end
   return out
