@@ -396,6 +396,37 @@ func TestCancelWhileInACall(t *testing.T) {
 	})
 }
 
+// The caller that sends a call waits for it past its own deadline while another decision of the
+// call has none: its context's end does not fail the others' decisions, and the call is made.
+func TestCallOutlivesItsSendersDeadline(t *testing.T) {
+	_, rdb := redistest.Private(t) // applies context deadlines to its connections
+	ctx := context.Background()
+	b := New(rdb, bucketBatch, Options{MaxInFlight: 1})
+	g := hold(b, 2)
+	held := start(ctx, b, []string{"{first}"}, take(10))
+	<-g.sending[0]
+	sctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel()
+	sender := queued(t, sctx, b, []string{"{sender}"}, take(10)) // the oldest: it sends the next call
+	other := queued(t, ctx, b, []string{"{other}"}, take(10))
+	close(g.open[0])
+	if n := <-g.sending[1]; n != 2 {
+		t.Fatalf("the second call carries %d decisions, want 2", n)
+	}
+	<-sctx.Done() // the sender's deadline passes before its call is sent
+	close(g.open[1])
+	for name, ch := range map[string]chan result{"first": held, "sender": sender, "other": other} {
+		r := <-ch
+		if r.err != nil {
+			t.Errorf("%s: %v", name, r.err)
+			continue
+		}
+		if ok, left := answer(t, r.val); !ok || left != 9 {
+			t.Errorf("%s: allowed %v with %d left", name, ok, left)
+		}
+	}
+}
+
 // Under load, callers give up at random moments (queued, in a call, or about to send one): each
 // returns, the batcher goes on working, and every token taken was taken by an admitted decision or
 // by one whose caller gave up.
