@@ -359,7 +359,19 @@ func TestCancelWhileQueued(t *testing.T) {
 		if s := b.Stats(); s.Decisions != 1 || s.Calls != 1 {
 			t.Errorf("stats %+v, want the held decision alone sent", s)
 		}
+		stillWorks(t, b, prefix+"{after}")
 	})
+}
+
+// stillWorks fails the test unless a decision through b is answered: a batcher left with a call
+// it thinks under way would queue it for ever (the bound only turns that hang into a failure).
+func stillWorks(t *testing.T, b *Batcher, key string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := b.Do(ctx, []string{key}, take(10)); err != nil {
+		t.Errorf("a decision after: %v", err)
+	}
 }
 
 // A caller whose context ends while its decision is in a call returns at once, while the call is
@@ -393,6 +405,7 @@ func TestCancelWhileInACall(t *testing.T) {
 		if v, err := be.Client.Exists(ctx, prefix+"gone").Result(); err != nil || v != 1 {
 			t.Errorf("the decision of a caller gone while its call was under way: %d, %v; want it made", v, err)
 		}
+		stillWorks(t, b, prefix+"after")
 	})
 }
 
@@ -574,5 +587,81 @@ func TestClientClosedWhileDeciding(t *testing.T) {
 	}
 	if _, err := b.Do(context.Background(), []string{"{k}"}, take(10)); !errors.Is(err, redis.ErrClosed) {
 		t.Errorf("after the client closed: %v, want redis.ErrClosed", err)
+	}
+}
+
+// On a Cluster whose slot is migrating, a call of two decisions of that slot, one key still on the
+// old master and one not there, is refused with TRYAGAIN before it runs; each decision is then sent
+// on its own and made where its key is: on the old master, and (after ASK) on the new one.
+func TestTryAgainSplitsTheCall(t *testing.T) {
+	redistest.Get(t, "cluster") // skips unless the cluster backend is selected
+	cl, err := redistest.StartCluster()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	rdb := cl.Client()
+	defer rdb.Close()
+	ctx := context.Background()
+	present, absent := "{mig}present", "{mig}absent"
+	from, err := rdb.MasterForKey(ctx, present)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var to *redis.Client
+	if err := rdb.ForEachMaster(ctx, func(ctx context.Context, n *redis.Client) error {
+		mu.Lock()
+		defer mu.Unlock()
+		if n.Options().Addr != from.Options().Addr {
+			to = n
+		}
+		return nil
+	}); err != nil || to == nil {
+		t.Fatalf("another master: %v", err)
+	}
+	b := New(rdb, bucketBatch, Options{MaxInFlight: 1})
+	if _, err := b.Do(ctx, []string{present}, take(10)); err != nil {
+		t.Fatal(err)
+	}
+	fromID, err1 := from.Do(ctx, "CLUSTER", "MYID").Text()
+	toID, err2 := to.Do(ctx, "CLUSTER", "MYID").Text()
+	slot := script.Slot(present)
+	err3 := to.Do(ctx, "CLUSTER", "SETSLOT", slot, "IMPORTING", fromID).Err()
+	err4 := from.Do(ctx, "CLUSTER", "SETSLOT", slot, "MIGRATING", toID).Err()
+	if err := errors.Join(err1, err2, err3, err4); err != nil {
+		t.Fatal(err)
+	}
+
+	g := hold(b, 1)
+	first := onOneNode(t, rdb, "", present, 2)[1]
+	held := start(ctx, b, []string{first}, take(10))
+	<-g.sending[0]
+	chPresent := queued(t, ctx, b, []string{present}, take(10))
+	chAbsent := queued(t, ctx, b, []string{absent}, take(10))
+	before := b.Stats()
+	close(g.open[0])
+	<-held
+	for key, want := range map[string]int64{present: 8, absent: 9} {
+		ch := map[string]chan result{present: chPresent, absent: chAbsent}[key]
+		r := <-ch
+		if r.err != nil {
+			t.Errorf("%s: %v", key, r.err)
+			continue
+		}
+		if ok, left := answer(t, r.val); !ok || left != want {
+			t.Errorf("%s: allowed %v with %d left, want %d", key, ok, left, want)
+		}
+	}
+	if s := b.Stats(); s.Calls-before.Calls != 4 || s.Trips-before.Trips != 3 {
+		t.Errorf("stats %+v after %+v: want the held call, the refused call, then one call per decision", s, before)
+	}
+	var onTo *redis.IntCmd
+	if _, err := to.Pipelined(ctx, func(p redis.Pipeliner) error {
+		p.Do(ctx, "ASKING")
+		onTo = p.Exists(ctx, absent)
+		return nil
+	}); err != nil || onTo.Val() != 1 {
+		t.Errorf("the absent key on the importing master: %v, %v", onTo.Val(), err)
 	}
 }

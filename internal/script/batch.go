@@ -129,8 +129,9 @@ func (s *Script) Cmd(ctx context.Context, args []any, numkeys int) *redis.Cmd {
 // pipeline (which a Cluster splits by node, following MOVED and ASK). Each command holds its
 // outcome (Result). Commands answered NOSCRIPT are recovered as RunBatch recovers calls: s is
 // loaded once on each node that needs it, and just those commands are sent again, as new commands
-// that replace them in cmds. When a command fails with no reply from Redis, a Cluster's routes are
-// reloaded, as Run does.
+// that replace them in cmds. On a Cluster s is loaded on every node: a NOSCRIPT may come from a
+// node other than the slot's master, which a migrating slot's ASK sent the command to. When a
+// command fails with no reply from Redis, a Cluster's routes are reloaded, as Run does.
 //
 // Unlike Run and RunBatch, Exec does not check that a command's keys share a slot: its caller,
 // internal/coalesce, groups decisions by slot on a Cluster, and sends a command whose keys span
@@ -146,25 +147,9 @@ func (s *Script) Exec(ctx context.Context, c redis.UniversalClient, cmds []*redi
 	}
 	if len(again) > 0 {
 		retry := make([]*redis.Cmd, 0, len(again))
-		loaded := make(map[string]error)
+		load := s.loader(ctx, c)
 		for _, i := range again {
-			var keys []string
-			if args := cmds[i].Args(); len(args) > 3 {
-				if n, _ := args[2].(int); n > 0 {
-					keys = []string{fmt.Sprint(args[3])}
-				}
-			}
-			node, err := nodeFor(ctx, c, keys)
-			if err == nil {
-				name := nodeName(node)
-				lerr, done := loaded[name]
-				if !done {
-					lerr = loadOn(ctx, node, []*Script{s})
-					loaded[name] = lerr
-				}
-				err = lerr
-			}
-			if err != nil {
+			if err := load(cmds[i]); err != nil {
 				cmds[i].SetErr(fmt.Errorf("recovering from NOSCRIPT: %w", err))
 				continue
 			}
@@ -192,5 +177,42 @@ func process(ctx context.Context, c redis.UniversalClient, cmds []*redis.Cmd) {
 			_ = p.Process(ctx, cmd)
 		}
 		_, _ = p.Exec(ctx)
+	}
+}
+
+// loader returns the function Exec loads s with for a command answered NOSCRIPT, loading s once
+// per node: on every node of a Cluster (a NOSCRIPT there may come from a node other than the
+// slot's master, which a migrating slot's ASK sent the command to), else on the node of the
+// command's first key.
+func (s *Script) loader(ctx context.Context, c redis.UniversalClient) func(cmd *redis.Cmd) error {
+	if _, ok := c.(*redis.ClusterClient); ok {
+		var err error
+		done := false
+		return func(*redis.Cmd) error {
+			if !done {
+				err, done = s.Load(ctx, c), true
+			}
+			return err
+		}
+	}
+	loaded := make(map[string]error)
+	return func(cmd *redis.Cmd) error {
+		var keys []string
+		if args := cmd.Args(); len(args) > 3 {
+			if n, _ := args[2].(int); n > 0 {
+				keys = []string{fmt.Sprint(args[3])}
+			}
+		}
+		node, err := nodeFor(ctx, c, keys)
+		if err != nil {
+			return err
+		}
+		name := nodeName(node)
+		if err, done := loaded[name]; done {
+			return err
+		}
+		err = loadOn(ctx, node, []*Script{s})
+		loaded[name] = err
+		return err
 	}
 }
