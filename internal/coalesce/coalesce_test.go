@@ -89,6 +89,19 @@ func start(ctx context.Context, b *Batcher, keys []string, args []any) chan resu
 	return ch
 }
 
+// returned waits for the result of a caller that must return while a call is held, failing the
+// test if it waits for the call (the bound turns that deadlock into a failure).
+func returned(t *testing.T, ch chan result) result {
+	t.Helper()
+	select {
+	case r := <-ch:
+		return r
+	case <-time.After(30 * time.Second):
+		t.Fatal("the caller did not return while the call was held")
+		return result{}
+	}
+}
+
 // queued starts Do in a goroutine and waits until its decision is queued.
 func queued(t *testing.T, ctx context.Context, b *Batcher, keys []string, args []any) chan result {
 	t.Helper()
@@ -346,7 +359,7 @@ func TestCancelWhileQueued(t *testing.T) {
 		cctx, cancel := context.WithCancel(ctx)
 		gone := queued(t, cctx, b, []string{prefix + "{gone}"}, take(10))
 		cancel()
-		if r := <-gone; !errors.Is(r.err, context.Canceled) {
+		if r := returned(t, gone); !errors.Is(r.err, context.Canceled) {
 			t.Errorf("canceled while queued: %v, %v", r.val, r.err)
 		}
 		close(g.open[0])
@@ -393,7 +406,7 @@ func TestCancelWhileInACall(t *testing.T) {
 			t.Fatalf("the second call carries %d decisions, want 2", n)
 		}
 		cancel()
-		if r := <-gone; !errors.Is(r.err, context.Canceled) {
+		if r := returned(t, gone); !errors.Is(r.err, context.Canceled) {
 			t.Errorf("canceled in a call: %v, %v", r.val, r.err)
 		}
 		close(g.open[1])
