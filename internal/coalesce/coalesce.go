@@ -145,7 +145,7 @@ func (b *Batcher) Do(ctx context.Context, keys []string, args []any) (any, error
 		}
 	}
 	w := waiters.Get().(*waiter)
-	w.keys, w.args, w.slot = keys, args, slot
+	w.keys, w.args, w.slot = append(w.keys, keys...), append(w.args, args...), slot
 	w.deadline, w.hasDeadline = ctx.Deadline()
 	if err := q.do(ctx, w); err != nil {
 		return nil, err // w belongs to the call that carries it, or is back in the pool

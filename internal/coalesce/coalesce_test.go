@@ -678,3 +678,64 @@ func TestTryAgainSplitsTheCall(t *testing.T) {
 		t.Errorf("the absent key on the importing master: %v, %v", onTo.Val(), err)
 	}
 }
+
+// Over a Ring of two servers, each shard has its queue: 32 goroutines deciding on 20 keys share
+// calls, each call going to the shard of its keys, and every key counts exactly its decisions.
+func TestRing(t *testing.T) {
+	redistest.Get(t, "standalone") // skips unless standalone servers are selected
+	addrs := map[string]string{}
+	for i := range 2 {
+		srv, err := redistest.StartServer()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer srv.Close()
+		addrs[fmt.Sprint("shard", i)] = srv.Addr
+	}
+	ring := redis.NewRing(&redis.RingOptions{Addrs: addrs, DisableIdentity: true})
+	defer ring.Close()
+	ctx := context.Background()
+	b := New(ring, bucketBatch, Options{})
+	var decided [20]atomic.Int64
+	var wg sync.WaitGroup
+	for g := range 32 {
+		wg.Go(func() {
+			for i := range 10 {
+				k := (g*3 + i) % 20
+				if _, err := b.Do(ctx, []string{fmt.Sprintf("{k%d}", k)}, take(1000)); err != nil {
+					t.Error(err)
+					return
+				}
+				decided[k].Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	shards := map[string]bool{}
+	for k := range 20 {
+		key := fmt.Sprintf("{k%d}", k)
+		args := take(1000)
+		args[1] = "1"
+		v, err := b.Do(ctx, []string{key}, args)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, left := answer(t, v); left != 1000-decided[k].Load() {
+			t.Errorf("%s: %d left after %d decisions", key, left, decided[k].Load())
+		}
+		shard, err := ring.GetShardClientForKey(key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n, err := shard.Exists(ctx, key).Result(); err != nil || n != 1 {
+			t.Errorf("%s is not on its shard: %d, %v", key, n, err)
+		}
+		shards[shard.Options().Addr] = true
+	}
+	if len(shards) != 2 {
+		t.Errorf("the keys are on %d shards, want both", len(shards))
+	}
+	if s := b.Stats(); s.Decisions <= s.Calls {
+		t.Errorf("no decision shared a call: %+v", s)
+	}
+}

@@ -7,8 +7,8 @@ import (
 	"time"
 )
 
-// waiter is one decision on its way: what the caller gave (read only until the call carrying it
-// is built; the caller keeps them unchanged until Do returns), and its answer.
+// waiter is one decision on its way: copies of the keys and arguments the caller gave (a call may
+// be built after its caller gave up and returned), and its answer.
 type waiter struct {
 	keys        []string
 	args        []any
@@ -37,7 +37,10 @@ var waiters = sync.Pool{New: func() any { return &waiter{ready: make(chan struct
 
 // reset clears w for the pool: it must keep nothing of a caller's alive.
 func (w *waiter) reset() {
-	w.keys, w.args, w.val, w.err, w.lead = nil, nil, nil, nil, false
+	clear(w.keys)
+	clear(w.args)
+	w.keys, w.args = w.keys[:0], w.args[:0]
+	w.val, w.err, w.lead = nil, nil, false
 	w.deadline, w.hasDeadline = time.Time{}, false
 	w.state.Store(waiting)
 }
