@@ -423,7 +423,9 @@ func runModel(t *testing.T, b *redistest.Backend, prefix string, alg *limiter.Al
 		t.Fatal(err)
 	}
 	if len(opts) > 0 {
-		defer noise(t, lim, fmt.Sprint(seed))() // keys of this run's own: its clock may be centuries from another's
+		// The run's identifier: keys of this run's own (its clock may be centuries from another
+		// run's), in the slot of the run's keys, so that they share calls on a Cluster too.
+		defer noise(t, lim, fmt.Sprintf("user-%d", seed))()
 	}
 	limits := []limiter.Limit{
 		limiter.Per(1+rng.Int64N(12), modelPeriods[rng.IntN(len(modelPeriods))]).WithName("a"),
