@@ -64,20 +64,25 @@ func BenchmarkEvalshaBaseline(b *testing.B) {
 	}
 }
 
-// One caller, one key at a time: the latency of a decision, one round trip.
+// One caller, one key at a time: the latency of a decision, one round trip, sent as a call of its
+// own and through WithCoalescing (where a lone caller's decision is one call of one decision).
 func BenchmarkAllow(b *testing.B) {
 	for _, a := range algorithms {
-		b.Run(a.alg.String(), func(b *testing.B) {
-			lim := benchLimiter(b, a.alg)
-			ctx := context.Background()
-			limit := benchLimit(a.alg)
-			b.ReportAllocs()
-			for i := 0; b.Loop(); i++ {
-				if _, err := lim.Allow(ctx, benchKeys[i%len(benchKeys)], limit); err != nil {
-					b.Fatal(err)
-				}
-			}
-		})
+		for _, send := range sendModes {
+			b.Run(a.alg.String()+send.suffix, func(b *testing.B) { allow(b, a.alg, send.opts) })
+		}
+	}
+}
+
+func allow(b *testing.B, alg *limiter.Algorithm, opts []limiter.Option) {
+	lim := benchLimiter(b, alg, opts...)
+	ctx := context.Background()
+	limit := benchLimit(alg)
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		if _, err := lim.Allow(ctx, benchKeys[i%len(benchKeys)], limit); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
 
