@@ -118,3 +118,23 @@ func ExampleMiddleware() {
 	}
 	http.ListenAndServe(":8080", limiter.Middleware(lim, limiter.ByRemoteIP, limits)(api))
 }
+
+func ExampleByClientIP() {
+	rdb := redis.NewClient(&redis.Options{Addr: "localhost:6379"})
+	lim, err := limiter.New(rdb, limiter.TokenBucket)
+	if err != nil {
+		log.Fatal(err)
+	}
+
+	key, err := limiter.ByClientIP(limiter.ClientIP{
+		TrustedProxies: []string{"10.0.0.0/8", "2001:db8:ffff::/48"}, // the load balancers
+		Header:         "X-Forwarded-For",                            // or "Forwarded" (RFC 7239)
+		IPv6Prefix:     64,                                           // the default
+	})
+	if err != nil {
+		log.Fatal(err) // a proxy that is neither an address nor a CIDR range
+	}
+
+	api := http.NewServeMux()
+	http.ListenAndServe(":8080", limiter.Middleware(lim, key, []limiter.Limit{limiter.PerSecond(10)})(api))
+}
