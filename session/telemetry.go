@@ -17,24 +17,6 @@ import (
 // scope is the instrumentation scope of the store's spans and metrics.
 const scope = "github.com/gatehouse/gatehouse/session"
 
-// WithTracerProvider sets where the store's spans go (default: the global TracerProvider, as it is
-// at each call). With no SDK installed, or a noop provider, no span is started at all.
-func WithTracerProvider(tp trace.TracerProvider) Option {
-	return optionFunc(func(s *Store) { s.tp = tp })
-}
-
-// WithMeterProvider sets where the store's metrics go (default: the global MeterProvider).
-func WithMeterProvider(mp metric.MeterProvider) Option {
-	return optionFunc(func(s *Store) { s.mp = mp })
-}
-
-// WithHashedKeyAttribute adds gatehouse.session.key_hash to spans: HMAC-SHA256 of the session's
-// storage key with salt, 16 hex characters, so that one session's operations can be followed in
-// traces. Tokens never appear in spans, metrics or logs.
-func WithHashedKeyAttribute(salt []byte) Option {
-	return optionFunc(func(s *Store) { s.keyHash = telemetry.NewKeyHasher(salt) })
-}
-
 const (
 	attrOperation = attribute.Key("gatehouse.session.operation")
 	attrOutcome   = attribute.Key("gatehouse.session.outcome")
