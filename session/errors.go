@@ -53,3 +53,15 @@ func scriptErr(op string, err error) error {
 	}
 	return fmt.Errorf("session: %s: %w", op, err)
 }
+
+// invalidArgument is a caller's mistake that an operation refuses before Redis is asked, such as an
+// empty user ID (error.type invalid_argument).
+type invalidArgument string
+
+func (e invalidArgument) Error() string { return string(e) }
+
+// isInvalidArgument reports whether err is an invalidArgument.
+func isInvalidArgument(err error) bool {
+	var invalid invalidArgument
+	return errors.As(err, &invalid)
+}

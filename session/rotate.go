@@ -2,7 +2,6 @@ package session
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strconv"
 	"time"
@@ -69,7 +68,7 @@ func (st *Store) Login(ctx context.Context, s *Session, userID string, opts ...L
 	o.key = s.key
 	defer func() { err = st.end(&o, err) }()
 	if userID == "" {
-		return errors.New("session: Login with an empty user ID")
+		return invalidArgument("session: Login with an empty user ID")
 	}
 	var cfg loginConfig
 	for _, opt := range opts {
