@@ -250,8 +250,14 @@ func TestTelemetry(t *testing.T) {
 							t.Errorf("redisotel's evalsha has %s", k)
 						}
 					}
+					if _, ok := spanAttr(sp, "db.connection_string"); !ok {
+						t.Error("redisotel's evalsha lacks db.connection_string")
+					}
 					if sp.SpanKind() != trace.SpanKindClient {
 						t.Errorf("redisotel's evalsha: kind %v, want client", sp.SpanKind())
+					}
+					if sc := sp.InstrumentationScope(); sc.SchemaURL != "" {
+						t.Errorf("redisotel's scope declares the schema %s: docs/tracing.md says it declares none", sc.SchemaURL)
 					}
 				}
 			}
