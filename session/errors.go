@@ -54,14 +54,14 @@ func scriptErr(op string, err error) error {
 	return fmt.Errorf("session: %s: %w", op, err)
 }
 
-// invalidArgument is a caller's mistake that an operation refuses before Redis is asked, such as an
-// empty user ID (error.type invalid_argument).
-type invalidArgument string
+// A caller's mistakes that an operation refuses before Redis is asked (error.type
+// invalid_argument).
+var (
+	errLoginNoUser = errors.New("session: Login with an empty user ID")
+	errNoUser      = errors.New("session: empty user ID")
+)
 
-func (e invalidArgument) Error() string { return string(e) }
-
-// isInvalidArgument reports whether err is an invalidArgument.
+// isInvalidArgument reports whether err is a caller's mistake.
 func isInvalidArgument(err error) bool {
-	var invalid invalidArgument
-	return errors.As(err, &invalid)
+	return errors.Is(err, errLoginNoUser) || errors.Is(err, errNoUser)
 }

@@ -68,7 +68,7 @@ func (st *Store) Login(ctx context.Context, s *Session, userID string, opts ...L
 	o.key = s.key
 	defer func() { err = st.end(&o, err) }()
 	if userID == "" {
-		return invalidArgument("session: Login with an empty user ID")
+		return errLoginNoUser
 	}
 	var cfg loginConfig
 	for _, opt := range opts {

@@ -70,7 +70,7 @@ func (st *Store) destroyUser(ctx context.Context, userID string, keep Key) (n in
 // script finds members it was not given (a sign-in or rotation in between).
 func (st *Store) userOp(ctx context.Context, userID, mode string, keep Key) ([]any, int64, error) {
 	if userID == "" {
-		return nil, 0, invalidArgument("session: empty user ID")
+		return nil, 0, errNoUser
 	}
 	idx := st.indexOf(st.userTag(userID))
 	return st.runIndexed(ctx, st.user, mode, []string{idx}, idx, true, statusUserReread, st.now(), userID, mode, string(keep))
