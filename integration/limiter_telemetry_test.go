@@ -27,7 +27,7 @@ func TestLimiterFailurePolicyTelemetry(t *testing.T) {
 	reader := sdkmetric.NewManualReader()
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
 	const secretKey = "client-203.0.113.9"
-	lim, err := limiter.New(rdb, limiter.FixedWindow, limiter.WithFailOpen(),
+	lim, err := limiter.New(rdb, limiter.FixedWindow, limiter.WithFailurePolicy(limiter.FailOpen()),
 		limiter.WithTracerProvider(tp), limiter.WithMeterProvider(mp))
 	if err != nil {
 		t.Fatal(err)

@@ -19,19 +19,19 @@ const scope = "github.com/gatehouse/gatehouse/limiter"
 // WithTracerProvider sets where the limiter's spans go (default: the global TracerProvider, as it
 // is at each call). With no SDK installed, or a noop provider, no span is started at all.
 func WithTracerProvider(tp trace.TracerProvider) Option {
-	return optionFunc(func(l *Limiter) { l.tp = tp })
+	return optionFunc(func(c *config) { c.tp = tp })
 }
 
 // WithMeterProvider sets where the limiter's metrics go (default: the global MeterProvider).
 func WithMeterProvider(mp metric.MeterProvider) Option {
-	return optionFunc(func(l *Limiter) { l.mp = mp })
+	return optionFunc(func(c *config) { c.mp = mp })
 }
 
 // WithHashedKeyAttribute adds gatehouse.limiter.key_hash to spans: HMAC-SHA256 of the caller's key
 // with salt, 16 hex characters, so that one client's decisions can be found in traces without the
 // key itself (a user ID, an IP address) appearing anywhere. Keys never become metric attributes.
 func WithHashedKeyAttribute(salt []byte) Option {
-	return optionFunc(func(l *Limiter) { l.keyHash = telemetry.NewKeyHasher(salt) })
+	return optionFunc(func(c *config) { c.keyHash = telemetry.NewKeyHasher(salt) })
 }
 
 // Span and metric attribute keys. docs/tracing.md lists them all.
@@ -74,10 +74,10 @@ func newInstruments(mp metric.MeterProvider) instruments {
 	return instruments{decisions: decisions, duration: duration}
 }
 
-// observe records one operation's span attributes and metrics, and ends the span.
-// out holds the decision's results (nil for Reset); the binding one is worked out only when
-// something records it.
-func (l *Limiter) observe(ctx context.Context, span trace.Span, op, key string, start time.Time, n int64, limits []Limit, out []Result, err error) {
+// observe records one operation's span attributes and metrics, and ends the span. r.out holds
+// the decision's results (none for Reset); the binding one is worked out only when something
+// records it.
+func (l *Limiter) observe(ctx context.Context, span trace.Span, start time.Time, r *request, err error) {
 	recDecision := l.inst.decisions.Enabled(ctx)
 	recDuration := l.inst.duration.Enabled(ctx)
 	traced := span.IsRecording()
@@ -86,8 +86,8 @@ func (l *Limiter) observe(ctx context.Context, span trace.Span, op, key string, 
 		return
 	}
 	var bind *Result
-	if err == nil && len(out) > 0 {
-		b := binding(out)
+	if err == nil && len(r.out) > 0 {
+		b := binding(r.out)
 		bind = &b
 	}
 	// The decision is the limits' verdict: "denied" when a limit in shadow mode refused, with
@@ -102,23 +102,23 @@ func (l *Limiter) observe(ctx context.Context, span trace.Span, op, key string, 
 	}
 	source := SourceRedis
 	failure := err // what went wrong, even when the failure policy decided in its place
-	if bind != nil && bind.Source.Local() {
+	if bind != nil {
 		source, failure = bind.Source, bind.Err
 	}
 	policy := ""
 	switch {
 	case bind != nil:
 		policy = policyName(bind.Limit)
-	case len(limits) == 1:
-		policy = policyName(limits[0])
+	case len(r.limits) == 1:
+		policy = policyName(r.limits[0])
 	}
 	if traced {
 		span.SetAttributes(
 			telemetry.RedisSystem,
 			telemetry.DBStoredProcedureName.String(l.alg.name),
 			attrAlgorithm.String(l.alg.name),
-			attrCost.Int64(n),
-			attrLimits.Int(len(limits)),
+			attrCost.Int64(r.n),
+			attrLimits.Int(len(r.limits)),
 			attrSource.String(source.String()),
 		)
 		if policy != "" {
@@ -137,14 +137,14 @@ func (l *Limiter) observe(ctx context.Context, span trace.Span, op, key string, 
 				span.SetAttributes(attrShadow.Bool(true))
 			}
 		}
-		if l.keyHash != nil && key != "" {
-			span.SetAttributes(attrKeyHash.String(l.keyHash.Hash(key)))
+		if l.keyHash != nil && r.key != "" {
+			span.SetAttributes(attrKeyHash.String(l.keyHash.Hash(r.key)))
 		}
 		telemetry.End(span, failure, errorType(failure))
 	} else {
 		span.End()
 	}
-	if recDecision && op != "reset" {
+	if recDecision && r.op != opReset {
 		attrs := [5]attribute.KeyValue{attrAlgorithm.String(l.alg.name), attrPolicy.String(policy),
 			attrDecision.String(decision), attrSource.String(source.String())}
 		n := 4
@@ -160,7 +160,7 @@ func (l *Limiter) observe(ctx context.Context, span trace.Span, op, key string, 
 	}
 	if recDuration {
 		l.inst.duration.Record(ctx, time.Since(start).Seconds(), metric.WithAttributes(
-			attrAlgorithm.String(l.alg.name), attrOperation.String(op)))
+			attrAlgorithm.String(l.alg.name), attrOperation.String(r.op.String())))
 	}
 }
 

@@ -190,9 +190,9 @@ func testRedisFailures(t *testing.T, bin string) {
 		retry  string // its Retry-After
 		log    string // the limiter's log message
 	}{
-		{"local", 200, "", "limiter: Redis failed; the failure policy decides"},
-		{"open", 200, "", "limiter: Redis failed; the failure policy decides"},
-		{"closed", 503, "5", "limiter: Redis failed; the failure policy decides"},
+		{"local", 200, "", "limiter: Redis unavailable"},
+		{"open", 200, "", "limiter: Redis unavailable"},
+		{"closed", 503, "5", "limiter: Redis unavailable"},
 		{"error", 503, "1", "limiter: could not decide; answered 503"},
 	} {
 		t.Run(tc.policy, func(t *testing.T) {

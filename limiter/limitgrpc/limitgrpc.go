@@ -2,7 +2,7 @@
 // streaming calls, each call decided before its handler runs.
 //
 // Every decided call carries the ratelimit-policy and ratelimit metadata, the gRPC spelling of the
-// IETF draft fields that limiter.Middleware sets over HTTP: as header metadata when the call is
+// IETF draft fields that limithttp.Middleware sets over HTTP: as header metadata when the call is
 // admitted, as trailers when it is refused. A refusal is a Trailers-Only response (nothing is sent
 // before the status), the only form in which gRPC clients (grpc-go among them) read
 // grpc-retry-pushback-ms; header metadata sent first would make them ignore it and not retry.
@@ -14,13 +14,12 @@
 //     limiter.InfDuration) ends with codes.ResourceExhausted, grpc-retry-pushback-ms -1, which
 //     tells such clients not to retry at all, and a google.rpc.QuotaFailure detail naming the
 //     limit (QuotaId) and its capacity (QuotaValue), with no RetryInfo and no ratelimit trailer.
-//   - A refusal that stands in for Redis ends with codes.Unavailable: the fail-closed policy's
-//     with its RetryInfo and pushback, the local fallback's for a cost above its share of the
-//     capacity (limiter.WithFailLocal with Instances > 1) with neither, since Redis may admit it
-//     when it is back.
+//   - A refusal that stands in for Redis ends with codes.Unavailable: limiter.FailClosed's
+//     with its RetryInfo and pushback, limiter.FailLocal's for a cost above its share of the
+//     capacity (Instances > 1) with neither, since Redis may admit it when it is back.
 //
-// A call the limiter cannot decide (Redis failed under the default failure policy, or an invalid
-// limit) ends with codes.Unavailable, saying nothing of the cause.
+// A call the limiter cannot decide (Redis failed under limiter.FailError, the default failure
+// policy, or an invalid limit) ends with codes.Unavailable, saying nothing of the cause.
 //
 // It is a package of its own so that programs serving only HTTP do not link gRPC.
 package limitgrpc
@@ -31,6 +30,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/gatehouse/gatehouse/internal/ratelimitfield"
 	"github.com/gatehouse/gatehouse/limiter"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
@@ -60,22 +60,26 @@ func ByPeerIP(ctx context.Context, _ string) string {
 }
 
 // Option configures the interceptors.
-type Option func(*config)
+type Option interface{ apply(*config) }
 
 type config struct {
 	limitsFor func(ctx context.Context, fullMethod string) []limiter.Limit
 	cost      func(ctx context.Context, fullMethod string) int64
 }
 
+type optionFunc func(*config)
+
+func (f optionFunc) apply(c *config) { f(c) }
+
 // WithLimitsFor chooses the limits per call, for tiers or per-method limits; it replaces the limits
 // given to the interceptor. Returning none exempts the call.
 func WithLimitsFor(f func(ctx context.Context, fullMethod string) []limiter.Limit) Option {
-	return func(c *config) { c.limitsFor = f }
+	return optionFunc(func(c *config) { c.limitsFor = f })
 }
 
 // WithCost sets what a call costs (default 1).
 func WithCost(f func(ctx context.Context, fullMethod string) int64) Option {
-	return func(c *config) { c.cost = f }
+	return optionFunc(func(c *config) { c.cost = f })
 }
 
 // UnaryServerInterceptor limits unary calls with lim: each is decided under key against limits
@@ -108,22 +112,27 @@ type gate struct {
 	lim    *limiter.Limiter
 	key    KeyFunc
 	limits []limiter.Limit
+	fields ratelimitfield.Fields
+	policy string // the ratelimit-policy metadata of limits
 	config
 }
 
 func newGate(lim *limiter.Limiter, key KeyFunc, limits []limiter.Limit, opts []Option) *gate {
-	g := &gate{lim: lim, key: key, limits: append([]limiter.Limit(nil), limits...)}
+	g := &gate{lim: lim, key: key, limits: append([]limiter.Limit(nil), limits...), fields: ratelimitfield.For(lim)}
 	for _, o := range opts {
-		o(&g.config)
+		o.apply(&g.config)
 	}
+	g.policy = g.fields.Policy(g.limits)
 	return g
 }
 
 // admit decides the call, sets its metadata, and returns the status error of a refusal or failure.
 func (g *gate) admit(ctx context.Context, method string, setHeader, setTrailer func(context.Context, metadata.MD) error) error {
 	limits := g.limits
+	policy := g.policy
 	if g.limitsFor != nil {
 		limits = g.limitsFor(ctx, method)
+		policy = g.fields.Policy(limits)
 	}
 	id := g.key(ctx, method)
 	if id == "" || len(limits) == 0 {
@@ -143,12 +152,10 @@ func (g *gate) admit(ctx context.Context, method string, setHeader, setTrailer f
 	if err != nil {
 		return status.Error(codes.Unavailable, "rate limiter unavailable")
 	}
-	md := metadata.Pairs("ratelimit-policy", limiter.PolicyField(g.lim.Algorithm(), limits))
-	if state := limiter.StateField(res); state != "" {
+	md := metadata.Pairs("ratelimit-policy", policy)
+	if state := g.fields.State(res); state != "" {
 		md.Append("ratelimit", state)
 	}
-	// Shadow mode (issue #10 item 9) belongs here: a refusal it only records is admitted, with the
-	// metadata as header.
 	if res.Allowed {
 		// The metadata is informative: a call whose header was already sent still goes on.
 		_ = setHeader(ctx, md)
@@ -193,10 +200,7 @@ func quotaFailure(res limiter.Result, n int64) *errdetails.QuotaFailure {
 		if r.Allowed || r.RetryAfter != limiter.InfDuration {
 			continue
 		}
-		name := r.Limit.Name
-		if name == "" {
-			name = r.Limit.String()
-		}
+		name := ratelimitfield.Name(r.Limit)
 		q.Violations = append(q.Violations, &errdetails.QuotaFailure_Violation{
 			Description: "a call costing " + strconv.FormatInt(n, 10) + " exceeds the capacity of " + strconv.Quote(name) +
 				", " + strconv.FormatInt(r.Limit.Capacity(), 10) + ": it can never be admitted",
