@@ -193,7 +193,7 @@ func testRedisFailures(t *testing.T, bin string) {
 		{"local", 200, "", "limiter: Redis unavailable"},
 		{"open", 200, "", "limiter: Redis unavailable"},
 		{"closed", 503, "5", "limiter: Redis unavailable"},
-		{"error", 503, "1", "limiter: could not decide; answered 503"},
+		{"error", 503, "1", "limithttp: rate limit not decided"},
 	} {
 		t.Run(tc.policy, func(t *testing.T) {
 			t.Parallel()

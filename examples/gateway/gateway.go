@@ -275,8 +275,10 @@ func (gw *gateway) Handler() http.Handler {
 	handle("POST /login", http.HandlerFunc(gw.login))
 	handle("POST /logout", http.HandlerFunc(gw.logout))
 	handle("GET /me", http.HandlerFunc(gw.me))
+	// The middleware logs the requests the limiter could not decide (with -on-redis-failure=error,
+	// Redis failed), at most once a second while Redis stays down.
 	limit := limithttp.Middleware(gw.lim, identity, nil, limithttp.WithLimitsFor(gw.tier),
-		limithttp.WithErrorHandler(gw.limiterFailed))
+		limithttp.WithErrorHandler(limiterFailed), limithttp.WithLogger(gw.log))
 	handle("/api/", limit(gw.api))
 
 	// The session middleware logs the requests it answers 500 or 503 itself.
@@ -285,10 +287,8 @@ func (gw *gateway) Handler() http.Handler {
 }
 
 // limiterFailed answers a request the limiter could not decide (with -on-redis-failure=error,
-// Redis failed) 503 Service Unavailable, and logs it.
-func (gw *gateway) limiterFailed(w http.ResponseWriter, r *http.Request, err error) {
-	gw.log.LogAttrs(r.Context(), slog.LevelError, "limiter: could not decide; answered 503",
-		slog.String("method", method(r)), slog.String("pattern", route(r)), slog.String("error", err.Error()))
+// Redis failed) 503 Service Unavailable, with Retry-After.
+func limiterFailed(w http.ResponseWriter, _ *http.Request, _ error) {
 	w.Header().Set("Retry-After", "1")
 	http.Error(w, http.StatusText(http.StatusServiceUnavailable), http.StatusServiceUnavailable)
 }

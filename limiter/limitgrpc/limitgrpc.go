@@ -19,17 +19,21 @@
 //     capacity (Instances > 1) with neither, since Redis may admit it when it is back.
 //
 // A call the limiter cannot decide (Redis failed under limiter.FailError, the default failure
-// policy, or an invalid limit) ends with codes.Unavailable, saying nothing of the cause.
+// policy, or an invalid limit) is logged (WithLogger) and ends with codes.Unavailable, saying
+// nothing of the cause (WithErrorHandler).
 //
 // It is a package of its own so that programs serving only HTTP do not link gRPC.
 package limitgrpc
 
 import (
 	"context"
+	"errors"
+	"log/slog"
 	"net"
 	"strconv"
 	"time"
 
+	"github.com/gatehouse/gatehouse/internal/faillog"
 	"github.com/gatehouse/gatehouse/internal/ratelimitfield"
 	"github.com/gatehouse/gatehouse/limiter"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -65,6 +69,8 @@ type Option interface{ apply(*config) }
 type config struct {
 	limitsFor func(ctx context.Context, fullMethod string) []limiter.Limit
 	cost      func(ctx context.Context, fullMethod string) int64
+	failed    func(ctx context.Context, fullMethod string, err error) error
+	logger    *slog.Logger
 }
 
 type optionFunc func(*config)
@@ -77,9 +83,30 @@ func WithLimitsFor(f func(ctx context.Context, fullMethod string) []limiter.Limi
 	return optionFunc(func(c *config) { c.limitsFor = f })
 }
 
-// WithCost sets what a call costs (default 1).
+// WithCost sets what a call costs (default 1). A cost below 1 is an error, handled by the error
+// handler.
 func WithCost(f func(ctx context.Context, fullMethod string) int64) Option {
 	return optionFunc(func(c *config) { c.cost = f })
+}
+
+// WithErrorHandler sets what a call the limiter could not decide ends with (Redis failed under
+// limiter.FailError, or the limits or cost were invalid): h returns the call's error, or nil to
+// let the call go on. The error is logged first (see WithLogger). The default ends the call with
+// codes.Unavailable, "rate limiter unavailable", saying nothing of the cause.
+func WithErrorHandler(h func(ctx context.Context, fullMethod string, err error) error) Option {
+	return optionFunc(func(c *config) { c.failed = h })
+}
+
+// WithLogger sets where the interceptors log (default: slog.Default(), as it is at each record; nil
+// means the default). They log each call the limiter could not decide, before the error handler
+// answers it: at Error, "limitgrpc: rate limit not decided", with the method and the error (at
+// Debug when the client went away first). Failures of Redis, which under limiter.FailError fail
+// every call while Redis is down, are logged at most once a second, the next record saying how
+// many were not (suppressed). No record holds the identifier or metadata. A handler that drops
+// records turns logging off: slog.New(slog.DiscardHandler). The failures the limiter's own failure
+// policy stands in for are logged by the limiter (limiter.WithLogger).
+func WithLogger(logger *slog.Logger) Option {
+	return optionFunc(func(c *config) { c.logger = logger })
 }
 
 // UnaryServerInterceptor limits unary calls with lim: each is decided under key against limits
@@ -114,16 +141,24 @@ type gate struct {
 	limits []limiter.Limit
 	fields ratelimitfield.Fields
 	policy string // the ratelimit-policy metadata of limits
+	log    *faillog.Log
 	config
 }
 
 func newGate(lim *limiter.Limiter, key KeyFunc, limits []limiter.Limit, opts []Option) *gate {
-	g := &gate{lim: lim, key: key, limits: append([]limiter.Limit(nil), limits...), fields: ratelimitfield.For(lim)}
+	g := &gate{lim: lim, key: key, limits: append([]limiter.Limit(nil), limits...), fields: ratelimitfield.For(lim),
+		config: config{failed: unavailable}}
 	for _, o := range opts {
 		o.apply(&g.config)
 	}
 	g.policy = g.fields.Policy(g.limits)
+	g.log = &faillog.Log{Logger: g.logger, Msg: "limitgrpc: rate limit not decided", Interval: time.Second}
 	return g
+}
+
+// unavailable is the default error handler.
+func unavailable(context.Context, string, error) error {
+	return status.Error(codes.Unavailable, "rate limiter unavailable")
 }
 
 // admit decides the call, sets its metadata, and returns the status error of a refusal or failure.
@@ -150,7 +185,9 @@ func (g *gate) admit(ctx context.Context, method string, setHeader, setTrailer f
 		res, err = g.lim.AllowAll(ctx, id, n, limits...)
 	}
 	if err != nil {
-		return status.Error(codes.Unavailable, "rate limiter unavailable")
+		gone := ctx.Err() != nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded))
+		g.log.Failure(ctx, err, gone, slog.String("method", method))
+		return g.failed(ctx, method, err)
 	}
 	md := metadata.Pairs("ratelimit-policy", policy)
 	if state := g.fields.State(res); state != "" {

@@ -11,11 +11,15 @@
 package limithttp
 
 import (
+	"context"
+	"errors"
+	"log/slog"
 	"net"
 	"net/http"
 	"strconv"
 	"time"
 
+	"github.com/gatehouse/gatehouse/internal/faillog"
 	"github.com/gatehouse/gatehouse/internal/ratelimitfield"
 	"github.com/gatehouse/gatehouse/limiter"
 )
@@ -42,6 +46,7 @@ type config struct {
 	limitsFor func(*http.Request) []limiter.Limit
 	denied    func(http.ResponseWriter, *http.Request, limiter.Result)
 	failed    func(http.ResponseWriter, *http.Request, error)
+	logger    *slog.Logger
 	legacy    bool
 	expose    bool
 }
@@ -103,10 +108,24 @@ func WithDeniedHandler(h func(w http.ResponseWriter, r *http.Request, res limite
 }
 
 // WithErrorHandler sets what answers a request the limiter could not decide: Redis failed under
-// limiter.FailError (the default failure policy), or the limits or cost were invalid. The default
-// answers 503 Service Unavailable and says nothing of the cause.
+// limiter.FailError (the default failure policy), or the limits or cost were invalid. The error is
+// logged first (see WithLogger). The default answers 503 Service Unavailable and says nothing of
+// the cause.
 func WithErrorHandler(h func(w http.ResponseWriter, r *http.Request, err error)) Option {
 	return optionFunc(func(c *config) { c.failed = h })
+}
+
+// WithLogger sets where the middleware logs (default: slog.Default(), as it is at each record; nil
+// means the default). It logs each request the limiter could not decide, before the error handler
+// answers it: at Error, "limithttp: rate limit not decided", with the method, the route pattern
+// when a mux set one, and the error (at Debug when the client went away first). Failures of Redis, which under limiter.FailError fail
+// every request while Redis is down, are logged at most once a second, the next record saying how
+// many were not (suppressed). No record holds the identifier, the URL (paths and queries can carry
+// identifiers) or a header. A handler that drops records turns logging off:
+// slog.New(slog.DiscardHandler). The failures the limiter's own failure policy stands in for are
+// logged by the limiter (limiter.WithLogger).
+func WithLogger(logger *slog.Logger) Option {
+	return optionFunc(func(c *config) { c.logger = logger })
 }
 
 // Middleware limits requests with lim: each request is decided under key(r) against limits (all
@@ -140,6 +159,7 @@ func Middleware(lim *limiter.Limiter, key KeyFunc, limits []limiter.Limit, opts 
 			exposed += ", " + exposedLegacy
 		}
 	}
+	log := &faillog.Log{Logger: c.logger, Msg: "limithttp: rate limit not decided", Interval: time.Second}
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			ls := limits
@@ -167,6 +187,7 @@ func Middleware(lim *limiter.Limiter, key KeyFunc, limits []limiter.Limit, opts 
 				res, err = lim.AllowAll(r.Context(), id, n, ls...)
 			}
 			if err != nil {
+				log.Failure(r.Context(), err, clientGone(r, err), requestAttrs(r)...)
 				c.failed(w, r, err)
 				return
 			}
@@ -251,4 +272,19 @@ func refusalStatus(res limiter.Result) int {
 
 func unavailable(w http.ResponseWriter, _ *http.Request, _ error) {
 	http.Error(w, http.StatusText(http.StatusServiceUnavailable), http.StatusServiceUnavailable)
+}
+
+// requestAttrs are what a log record says of r: its method, and its route pattern when a mux set
+// one.
+func requestAttrs(r *http.Request) []slog.Attr {
+	attrs := []slog.Attr{slog.String("method", r.Method)}
+	if r.Pattern != "" {
+		attrs = append(attrs, slog.String("pattern", r.Pattern))
+	}
+	return attrs
+}
+
+// clientGone reports whether err is the request's own context ending: the client went away.
+func clientGone(r *http.Request, err error) bool {
+	return r.Context().Err() != nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded))
 }
