@@ -28,11 +28,14 @@ package limitgrpc
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"strconv"
+	"strings"
 	"time"
 
+	"github.com/gatehouse/gatehouse/internal/clientip"
 	"github.com/gatehouse/gatehouse/internal/faillog"
 	"github.com/gatehouse/gatehouse/internal/ratelimitfield"
 	"github.com/gatehouse/gatehouse/limiter"
@@ -50,7 +53,8 @@ import (
 // authenticated identity) and full method name. An empty identifier exempts the call.
 type KeyFunc func(ctx context.Context, fullMethod string) string
 
-// ByPeerIP limits each client address (the peer's IP, without its port).
+// ByPeerIP limits each client address (the peer's IP, without its port). Behind a proxy the peer
+// is the proxy: use ByClientIP, which reads the metadata your proxies set, and only from them.
 func ByPeerIP(ctx context.Context, _ string) string {
 	p, ok := peer.FromContext(ctx)
 	if !ok || p.Addr == nil {
@@ -61,6 +65,49 @@ func ByPeerIP(ctx context.Context, _ string) string {
 		return host
 	}
 	return addr
+}
+
+// ClientIP configures ByClientIP: where a call's client address is found when proxies (Envoy,
+// a gRPC-aware load balancer) stand between it and the server.
+type ClientIP struct {
+	// TrustedProxies lists the proxies in front of the server, each a CIDR prefix ("10.0.0.0/8",
+	// "2001:db8::/32") or a single address. The forwarding metadata is read only on calls from one
+	// of them, and only as far as they vouch for it. None: the metadata is never read, and the
+	// client is the peer.
+	TrustedProxies []string
+	// Header is the metadata the trusted proxies set: "x-forwarded-for" (the default; Envoy's) or
+	// "forwarded" (RFC 7239), in any case. The other is never read.
+	Header string
+	// IPv6Prefix is how many leading bits of an IPv6 address make one client: 64 by default, since
+	// a single host is commonly given a whole /64. 128 limits each address.
+	IPv6Prefix int
+}
+
+// ByClientIP returns a KeyFunc that limits each client address found through the trusted proxies
+// of c, as limithttp.ByClientIP does over HTTP: the forwarding metadata (its values in order, as
+// one list) is read from the right, starting from the peer's address, each trusted proxy passing
+// the turn to the entry it appended; the first address that is not a trusted proxy is the client,
+// so a client cannot choose its identity by sending the metadata itself. An entry of a trusted
+// proxy that names no address limits the call under that proxy. The identifier is an IPv4 address,
+// or the IPv6 prefix of IPv6Prefix bits that holds the address ("2001:db8:1:2::/64"). A call
+// without a peer is exempt (""); a peer that is not an IP address (a Unix socket) is its own
+// identifier.
+//
+// ByClientIP returns an error for an invalid prefix, header name or IPv6Prefix.
+func ByClientIP(c ClientIP) (KeyFunc, error) {
+	res, err := clientip.New(c.TrustedProxies, c.Header, c.IPv6Prefix)
+	if err != nil {
+		return nil, fmt.Errorf("limitgrpc: ByClientIP: %w", err)
+	}
+	key := strings.ToLower(res.Header())
+	return func(ctx context.Context, _ string) string {
+		p, ok := peer.FromContext(ctx)
+		if !ok || p.Addr == nil {
+			return ""
+		}
+		md, _ := metadata.FromIncomingContext(ctx)
+		return res.Key(p.Addr.String(), md[key])
+	}, nil
 }
 
 // Option configures the interceptors.

@@ -3,6 +3,7 @@ package limitgrpc_test
 import (
 	"context"
 	"log/slog"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -15,8 +16,65 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 )
+
+// ByClientIP over real gRPC: behind a trusted proxy (the test's loopback address), each client
+// named in x-forwarded-for has its own quota, IPv6 grouped by /64; from a peer that is not trusted,
+// the metadata buys nothing.
+func TestLimiterGRPCClientIP(t *testing.T) {
+	b := redistest.Get(t, redistest.Names()[0])
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	lim, err := limiter.New(b.Client, limiter.FixedWindow, limiter.WithKeyPrefix(redistest.Prefix(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	serve := func(name string, c limitgrpc.ClientIP) healthpb.HealthClient {
+		key, err := limitgrpc.ByClientIP(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		limits := []limiter.Limit{limiter.PerMinute(2).WithName(name)}
+		return serveHealth(t, grpc.NewServer(grpc.UnaryInterceptor(limitgrpc.UnaryServerInterceptor(lim, key, limits))))
+	}
+	call := func(client healthpb.HealthClient, kv ...string) codes.Code {
+		_, err := client.Check(metadata.AppendToOutgoingContext(ctx, kv...), &healthpb.HealthCheckRequest{})
+		return status.Code(err)
+	}
+	const ok, no = codes.OK, codes.ResourceExhausted
+	behind := serve("xff", limitgrpc.ClientIP{TrustedProxies: []string{"127.0.0.1"}})
+	for i, c := range []struct {
+		xff  string
+		want codes.Code
+	}{
+		{"203.0.113.1", ok}, {"203.0.113.1", ok}, {"203.0.113.1", no},
+		{"spoofed, 203.0.113.2", ok}, {"1.1.1.1, 203.0.113.2", ok}, {"203.0.113.2", no},
+		{"2001:db8:1:2::1", ok}, {"2001:db8:1:2::2", ok}, {"2001:db8:1:2:aaaa::9", no},
+	} {
+		if got := call(behind, "x-forwarded-for", c.xff); got != c.want {
+			t.Errorf("behind a trusted proxy, call %d from %s: %v, want %v", i, c.xff, got, c.want)
+		}
+	}
+	fwd := serve("forwarded", limitgrpc.ClientIP{TrustedProxies: []string{"127.0.0.0/8"}, Header: "Forwarded"})
+	for i, want := range []codes.Code{ok, ok, no} {
+		if got := call(fwd, "forwarded", `for="[2001:db8:9::1]:1234"`, "x-forwarded-for", "203.0.113.77"); got != want {
+			t.Errorf("Forwarded, call %d: %v, want %v", i, got, want)
+		}
+	}
+	direct := serve("direct", limitgrpc.ClientIP{TrustedProxies: []string{"10.0.0.0/8"}})
+	for i, want := range []codes.Code{ok, ok, no} {
+		if got := call(direct, "x-forwarded-for", "203.0.113."+strconv.Itoa(50+i)); got != want {
+			t.Errorf("untrusted peer, call %d: %v, want %v (the peer's own quota)", i, got, want)
+		}
+	}
+	for _, c := range []limitgrpc.ClientIP{{TrustedProxies: []string{"10.0.0.0/33"}}, {Header: "x-real-ip"}, {IPv6Prefix: 129}} {
+		if _, err := limitgrpc.ByClientIP(c); err == nil || !strings.HasPrefix(err.Error(), "limitgrpc: ByClientIP: ") {
+			t.Errorf("ByClientIP(%+v): %v, want an error", c, err)
+		}
+	}
+}
 
 // A call the limiter could not decide is logged (at most once a second for failures of Redis; no
 // identifier) and ends as the error handler says: a nil error lets it go on.
