@@ -44,7 +44,7 @@
 // RateLimit fields (and, as options, the legacy X-RateLimit fields and RFC 9457 problem details),
 // and finds the client behind trusted proxies (limithttp.ByClientIP). Package limitgrpc, a module
 // of its own so that programs serving only HTTP do not require gRPC, has the gRPC server
-// interceptors.
+// interceptors. Neither tells clients of limits in shadow mode.
 //
 // # Keys
 //

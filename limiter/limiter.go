@@ -113,7 +113,8 @@ func (l Limit) WithName(name string) Limit { l.Name = name; return l }
 // AllowAll it does not take part in the all-or-nothing: the limits that enforce decide, and count
 // the request when they all admit it; a shadow limit counts it too when it would itself have
 // admitted it, so that its state holds what the limit would hold were it enforced. Shadow mode
-// does not change the key: a limit moved from shadow to enforcing keeps its count.
+// does not change the key: a limit moved from shadow to enforcing keeps its count. The transports
+// (limithttp, limitgrpc) tell clients nothing of a limit in shadow mode.
 func (l Limit) WithShadow() Limit { l.Shadow = true; return l }
 
 // Capacity returns the most requests the limit admits at once: Burst when set, else Rate.
@@ -271,6 +272,11 @@ func New(client redis.UniversalClient, alg Algorithm, opts ...Option) (*Limiter,
 
 // Algorithm returns the limiter's algorithm.
 func (l *Limiter) Algorithm() Algorithm { return l.alg.id }
+
+// ShadowMode reports whether the limiter decides every limit in shadow mode (WithShadowMode). A
+// transport that tells clients of their limits leaves out those in shadow mode (this, or
+// Limit.Shadow): the clients see what they would see without them.
+func (l *Limiter) ShadowMode() bool { return l.shadow }
 
 // Allow is shorthand for AllowN(ctx, key, limit, 1).
 func (l *Limiter) Allow(ctx context.Context, key string, limit Limit) (Result, error) {

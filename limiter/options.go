@@ -56,7 +56,8 @@ func WithClock(now func() time.Time) Option { return optionFunc(func(c *config) 
 // WithShadowMode puts every limit the limiter decides in shadow mode, as Limit.WithShadow does for
 // one: decisions are made, counted and recorded, and no request is refused. Each limit counts a
 // request when it would have admitted it, so its state holds what it would hold were it enforced,
-// alone. The Results say what would have happened (Shadow, RetryAfter).
+// alone. The Results say what would have happened (Shadow, RetryAfter); clients are told nothing
+// of such limits (see ShadowMode).
 func WithShadowMode() Option { return optionFunc(func(c *config) { c.shadow = true }) }
 
 // WithAutoPipeline sends decisions through the client's auto-pipeliner (go-redis' AutoPipeline,

@@ -1,7 +1,8 @@
 // Package ratelimitfield formats what the transports tell clients of their limits: the
 // RateLimit-Policy and RateLimit fields of the IETF httpapi draft (draft-ietf-httpapi-ratelimit-headers),
 // which limithttp sets as HTTP fields and limitgrpc as metadata, and the legacy X-RateLimit-*
-// fields.
+// fields. Limits in shadow mode are left out of all of them: the point of shadow mode is that
+// clients see what they would see without those limits.
 package ratelimitfield
 
 import (
@@ -14,20 +15,29 @@ import (
 
 // Fields formats the fields of one limiter's decisions.
 type Fields struct {
-	alg limiter.Algorithm
+	alg    limiter.Algorithm
+	shadow bool // the limiter's shadow mode: no limit is told
 }
 
 // For returns the Fields of lim's decisions.
 func For(lim *limiter.Limiter) Fields {
-	return Fields{alg: lim.Algorithm()}
+	return Fields{alg: lim.Algorithm(), shadow: lim.ShadowMode()}
 }
 
+// Told reports whether clients are told of l: whether it is enforced, not in shadow mode.
+func (f Fields) Told(l limiter.Limit) bool { return !f.shadow && !l.Shadow }
+
 // Policy returns the value of the RateLimit-Policy field for limits: `"name";q=<quota>;w=<window
-// seconds>` per limit.
+// seconds>` per limit told; "" when none is.
 func (f Fields) Policy(limits []limiter.Limit) string {
-	b := make([]byte, 0, 40*len(limits))
-	for i, l := range limits {
-		if i > 0 {
+	var b []byte
+	for _, l := range limits {
+		if !f.Told(l) {
+			continue
+		}
+		if b == nil {
+			b = make([]byte, 0, 40*len(limits))
+		} else {
 			b = append(b, ", "...)
 		}
 		q, w := f.QuotaWindow(l)
@@ -41,7 +51,7 @@ func (f Fields) Policy(limits []limiter.Limit) string {
 }
 
 // State returns the value of the RateLimit field for res: `"name";r=<remaining>;t=<seconds>` per
-// limit decided; "" when KnowsState is false.
+// limit told; "" when none is, and when KnowsState is false.
 func (f Fields) State(res limiter.Result) string {
 	if !KnowsState(res) {
 		return ""
@@ -50,9 +60,14 @@ func (f Fields) State(res limiter.Result) string {
 	if all == nil {
 		all = []limiter.Result{res}
 	}
-	b := make([]byte, 0, 40*len(all))
-	for i, r := range all {
-		if i > 0 {
+	var b []byte
+	for _, r := range all {
+		if !f.Told(r.Limit) {
+			continue
+		}
+		if b == nil {
+			b = make([]byte, 0, 40*len(all))
+		} else {
 			b = append(b, ", "...)
 		}
 		b = appendString(b, Name(r.Limit))
@@ -65,12 +80,15 @@ func (f Fields) State(res limiter.Result) string {
 }
 
 // Legacy returns the values of X-RateLimit-Limit, X-RateLimit-Remaining and X-RateLimit-Reset for
-// res, decided at now, in v[:n]: for the binding limit (the one that refused, or the one with the
-// fewest requests remaining), its quota, what remains, and the instant the quota is whole again in
-// Unix epoch seconds, rounded up. n is 1, the quota alone, when KnowsState is false. The values
-// share one string.
+// res, decided at now, in v[:n]: for the binding limit among those told (the one that refused, or
+// the one with the fewest requests remaining), its quota, what remains, and the instant the quota
+// is whole again in Unix epoch seconds, rounded up. n is 1, the quota alone, when KnowsState is
+// false, and 0 when no limit is told. The values share one string.
 func (f Fields) Legacy(res limiter.Result, now time.Time) (v [3]string, n int) {
-	bind := res
+	bind, ok := f.binding(res)
+	if !ok {
+		return v, 0
+	}
 	q, _ := f.QuotaWindow(bind.Limit)
 	if !KnowsState(res) {
 		v[0] = strconv.FormatInt(q, 10)
@@ -86,6 +104,23 @@ func (f Fields) Legacy(res limiter.Result, now time.Time) (v [3]string, n int) {
 	b = strconv.AppendInt(b, now.Unix()+CeilSeconds(d), 10)
 	all := string(b)
 	return [3]string{all[:n1], all[n1:n2], all[n2:]}, 3
+}
+
+// binding returns the result the legacy fields describe: res when its limit is told, else the
+// told limit with the fewest requests remaining (res was then admitted, its binding limit being
+// one in shadow mode); false when no limit is told.
+func (f Fields) binding(res limiter.Result) (limiter.Result, bool) {
+	if f.Told(res.Limit) {
+		return res, true
+	}
+	var bind limiter.Result
+	found := false
+	for _, r := range res.All {
+		if f.Told(r.Limit) && (!found || r.Remaining < bind.Remaining) {
+			bind, found = r, true
+		}
+	}
+	return bind, found
 }
 
 // KnowsState reports whether res says something true and useful of the quota's state: not when

@@ -22,6 +22,10 @@
 // policy, or an invalid limit) is logged (WithLogger) and ends with codes.Unavailable, saying
 // nothing of the cause (WithErrorHandler).
 //
+// Limits in shadow mode (limiter.Limit.WithShadow, limiter.WithShadowMode) are decided and
+// recorded, but clients are told nothing of them: they are in no metadata, and a call only they
+// refuse goes on as if they did not exist.
+//
 // It is a package of its own so that programs serving only HTTP do not link gRPC.
 package limitgrpc
 
@@ -236,13 +240,18 @@ func (g *gate) admit(ctx context.Context, method string, setHeader, setTrailer f
 		g.log.Failure(ctx, err, gone, slog.String("method", method))
 		return g.failed(ctx, method, err)
 	}
-	md := metadata.Pairs("ratelimit-policy", policy)
+	md := metadata.MD{}
+	if policy != "" {
+		md.Append("ratelimit-policy", policy)
+	}
 	if state := g.fields.State(res); state != "" {
 		md.Append("ratelimit", state)
 	}
 	if res.Allowed {
-		// The metadata is informative: a call whose header was already sent still goes on.
-		_ = setHeader(ctx, md)
+		if len(md) > 0 {
+			// The metadata is informative: a call whose header was already sent still goes on.
+			_ = setHeader(ctx, md)
+		}
 		return nil
 	}
 	never := res.RetryAfter == limiter.InfDuration

@@ -122,3 +122,35 @@ func TestLimiterGRPCErrorHandlerAndLogger(t *testing.T) {
 		t.Errorf("records:\n%s", logs.Text())
 	}
 }
+
+// Limits in shadow mode are in no metadata, and a call only they refuse goes on: the client sees
+// what it would see without them.
+func TestLimiterGRPCShadow(t *testing.T) {
+	b := redistest.Get(t, redistest.Names()[0])
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	lim, err := limiter.New(b.Client, limiter.FixedWindow, limiter.WithKeyPrefix(redistest.Prefix(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	api, next := limiter.PerHour(5).WithName("api"), limiter.PerHour(1).WithName("next").WithShadow()
+	both := grpcServer(t, lim, []limiter.Limit{api, next})
+	alone := grpcServer(t, lim, []limiter.Limit{next.WithName("alone")})
+	for i := range 3 {
+		var header metadata.MD
+		if _, err := both.Check(ctx, &healthpb.HealthCheckRequest{}, grpc.Header(&header)); err != nil {
+			t.Fatalf("call %d: %v, want admitted (only the shadow limit refuses)", i, err)
+		}
+		if got := header.Get("ratelimit-policy"); len(got) != 1 || got[0] != `"api";q=5;w=3600` {
+			t.Errorf("call %d: ratelimit-policy %q, want api alone", i, got)
+		}
+		if got := header.Get("ratelimit"); len(got) != 1 || !strings.HasPrefix(got[0], `"api";r=`) || strings.Contains(got[0], "next") {
+			t.Errorf("call %d: ratelimit %q, want api alone", i, got)
+		}
+		header = nil
+		if _, err := alone.Check(ctx, &healthpb.HealthCheckRequest{}, grpc.Header(&header)); err != nil ||
+			len(header.Get("ratelimit")) != 0 || len(header.Get("ratelimit-policy")) != 0 {
+			t.Errorf("a shadow limit alone, call %d: %v, header %v; want admitted, no rate-limit metadata", i, err, header)
+		}
+	}
+}

@@ -8,6 +8,10 @@
 // scripts on other origins (WithExposedFields), and answer with RFC 9457 problem details
 // (WithDeniedHandler(ProblemDetails)). ByClientIP finds the client behind trusted proxies
 // (X-Forwarded-For or Forwarded), grouping IPv6 clients by /64.
+//
+// Limits in shadow mode (limiter.Limit.WithShadow, limiter.WithShadowMode) are decided and
+// recorded, but clients are told nothing of them: they are left out of every field, and a
+// request only they refuse is passed on as if they did not exist.
 package limithttp
 
 import (
@@ -142,6 +146,10 @@ func WithLogger(logger *slog.Logger) Option {
 // policy made without Redis carries no RateLimit field, since nothing is known of the quota; one
 // from the deny cache carries what Redis last said.
 //
+// Limits in shadow mode are in no field: a request refused only by them is passed on with the
+// fields of the other limits, and under limiter.WithShadowMode responses carry no rate-limit
+// field at all. Their refusals show on the limiter's spans and metrics.
+//
 // For a token bucket, q is the bucket's capacity (Burst, or Rate) and w the time it takes to refill
 // it from empty, so that r never exceeds q.
 func Middleware(lim *limiter.Limiter, key KeyFunc, limits []limiter.Limit, opts ...Option) func(http.Handler) http.Handler {
@@ -192,7 +200,9 @@ func Middleware(lim *limiter.Limiter, key KeyFunc, limits []limiter.Limit, opts 
 				return
 			}
 			h := w.Header()
-			h[hdrPolicy] = []string{pf}
+			if pf != "" {
+				h[hdrPolicy] = []string{pf}
+			}
 			if state := fields.State(res); state != "" {
 				h[hdrState] = []string{state}
 			}
