@@ -438,6 +438,7 @@ type request struct {
 	keys   []string // the Redis key of each limit (prepare)
 	now    int64    // the instant in microseconds since the epoch; 0 for the server's clock (prepare)
 	out    []Result // one Result per limit, filled by the decision
+	asked  bool     // Redis was asked (run was called), whatever it answered
 }
 
 // cacheKey names the request's entry in the deny cache and the local fallback: its Redis keys.
@@ -540,6 +541,7 @@ func (l *Limiter) run(ctx context.Context, r *request, keys []string) error {
 	for _, lim := range r.limits {
 		args = l.alg.args(args, lim)
 	}
+	r.asked = true
 	v, err := l.alg.script.RunVia(ctx, l.via, l.client, keys, args...)
 	if err != nil {
 		if lim, ok := corrupt(err, r.limits); ok {

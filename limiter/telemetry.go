@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/gatehouse/gatehouse/internal/telemetry"
@@ -60,19 +61,31 @@ func newInstruments(mp metric.MeterProvider) instruments {
 	m := telemetry.Meter(mp, scope)
 	decisions, err := m.Int64Counter("gatehouse.limiter.decisions",
 		metric.WithUnit("{decision}"),
-		metric.WithDescription("Rate-limit decisions, by algorithm, policy, decision (allowed, denied, error; errors with their error.type) and source (redis, fail_open, fail_closed, local, deny_cache)."))
+		metric.WithDescription("Rate-limit decisions, by algorithm, policy, decision (allowed, denied, error; errors with their error.type) and source ("+sourceNames+"; none on an error found before any was asked)."))
 	if err != nil {
 		otel.Handle(err)
 	}
 	duration, err := m.Float64Histogram("gatehouse.limiter.duration",
 		metric.WithUnit("s"),
-		metric.WithDescription("Time to make a decision (one script call), by algorithm and operation."),
+		metric.WithDescription("Time to make a decision (one script call, unless the deny cache or the failure policy's cooldown answers), by algorithm and operation, with error.type when it failed or the failure policy stood in for Redis."),
 		metric.WithExplicitBucketBoundaries(telemetry.DurationBuckets...))
 	if err != nil {
 		otel.Handle(err)
 	}
 	return instruments{decisions: decisions, duration: duration}
 }
+
+// sourceNames lists every Source by its String, for the decisions metric's description.
+var sourceNames = func() string {
+	var names []string
+	for s := SourceRedis; ; s++ {
+		name := s.String()
+		if strings.HasPrefix(name, "Source(") {
+			return strings.Join(names, ", ")
+		}
+		names = append(names, name)
+	}
+}()
 
 // observe records one operation's span attributes and metrics, and ends the span. r.out holds
 // the decision's results (none for Reset); the binding one is worked out only when something
@@ -100,11 +113,14 @@ func (l *Limiter) observe(ctx context.Context, span trace.Span, start time.Time,
 		}
 		unenforced = bind.Allowed && bind.Shadow
 	}
-	source := SourceRedis
+	// What decided: Redis, unless the deny cache or the failure policy did; nothing for an error
+	// found before Redis was asked (an invalid argument, a caller gone during a cooldown).
+	source, sourced := SourceRedis, r.asked
 	failure := err // what went wrong, even when the failure policy decided in its place
 	if bind != nil {
-		source, failure = bind.Source, bind.Err
+		source, sourced, failure = bind.Source, true, bind.Err
 	}
+	errType := errorType(failure)
 	policy := ""
 	switch {
 	case bind != nil:
@@ -119,8 +135,10 @@ func (l *Limiter) observe(ctx context.Context, span trace.Span, start time.Time,
 			attrAlgorithm.String(l.alg.name),
 			attrCost.Int64(r.n),
 			attrLimits.Int(len(r.limits)),
-			attrSource.String(source.String()),
 		)
+		if sourced {
+			span.SetAttributes(attrSource.String(source.String()))
+		}
 		if policy != "" {
 			span.SetAttributes(attrPolicy.String(policy))
 		}
@@ -140,14 +158,18 @@ func (l *Limiter) observe(ctx context.Context, span trace.Span, start time.Time,
 		if l.keyHash != nil && r.key != "" {
 			span.SetAttributes(attrKeyHash.String(l.keyHash.Hash(r.key)))
 		}
-		telemetry.End(span, failure, errorType(failure))
+		telemetry.End(span, failure, errType)
 	} else {
 		span.End()
 	}
 	if recDecision && r.op != opReset {
 		attrs := [5]attribute.KeyValue{attrAlgorithm.String(l.alg.name), attrPolicy.String(policy),
-			attrDecision.String(decision), attrSource.String(source.String())}
-		n := 4
+			attrDecision.String(decision)}
+		n := 3
+		if sourced {
+			attrs[n] = attrSource.String(source.String())
+			n++
+		}
 		switch {
 		case err != nil:
 			attrs[n] = telemetry.ErrorType.String(errorType(err))
@@ -159,8 +181,13 @@ func (l *Limiter) observe(ctx context.Context, span trace.Span, start time.Time,
 		l.inst.decisions.Add(ctx, 1, metric.WithAttributes(attrs[:n]...))
 	}
 	if recDuration {
-		l.inst.duration.Record(ctx, time.Since(start).Seconds(), metric.WithAttributes(
-			attrAlgorithm.String(l.alg.name), attrOperation.String(r.op.String())))
+		attrs := [3]attribute.KeyValue{attrAlgorithm.String(l.alg.name), attrOperation.String(r.op.String())}
+		n := 2
+		if errType != "" {
+			attrs[n] = telemetry.ErrorType.String(errType)
+			n++
+		}
+		l.inst.duration.Record(ctx, time.Since(start).Seconds(), metric.WithAttributes(attrs[:n]...))
 	}
 }
 
