@@ -1,7 +1,5 @@
 package limiter
 
-import "github.com/gatehouse/gatehouse/internal/coalesce"
-
 // WithCoalescing makes decisions that many goroutines ask for at once share script calls: while a
 // call is under way to a Redis node, the decisions that arrive for that node are gathered and sent
 // together in the next call, which decides each of them as a call of its own would (the same Lua,
@@ -13,6 +11,4 @@ import "github.com/gatehouse/gatehouse/internal/coalesce"
 // sent; one whose decision is under way returns at once too, the decision made or not as the call
 // goes (as for a single call). docs/runtime.md describes when calls are sent. It cannot be combined
 // with WithAutoPipeline.
-func WithCoalescing() Option {
-	return optionFunc(func(l *Limiter) { l.batch = coalesce.New(l.client, l.alg.batch, coalesce.Options{}) })
-}
+func WithCoalescing() Option { return optionFunc(func(c *config) { c.coalesce = true }) }

@@ -131,13 +131,13 @@ func TestCoalescedBadKeysFailAlone(t *testing.T) {
 	})
 }
 
-// Redis paused under 16 concurrent coalesced decisions with WithTimeout and WithFailOpen: each
+// Redis paused under 16 concurrent coalesced decisions with WithTimeout and FailOpen: each
 // caller, whether its decision waited for a call or was in one, gets the failure policy's
 // decision standing in for the timeout; once Redis answers again, decisions are Redis' again.
 func TestCoalescedTimeoutFallsBack(t *testing.T) {
 	_, rdb := redistest.Private(t)
-	lim, err := limiter.New(rdb, limiter.TokenBucket, limiter.WithCoalescing(), limiter.WithFailOpen(),
-		limiter.WithTimeout(200*time.Millisecond), limiter.WithCooldown(0), limiter.WithFailureLog(nil))
+	lim, err := limiter.New(rdb, limiter.TokenBucket, limiter.WithCoalescing(), limiter.WithFailurePolicy(limiter.FailOpen()),
+		limiter.WithTimeout(200*time.Millisecond), limiter.WithCooldown(0), limiter.WithLogger(limitertest.Discard))
 	if err != nil {
 		t.Fatal(err)
 	}

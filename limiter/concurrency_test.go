@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gatehouse/gatehouse/internal/limitertest"
 	"github.com/gatehouse/gatehouse/internal/redistest"
 	"github.com/gatehouse/gatehouse/limiter"
 )
@@ -27,7 +28,7 @@ func TestLimiterExactUnderConcurrency(t *testing.T) {
 	})
 }
 
-func exactUnderConcurrency(t *testing.T, b *redistest.Backend, alg *limiter.Algorithm, opts []limiter.Option) {
+func exactUnderConcurrency(t *testing.T, b *redistest.Backend, alg limiter.Algorithm, opts []limiter.Option) {
 	ctx := context.Background()
 	prefix := redistest.Prefix(t)
 	var now atomic.Int64
@@ -141,8 +142,8 @@ func TestLimiterAutoPipelineRecovers(t *testing.T) {
 	})
 
 	_, rdb := redistest.Private(t)
-	lim, err := limiter.New(rdb, limiter.TokenBucket, limiter.WithAutoPipeline(), limiter.WithFailOpen(),
-		limiter.WithTimeout(200*time.Millisecond), limiter.WithFailureLog(nil))
+	lim, err := limiter.New(rdb, limiter.TokenBucket, limiter.WithAutoPipeline(), limiter.WithFailurePolicy(limiter.FailOpen()),
+		limiter.WithTimeout(200*time.Millisecond), limiter.WithLogger(limitertest.Discard))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -75,6 +75,7 @@ type Stats struct {
 	Calls     int64 // script calls sent (NOSCRIPT recoveries not counted)
 	Trips     int64 // round trips: a call alone, or a pipeline of calls (one per slot, on a Cluster)
 	Queued    int64 // decisions that waited for a call under way
+	Failed    int64 // decisions sent in a call that failed as a whole (its error, not a reply)
 }
 
 // Batcher gathers the decisions of one batch script, made through one client. It is safe for
@@ -90,7 +91,7 @@ type Batcher struct {
 	single  *queue               // the queue of a client that is neither a Cluster nor a Ring
 	nodes   sync.Map             // *redis.Client (a master or a shard) -> *queue
 
-	decisions, calls, trips, queued atomic.Int64
+	decisions, calls, trips, queued, failed atomic.Int64
 
 	beforeSend func(n int) // tests: called by a caller about to send n decisions
 }
@@ -119,7 +120,8 @@ func New(client redis.UniversalClient, s *script.Script, opt Options) *Batcher {
 
 // Stats returns what b sent so far.
 func (b *Batcher) Stats() Stats {
-	return Stats{Decisions: b.decisions.Load(), Calls: b.calls.Load(), Trips: b.trips.Load(), Queued: b.queued.Load()}
+	return Stats{Decisions: b.decisions.Load(), Calls: b.calls.Load(), Trips: b.trips.Load(), Queued: b.queued.Load(),
+		Failed: b.failed.Load()}
 }
 
 // Do makes one decision: keys, in one slot, and args, the ARGV the algorithm's single-call script

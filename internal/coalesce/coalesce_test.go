@@ -496,8 +496,11 @@ func TestCancelUnderLoad(t *testing.T) {
 		if taken < admitted.Load() || taken > admitted.Load()+canceled.Load() {
 			t.Errorf("%d tokens taken, %d decisions admitted, %d canceled", taken, admitted.Load(), canceled.Load())
 		}
-		if sent := b.Stats().Decisions - 1; taken != sent { // the peek took none
-			t.Errorf("%d tokens taken by %d decisions sent, each taking one", taken, sent)
+		// Every decision of a call that succeeded took a token, and no decision not sent did; a call
+		// that failed (its deadline passed before or while it was sent) may have run or not.
+		s := b.Stats()
+		if sent := s.Decisions - 1; taken < sent-s.Failed || taken > sent { // the peek took none
+			t.Errorf("%d tokens taken by %d decisions sent, %d of them in calls that failed", taken, sent, s.Failed)
 		}
 		t.Logf("%d admitted, %d canceled, %d tokens taken; %+v", admitted.Load(), canceled.Load(), taken, b.Stats())
 	})

@@ -149,6 +149,7 @@ func (b *Batcher) answer(cmd *redis.Cmd, ws []*waiter, again []*waiter) []*waite
 		if b.perSlot && len(ws) > 1 && redis.HasErrorPrefix(err, "TRYAGAIN") {
 			return append(again, ws...)
 		}
+		b.failed.Add(int64(len(ws)))
 		err = b.wrap(err)
 		for _, w := range ws {
 			w.err = err
