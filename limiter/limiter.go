@@ -246,7 +246,7 @@ func New(client redis.UniversalClient, alg Algorithm, opts ...Option) (*Limiter,
 	l := &Limiter{client: client, via: client, alg: impl, prefix: c.prefix, clock: c.clock, shadow: c.shadow,
 		timeout: c.timeout, logger: c.logger, keyHash: c.keyHash}
 	if c.coalesce {
-		l.batch = coalesce.New(client, impl.batch, coalesce.Options{})
+		l.batch = coalesce.New(client, impl.script, impl.batch, coalesce.Options{})
 	}
 	var err error
 	if l.fail, err = c.policy.build(c.cooldown); err != nil {

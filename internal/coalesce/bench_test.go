@@ -24,7 +24,7 @@ func BenchmarkDo(b *testing.B) {
 	}
 	for _, opt := range []Options{{MaxInFlight: 1}, {MaxInFlight: 2}, {MaxInFlight: 4}, {MaxInFlight: 2, MaxBatch: 16}, {MaxInFlight: 2, MaxBatch: 256}} {
 		b.Run(fmt.Sprintf("inflight=%d/batch=%d", opt.MaxInFlight, opt.MaxBatch), func(b *testing.B) {
-			bt := New(be.Client, bucketBatch, opt)
+			bt := New(be.Client, bucket, bucketBatch, opt)
 			b.ReportAllocs()
 			b.SetParallelism(32)
 			b.RunParallel(func(pb *testing.PB) {

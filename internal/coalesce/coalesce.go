@@ -15,6 +15,10 @@
 // calls. There is no timer, and no goroutine of the package's own: every call is sent by a caller
 // whose decision it carries, so nothing is left running when callers stop or the client closes.
 //
+// A call of one decision (a lone caller's, or one slot's on a Cluster) is a call of the algorithm's
+// own script, the very EVALSHA sent without the package; a call of several is one call of the
+// batch script.
+//
 // # Where decisions go
 //
 // On a single server (or a Sentinel failover client), every decision goes to one queue and a call
@@ -82,13 +86,13 @@ type Stats struct {
 // concurrent use.
 type Batcher struct {
 	client  redis.UniversalClient
-	script  *script.Script
-	name    string
+	single  *script.Script // the algorithm's script: a call of one decision
+	batch   *script.Script // its batch script: a call of several
 	opt     Options
 	cluster *redis.ClusterClient // nil unless the client is a Cluster
 	ring    *redis.Ring          // nil unless the client is a Ring
 	perSlot bool                 // one call per slot: a Cluster, or a client of a kind unknown here
-	single  *queue               // the queue of a client that is neither a Cluster nor a Ring
+	one     *queue               // the queue of a client that is neither a Cluster nor a Ring
 	nodes   sync.Map             // *redis.Client (a master or a shard) -> *queue
 
 	decisions, calls, trips, queued, failed atomic.Int64
@@ -96,24 +100,26 @@ type Batcher struct {
 	beforeSend func(n int) // tests: called by a caller about to send n decisions
 }
 
-// New returns a Batcher that sends the batch script s through client.
-func New(client redis.UniversalClient, s *script.Script, opt Options) *Batcher {
+// New returns a Batcher that sends decisions through client: a call of one decision as a call of
+// single, the algorithm's script, exactly as without the Batcher (so a lone caller's call is the
+// same EVALSHA), and a call of several as one call of batch, the algorithm's batch script.
+func New(client redis.UniversalClient, single, batch *script.Script, opt Options) *Batcher {
 	if opt.MaxBatch <= 0 {
 		opt.MaxBatch = DefaultMaxBatch
 	}
 	if opt.MaxInFlight <= 0 {
 		opt.MaxInFlight = DefaultMaxInFlight
 	}
-	b := &Batcher{client: client, script: s, name: s.Name(), opt: opt}
+	b := &Batcher{client: client, single: single, batch: batch, opt: opt}
 	switch c := client.(type) {
 	case *redis.ClusterClient:
 		b.cluster, b.perSlot = c, true
 	case *redis.Ring:
 		b.ring = c
 	case *redis.Client:
-		b.single = &queue{b: b}
+		b.one = &queue{b: b}
 	default:
-		b.single, b.perSlot = &queue{b: b}, true
+		b.one, b.perSlot = &queue{b: b}, true
 	}
 	return b
 }
@@ -124,26 +130,26 @@ func (b *Batcher) Stats() Stats {
 		Failed: b.failed.Load()}
 }
 
-// Do makes one decision: keys, in one slot, and args, the ARGV the algorithm's single-call script
-// takes for it. It returns the decision's reply as that script's call would: the reply, or an
-// error, wrapped with the batch script's name (the decision's error reply, such as CORRUPTSTATE,
+// Do makes one decision: keys, in one slot, and args, the ARGV the algorithm's script takes for
+// it. It returns the decision's reply as that script's call would: the reply, or an error, wrapped
+// with the name of the script that carried it (the decision's error reply, such as CORRUPTSTATE,
 // is a redis.Error; a call that failed gives its error to each of its decisions). Keys of several
 // slots are refused with script.ErrCrossSlot, nothing sent.
 func (b *Batcher) Do(ctx context.Context, keys []string, args []any) (any, error) {
 	if len(keys) == 0 {
-		return nil, b.wrap(errors.New("a decision without keys"))
+		return nil, wrap(b.single, errors.New("a decision without keys"))
 	}
 	slot, err := script.SlotOf(keys)
 	if err != nil {
-		return nil, b.wrap(err)
+		return nil, wrap(b.single, err)
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	q := b.single
+	q := b.one
 	if q == nil {
 		if q, err = b.queueFor(ctx, keys[0]); err != nil {
-			return nil, b.wrap(err)
+			return nil, wrap(b.single, err)
 		}
 	}
 	w := waiters.Get().(*waiter)
@@ -178,6 +184,7 @@ func (b *Batcher) queueFor(ctx context.Context, key string) (*queue, error) {
 	return q.(*queue), nil
 }
 
-func (b *Batcher) wrap(err error) error {
-	return fmt.Errorf("gatehouse: script %s: %w", b.name, err)
+// wrap wraps err with the name of the script s, as the script runtime does.
+func wrap(s *script.Script, err error) error {
+	return fmt.Errorf("gatehouse: script %s: %w", s.Name(), err)
 }

@@ -16,7 +16,11 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-var bucketBatch, _ = script.Lookup("token_bucket_batch")
+// The token bucket's script and batch script.
+var (
+	bucket, _      = script.Lookup("token_bucket")
+	bucketBatch, _ = script.Lookup("token_bucket_batch")
+)
 
 // take is the token bucket's ARGV for a decision taking one token of a bucket of burst tokens that
 // gains one a day: nothing refills during a test.
@@ -142,7 +146,7 @@ func TestQueuedDecisionsShareTheNextCall(t *testing.T) {
 	redistest.Each(t, func(t *testing.T, be *redistest.Backend) {
 		ctx := context.Background()
 		prefix := redistest.Prefix(t)
-		b := New(be.Client, bucketBatch, Options{MaxInFlight: 1})
+		b := New(be.Client, bucket, bucketBatch, Options{MaxInFlight: 1})
 		g := hold(b, 1)
 		first := prefix + "{first}"
 		held := start(ctx, b, []string{first}, take(10))
@@ -185,7 +189,7 @@ func TestBadDecisionsAreTheirOwn(t *testing.T) {
 		if err := be.Client.Set(ctx, p+"garbage", "v2:not-a-state", time.Hour).Err(); err != nil {
 			t.Fatal(err)
 		}
-		b := New(be.Client, bucketBatch, Options{MaxInFlight: 1})
+		b := New(be.Client, bucket, bucketBatch, Options{MaxInFlight: 1})
 		g := hold(b, 1)
 		held := start(ctx, b, []string{p + "first"}, take(10))
 		<-g.sending[0]
@@ -244,7 +248,7 @@ func TestBatchesAreBoundedAndInOrder(t *testing.T) {
 	redistest.Each(t, func(t *testing.T, be *redistest.Backend) {
 		ctx := context.Background()
 		key := redistest.Prefix(t) + "{fifo}"
-		b := New(be.Client, bucketBatch, Options{MaxInFlight: 1, MaxBatch: 4})
+		b := New(be.Client, bucket, bucketBatch, Options{MaxInFlight: 1, MaxBatch: 4})
 		var mu sync.Mutex
 		var sizes []int
 		g := hold(b, 1)
@@ -316,15 +320,18 @@ func TestSplit(t *testing.T) {
 	}
 }
 
-// A caller alone sends its decision at once, in one EVALSHA, never waiting for another call.
+// A caller alone sends its decision at once, never waiting for another call, in one EVALSHA of
+// the algorithm's own script: the very call made without the Batcher (the batch script is never
+// loaded, so never called).
 func TestLoneCallerSendsAtOnce(t *testing.T) {
 	redistest.Each(t, func(t *testing.T, be *redistest.Backend) {
 		ctx := context.Background()
 		prefix := redistest.Prefix(t)
-		if err := bucketBatch.Load(ctx, be.Client); err != nil {
+		redistest.FlushScripts(ctx, t, be.Client)
+		if err := bucket.Load(ctx, be.Client); err != nil {
 			t.Fatal(err)
 		}
-		b := New(be.Client, bucketBatch, Options{})
+		b := New(be.Client, bucket, bucketBatch, Options{})
 		before := redistest.CommandCalls(ctx, t, be)
 		const n = 50
 		for i := range n {
@@ -343,6 +350,15 @@ func TestLoneCallerSendsAtOnce(t *testing.T) {
 		if got, want := b.Stats(), (Stats{Decisions: n, Calls: n, Trips: n}); got != want {
 			t.Errorf("stats %+v, want %+v (no decision queued)", got, want)
 		}
+		masters, err := be.Masters(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range masters {
+			if ok, err := m.ScriptExists(ctx, bucketBatch.SHA1()).Result(); err != nil || ok[0] {
+				t.Errorf("%s: the batch script is loaded (%v, %v): a lone decision went through it", m.Options().Addr, ok, err)
+			}
+		}
 	})
 }
 
@@ -352,7 +368,7 @@ func TestCancelWhileQueued(t *testing.T) {
 	redistest.Each(t, func(t *testing.T, be *redistest.Backend) {
 		ctx := context.Background()
 		prefix := redistest.Prefix(t)
-		b := New(be.Client, bucketBatch, Options{MaxInFlight: 1})
+		b := New(be.Client, bucket, bucketBatch, Options{MaxInFlight: 1})
 		g := hold(b, 1)
 		held := start(ctx, b, []string{prefix + "{a}"}, take(10))
 		<-g.sending[0]
@@ -394,7 +410,7 @@ func TestCancelWhileInACall(t *testing.T) {
 	redistest.Each(t, func(t *testing.T, be *redistest.Backend) {
 		ctx := context.Background()
 		prefix := redistest.Prefix(t) + "{one}:"
-		b := New(be.Client, bucketBatch, Options{MaxInFlight: 1})
+		b := New(be.Client, bucket, bucketBatch, Options{MaxInFlight: 1})
 		g := hold(b, 2)
 		held := start(ctx, b, []string{prefix + "first"}, take(10))
 		<-g.sending[0]
@@ -427,7 +443,7 @@ func TestCancelWhileInACall(t *testing.T) {
 func TestCallOutlivesItsSendersDeadline(t *testing.T) {
 	_, rdb := redistest.Private(t) // applies context deadlines to its connections
 	ctx := context.Background()
-	b := New(rdb, bucketBatch, Options{MaxInFlight: 1})
+	b := New(rdb, bucket, bucketBatch, Options{MaxInFlight: 1})
 	g := hold(b, 2)
 	held := start(ctx, b, []string{"{first}"}, take(10))
 	<-g.sending[0]
@@ -459,7 +475,7 @@ func TestCallOutlivesItsSendersDeadline(t *testing.T) {
 func TestCancelUnderLoad(t *testing.T) {
 	redistest.Each(t, func(t *testing.T, be *redistest.Backend) {
 		key := redistest.Prefix(t) + "{hot}"
-		b := New(be.Client, bucketBatch, Options{MaxBatch: 4, MaxInFlight: 1})
+		b := New(be.Client, bucket, bucketBatch, Options{MaxBatch: 4, MaxInFlight: 1})
 		var admitted, canceled atomic.Int64
 		var wg sync.WaitGroup
 		for g := range 64 {
@@ -512,7 +528,7 @@ func TestNoScriptRecovered(t *testing.T) {
 	redistest.Each(t, func(t *testing.T, be *redistest.Backend) {
 		ctx := context.Background()
 		prefix := redistest.Prefix(t)
-		b := New(be.Client, bucketBatch, Options{})
+		b := New(be.Client, bucket, bucketBatch, Options{})
 		redistest.FlushScripts(ctx, t, be.Client)
 		var admitted atomic.Int64
 		var wg sync.WaitGroup
@@ -551,7 +567,7 @@ func TestNoScriptRecovered(t *testing.T) {
 // Keys of several slots in one decision are refused, nothing sent.
 func TestCrossSlotRefused(t *testing.T) {
 	redistest.Each(t, func(t *testing.T, be *redistest.Backend) {
-		b := New(be.Client, bucketBatch, Options{})
+		b := New(be.Client, bucket, bucketBatch, Options{})
 		_, err := b.Do(context.Background(), []string{"{a}x", "{b}y"}, takeAll(10))
 		if !errors.Is(err, script.ErrCrossSlot) {
 			t.Errorf("cross-slot keys: %v", err)
@@ -566,7 +582,7 @@ func TestCrossSlotRefused(t *testing.T) {
 // batcher is left running, and a decision after it fails at once with redis.ErrClosed.
 func TestClientClosedWhileDeciding(t *testing.T) {
 	_, rdb := redistest.Private(t)
-	b := New(rdb, bucketBatch, Options{})
+	b := New(rdb, bucket, bucketBatch, Options{})
 	var wg sync.WaitGroup
 	var failed atomic.Int64
 	for g := range 64 {
@@ -636,7 +652,7 @@ func TestTryAgainSplitsTheCall(t *testing.T) {
 	}); err != nil || to == nil {
 		t.Fatalf("another master: %v", err)
 	}
-	b := New(rdb, bucketBatch, Options{MaxInFlight: 1})
+	b := New(rdb, bucket, bucketBatch, Options{MaxInFlight: 1})
 	if _, err := b.Do(ctx, []string{present}, take(10)); err != nil {
 		t.Fatal(err)
 	}
@@ -698,7 +714,7 @@ func TestRing(t *testing.T) {
 	ring := redis.NewRing(&redis.RingOptions{Addrs: addrs, DisableIdentity: true})
 	defer ring.Close()
 	ctx := context.Background()
-	b := New(ring, bucketBatch, Options{})
+	b := New(ring, bucket, bucketBatch, Options{})
 	var decided [20]atomic.Int64
 	var wg sync.WaitGroup
 	for g := range 32 {

@@ -2,11 +2,13 @@ package coalesce
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
 	"time"
 
+	"github.com/gatehouse/gatehouse/internal/script"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -46,7 +48,7 @@ func (b *Batcher) send(ctx context.Context, bt *batch) {
 	}
 	bt.chunks = b.split(bt.chunks[:0], ws)
 	bt.build(ctx, b)
-	b.script.Exec(ctx, b.client, bt.cmds)
+	script.Exec(ctx, b.client, bt.cmds, b.single, b.batch)
 	b.decisions.Add(int64(len(ws)))
 	b.calls.Add(int64(len(bt.cmds)))
 	b.trips.Add(1)
@@ -65,7 +67,7 @@ func (b *Batcher) send(ctx context.Context, bt *batch) {
 		bt.chunks = append(bt.chunks, []*waiter{w})
 	}
 	bt.build(ctx, b)
-	b.script.Exec(ctx, b.client, bt.cmds)
+	script.Exec(ctx, b.client, bt.cmds, b.single, b.batch)
 	b.decisions.Add(int64(len(again)))
 	b.calls.Add(int64(len(bt.cmds)))
 	b.trips.Add(1)
@@ -111,8 +113,9 @@ func (b *Batcher) split(chunks [][]*waiter, ws []*waiter) [][]*waiter {
 // size is how many keys and arguments w's decision takes in a call.
 func (w *waiter) size() int { return len(w.keys) + 1 + len(w.args) }
 
-// build makes one EVALSHA per chunk, in bt.cmds: its KEYS every decision's keys, its ARGV per
-// decision the number of keys, then the decision's own arguments (the batch scripts' layout).
+// build makes one EVALSHA per chunk, in bt.cmds: for one decision, the call of the algorithm's
+// script; for several, the call of the batch script, its KEYS every decision's keys, its ARGV per
+// decision the number of keys, then the decision's own arguments.
 func (bt *batch) build(ctx context.Context, b *Batcher) {
 	need := 0
 	for _, ch := range bt.chunks {
@@ -133,11 +136,17 @@ func (bt *batch) build(ctx context.Context, b *Batcher) {
 			}
 			nkeys += len(w.keys)
 		}
+		s := b.single
+		if len(ch) > 1 {
+			s = b.batch
+		}
 		for _, w := range ch {
-			bt.args = append(bt.args, int64(len(w.keys)))
+			if s == b.batch {
+				bt.args = append(bt.args, int64(len(w.keys)))
+			}
 			bt.args = append(bt.args, w.args...)
 		}
-		bt.cmds = append(bt.cmds, b.script.Cmd(ctx, bt.args[start:len(bt.args):len(bt.args)], nkeys))
+		bt.cmds = append(bt.cmds, s.Cmd(ctx, bt.args[start:len(bt.args):len(bt.args)], nkeys))
 	}
 }
 
@@ -145,12 +154,23 @@ func (bt *batch) build(ctx context.Context, b *Batcher) {
 // decisions refused with TRYAGAIN leaves them unanswered, appended to again.
 func (b *Batcher) answer(cmd *redis.Cmd, ws []*waiter, again []*waiter) []*waiter {
 	v, err := cmd.Result()
+	if len(ws) == 1 { // the algorithm's script: its reply, or its error, is the decision's
+		var reply redis.Error
+		if err != nil && !errors.As(err, &reply) {
+			b.failed.Add(1)
+		}
+		ws[0].val, ws[0].err = v, err
+		if err != nil {
+			ws[0].val, ws[0].err = nil, wrap(b.single, err)
+		}
+		return again
+	}
 	if err != nil {
-		if b.perSlot && len(ws) > 1 && redis.HasErrorPrefix(err, "TRYAGAIN") {
+		if b.perSlot && redis.HasErrorPrefix(err, "TRYAGAIN") {
 			return append(again, ws...)
 		}
 		b.failed.Add(int64(len(ws)))
-		err = b.wrap(err)
+		err = wrap(b.batch, err)
 		for _, w := range ws {
 			w.err = err
 		}
@@ -158,7 +178,7 @@ func (b *Batcher) answer(cmd *redis.Cmd, ws []*waiter, again []*waiter) []*waite
 	}
 	arr, ok := v.([]any)
 	if !ok || len(arr) != len(ws) {
-		err := b.wrap(fmt.Errorf("%w: %T of %d elements for %d decisions", ErrBadReply, v, len(arr), len(ws)))
+		err := wrap(b.batch, fmt.Errorf("%w: %T of %d elements for %d decisions", ErrBadReply, v, len(arr), len(ws)))
 		for _, w := range ws {
 			w.err = err
 		}
@@ -166,7 +186,7 @@ func (b *Batcher) answer(cmd *redis.Cmd, ws []*waiter, again []*waiter) []*waite
 	}
 	for i, w := range ws {
 		if e, ok := arr[i].(error); ok {
-			w.err = b.wrap(e)
+			w.err = wrap(b.batch, e)
 			continue
 		}
 		w.val = arr[i]

@@ -125,19 +125,20 @@ func (s *Script) Cmd(ctx context.Context, args []any, numkeys int) *redis.Cmd {
 	return redis.NewCmd(ctx, args...)
 }
 
-// Exec sends cmds, EVALSHA commands of s made by Cmd, in one round trip: one alone, several in one
-// pipeline (which a Cluster splits by node, following MOVED and ASK). Each command holds its
-// outcome (Result). Commands answered NOSCRIPT are recovered as RunBatch recovers calls: s is
-// loaded once on each node that needs it, and just those commands are sent again, as new commands
-// that replace them in cmds. On a Cluster s is loaded on every node: a NOSCRIPT may come from a
-// node other than the slot's master, which a migrating slot's ASK sent the command to. When a
-// command fails with no reply from Redis, a Cluster's routes are reloaded, as Run does.
+// Exec sends cmds, EVALSHA commands of the scripts made by their Cmd, in one round trip: one
+// alone, several in one pipeline (which a Cluster splits by node, following MOVED and ASK). Each
+// command holds its outcome (Result). Commands answered NOSCRIPT are recovered as RunBatch
+// recovers calls: their script (the one of scripts with the command's digest) is loaded once on
+// each node that needs it, and just those commands are sent again, as new commands that replace
+// them in cmds. On a Cluster the script is loaded on every node: a NOSCRIPT may come from a node
+// other than the slot's master, which a migrating slot's ASK sent the command to. When a command
+// fails with no reply from Redis, a Cluster's routes are reloaded, as Run does.
 //
 // Unlike Run and RunBatch, Exec does not check that a command's keys share a slot: its caller,
 // internal/coalesce, groups decisions by slot on a Cluster, and sends a command whose keys span
 // slots only to one server that holds them all (a single server, a failover client's master, a
 // Ring's shard), where slots do not apply.
-func (s *Script) Exec(ctx context.Context, c redis.UniversalClient, cmds []*redis.Cmd) {
+func Exec(ctx context.Context, c redis.UniversalClient, cmds []*redis.Cmd, scripts ...*Script) {
 	process(ctx, c, cmds)
 	var again []int
 	for i, cmd := range cmds {
@@ -147,9 +148,9 @@ func (s *Script) Exec(ctx context.Context, c redis.UniversalClient, cmds []*redi
 	}
 	if len(again) > 0 {
 		retry := make([]*redis.Cmd, 0, len(again))
-		load := s.loader(ctx, c)
+		load := loader(ctx, c)
 		for _, i := range again {
-			if err := load(cmds[i]); err != nil {
+			if err := load(cmds[i], scripts); err != nil {
 				cmds[i].SetErr(fmt.Errorf("recovering from NOSCRIPT: %w", err))
 				continue
 			}
@@ -180,39 +181,52 @@ func process(ctx context.Context, c redis.UniversalClient, cmds []*redis.Cmd) {
 	}
 }
 
-// loader returns the function Exec loads s with for a command answered NOSCRIPT, loading s once
-// per node: on every node of a Cluster (a NOSCRIPT there may come from a node other than the
-// slot's master, which a migrating slot's ASK sent the command to), else on the node of the
-// command's first key.
-func (s *Script) loader(ctx context.Context, c redis.UniversalClient) func(cmd *redis.Cmd) error {
-	if _, ok := c.(*redis.ClusterClient); ok {
-		var err error
-		done := false
-		return func(*redis.Cmd) error {
-			if !done {
-				err, done = s.Load(ctx, c), true
-			}
-			return err
-		}
+// loader returns the function Exec loads the script of a command answered NOSCRIPT with, once
+// per node and script: on every node of a Cluster (a NOSCRIPT there may come from a node other
+// than the slot's master, which a migrating slot's ASK sent the command to), else on the node of
+// the command's first key.
+func loader(ctx context.Context, c redis.UniversalClient) func(cmd *redis.Cmd, scripts []*Script) error {
+	type target struct {
+		node   string
+		script *Script
 	}
-	loaded := make(map[string]error)
-	return func(cmd *redis.Cmd) error {
-		var keys []string
-		if args := cmd.Args(); len(args) > 3 {
-			if n, _ := args[2].(int); n > 0 {
+	loaded := make(map[target]error)
+	_, cluster := c.(*redis.ClusterClient)
+	return func(cmd *redis.Cmd, scripts []*Script) error {
+		args := cmd.Args()
+		var s *Script
+		for _, sc := range scripts {
+			if len(args) > 1 && args[1] == sc.shaArg {
+				s = sc
+			}
+		}
+		if s == nil {
+			return errors.New("a command of no script given to Exec")
+		}
+		var node redis.Cmdable = c
+		name := ""
+		if !cluster {
+			var keys []string
+			if n, _ := args[2].(int); n > 0 && len(args) > 3 {
 				keys = []string{fmt.Sprint(args[3])}
 			}
+			var err error
+			if node, err = nodeFor(ctx, c, keys); err != nil {
+				return err
+			}
+			name = nodeName(node)
 		}
-		node, err := nodeFor(ctx, c, keys)
-		if err != nil {
+		t := target{name, s}
+		if err, done := loaded[t]; done {
 			return err
 		}
-		name := nodeName(node)
-		if err, done := loaded[name]; done {
-			return err
+		var err error
+		if cluster {
+			err = s.Load(ctx, c)
+		} else {
+			err = loadOn(ctx, node, []*Script{s})
 		}
-		err = loadOn(ctx, node, []*Script{s})
-		loaded[name] = err
+		loaded[t] = err
 		return err
 	}
 }
