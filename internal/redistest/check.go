@@ -100,19 +100,31 @@ func AssertKeysExpire(t testing.TB, b *Backend, prefix string) {
 		t.Fatal(err)
 	}
 	for _, n := range masters {
-		iter := n.Scan(ctx, 0, prefix+"*", 1000).Iterator()
-		for iter.Next(ctx) {
-			ttl, err := n.PTTL(ctx, iter.Val()).Result()
-			if err != nil {
-				t.Fatal(err)
-			}
-			// -2: expired since the scan saw it; anything else must be a positive expiry.
-			if ttl == -1 {
-				t.Errorf("key %q has no expiry", iter.Val())
-			}
-		}
-		if err := iter.Err(); err != nil {
+		_, missing, err := KeysWithoutExpiry(ctx, n, prefix+"*")
+		if err != nil {
 			t.Fatal(err)
 		}
+		for _, k := range missing {
+			t.Errorf("key %q has no expiry", k)
+		}
 	}
+}
+
+// KeysWithoutExpiry scans the server behind n for keys matching the pattern match and returns how
+// many it saw and those without an expiry (PTTL -1). A key that expires between the scan and its
+// PTTL is counted, and not missing.
+func KeysWithoutExpiry(ctx context.Context, n *redis.Client, match string) (scanned int, missing []string, err error) {
+	iter := n.Scan(ctx, 0, match, 1000).Iterator()
+	for iter.Next(ctx) {
+		scanned++
+		ttl, err := n.PTTL(ctx, iter.Val()).Result()
+		if err != nil {
+			return scanned, missing, err
+		}
+		// -2: expired since the scan saw it; anything else must be a positive expiry.
+		if ttl == -1 {
+			missing = append(missing, iter.Val())
+		}
+	}
+	return scanned, missing, iter.Err()
 }
