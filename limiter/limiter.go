@@ -484,6 +484,12 @@ func (l *Limiter) consult(ctx context.Context, key string, keys []string, n, now
 		l.applyShadow(limits, out)
 		return nil
 	case err != nil:
+		if asked && l.fail.cooldown > 0 && ctx.Err() == nil {
+			// Neither Redis unavailable nor the caller giving up: Redis answered (a script error,
+			// corrupt state), or the program closed the client. Either way a cooldown stands for
+			// nothing: the next calls ask, and get the error themselves.
+			l.breaker.answered()
+		}
 		return err
 	}
 	l.applyShadow(limits, out)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log"
+	"net"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -109,7 +110,9 @@ func WithFailClosed(retryAfter time.Duration) Option {
 // decides by its policy without asking Redis (default DefaultCooldown). With Redis down, each call
 // would otherwise wait for go-redis' dial retries or for WithTimeout before the policy decides:
 // 100ms per request with a 100ms timeout. When the cooldown has passed, one call asks Redis again;
-// while it is out, the others still decide without it. Such decisions have Err ErrUnavailable.
+// while it is out, the others still decide without it. Such decisions have Err ErrUnavailable. Any
+// answer to that call but Redis being unavailable ends the cooldown: a decision, an error reply,
+// and redis.ErrClosed once the program has closed its client (which then every call returns).
 // Every kind of unavailability starts a cooldown except TRYAGAIN, which concerns one slot being
 // migrated, not the server. d == 0 asks Redis for every decision.
 func WithCooldown(d time.Duration) Option {
@@ -202,6 +205,11 @@ func (s Source) doing() string {
 // that are not RESP, a cooldown), and the replies of a server that cannot serve now. Not: every
 // other reply (a script error, a key of another type, a refused command), a reply of the wrong
 // shape, corrupt state, invalid arguments, a client closed by the program, a cancellation.
+//
+// A connection this process closed under the call (net.ErrClosed: the program closing its client
+// while the call waited for its reply) is unavailable but not server-wide: the call got no reply,
+// but that says nothing of the server, so it starts no cooldown, and the next call finds the
+// client closed.
 func isUnavailable(err error) (ok, serverWide bool) {
 	var reply redis.Error
 	if errors.As(err, &reply) {
@@ -221,7 +229,7 @@ func isUnavailable(err error) (ok, serverWide bool) {
 			return false, false
 		}
 	}
-	return true, true
+	return true, !errors.Is(err, net.ErrClosed)
 }
 
 // breaker is the cooldown's state: while skipUntil (Unix nanoseconds) is ahead, decisions skip
