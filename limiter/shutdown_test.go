@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -13,7 +11,6 @@ import (
 
 	"github.com/gatehouse/gatehouse/internal/leaktest"
 	"github.com/gatehouse/gatehouse/internal/limitertest"
-	"github.com/gatehouse/gatehouse/internal/redisfail"
 	"github.com/gatehouse/gatehouse/internal/redistest"
 	"github.com/gatehouse/gatehouse/limiter"
 	"github.com/redis/go-redis/v9"
@@ -90,13 +87,13 @@ func closeUnderLoad(t *testing.T) {
 				case err != nil:
 					tally[v][k].errored.Add(1)
 					errMu.Lock()
-					errKinds[closeErrorKind(err)]++
+					errKinds[failureKind(err)]++
 					errMu.Unlock()
 					return // the client is closed: the program stops deciding
 				case r.Source != limiter.SourceRedis:
 					tally[v][k].policy.Add(1)
 					errMu.Lock()
-					errKinds[r.Source.String()+": "+closeErrorKind(r.Err)]++
+					errKinds[r.Source.String()+": "+failureKind(r.Err)]++
 					errMu.Unlock()
 				case r.Allowed:
 					tally[v][k].admitted.Add(1)
@@ -130,7 +127,7 @@ func closeUnderLoad(t *testing.T) {
 	// Every connection of the closed client has gone from the server, so it has run everything
 	// the client sent; then the counts are read through a client of their own.
 	check := redistest.ClientFor(t, srv.Addr)
-	waitClients(t, check, 1)
+	redistest.WaitClients(t, check, 1)
 	for v := range variants {
 		for k := range keysPer {
 			counted, err := check.ZCard(ctx, limitertest.Key(prefix, limiter.SlidingLog, fmt.Sprintf("%s-k%d", variants[v].name, k), limit)).Result()
@@ -147,37 +144,6 @@ func closeUnderLoad(t *testing.T) {
 	}
 	check.Close()
 	leaks.Check(t, 10*time.Second, redistest.ServerGoroutines...)
-}
-
-// closeErrorKind names an error a call got when the client closed.
-func closeErrorKind(err error) string {
-	switch {
-	case err == nil:
-		return "nil"
-	case errors.Is(err, redis.ErrClosed):
-		return "redis.ErrClosed"
-	case errors.Is(err, limiter.ErrUnavailable):
-		return "cooldown"
-	case errors.Is(err, net.ErrClosed):
-		return "connection closed under the call"
-	}
-	return redisfail.Classify(err).String() + " (" + err.Error() + ")"
-}
-
-// waitClients waits, at most 10 seconds, until the server has n clients connected.
-func waitClients(t *testing.T, c *redis.Client, n int) {
-	t.Helper()
-	var list string
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-		var err error
-		if list, err = c.ClientList(context.Background()).Result(); err != nil {
-			t.Fatal(err)
-		}
-		if len(strings.Split(strings.TrimSpace(list), "\n")) == n {
-			return
-		}
-	}
-	t.Fatalf("the server still has other clients than %d after 10s:\n%s", n, list)
 }
 
 // A client the program closed is an error under every failure policy (docs/operations.md), also
