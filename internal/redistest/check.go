@@ -2,6 +2,7 @@ package redistest
 
 import (
 	"context"
+	"errors"
 	"strconv"
 	"strings"
 	"sync"
@@ -111,20 +112,34 @@ func AssertKeysExpire(t testing.TB, b *Backend, prefix string) {
 }
 
 // KeysWithoutExpiry scans the server behind n for keys matching the pattern match and returns how
-// many it saw and those without an expiry (PTTL -1). A key that expires between the scan and its
-// PTTL is counted, and not missing.
+// many it saw and those without an expiry (PTTL -1), asking the PTTLs of each page of the scan in
+// one pipeline. A key that expires between the scan and its PTTL is counted, and not missing.
 func KeysWithoutExpiry(ctx context.Context, n *redis.Client, match string) (scanned int, missing []string, err error) {
-	iter := n.Scan(ctx, 0, match, 1000).Iterator()
-	for iter.Next(ctx) {
-		scanned++
-		ttl, err := n.PTTL(ctx, iter.Val()).Result()
-		if err != nil {
+	var cursor uint64
+	for page := 0; page < 1_000_000; page++ {
+		var keys []string
+		if keys, cursor, err = n.Scan(ctx, cursor, match, 1000).Result(); err != nil {
 			return scanned, missing, err
 		}
-		// -2: expired since the scan saw it; anything else must be a positive expiry.
-		if ttl == -1 {
-			missing = append(missing, iter.Val())
+		scanned += len(keys)
+		ttls := make([]*redis.DurationCmd, len(keys))
+		if _, err := n.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for i, k := range keys {
+				ttls[i] = p.PTTL(ctx, k)
+			}
+			return nil
+		}); err != nil {
+			return scanned, missing, err
+		}
+		for i, ttl := range ttls {
+			// -2: expired since the scan saw it; anything else must be a positive expiry.
+			if ttl.Val() == -1 {
+				missing = append(missing, keys[i])
+			}
+		}
+		if cursor == 0 {
+			return scanned, missing, nil
 		}
 	}
-	return scanned, missing, iter.Err()
+	return scanned, missing, errors.New("redistest: SCAN did not end")
 }
