@@ -112,13 +112,7 @@ func closeUnderLoad(t *testing.T) {
 		t.Errorf("Close: %v", err)
 	}
 	closed.Store(true)
-	done := make(chan struct{})
-	go func() { wg.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		t.Fatalf("calls still running 10s after the client was closed:\n\n%s", leaktest.Dump())
-	}
+	leaktest.Await(t, &wg, 10*time.Second, "calls made as the client closed")
 	t.Logf("%d calls before Close, %d in all; how calls ended after it: %v", before, calls.Load(), errKinds)
 	if n := lateWrong.Load(); n > 0 {
 		t.Errorf("%d calls that began after Close returned did not fail with redis.ErrClosed", n)
@@ -128,6 +122,7 @@ func closeUnderLoad(t *testing.T) {
 	// the client sent; then the counts are read through a client of their own.
 	check := redistest.ClientFor(t, srv.Addr)
 	redistest.WaitClients(t, check, 1)
+	var extra, doubts int64
 	for v := range variants {
 		for k := range keysPer {
 			counted, err := check.ZCard(ctx, limitertest.Key(prefix, limiter.SlidingLog, fmt.Sprintf("%s-k%d", variants[v].name, k), limit)).Result()
@@ -136,12 +131,14 @@ func closeUnderLoad(t *testing.T) {
 			}
 			tl := &tally[v][k]
 			admitted, doubt := tl.admitted.Load(), tl.errored.Load()+tl.policy.Load()
+			extra, doubts = extra+counted-admitted, doubts+doubt
 			if counted < admitted || counted > admitted+doubt {
 				t.Errorf("%s k%d: Redis counted %d; callers were told of %d admissions, and %d calls ended in an error or a policy's decision",
 					variants[v].name, k, counted, admitted, doubt)
 			}
 		}
 	}
+	t.Logf("Redis counted %d admissions more than callers were told of, for %d calls that ended in an error or a policy's decision", extra, doubts)
 	check.Close()
 	leaks.Check(t, 10*time.Second, redistest.ServerGoroutines...)
 }

@@ -113,13 +113,7 @@ func storeCloseUnderLoad(t *testing.T) {
 	if err := c.Close(); err != nil {
 		t.Errorf("Close: %v", err)
 	}
-	done := make(chan struct{})
-	go func() { wg.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		t.Fatalf("calls still running 10s after the client was closed:\n\n%s", leaktest.Dump())
-	}
+	leaktest.Await(t, &wg, 10*time.Second, "calls made as the client closed")
 	unexpected.Range(func(k, _ any) bool { t.Error(k); return true })
 
 	// Read back through a client of its own, once the server has run all the closed client sent.

@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -118,4 +119,17 @@ func goroutines() map[uint64]string {
 		}
 	}
 	return out
+}
+
+// Await waits at most within for wg, and fails t with every goroutine's stack if it has not
+// finished by then: the bound on a hang (not on speed) of what wg counts, which is named by what.
+func Await(t testing.TB, wg *sync.WaitGroup, within time.Duration, what string) {
+	t.Helper()
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(within):
+		t.Fatalf("%s still running after %v:\n\n%s", what, within, Dump())
+	}
 }
