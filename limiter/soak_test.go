@@ -144,6 +144,7 @@ func TestSoak(t *testing.T) {
 	w.run(ctx, 2*time.Second, seed^0x5eed, false)
 	heapBefore, inuseBefore := liveHeap()
 	gBefore := runtime.NumGoroutine()
+	connsBefore := lc.PoolStats().TotalConns + sc.PoolStats().TotalConns
 
 	start := time.Now()
 	res := w.run(ctx, dur, seed, true)
@@ -193,9 +194,20 @@ func TestSoak(t *testing.T) {
 	res.report(t, modelChecked, scanned)
 	res.admissions = nil // the model's records, before the heap is measured again
 
+	var localHeld int // identifier and limit-set states the local fallbacks with room for all hold
+	for a := range w.lims {
+		for v, l := range w.lims[a] {
+			if w.variants[v].localExact {
+				n, _, _ := limiter.LocalFallbackSize(l)
+				localHeld += n
+			}
+		}
+	}
 	heapAfter, inuseAfter := liveHeap()
-	t.Logf("soak: live heap %.1f MiB before the soak, %.1f MiB after it (in use %.1f, %.1f MiB); goroutines %d before, %d at the end of the traffic",
-		mib(heapBefore), mib(heapAfter), mib(inuseBefore), mib(inuseAfter), gBefore, res.goroutinesAtEnd)
+	t.Logf("soak: live heap %.1f MiB before the soak, %.1f MiB after it (in use %.1f, %.1f MiB), the clients' pools holding %d and %d connections, "+
+		"the local fallbacks with room for all %d states of the %d they may hold; goroutines %d before, %d at the end of the traffic",
+		mib(heapBefore), mib(heapAfter), mib(inuseBefore), mib(inuseAfter), connsBefore, lc.PoolStats().TotalConns+sc.PoolStats().TotalConns,
+		localHeld, len(w.lims)*(soakHotKeys+soakWideKeys)*len(soakLimits), gBefore, res.goroutinesAtEnd)
 	if heapAfter > heapBefore+soakHeapBound {
 		t.Errorf("live heap grew from %.1f MiB to %.1f MiB over the soak, more than the %.0f MiB allowed", mib(heapBefore), mib(heapAfter), mib(soakHeapBound))
 	}
