@@ -251,11 +251,13 @@ func WithClock(now func() time.Time) Option { return optionFunc(func(l *Limiter)
 // alone. The Results say what would have happened (Shadow, RetryAfter).
 func WithShadowMode() Option { return optionFunc(func(l *Limiter) { l.shadow = true }) }
 
-// WithAutoPipeline sends decisions through the client's auto-pipeliner (go-redis' AutoPipeline,
-// marked experimental by go-redis): decisions made concurrently by many goroutines are gathered
-// into pipelines, so that many share each round trip. A lone decision costs about what it did.
-// The auto-pipeliner is the client's, shared with its other users, and ends when the client is
-// closed. The client's AutoPipelineOptions, if set, configure it.
+// WithAutoPipeline sends decisions through the client's auto-pipeliner (go-redis'
+// AsyncAutoPipeline, marked experimental by go-redis): decisions made concurrently by many
+// goroutines are gathered into pipelines, so that many share each round trip. A lone decision
+// costs about what it did. Each decision still waits no longer than its context (and WithTimeout)
+// allows, even when the batch ahead of it is stuck on a stalled server. The auto-pipeliner is the
+// client's, shared with its other users, and ends when the client is closed. The client's
+// AutoPipelineOptions, if set, configure it.
 func WithAutoPipeline() Option { return optionFunc(func(l *Limiter) { l.auto = true }) }
 
 // New returns a Limiter that decides with alg (FixedWindow, SlidingWindow, SlidingLog or TokenBucket)
@@ -288,13 +290,15 @@ func New(client redis.UniversalClient, alg *Algorithm, opts ...Option) (*Limiter
 	}
 	l.via = client
 	if l.auto {
+		// The asynchronous face: a decision can stop waiting for its batch when its context
+		// ends (the blocking face would wait for the batch, whatever the deadline).
 		ap, ok := client.(interface {
-			AutoPipeline() (*redis.AutoPipeliner, error)
+			AsyncAutoPipeline() (*redis.AutoPipeliner, error)
 		})
 		if !ok {
 			return nil, fmt.Errorf("limiter: WithAutoPipeline: a %T cannot auto-pipeline", client)
 		}
-		p, err := ap.AutoPipeline()
+		p, err := ap.AsyncAutoPipeline()
 		if err != nil {
 			return nil, fmt.Errorf("limiter: WithAutoPipeline: %w", err)
 		}
