@@ -81,7 +81,7 @@ func soakVariants() []soakVariant {
 // soakStore is the session store of the soak: the one place it names session options.
 func soakStore(t *testing.T, c redis.UniversalClient, prefix string) *session.Store {
 	st, err := session.NewStore(c, session.WithKeyPrefix(prefix), session.WithTimeout(400*time.Millisecond),
-		session.WithIdleTimeout(2*time.Minute), session.WithLifetime(time.Hour))
+		session.WithIdleTimeout(2*time.Minute), session.WithLifetime(24*time.Hour))
 	if err != nil {
 		t.Fatal(err)
 	}
