@@ -67,7 +67,7 @@ const (
 
 // evictionLimiters are one algorithm's limiters: without a policy, failing open, failing closed.
 type evictionLimiters struct {
-	alg                 *limiter.Algorithm
+	alg                 limiter.Algorithm
 	prefix              string
 	plain, open, closed *limiter.Limiter
 }
@@ -136,13 +136,13 @@ func newEvictionRun(t *testing.T, policy string) *evictionRun {
 	fixed := time.Now()
 	for _, alg := range limitertest.Algorithms {
 		el := evictionLimiters{alg: alg, prefix: r.prefix + "rl:" + alg.String() + ":"}
-		opts := []limiter.Option{limiter.WithKeyPrefix(el.prefix), limiter.WithClock(func() time.Time { return fixed }), limiter.WithFailureLog(nil)}
+		opts := []limiter.Option{limiter.WithKeyPrefix(el.prefix), limiter.WithClock(func() time.Time { return fixed }), limiter.WithLogger(limitertest.Discard)}
 		el.plain, err = limiter.New(rdb, alg, opts...)
 		if err == nil {
-			el.open, err = limiter.New(rdb, alg, append(opts, limiter.WithFailOpen())...)
+			el.open, err = limiter.New(rdb, alg, append(opts, limiter.WithFailurePolicy(limiter.FailOpen()))...)
 		}
 		if err == nil {
-			el.closed, err = limiter.New(rdb, alg, append(opts, limiter.WithFailClosed(time.Minute))...)
+			el.closed, err = limiter.New(rdb, alg, append(opts, limiter.WithFailurePolicy(limiter.FailClosed(time.Minute)))...)
 		}
 		if err != nil {
 			t.Fatal(err)

@@ -499,15 +499,15 @@ func TestSentinelFailoverPolicy(t *testing.T) {
 		bad      []string      // decisions that break the policy's contract
 	}
 	policies := []*policy{
-		{name: "fail open", opt: limiter.WithFailOpen(), src: limiter.SourceFailOpen},
-		{name: "fail closed", opt: limiter.WithFailClosed(time.Second), src: limiter.SourceFailClosed},
-		{name: "fail local", opt: limiter.WithFailLocal(limiter.LocalFallback{}), src: limiter.SourceLocal},
+		{name: "fail open", opt: limiter.WithFailurePolicy(limiter.FailOpen()), src: limiter.SourceFailOpen},
+		{name: "fail closed", opt: limiter.WithFailurePolicy(limiter.FailClosed(time.Second)), src: limiter.SourceFailClosed},
+		{name: "fail local", opt: limiter.WithFailurePolicy(limiter.FailLocal(limiter.LocalFallback{})), src: limiter.SourceLocal},
 	}
-	var logged atomic.Int64
+	var logs limitertest.Logs
 	for _, p := range policies {
 		l, err := limiter.New(rdb, limiter.TokenBucket, p.opt, limiter.WithKeyPrefix(prefix),
 			limiter.WithTimeout(100*time.Millisecond), limiter.WithCooldown(250*time.Millisecond),
-			limiter.WithFailureLog(func(error) { logged.Add(1) }))
+			limiter.WithLogger(logs.Logger()))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -604,5 +604,5 @@ func TestSentinelFailoverPolicy(t *testing.T) {
 			t.Errorf("%s: Redis decided %d times after the announcement, want 5 within 20s", p.name, p.redisOK)
 		}
 	}
-	t.Logf("failures logged (at most one per cooldown per limiter): %d", logged.Load())
+	t.Logf("failures logged (at most one per cooldown per limiter): %d", logs.Len())
 }

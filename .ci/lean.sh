@@ -59,13 +59,14 @@ package main
 import (
 	"github.com/gatehouse/gatehouse"
 	"github.com/gatehouse/gatehouse/limiter"
+	"github.com/gatehouse/gatehouse/limiter/limithttp"
 	"github.com/gatehouse/gatehouse/session"
 )
 
 var (
 	_ = gatehouse.Preload
 	_ = limiter.New
-	_ = limiter.Middleware // the HTTP middleware
+	_ = limithttp.Middleware // the HTTP middleware
 	_ = session.NewStore
 )
 

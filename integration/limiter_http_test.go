@@ -13,6 +13,7 @@ import (
 	"github.com/gatehouse/gatehouse/internal/limitertest"
 	"github.com/gatehouse/gatehouse/internal/redistest"
 	"github.com/gatehouse/gatehouse/limiter"
+	"github.com/gatehouse/gatehouse/limiter/limithttp"
 	"github.com/hashicorp/go-retryablehttp"
 	"github.com/rs/cors"
 )
@@ -34,14 +35,14 @@ func retryingClient(srv *httptest.Server) *retryablehttp.Client {
 // does not retry it. Every algorithm, standalone and cluster.
 func TestLimiterMiddlewareNeverAdmitted(t *testing.T) {
 	redistest.Each(t, func(t *testing.T, b *redistest.Backend) {
-		for _, alg := range []*limiter.Algorithm{limiter.FixedWindow, limiter.SlidingWindow, limiter.SlidingLog, limiter.TokenBucket} {
+		for _, alg := range []limiter.Algorithm{limiter.FixedWindow, limiter.SlidingWindow, limiter.SlidingLog, limiter.TokenBucket} {
 			t.Run(alg.String(), func(t *testing.T) {
 				lim, err := limiter.New(b.Client, alg, limiter.WithKeyPrefix(redistest.Prefix(t)))
 				if err != nil {
 					t.Fatal(err)
 				}
 				limits := []limiter.Limit{limiter.PerMinute(5).WithName("burst"), limiter.PerHour(100).WithName("hourly")}
-				srv, seen := limitertest.RecordedServer(t, lim, limits, limiter.WithLegacyFields())
+				srv, seen := limitertest.RecordedServer(t, lim, limits, limithttp.WithLegacyFields())
 				req, err := retryablehttp.NewRequest(http.MethodGet, srv.URL, nil)
 				if err != nil {
 					t.Fatal(err)
@@ -127,16 +128,16 @@ func TestLimiterMiddlewareExposedFields(t *testing.T) {
 	app := cors.New(cors.Options{AllowedOrigins: []string{"https://app.example"}, ExposedHeaders: []string{"X-Request-Id"}})
 	for _, c := range []struct {
 		name string
-		opts []limiter.HTTPOption
+		opts []limithttp.Option
 		want []string
 	}{
-		{"ietf", []limiter.HTTPOption{limiter.WithExposedFields()}, []string{"x-request-id", "ratelimit", "ratelimit-policy", "retry-after"}},
-		{"legacy", []limiter.HTTPOption{limiter.WithExposedFields(), limiter.WithLegacyFields()},
+		{"ietf", []limithttp.Option{limithttp.WithExposedFields()}, []string{"x-request-id", "ratelimit", "ratelimit-policy", "retry-after"}},
+		{"legacy", []limithttp.Option{limithttp.WithExposedFields(), limithttp.WithLegacyFields()},
 			[]string{"x-request-id", "ratelimit", "ratelimit-policy", "retry-after", "x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset"}},
 		{"off", nil, []string{"x-request-id"}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			srv := httptest.NewServer(app.Handler(limiter.Middleware(lim, limitertest.ByClient, []limiter.Limit{limiter.PerMinute(1).WithName(c.name)}, c.opts...)(ok)))
+			srv := httptest.NewServer(app.Handler(limithttp.Middleware(lim, limitertest.ByClient, []limiter.Limit{limiter.PerMinute(1).WithName(c.name)}, c.opts...)(ok)))
 			defer srv.Close()
 			for i, status := range []int{200, 429} {
 				res, _ := limitertest.Send(t, srv, "X-Client", "kim", "Origin", "https://app.example")

@@ -2,6 +2,9 @@ package integration
 
 import (
 	"context"
+	"errors"
+	"maps"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -27,7 +30,7 @@ func TestLimiterFailurePolicyTelemetry(t *testing.T) {
 	reader := sdkmetric.NewManualReader()
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
 	const secretKey = "client-203.0.113.9"
-	lim, err := limiter.New(rdb, limiter.FixedWindow, limiter.WithFailOpen(),
+	lim, err := limiter.New(rdb, limiter.FixedWindow, limiter.WithFailurePolicy(limiter.FailOpen()),
 		limiter.WithTracerProvider(tp), limiter.WithMeterProvider(mp))
 	if err != nil {
 		t.Fatal(err)
@@ -164,4 +167,85 @@ func decisionCounts(t *testing.T, reader *sdkmetric.ManualReader, keys ...attrib
 		}
 	}
 	return out
+}
+
+// The source of each decision, as the span and the decisions metric say it, is what decided:
+// nothing for an invalid argument (Redis was never asked) and for a caller gone during a cooldown;
+// the policy for a decision made during the cooldown. The duration histogram carries error.type
+// when a decision failed or the policy stood in for Redis. The decisions metric's description
+// lists every source.
+func TestLimiterTelemetrySources(t *testing.T) {
+	srv, rdb := redistest.Private(t)
+	ctx := context.Background()
+	rec := tracetest.NewSpanRecorder()
+	reader := sdkmetric.NewManualReader()
+	lim, err := limiter.New(rdb, limiter.FixedWindow, limiter.WithFailurePolicy(limiter.FailOpen()), limiter.WithCooldown(time.Hour),
+		limiter.WithLogger(limitertest.Discard),
+		limiter.WithTracerProvider(sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))),
+		limiter.WithMeterProvider(sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	limit := limiter.PerMinute(5).WithName("api")
+	if _, err := lim.Allow(ctx, "c", limit); err != nil { // Redis decides
+		t.Fatal(err)
+	}
+	if _, err := lim.Allow(ctx, "c", limiter.Limit{Name: "api"}); !errors.Is(err, limiter.ErrInvalidLimit) { // invalid
+		t.Fatalf("an invalid limit: %v", err)
+	}
+	srv.Stop()
+	for i := range 2 { // the policy, after asking Redis; then during the cooldown, without asking
+		if res, err := lim.Allow(ctx, "c", limit); err != nil || res.Source != limiter.SourceFailOpen || errors.Is(res.Err, limiter.ErrUnavailable) != (i == 1) {
+			t.Fatalf("Redis down, call %d: %+v, %v", i, res, err)
+		}
+	}
+	gone, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, err := lim.Allow(gone, "c", limit); !errors.Is(err, limiter.ErrUnavailable) { // the caller gone, in the cooldown
+		t.Fatalf("a canceled call in the cooldown: %v, want ErrUnavailable", err)
+	}
+
+	// Spans, in order: source and error.type.
+	var got []string
+	for _, sp := range rec.Ended() {
+		src, _ := spanAttr(sp, "gatehouse.limiter.source")
+		et, _ := spanAttr(sp, "error.type")
+		got = append(got, src.AsString()+"/"+et.AsString())
+	}
+	want := []string{"redis/", "/invalid_argument", "fail_open/unavailable", "fail_open/unavailable", "/unavailable"}
+	if !slices.Equal(got, want) {
+		t.Errorf("spans' source/error.type: %q, want %q", got, want)
+	}
+	counts := decisionCounts(t, reader, "gatehouse.limiter.source", "gatehouse.limiter.decision", "error.type")
+	if wantCounts := map[string]int64{"redis/allowed/": 1, "/error/invalid_argument": 1, "fail_open/allowed/": 2, "/error/unavailable": 1}; !maps.Equal(counts, wantCounts) {
+		t.Errorf("decisions by source/decision/error.type: %v, want %v", counts, wantCounts)
+	}
+
+	var rm metricdata.ResourceMetrics
+	if err := reader.Collect(ctx, &rm); err != nil {
+		t.Fatal(err)
+	}
+	durations := map[string]uint64{}
+	var description string
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			switch m.Name {
+			case "gatehouse.limiter.decisions":
+				description = m.Description
+			case "gatehouse.limiter.duration":
+				for _, dp := range m.Data.(metricdata.Histogram[float64]).DataPoints {
+					et, _ := dp.Attributes.Value("error.type")
+					durations[et.AsString()] += dp.Count
+				}
+			}
+		}
+	}
+	if want := map[string]uint64{"": 1, "invalid_argument": 1, "unavailable": 3}; !maps.Equal(durations, want) {
+		t.Errorf("durations by error.type: %v, want %v", durations, want)
+	}
+	for s := limiter.SourceRedis; !strings.HasPrefix(s.String(), "Source("); s++ {
+		if !strings.Contains(description, s.String()) {
+			t.Errorf("the decisions metric's description %q does not list the source %s", description, s)
+		}
+	}
 }

@@ -1,15 +1,11 @@
 package integration
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"log"
-	"os"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -27,21 +23,21 @@ type policyLimiters struct {
 	plain  *limiter.Limiter
 	byName map[string]*limiter.Limiter
 	source map[string]limiter.Source
-	logged atomic.Int64
+	logs   limitertest.Logs
 	reader *sdkmetric.ManualReader
 }
 
-func newPolicyLimiters(t *testing.T, c redis.UniversalClient, alg *limiter.Algorithm) *policyLimiters {
+func newPolicyLimiters(t *testing.T, c redis.UniversalClient, alg limiter.Algorithm) *policyLimiters {
 	t.Helper()
 	p := &policyLimiters{byName: map[string]*limiter.Limiter{}, reader: sdkmetric.NewManualReader(),
 		source: map[string]limiter.Source{"open": limiter.SourceFailOpen, "closed": limiter.SourceFailClosed, "local": limiter.SourceLocal}}
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(p.reader))
 	common := []limiter.Option{limiter.WithTimeout(300 * time.Millisecond), limiter.WithCooldown(0),
-		limiter.WithFailureLog(func(error) { p.logged.Add(1) }), limiter.WithMeterProvider(mp)}
+		limiter.WithLogger(p.logs.Logger()), limiter.WithMeterProvider(mp)}
 	for name, o := range map[string]limiter.Option{
-		"open":   limiter.WithFailOpen(),
-		"closed": limiter.WithFailClosed(time.Second),
-		"local":  limiter.WithFailLocal(limiter.LocalFallback{}),
+		"open":   limiter.WithFailurePolicy(limiter.FailOpen()),
+		"closed": limiter.WithFailurePolicy(limiter.FailClosed(time.Second)),
+		"local":  limiter.WithFailurePolicy(limiter.FailLocal(limiter.LocalFallback{})),
 	} {
 		l, err := limiter.New(c, alg, append([]limiter.Option{o}, common...)...)
 		if err != nil {
@@ -74,7 +70,7 @@ func (p *policyLimiters) standIn(t *testing.T, ctx context.Context, key string, 
 // refuse checks that every policy, and no policy, returns the error: the policy does not stand in.
 func (p *policyLimiters) refuse(t *testing.T, ctx context.Context, key string, limits ...limiter.Limit) {
 	t.Helper()
-	before := p.logged.Load()
+	before := p.logs.Len()
 	lims := map[string]*limiter.Limiter{"no policy": p.plain}
 	for name, l := range p.byName {
 		lims[name] = l
@@ -85,7 +81,7 @@ func (p *policyLimiters) refuse(t *testing.T, ctx context.Context, key string, l
 			t.Errorf("%s: %+v with a nil error; want the error returned, not decided by the policy", name, res)
 		}
 	}
-	if n := p.logged.Load() - before; n != 0 {
+	if n := p.logs.Len() - before; n != 0 {
 		t.Errorf("%d failures logged for errors the policy does not stand in for", n)
 	}
 }
@@ -296,8 +292,9 @@ func TestLimiterUnavailableKinds(t *testing.T) {
 			c := k.client(t)
 			for _, alg := range limitertest.Algorithms {
 				p := newPolicyLimiters(t, c, alg)
-				var logs bytes.Buffer
-				cool, err := limiter.New(c, alg, limiter.WithFailOpen(), limiter.WithCooldown(time.Hour), limiter.WithTimeout(300*time.Millisecond))
+				var logs limitertest.Logs
+				cool, err := limiter.New(c, alg, limiter.WithFailurePolicy(limiter.FailOpen()), limiter.WithCooldown(time.Hour),
+					limiter.WithTimeout(300*time.Millisecond), limiter.WithLogger(logs.Logger()))
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -310,8 +307,6 @@ func TestLimiterUnavailableKinds(t *testing.T) {
 						defer k.end(t)
 					}
 					p.standIn(t, ctx, id, limits...)
-					log.SetOutput(&logs)
-					defer log.SetOutput(os.Stderr)
 					if _, err := cool.AllowAll(ctx, id, 1, limits...); err != nil {
 						t.Fatalf("%v: %v", alg, err)
 					}
@@ -323,9 +318,14 @@ func TestLimiterUnavailableKinds(t *testing.T) {
 						t.Errorf("%v: cooldown started = %v, want %v (second call's Err %v)", alg, got, k.cooldown, res.Err)
 					}
 				}()
-				line := logs.String()
-				if wantFor := k.cooldown; strings.Contains(line, "failing open for 1h0m0s") != wantFor || !strings.Contains(line, "failing open") {
-					t.Errorf("%v: log line %q; want it to say failing open, and for 1h0m0s only when a cooldown starts (%v)", alg, line, wantFor)
+				// One record per failure asked of Redis: both calls without a cooldown, the first with one.
+				line, want := logs.Text(), 2
+				if k.cooldown {
+					want = 1
+				}
+				if wantFor := k.cooldown; logs.Len() != want || strings.Contains(line, "cooldown=1h0m0s") != wantFor ||
+					strings.Count(line, "WARN limiter: Redis unavailable algorithm="+alg.String()+" policy=fail_open error=") != want {
+					t.Errorf("%v: log %q; want %d records saying fail_open, with cooldown=1h0m0s only when a cooldown starts (%v)", alg, line, want, wantFor)
 				}
 			}
 		})

@@ -242,7 +242,7 @@ func browserApp(st *session.Store) http.Handler {
 func TestSessionInBrowser(t *testing.T) {
 	browser := startBrowser(t)
 	b := redistest.Get(t, redistest.Names()[0])
-	st, _ := sessiontest.NewStore(t, b, nil)
+	st, _ := sessiontest.NewStore(t, b)
 	ctx := context.Background()
 	logs := &sessiontest.LogRecords{}
 	app := httptest.NewServer(session.Middleware(st, session.WithLogger(logs.Logger()))(browserApp(st)))

@@ -217,6 +217,55 @@ func TestTelemetry(t *testing.T) {
 			}
 		})
 
+		// docs/tracing.md: gatehouse's spans follow the current database conventions, redisotel's
+		// the older ones; an operator queries both. This pins what the page says about each.
+		t.Run("conventions", func(t *testing.T) {
+			ours, theirs := 0, 0
+			for _, sp := range spans {
+				switch {
+				case strings.HasPrefix(sp.Name(), "gatehouse.session."):
+					ours++
+					want := map[string]string{"db.system.name": "redis", "db.operation.name": "EVALSHA"}
+					for k, v := range want {
+						if got, _ := spanAttr(sp, k); got.AsString() != v {
+							t.Errorf("%s: %s %q, want %q", sp.Name(), k, got.AsString(), v)
+						}
+					}
+					if got, _ := spanAttr(sp, "db.stored_procedure.name"); !strings.HasPrefix(got.AsString(), "session_") {
+						t.Errorf("%s: db.stored_procedure.name %q, want a session script", sp.Name(), got.AsString())
+					}
+					if _, old := spanAttr(sp, "db.system"); old {
+						t.Errorf("%s has the older db.system", sp.Name())
+					}
+					if sc := sp.InstrumentationScope(); sc.SchemaURL == "" || sc.Version == "" {
+						t.Errorf("%s: scope %+v without a schema URL or version", sp.Name(), sc)
+					}
+				case sp.Name() == "evalsha":
+					theirs++
+					if got, _ := spanAttr(sp, "db.system"); got.AsString() != "redis" {
+						t.Errorf("redisotel's evalsha: db.system %q, want redis", got.AsString())
+					}
+					for _, k := range []string{"db.system.name", "db.operation.name", "db.statement"} {
+						if _, ok := spanAttr(sp, k); ok {
+							t.Errorf("redisotel's evalsha has %s", k)
+						}
+					}
+					if _, ok := spanAttr(sp, "db.connection_string"); !ok {
+						t.Error("redisotel's evalsha lacks db.connection_string")
+					}
+					if sp.SpanKind() != trace.SpanKindClient {
+						t.Errorf("redisotel's evalsha: kind %v, want client", sp.SpanKind())
+					}
+					if sc := sp.InstrumentationScope(); sc.SchemaURL != "" {
+						t.Errorf("redisotel's scope declares the schema %s: docs/tracing.md says it declares none", sc.SchemaURL)
+					}
+				}
+			}
+			if ours == 0 || theirs == 0 {
+				t.Fatalf("%d session spans, %d redisotel evalsha spans: nothing compared", ours, theirs)
+			}
+		})
+
 		t.Run("no errors", func(t *testing.T) {
 			for _, sp := range spans {
 				if sp.Status().Code == codes.Error {

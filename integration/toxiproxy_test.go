@@ -10,6 +10,7 @@ import (
 	"time"
 
 	toxiproxy "github.com/Shopify/toxiproxy/v2"
+	"github.com/gatehouse/gatehouse/internal/limitertest"
 	"github.com/gatehouse/gatehouse/internal/redistest"
 	"github.com/gatehouse/gatehouse/limiter"
 	"github.com/gatehouse/gatehouse/session"
@@ -92,7 +93,7 @@ func TestFaultLatency(t *testing.T) {
 	f := newFaultyRedis(t)
 	ctx := context.Background()
 	lim, err := limiter.New(f.client, limiter.TokenBucket, limiter.WithTimeout(50*time.Millisecond),
-		limiter.WithFailLocal(limiter.LocalFallback{}), limiter.WithCooldown(100*time.Millisecond), limiter.WithFailureLog(nil))
+		limiter.WithFailurePolicy(limiter.FailLocal(limiter.LocalFallback{})), limiter.WithCooldown(100*time.Millisecond), limiter.WithLogger(limitertest.Discard))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,13 +2,45 @@ package limiter
 
 import (
 	"fmt"
+	"strconv"
 
 	"github.com/gatehouse/gatehouse/internal/script"
 )
 
-// Algorithm is a rate-limiting algorithm: FixedWindow, SlidingWindow, SlidingLog or TokenBucket.
-// docs/algorithms.md compares them; TokenBucket suits most APIs.
-type Algorithm struct {
+// Algorithm is a rate-limiting algorithm: FixedWindow, SlidingWindow, SlidingLog or TokenBucket,
+// each defined in its own file with what it keeps in Redis and which limits it computes exactly.
+// docs/algorithms.md compares them; TokenBucket suits most APIs. The zero Algorithm is none of
+// them, and New refuses it.
+type Algorithm uint8
+
+// String returns the algorithm's name, as spans and metrics give it: "fixed_window",
+// "sliding_window", "sliding_log" or "token_bucket"; "Algorithm(n)" for a value that is none.
+func (a Algorithm) String() string {
+	if impl, ok := a.impl(); ok {
+		return impl.name
+	}
+	return "Algorithm(" + strconv.Itoa(int(a)) + ")"
+}
+
+// impl returns what runs a, and false for a value that is no algorithm.
+func (a Algorithm) impl() (*algorithm, bool) {
+	if int(a) >= len(algorithms) || algorithms[a] == nil {
+		return nil, false
+	}
+	return algorithms[a], true
+}
+
+// algorithms holds what runs each Algorithm, by its value.
+var algorithms = [...]*algorithm{
+	FixedWindow:   newAlgorithm(FixedWindow, "fixed_window", "fw", func(Limit) error { return nil }, 2, windowArgs),
+	SlidingWindow: newAlgorithm(SlidingWindow, "sliding_window", "sw", checkSliding, 2, windowArgs),
+	SlidingLog:    newAlgorithm(SlidingLog, "sliding_log", "sl", checkLog, 2, windowArgs),
+	TokenBucket:   newAlgorithm(TokenBucket, "token_bucket", "tb", checkBucket, 3, bucketArgs),
+}
+
+// algorithm is what runs an Algorithm: its script, and how a limit becomes the script's arguments.
+type algorithm struct {
+	id     Algorithm
 	name   string
 	tag    string // the algorithm's part of a key
 	script *script.Script
@@ -17,15 +49,12 @@ type Algorithm struct {
 	args   func(args []any, l Limit) []any // appends the limit's ARGV values to args
 }
 
-// String returns the algorithm's name, such as "token_bucket".
-func (a *Algorithm) String() string { return a.name }
-
-func newAlgorithm(name, tag string, check func(Limit) error, nargs int, args func([]any, Limit) []any) *Algorithm {
+func newAlgorithm(id Algorithm, name, tag string, check func(Limit) error, nargs int, args func([]any, Limit) []any) *algorithm {
 	s, ok := script.Lookup(name)
 	if !ok {
 		panic("limiter: no embedded script " + name + ".lua") // a broken build, caught by any test
 	}
-	return &Algorithm{name: name, tag: tag, script: s, check: check, nargs: nargs, args: args}
+	return &algorithm{id: id, name: name, tag: tag, script: s, check: check, nargs: nargs, args: args}
 }
 
 // windowArgs appends a window limit's ARGV values: the rate and the period in milliseconds.

@@ -2,8 +2,6 @@ package limiter_test
 
 import (
 	"context"
-	"net/http"
-	"net/http/httptest"
 	"strconv"
 	"testing"
 
@@ -16,7 +14,7 @@ import (
 // Benchmarks run against the first selected backend ('make bench' selects a private standalone
 // server). Compare figures within one run: absolute numbers depend on the machine.
 
-func benchLimiter(b *testing.B, alg *limiter.Algorithm, opts ...limiter.Option) *limiter.Limiter {
+func benchLimiter(b *testing.B, alg limiter.Algorithm, opts ...limiter.Option) *limiter.Limiter {
 	be := redistest.Get(b, redistest.Names()[0])
 	if err := gatehouse.Preload(context.Background(), be.Client); err != nil {
 		b.Fatal(err)
@@ -39,7 +37,7 @@ var benchKeys = func() []string {
 }()
 
 // benchLimit is a limit the benchmark never exhausts.
-func benchLimit(alg *limiter.Algorithm) limiter.Limit {
+func benchLimit(alg limiter.Algorithm) limiter.Limit {
 	if alg == limiter.SlidingLog {
 		return limiter.PerSecond(limiter.MaxSlidingLogRate)
 	}
@@ -95,7 +93,7 @@ func BenchmarkAllowParallel(b *testing.B) {
 	}
 }
 
-func allowParallel(b *testing.B, alg *limiter.Algorithm, opts []limiter.Option) {
+func allowParallel(b *testing.B, alg limiter.Algorithm, opts []limiter.Option) {
 	lim := benchLimiter(b, alg, opts...)
 	ctx := context.Background()
 	limit := benchLimit(alg)
@@ -123,68 +121,6 @@ func BenchmarkAllowAll(b *testing.B) {
 		if _, err := lim.AllowAll(ctx, benchKeys[i%len(benchKeys)], 1, limits...); err != nil {
 			b.Fatal(err)
 		}
-	}
-}
-
-// The HTTP middleware around a handler that writes nothing, against a direct AllowAll with the
-// same two limits: what the RateLimit fields and the plumbing add per request.
-func BenchmarkMiddleware(b *testing.B) {
-	lim := benchLimiter(b, limiter.TokenBucket)
-	limits := []limiter.Limit{limiter.PerSecond(1 << 30).WithName("burst"), limiter.PerHour(1 << 40).WithName("hourly")}
-	b.Run("AllowAll", func(b *testing.B) {
-		ctx := context.Background()
-		b.ReportAllocs()
-		i := 0
-		for b.Loop() {
-			if _, err := lim.AllowAll(ctx, benchKeys[i%len(benchKeys)], 1, limits...); err != nil {
-				b.Fatal(err)
-			}
-			i++
-		}
-	})
-	clientIP, err := limiter.ByClientIP(limiter.ClientIP{TrustedProxies: []string{"10.0.0.0/8"}})
-	if err != nil {
-		b.Fatal(err)
-	}
-	// The middleware alone, then with each option that adds work to an admitted request.
-	for _, c := range []struct {
-		name string
-		opts []limiter.HTTPOption
-		key  func(i int) limiter.KeyFunc
-		req  func(r *http.Request)
-	}{
-		{name: "Middleware"},
-		{name: "Middleware/legacy", opts: []limiter.HTTPOption{limiter.WithLegacyFields()}},
-		{name: "Middleware/exposed", opts: []limiter.HTTPOption{limiter.WithExposedFields()},
-			req: func(r *http.Request) { r.Header.Set("Origin", "https://app.example") }},
-		{name: "Middleware/client-ip", key: func(int) limiter.KeyFunc { return clientIP },
-			req: func(r *http.Request) {
-				r.RemoteAddr = "10.0.0.1:4000"
-				r.Header.Set("X-Forwarded-For", "203.0.113.9, 10.0.0.2")
-			}},
-	} {
-		b.Run(c.name, func(b *testing.B) {
-			i := 0
-			var key limiter.KeyFunc = func(*http.Request) string { return benchKeys[i%len(benchKeys)] }
-			if c.key != nil {
-				key = c.key(i)
-			}
-			h := limiter.Middleware(lim, key, limits, c.opts...)(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
-			req := httptest.NewRequest(http.MethodGet, "/", nil)
-			if c.req != nil {
-				c.req(req)
-			}
-			w := httptest.NewRecorder()
-			b.ReportAllocs()
-			for b.Loop() {
-				clear(w.Header())
-				h.ServeHTTP(w, req)
-				if w.Header().Get("RateLimit") == "" {
-					b.Fatal("no RateLimit field")
-				}
-				i++
-			}
-		})
 	}
 }
 

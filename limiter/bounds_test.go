@@ -85,7 +85,7 @@ func logMembers(t *testing.T, b *redistest.Backend, prefix, id string) int64 {
 
 // capacityLimit is, for each algorithm, a limit at the largest capacity it accepts (for the
 // windows and the token bucket, at the bound of their products).
-var capacityLimit = map[*limiter.Algorithm]limiter.Limit{
+var capacityLimit = map[limiter.Algorithm]limiter.Limit{
 	limiter.FixedWindow:   limiter.PerSecond(limiter.MaxRate),
 	limiter.SlidingWindow: limiter.Per(1<<40, 1024*time.Millisecond), // rate × period in ms = 2^50
 	limiter.SlidingLog:    limiter.PerHour(limiter.MaxSlidingLogRate),

@@ -2,11 +2,13 @@ package limiter_test
 
 import (
 	"context"
+	"log/slog"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/gatehouse/gatehouse/internal/limitertest"
 	"github.com/gatehouse/gatehouse/internal/redistest"
 	"github.com/gatehouse/gatehouse/limiter"
 	"github.com/redis/go-redis/v9"
@@ -33,7 +35,7 @@ func TestLimiterExactUnderConcurrency(t *testing.T) {
 	})
 }
 
-func exactUnderConcurrency(t *testing.T, b *redistest.Backend, alg *limiter.Algorithm, opts []limiter.Option) {
+func exactUnderConcurrency(t *testing.T, b *redistest.Backend, alg limiter.Algorithm, opts []limiter.Option) {
 	ctx := context.Background()
 	prefix := redistest.Prefix(t)
 	var now atomic.Int64
@@ -146,8 +148,8 @@ func TestLimiterAutoPipelineRecovers(t *testing.T) {
 	})
 
 	_, rdb := redistest.Private(t)
-	lim, err := limiter.New(rdb, limiter.TokenBucket, limiter.WithAutoPipeline(), limiter.WithFailOpen(),
-		limiter.WithTimeout(200*time.Millisecond), limiter.WithFailureLog(nil))
+	lim, err := limiter.New(rdb, limiter.TokenBucket, limiter.WithAutoPipeline(), limiter.WithFailurePolicy(limiter.FailOpen()),
+		limiter.WithTimeout(200*time.Millisecond), limiter.WithLogger(limitertest.Discard))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -169,8 +171,8 @@ func TestLimiterAutoPipelineRecovers(t *testing.T) {
 func TestLimiterAutoPipelineTimeoutUnderStall(t *testing.T) {
 	srv, _ := redistest.Private(t)
 	c := redistest.ClientFor(t, srv.Addr, func(o *redis.Options) { o.ReadTimeout, o.WriteTimeout = 30*time.Second, 30*time.Second })
-	lim, err := limiter.New(c, limiter.TokenBucket, limiter.WithAutoPipeline(), limiter.WithFailOpen(),
-		limiter.WithTimeout(200*time.Millisecond), limiter.WithCooldown(0), limiter.WithFailureLog(nil))
+	lim, err := limiter.New(c, limiter.TokenBucket, limiter.WithAutoPipeline(), limiter.WithFailurePolicy(limiter.FailOpen()),
+		limiter.WithTimeout(200*time.Millisecond), limiter.WithCooldown(0), limiter.WithLogger(slog.New(slog.DiscardHandler)))
 	if err != nil {
 		t.Fatal(err)
 	}

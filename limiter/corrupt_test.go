@@ -15,7 +15,7 @@ import (
 
 // corruptValues are, per algorithm, values a limit's key may be found holding that the limiter
 // never writes: garbage, partial values, numbers no limit could have written.
-var corruptValues = map[*limiter.Algorithm][]string{
+var corruptValues = map[limiter.Algorithm][]string{
 	limiter.FixedWindow: {"", "garbage", "\xff\x00", "-1:3", "1e5:3", " 12:3", "12:3 ", "12", "12:", ":3", "v2:", "v2:123",
 		"v2:123:", "v2::5", "v2:1:2:3", "v3:1:2", "v2:99999999999999999999:1", "v2:1:99999999999999999999"},
 	limiter.SlidingWindow: {"", "garbage", "1:2", "1:2:", "1:2:3:", "v2:1:2:3", "v2:1:2:3:", "v2:1:0:3:4",
@@ -63,7 +63,7 @@ func TestLimiterCorruptState(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				open, err := limiter.New(b.Client, a.alg, limiter.WithKeyPrefix(prefix), limiter.WithFailOpen(), limiter.WithFailureLog(nil))
+				open, err := limiter.New(b.Client, a.alg, limiter.WithKeyPrefix(prefix), limiter.WithFailurePolicy(limiter.FailOpen()), limiter.WithLogger(limitertest.Discard))
 				if err != nil {
 					t.Fatal(err)
 				}

@@ -1,10 +1,9 @@
 package limiter
 
 import (
-	"cmp"
 	"fmt"
+	"hash/maphash"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 )
@@ -20,26 +19,24 @@ import (
 // early, never late. Two things can give capacity back: Reset (through this Limiter it clears the
 // cache for that identifier; through another process it is not seen here until the entry ends),
 // and a Redis failover that loses recent writes. What it saves is the round trip, and the load on
-// Redis, for clients that keep knocking while refused: with WithFailOpen, even while Redis is
+// Redis, for clients that keep knocking while refused: with FailOpen, even while Redis is
 // down, they are still refused.
 //
-// maxEntries must be at least 1; the least recently used entry makes room for a new one.
+// maxEntries must be at least 1 (New returns an error otherwise); the least recently used entry
+// makes room for a new one.
 func WithDenyCache(maxEntries int) Option {
-	return optionFunc(func(l *Limiter) {
-		var err error
-		l.denied, err = newDenyCache(maxEntries)
-		l.optErr = cmp.Or(l.optErr, err)
-	})
+	return optionFunc(func(c *config) { c.denyCache, c.denyCached = maxEntries, true })
 }
 
 // denyCache holds recent refusals, least recently used first to go.
 type denyCache struct {
 	mu      sync.Mutex
 	entries lru[*denied]
+	seed    maphash.Seed // of the identifiers' hashes
 }
 
 type denied struct {
-	id      string // the caller's identifier, for Reset
+	id      uint64 // the caller's identifier, hashed, for Reset
 	n       int64
 	limits  []Limit
 	results []Result
@@ -51,20 +48,13 @@ func newDenyCache(max int) (*denyCache, error) {
 	if max < 1 {
 		return nil, fmt.Errorf("limiter: WithDenyCache(%d): want at least one entry", max)
 	}
-	return &denyCache{entries: newLRU[*denied](max)}, nil
+	return &denyCache{entries: newLRU[*denied](max), seed: maphash.MakeSeed()}, nil
 }
 
-// cacheKey names a request's entry: its Redis keys, one per limit.
-func cacheKey(keys []string) string {
-	if len(keys) == 1 {
-		return keys[0]
-	}
-	return strings.Join(keys, "\x00")
-}
-
-// lookup fills out from a live entry for the same keys, limits and cost, and reports whether it did.
-func (c *denyCache) lookup(keys []string, n int64, limits []Limit, now int64, out []Result) bool {
-	k := cacheKey(keys)
+// lookup fills r.out from a live entry for the same keys, limits and cost at now (local
+// nanoseconds), and reports whether it did.
+func (c *denyCache) lookup(r *request, now int64) bool {
+	k := r.cacheKey()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	d, ok := c.entries.get(k)
@@ -75,43 +65,48 @@ func (c *denyCache) lookup(keys []string, n int64, limits []Limit, now int64, ou
 		c.entries.delete(k)
 		return false
 	}
-	if d.n != n || !slices.Equal(d.limits, limits) {
+	if d.n != r.n || !slices.Equal(d.limits, r.limits) {
 		return false
 	}
 	elapsed := time.Duration(now - d.at)
-	for i, r := range d.results {
-		r.Source = SourceDenyCache
-		if (!r.Allowed || r.Shadow) && r.RetryAfter != InfDuration {
-			r.RetryAfter = max(r.RetryAfter-elapsed, time.Microsecond)
+	for i, res := range d.results {
+		res.Source = SourceDenyCache
+		if (!res.Allowed || res.Shadow) && res.RetryAfter != InfDuration {
+			res.RetryAfter = max(res.RetryAfter-elapsed, time.Microsecond)
 		}
-		r.ResetAfter = max(r.ResetAfter-elapsed, 0)
-		out[i] = r
+		res.ResetAfter = max(res.ResetAfter-elapsed, 0)
+		r.out[i] = res
 	}
 	return true
 }
 
-// remember keeps the refusal in out of a request sent at at, unless it can never be admitted.
-func (c *denyCache) remember(id string, keys []string, n int64, limits []Limit, at int64, out []Result) {
+// remember keeps the refusal in r.out of a request sent at at (local nanoseconds), unless it can
+// never be admitted. The entry holds a hash of the identifier, not the identifier: nothing of r
+// that lives on its caller's stack may be kept (see Limiter.run).
+func (c *denyCache) remember(r *request, at int64) {
 	var wait time.Duration
-	for _, r := range out {
-		if !r.Allowed {
-			wait = max(wait, r.RetryAfter)
+	for _, res := range r.out {
+		if !res.Allowed {
+			wait = max(wait, res.RetryAfter)
 		}
 	}
 	if wait == 0 || wait == InfDuration {
 		return
 	}
-	d := &denied{id: id, n: n, limits: slices.Clone(limits), results: slices.Clone(out), at: at, until: at + int64(wait)}
+	d := &denied{id: maphash.String(c.seed, r.key), n: r.n, limits: slices.Clone(r.limits), results: slices.Clone(r.out),
+		at: at, until: at + int64(wait)}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.entries.put(cacheKey(keys), d)
+	c.entries.put(r.cacheKey(), d)
 }
 
-// forget drops every entry of the identifier id.
+// forget drops every entry of the identifier id, and of any identifier whose hash is the same
+// (harmless: a dropped entry only sends the request to Redis again).
 func (c *denyCache) forget(id string) {
+	h := maphash.String(c.seed, id)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.entries.deleteIf(func(d *denied) bool { return d.id == id })
+	c.entries.deleteIf(func(d *denied) bool { return d.id == h })
 }
 
 // epoch anchors local instants: time.Since reads the monotonic clock.

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gatehouse/gatehouse/internal/limitertest"
 	"github.com/gatehouse/gatehouse/internal/redistest"
 	"github.com/gatehouse/gatehouse/limiter"
 )
@@ -145,7 +146,7 @@ func TestLimiterDenyCacheExactUnderConcurrency(t *testing.T) {
 func TestLimiterDenyCacheWhileRedisDown(t *testing.T) {
 	srv, rdb := redistest.Private(t)
 	ctx := context.Background()
-	lim, err := limiter.New(rdb, limiter.FixedWindow, limiter.WithFailOpen(), limiter.WithDenyCache(10), limiter.WithFailureLog(nil))
+	lim, err := limiter.New(rdb, limiter.FixedWindow, limiter.WithFailurePolicy(limiter.FailOpen()), limiter.WithDenyCache(10), limiter.WithLogger(limitertest.Discard))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,7 +9,7 @@
 //	...
 //	res, err := lim.Allow(ctx, "user:42", limiter.PerSecond(10).WithBurst(20))
 //	if err != nil {
-//		// the limit is invalid, or Redis failed (unless WithFailOpen or WithFailClosed decides then)
+//		// the limit is invalid, or Redis failed (unless a failure policy decides then)
 //	}
 //	if !res.Allowed {
 //		// refuse, and tell the client to come back after res.RetryAfter
@@ -30,23 +30,21 @@
 //
 // # When Redis fails
 //
-// By default a decision Redis could not make is an error. WithFailOpen admits such requests,
-// WithFailClosed refuses them and WithFailLocal decides them with a bounded in-process limiter,
-// with a nil error and a Result whose Source says so and whose Err holds the failure; either way
-// the failure is on the span and in the decisions metric.
-// WithTimeout bounds how long a decision waits for Redis, and after a failure Redis is left alone
-// for a cooldown (WithCooldown). WithDenyCache refuses clients that Redis just refused again
-// without a round trip, until the moment Redis gave.
+// By default a decision Redis could not make is an error (FailError). WithFailurePolicy sets one
+// policy in its place: FailOpen admits such requests, FailClosed refuses them and FailLocal decides
+// them with a bounded in-process limiter, with a nil error and a Result whose Source says so and
+// whose Err holds the failure; either way the failure is on the span, in the decisions metric and
+// in the log (WithLogger). WithTimeout bounds how long a decision waits for Redis, and after a
+// failure Redis is left alone for a cooldown (WithCooldown). WithDenyCache refuses clients that
+// Redis just refused again without a round trip, until the moment Redis gave.
 //
-// # HTTP
+// # Transports
 //
-// Middleware limits net/http requests and sets the IETF draft RateLimit-Policy and RateLimit
-// fields. A refusal that passes later is 429 with Retry-After; a request that can never pass (its
-// cost is above the capacity) is 413 without it, which clients take as final. Options add the
-// legacy X-RateLimit fields (WithLegacyFields), expose the fields to scripts on other origins
-// (WithExposedFields), and answer with RFC 9457 problem details (ProblemDetails). ByClientIP
-// finds the client behind trusted proxies (X-Forwarded-For or Forwarded), grouping IPv6 clients by
-// /64. Package limitgrpc has the gRPC server interceptors.
+// Package limithttp has the net/http middleware, which sets the IETF draft RateLimit-Policy and
+// RateLimit fields (and, as options, the legacy X-RateLimit fields and RFC 9457 problem details),
+// and finds the client behind trusted proxies (limithttp.ByClientIP). Package limitgrpc, a module
+// of its own so that programs serving only HTTP do not require gRPC, has the gRPC server
+// interceptors. Neither tells clients of limits in shadow mode.
 //
 // # Keys
 //

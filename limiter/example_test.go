@@ -96,25 +96,3 @@ func ExampleLimiter_Wait() {
 		// ... call the partner API ...
 	}
 }
-
-func ExampleMiddleware() {
-	// Decisions wait at most 50ms for Redis; past that, or with Redis down, requests are admitted
-	// (and the failure shows on spans and metrics). ContextTimeoutEnabled lets go-redis honour it.
-	rdb := redis.NewClient(&redis.Options{Addr: "localhost:6379", ContextTimeoutEnabled: true})
-	lim, err := limiter.New(rdb, limiter.TokenBucket,
-		limiter.WithFailOpen(), limiter.WithTimeout(50*time.Millisecond))
-	if err != nil {
-		log.Fatal(err)
-	}
-
-	api := http.NewServeMux()
-	api.HandleFunc("GET /orders", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "[]") })
-
-	// 10 requests per second per client address, in bursts of 20, and 1000 per hour. Responses
-	// carry RateLimit-Policy and RateLimit; refusals are 429 with Retry-After.
-	limits := []limiter.Limit{
-		limiter.PerSecond(10).WithBurst(20).WithName("burst"),
-		limiter.PerHour(1000).WithName("hourly"),
-	}
-	http.ListenAndServe(":8080", limiter.Middleware(lim, limiter.ByRemoteIP, limits)(api))
-}

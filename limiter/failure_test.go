@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -22,11 +21,11 @@ func TestLimiterFailurePolicy(t *testing.T) {
 	limit := limiter.PerMinute(2).WithName("api")
 
 	// No cooldown: every call below asks Redis (TestLimiterFailureCooldown tests the cooldown).
-	open, err := limiter.New(rdb, limiter.TokenBucket, limiter.WithFailOpen(), limiter.WithTimeout(200*time.Millisecond), limiter.WithCooldown(0))
+	open, err := limiter.New(rdb, limiter.TokenBucket, limiter.WithFailurePolicy(limiter.FailOpen()), limiter.WithTimeout(200*time.Millisecond), limiter.WithCooldown(0))
 	if err != nil {
 		t.Fatal(err)
 	}
-	closed, err := limiter.New(rdb, limiter.TokenBucket, limiter.WithFailClosed(3*time.Second), limiter.WithCooldown(0))
+	closed, err := limiter.New(rdb, limiter.TokenBucket, limiter.WithFailurePolicy(limiter.FailClosed(3*time.Second)), limiter.WithCooldown(0))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -34,8 +33,8 @@ func TestLimiterFailurePolicy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := limiter.New(rdb, limiter.TokenBucket, limiter.WithFailClosed(0)); err == nil {
-		t.Error("WithFailClosed(0) accepted")
+	if _, err := limiter.New(rdb, limiter.TokenBucket, limiter.WithFailurePolicy(limiter.FailClosed(0))); err == nil {
+		t.Error("FailClosed(0) accepted")
 	}
 	deaf := redis.NewClient(&redis.Options{Addr: srv.Addr})
 	defer deaf.Close()
@@ -130,17 +129,17 @@ func TestLimiterFailureCooldown(t *testing.T) {
 	var sent redistest.Calls
 	rdb.AddHook(&sent)
 	limit := limiter.PerMinute(10).WithName("api")
-	var logged atomic.Int64
-	long, err := limiter.New(rdb, limiter.TokenBucket, limiter.WithFailOpen(), limiter.WithCooldown(time.Hour),
-		limiter.WithFailureLog(func(error) { logged.Add(1) }))
+	var logs limitertest.Logs
+	long, err := limiter.New(rdb, limiter.TokenBucket, limiter.WithFailurePolicy(limiter.FailOpen()), limiter.WithCooldown(time.Hour),
+		limiter.WithLogger(logs.Logger()))
 	if err != nil {
 		t.Fatal(err)
 	}
-	short, err := limiter.New(rdb, limiter.TokenBucket, limiter.WithFailClosed(time.Second), limiter.WithCooldown(200*time.Millisecond))
+	short, err := limiter.New(rdb, limiter.TokenBucket, limiter.WithFailurePolicy(limiter.FailClosed(time.Second)), limiter.WithCooldown(200*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
 	}
-	every, err := limiter.New(rdb, limiter.TokenBucket, limiter.WithFailOpen(), limiter.WithCooldown(0))
+	every, err := limiter.New(rdb, limiter.TokenBucket, limiter.WithFailurePolicy(limiter.FailOpen()), limiter.WithCooldown(0))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -178,8 +177,8 @@ func TestLimiterFailureCooldown(t *testing.T) {
 	if n := sent.N.Load() - before; n != 0 {
 		t.Errorf("%d commands sent during the cooldown, want 0", n)
 	}
-	if n := logged.Load(); n != 1 {
-		t.Errorf("%d failures logged, want 1 (the first call with Redis down)", n)
+	if n := logs.Len(); n != 1 {
+		t.Errorf("%d failures logged, want 1 (the first call with Redis down):\n%s", n, logs.Text())
 	}
 	// Without a cooldown, every decision asks.
 	before = sent.N.Load()
@@ -209,14 +208,14 @@ func TestLimiterFailureCooldown(t *testing.T) {
 	}
 }
 
-// With WithFailLocal, a stopped Redis leaves the limit enforced in the process: the same client
+// With FailLocal, a stopped Redis leaves the limit enforced in the process: the same client
 // is admitted up to the limit and then refused, other clients are served, and the HTTP middleware
 // reports the local count. When Redis is back it decides again.
 func TestLimiterFailLocal(t *testing.T) {
 	srv, rdb := redistest.Private(t)
 	ctx := context.Background()
-	lim, err := limiter.New(rdb, limiter.SlidingWindow, limiter.WithFailLocal(limiter.LocalFallback{MaxKeys: 100}),
-		limiter.WithFailureLog(nil))
+	lim, err := limiter.New(rdb, limiter.SlidingWindow, limiter.WithFailurePolicy(limiter.FailLocal(limiter.LocalFallback{MaxKeys: 100})),
+		limiter.WithLogger(limitertest.Discard))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -235,7 +234,7 @@ func TestLimiterFailLocal(t *testing.T) {
 	if err != nil || res.Allowed || res.Source != limiter.SourceLocal || res.RetryAfter <= 0 || res.RetryAfter > 20*time.Minute {
 		t.Fatalf("Redis down, fourth request: %+v, %v; want refused locally for up to 20 minutes", res, err)
 	}
-	srvHTTP := limitedServer(t, lim, []limiter.Limit{limit})
+	srvHTTP, _ := limitertest.RecordedServer(t, lim, []limiter.Limit{limit})
 	if got := limitertest.Get(t, srvHTTP, "/", "c"); got.StatusCode != 429 || !strings.HasPrefix(got.Header.Get("RateLimit"), `"api";r=0;`) || got.Header.Get("Retry-After") == "" {
 		t.Errorf("middleware, Redis down, client over its limit: %s, RateLimit %q, Retry-After %q", got.Status, got.Header.Get("RateLimit"), got.Header.Get("Retry-After"))
 	}
@@ -249,5 +248,87 @@ func TestLimiterFailLocal(t *testing.T) {
 	time.Sleep(limiter.DefaultCooldown + 100*time.Millisecond)
 	if res, err := lim.Allow(ctx, "c", limit); err != nil || res.Source != limiter.SourceRedis || !res.Allowed {
 		t.Errorf("Redis back (emptied by the restart): %+v, %v; want admitted by Redis", res, err)
+	}
+}
+
+// A failure policy is one value: invalid ones make New fail, the zero value is FailError, and of
+// two WithFailurePolicy options the last one is the policy, whole.
+func TestLimiterFailurePolicyValues(t *testing.T) {
+	srv, rdb := redistest.Private(t)
+	srv.Stop()
+	ctx := context.Background()
+	for name, p := range map[string]limiter.FailurePolicy{
+		"FailClosed(0)":            limiter.FailClosed(0),
+		"FailClosed(-1s)":          limiter.FailClosed(-time.Second),
+		"FailLocal(MaxKeys -1)":    limiter.FailLocal(limiter.LocalFallback{MaxKeys: -1}),
+		"FailLocal(Instances -2)":  limiter.FailLocal(limiter.LocalFallback{Instances: -2}),
+		"FailLocal(both negative)": limiter.FailLocal(limiter.LocalFallback{MaxKeys: -1, Instances: -1}),
+	} {
+		if _, err := limiter.New(rdb, limiter.TokenBucket, limiter.WithFailurePolicy(p)); err == nil {
+			t.Errorf("%s accepted", name)
+		}
+	}
+	limit := limiter.PerMinute(5).WithName("api")
+	for name, opts := range map[string][]limiter.Option{
+		"the zero FailurePolicy": {limiter.WithFailurePolicy(limiter.FailurePolicy{})},
+		"FailError()":            {limiter.WithFailurePolicy(limiter.FailOpen()), limiter.WithFailurePolicy(limiter.FailError())},
+	} {
+		lim, err := limiter.New(rdb, limiter.TokenBucket, opts...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for range 2 { // no cooldown: each call asks, and fails
+			if res, err := lim.Allow(ctx, "k", limit); err == nil || errors.Is(err, limiter.ErrUnavailable) {
+				t.Errorf("%s, Redis down: %+v, %v; want Redis' error", name, res, err)
+			}
+		}
+	}
+	// The last policy wins whole: no local fallback left behind a later FailOpen.
+	lim, err := limiter.New(rdb, limiter.TokenBucket, limiter.WithFailurePolicy(limiter.FailLocal(limiter.LocalFallback{})),
+		limiter.WithFailurePolicy(limiter.FailOpen()), limiter.WithLogger(limitertest.Discard))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res, err := lim.Allow(ctx, "k", limit); err != nil || !res.Allowed || res.Source != limiter.SourceFailOpen || res.Remaining != 0 {
+		t.Errorf("FailLocal then FailOpen, Redis down: %+v, %v; want admitted by FailOpen", res, err)
+	}
+}
+
+// What the limiter logs: a Warn record per failure its policy stands in for, with the algorithm,
+// the policy, the error and the cooldown it starts; never the identifier. Under FailError it logs
+// nothing: the error is the caller's.
+func TestLimiterLogRecords(t *testing.T) {
+	srv, rdb := redistest.Private(t)
+	srv.Stop()
+	ctx := context.Background()
+	const who = "user-4242@example.com"
+	limit := limiter.PerMinute(5).WithName("api")
+	for _, c := range []struct {
+		policy limiter.FailurePolicy
+		want   string
+	}{
+		{limiter.FailOpen(), "WARN limiter: Redis unavailable algorithm=sliding_window policy=fail_open error="},
+		{limiter.FailClosed(time.Second), "WARN limiter: Redis unavailable algorithm=sliding_window policy=fail_closed error="},
+		{limiter.FailLocal(limiter.LocalFallback{}), "WARN limiter: Redis unavailable algorithm=sliding_window policy=local error="},
+		{limiter.FailError(), ""},
+	} {
+		var logs limitertest.Logs
+		lim, err := limiter.New(rdb, limiter.SlidingWindow, limiter.WithFailurePolicy(c.policy), limiter.WithCooldown(time.Minute), limiter.WithLogger(logs.Logger()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for range 3 {
+			lim.Allow(ctx, who, limit)
+		}
+		text := logs.Text()
+		switch {
+		case c.want == "" && logs.Len() != 0:
+			t.Errorf("FailError: %d records, want none:\n%s", logs.Len(), text)
+		case c.want != "" && (logs.Len() != 1 || !strings.HasPrefix(text, c.want) || !strings.Contains(text, "connection refused") || !strings.HasSuffix(text, " cooldown=1m0s\n")):
+			t.Errorf("records:\n%s\nwant one (the cooldown spares Redis the other calls), starting %q, ending with the cooldown", text, c.want)
+		}
+		if strings.Contains(text, "4242") {
+			t.Errorf("the log holds the identifier:\n%s", text)
+		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math"
 	"strconv"
 	"strings"
@@ -11,8 +12,6 @@ import (
 
 	"github.com/gatehouse/gatehouse/internal/telemetry"
 	"github.com/redis/go-redis/v9"
-	"go.opentelemetry.io/otel/metric"
-	"go.opentelemetry.io/otel/trace"
 )
 
 var (
@@ -114,7 +113,8 @@ func (l Limit) WithName(name string) Limit { l.Name = name; return l }
 // AllowAll it does not take part in the all-or-nothing: the limits that enforce decide, and count
 // the request when they all admit it; a shadow limit counts it too when it would itself have
 // admitted it, so that its state holds what the limit would hold were it enforced. Shadow mode
-// does not change the key: a limit moved from shadow to enforcing keeps its count.
+// does not change the key: a limit moved from shadow to enforcing keeps its count. The transports
+// (limithttp, limitgrpc) tell clients nothing of a limit in shadow mode.
 func (l Limit) WithShadow() Limit { l.Shadow = true; return l }
 
 // Capacity returns the most requests the limit admits at once: Burst when set, else Rate.
@@ -184,9 +184,9 @@ type Result struct {
 	ResetAfter time.Duration
 	// All holds one Result per limit, in the order given, for AllowAll; nil otherwise.
 	All []Result
-	// Source says what decided: SourceRedis; the failure policy when Redis could not (WithFailOpen,
-	// WithFailClosed: knowing nothing of the limit's state, so Remaining and ResetAfter are 0;
-	// WithFailLocal: from the process's own count); or the deny cache (WithDenyCache), repeating
+	// Source says what decided: SourceRedis; the failure policy when Redis could not (FailOpen,
+	// FailClosed: knowing nothing of the limit's state, so Remaining and ResetAfter are 0;
+	// FailLocal: from the process's own count); or the deny cache (WithDenyCache), repeating
 	// what Redis said moments ago.
 	Source Source
 	// Err is the Redis failure the failure policy stood in for; nil otherwise.
@@ -201,8 +201,7 @@ type Result struct {
 type Limiter struct {
 	client redis.UniversalClient
 	via    redis.Scripter // where EVALSHA goes: the client, or its auto-pipeliner
-	auto   bool
-	alg    *Algorithm
+	alg    *algorithm
 	prefix string
 	clock  func() time.Time
 
@@ -210,86 +209,47 @@ type Limiter struct {
 	fail    failurePolicy
 	timeout time.Duration
 	breaker breaker
-	denied  *denyCache // nil without WithDenyCache
-	optErr  error      // the first option that could not be applied
+	denied  *denyCache   // nil without WithDenyCache
+	logger  *slog.Logger // nil: slog.Default(), as it is at each record
 
-	tp      trace.TracerProvider
-	mp      metric.MeterProvider
 	keyHash *telemetry.KeyHasher
 	tracer  *telemetry.Tracer
 	inst    instruments
 }
 
-// Option configures a Limiter.
-type Option interface{ apply(*Limiter) }
-
-type optionFunc func(*Limiter)
-
-func (f optionFunc) apply(l *Limiter) { f(l) }
-
-// DefaultKeyPrefix is the key prefix of a Limiter without WithKeyPrefix.
-const DefaultKeyPrefix = "gh:rl:"
-
-// WithKeyPrefix sets the prefix of every key the limiter writes (default DefaultKeyPrefix). It must
-// not contain '{' or '}': the hash tag belongs to the identifier, so that keys spread over a cluster.
-func WithKeyPrefix(prefix string) Option { return optionFunc(func(l *Limiter) { l.prefix = prefix }) }
-
-// WithClock makes the limiter decide at the instants now returns instead of the Redis server's
-// clock. It exists for deterministic tests; in production every host must use the server's clock.
-// Hosts with skewed clocks share the state but not the time: a fixed window's count holds until
-// the end written by whichever host counted last, so a host whose clock is behind is held until
-// the window of a host ahead ends, and, when it admits a request, moves the window's end back to
-// its own, after which the host ahead finds the window over and starts a fresh count (more than
-// the limit in one window). Keys also expire by the server's clock, at instants computed from the
-// injected one: injected instants that fall behind the server's clock see state vanish early. An
-// instant before 1970 or after 2235 is an error.
-func WithClock(now func() time.Time) Option { return optionFunc(func(l *Limiter) { l.clock = now }) }
-
-// WithShadowMode puts every limit the limiter decides in shadow mode, as Limit.WithShadow does for
-// one: decisions are made, counted and recorded, and no request is refused. Each limit counts a
-// request when it would have admitted it, so its state holds what it would hold were it enforced,
-// alone. The Results say what would have happened (Shadow, RetryAfter).
-func WithShadowMode() Option { return optionFunc(func(l *Limiter) { l.shadow = true }) }
-
-// WithAutoPipeline sends decisions through the client's auto-pipeliner (go-redis'
-// AsyncAutoPipeline, marked experimental by go-redis): decisions made concurrently by many
-// goroutines are gathered into pipelines, so that many share each round trip. A lone decision
-// costs about what it did. Each decision still waits no longer than its context (and WithTimeout)
-// allows, even when the batch ahead of it is stuck on a stalled server. The auto-pipeliner is the
-// client's, shared with its other users, and ends when the client is closed. The client's
-// AutoPipelineOptions, if set, configure it.
-func WithAutoPipeline() Option { return optionFunc(func(l *Limiter) { l.auto = true }) }
-
 // New returns a Limiter that decides with alg (FixedWindow, SlidingWindow, SlidingLog or TokenBucket)
-// in the Redis behind client: a single server, Sentinel failover client, Cluster or Ring.
-func New(client redis.UniversalClient, alg *Algorithm, opts ...Option) (*Limiter, error) {
+// in the Redis behind client: a single server, Sentinel failover client, Cluster or Ring. It
+// returns an error for a nil client, a value that is no Algorithm, and options that cannot work
+// together or hold invalid values (a key prefix with a brace, FailClosed without a positive
+// retry-after, FailLocal or WithDenyCache with sizes below 1, WithTimeout for a client that ignores
+// context deadlines, WithAutoPipeline for a client that cannot auto-pipeline).
+func New(client redis.UniversalClient, alg Algorithm, opts ...Option) (*Limiter, error) {
 	if client == nil {
 		return nil, errors.New("limiter: New with a nil client")
 	}
-	if alg == nil {
-		return nil, errors.New("limiter: New with a nil algorithm")
+	impl, ok := alg.impl()
+	if !ok {
+		return nil, fmt.Errorf("limiter: New with %v, which is no algorithm", alg)
 	}
-	l := &Limiter{client: client, alg: alg, prefix: DefaultKeyPrefix, fail: failurePolicy{cooldown: -1}}
+	c := config{prefix: DefaultKeyPrefix, cooldown: defaultCooldown}
 	for _, o := range opts {
-		o.apply(l)
+		o.apply(&c)
 	}
-	if l.optErr != nil {
-		return nil, l.optErr
+	if strings.ContainsAny(c.prefix, "{}") {
+		return nil, fmt.Errorf("limiter: key prefix %q contains a brace; the hash tag is the identifier's", c.prefix)
 	}
-	if strings.ContainsAny(l.prefix, "{}") {
-		return nil, fmt.Errorf("limiter: key prefix %q contains a brace; the hash tag is the identifier's", l.prefix)
-	}
-	if err := l.fail.validate(); err != nil {
+	l := &Limiter{client: client, via: client, alg: impl, prefix: c.prefix, clock: c.clock, shadow: c.shadow,
+		timeout: c.timeout, logger: c.logger, keyHash: c.keyHash}
+	var err error
+	if l.fail, err = c.policy.build(c.cooldown); err != nil {
 		return nil, err
 	}
-	switch {
-	case l.fail.source == SourceRedis:
-		l.fail.cooldown = 0 // errors go to the caller, who may want to retry at once
-	case l.fail.cooldown < 0:
-		l.fail.cooldown = DefaultCooldown
+	if c.denyCached {
+		if l.denied, err = newDenyCache(c.denyCache); err != nil {
+			return nil, err
+		}
 	}
-	l.via = client
-	if l.auto {
+	if c.auto {
 		// The asynchronous face: a decision can stop waiting for its batch when its context
 		// ends (the blocking face would wait for the batch, whatever the deadline).
 		ap, ok := client.(interface {
@@ -307,13 +267,18 @@ func New(client redis.UniversalClient, alg *Algorithm, opts ...Option) (*Limiter
 	if l.timeout > 0 && !honoursDeadlines(client) {
 		return nil, errors.New("limiter: WithTimeout needs a client that applies context deadlines: set ContextTimeoutEnabled in its options")
 	}
-	l.tracer = telemetry.NewTracer(l.tp, scope)
-	l.inst = newInstruments(l.mp)
+	l.tracer = telemetry.NewTracer(c.tp, scope)
+	l.inst = newInstruments(c.mp)
 	return l, nil
 }
 
 // Algorithm returns the limiter's algorithm.
-func (l *Limiter) Algorithm() *Algorithm { return l.alg }
+func (l *Limiter) Algorithm() Algorithm { return l.alg.id }
+
+// ShadowMode reports whether the limiter decides every limit in shadow mode (WithShadowMode). A
+// transport that tells clients of their limits leaves out those in shadow mode (this, or
+// Limit.Shadow): the clients see what they would see without them.
+func (l *Limiter) ShadowMode() bool { return l.shadow }
 
 // Allow is shorthand for AllowN(ctx, key, limit, 1).
 func (l *Limiter) Allow(ctx context.Context, key string, limit Limit) (Result, error) {
@@ -326,7 +291,8 @@ func (l *Limiter) Allow(ctx context.Context, key string, limit Limit) (Result, e
 // are for invalid arguments and for Redis failing.
 func (l *Limiter) AllowN(ctx context.Context, key string, limit Limit, n int64) (Result, error) {
 	var out [1]Result
-	if err := l.decide(ctx, opAllow, key, n, false, []Limit{limit}, out[:]); err != nil {
+	r := request{op: opAllow, key: key, n: n, limits: []Limit{limit}, out: out[:]}
+	if err := l.decide(ctx, &r); err != nil {
 		return Result{}, err
 	}
 	return out[0], nil
@@ -343,18 +309,19 @@ func (l *Limiter) AllowAll(ctx context.Context, key string, n int64, limits ...L
 	if len(limits) == 0 {
 		return Result{}, fmt.Errorf("%w: AllowAll without limits", ErrInvalidLimit)
 	}
-	rs := make([]Result, len(limits))
-	if err := l.decide(ctx, opAllow, key, n, false, limits, rs); err != nil {
+	r := request{op: opAllow, key: key, n: n, limits: limits, out: make([]Result, len(limits))}
+	if err := l.decide(ctx, &r); err != nil {
 		return Result{}, err
 	}
-	return combine(rs), nil
+	return combine(r.out), nil
 }
 
 // Peek reports what Allow would decide now, without counting anything. Remaining is what is left
 // before the request.
 func (l *Limiter) Peek(ctx context.Context, key string, limit Limit) (Result, error) {
 	var out [1]Result
-	if err := l.decide(ctx, opPeek, key, 1, true, []Limit{limit}, out[:]); err != nil {
+	r := request{op: opPeek, key: key, n: 1, peek: true, limits: []Limit{limit}, out: out[:]}
+	if err := l.decide(ctx, &r); err != nil {
 		return Result{}, err
 	}
 	return out[0], nil
@@ -362,9 +329,10 @@ func (l *Limiter) Peek(ctx context.Context, key string, limit Limit) (Result, er
 
 // Reset forgets everything counted for key under the given limits.
 func (l *Limiter) Reset(ctx context.Context, key string, limits ...Limit) (err error) {
-	ctx, span := l.tracer.Start(ctx, "gatehouse.limiter.reset")
-	defer func(start time.Time) { l.observe(ctx, span, opReset, key, start, 0, limits, nil, err) }(time.Now())
-	keys, err := l.keys(key, limits)
+	ctx, span := l.tracer.Start(ctx, opReset.spanName())
+	r := request{op: opReset, key: key, limits: limits}
+	defer func(start time.Time) { l.observe(ctx, span, start, &r, err) }(time.Now())
+	keys, err := l.keys(&r)
 	if err != nil {
 		return err
 	}
@@ -430,39 +398,79 @@ func (l *Limiter) WaitN(ctx context.Context, key string, limit Limit, n int64) (
 	}
 }
 
-// Operations, as spans and the operation attribute name them.
+// operation is what a request does: allow, peek or reset.
+type operation uint8
+
 const (
-	opAllow = "allow"
-	opPeek  = "peek"
-	opReset = "reset"
+	opAllow operation = iota
+	opPeek
+	opReset
 )
 
-var spanNames = map[string]string{opAllow: "gatehouse.limiter.allow", opPeek: "gatehouse.limiter.peek"}
+// String returns the operation as the operation attribute names it.
+func (o operation) String() string {
+	switch o {
+	case opPeek:
+		return "peek"
+	case opReset:
+		return "reset"
+	}
+	return "allow"
+}
 
-// decide makes one decision, inside a span, and records its metrics. It fills out, one Result per
-// limit.
-func (l *Limiter) decide(ctx context.Context, op, key string, n int64, peek bool, limits []Limit, out []Result) error {
-	ctx, span := l.tracer.Start(ctx, spanNames[op])
+// spanName returns the name of the operation's span.
+func (o operation) spanName() string {
+	switch o {
+	case opPeek:
+		return "gatehouse.limiter.peek"
+	case opReset:
+		return "gatehouse.limiter.reset"
+	}
+	return "gatehouse.limiter.allow"
+}
+
+// request is one decision (or Reset) on its way through the limiter: what the caller asked, the
+// Redis keys and instant worked out for it, and where each limit's Result goes.
+type request struct {
+	op     operation
+	key    string   // the caller's identifier
+	n      int64    // the cost
+	peek   bool     // decide without counting
+	limits []Limit  // as the caller gave them
+	keys   []string // the Redis key of each limit (prepare)
+	now    int64    // the instant in microseconds since the epoch; 0 for the server's clock (prepare)
+	out    []Result // one Result per limit, filled by the decision
+	asked  bool     // Redis was asked (run was called), whatever it answered
+}
+
+// cacheKey names the request's entry in the deny cache and the local fallback: its Redis keys.
+func (r *request) cacheKey() string {
+	if len(r.keys) == 1 {
+		return r.keys[0]
+	}
+	return strings.Join(r.keys, "\x00")
+}
+
+// decide makes one decision, inside a span, and records its metrics. It fills r.out, one Result
+// per limit.
+func (l *Limiter) decide(ctx context.Context, r *request) error {
+	ctx, span := l.tracer.Start(ctx, r.op.spanName())
 	start := time.Now()
-	keys, err := l.prepare(key, n, limits)
-	var now int64
+	keys, err := l.prepare(r)
 	if err == nil {
-		now, err = l.now()
+		err = l.consult(ctx, r, keys)
 	}
-	if err == nil {
-		err = l.consult(ctx, key, keys, n, now, peek, limits, out)
-	}
-	l.observe(ctx, span, op, key, start, n, limits, out, err)
+	l.observe(ctx, span, start, r, err)
 	return err
 }
 
 // consult decides from the deny cache, else in one script call, else (when Redis fails, or failed
-// moments ago) by the failure policy.
-func (l *Limiter) consult(ctx context.Context, key string, keys []string, n, now int64, peek bool, limits []Limit, out []Result) error {
+// moments ago) by the failure policy. keys is r.keys, passed apart for run (see there).
+func (l *Limiter) consult(ctx context.Context, r *request, keys []string) error {
 	var sent int64
 	if l.denied != nil {
 		sent = l.localNow()
-		if l.denied.lookup(keys, n, limits, sent, out) {
+		if l.denied.lookup(r, sent) {
 			return nil
 		}
 	}
@@ -472,7 +480,7 @@ func (l *Limiter) consult(ctx context.Context, key string, keys []string, n, now
 		asked = false
 		err = ErrUnavailable
 	} else {
-		err = l.runBounded(ctx, keys, n, now, peek, limits, out)
+		err = l.runBounded(ctx, r, keys)
 	}
 	switch {
 	case l.fail.absorbs(ctx, err):
@@ -482,10 +490,10 @@ func (l *Limiter) consult(ctx context.Context, key string, keys []string, n, now
 				cooldown = l.fail.cooldown
 				l.breaker.failed(time.Now().UnixNano(), cooldown)
 			}
-			l.fail.report(err, cooldown)
+			l.report(ctx, err, cooldown)
 		}
-		l.fail.decide(keys, n, peek, limits, l.shadow, l.localNow(), out, err)
-		l.applyShadow(limits, out)
+		l.fail.decide(r, l.shadow, l.localNow(), err)
+		l.applyShadow(r)
 		return nil
 	case err != nil:
 		if asked && l.fail.cooldown > 0 && ctx.Err() == nil {
@@ -496,50 +504,60 @@ func (l *Limiter) consult(ctx context.Context, key string, keys []string, n, now
 		}
 		return err
 	}
-	l.applyShadow(limits, out)
+	l.applyShadow(r)
 	if l.fail.cooldown > 0 {
 		l.breaker.answered()
 	}
 	if l.denied != nil {
-		l.denied.remember(key, keys, n, limits, sent, out)
+		l.denied.remember(r, sent)
 	}
 	return nil
 }
 
-// prepare validates a decision's arguments and returns the Redis key of each limit.
-func (l *Limiter) prepare(key string, n int64, limits []Limit) ([]string, error) {
-	if n < 1 {
-		return nil, fmt.Errorf("%w: %d (want at least 1)", ErrInvalidCost, n)
+// prepare validates a decision's arguments, and sets the Redis key of each limit and the instant.
+// It returns r.keys.
+func (l *Limiter) prepare(r *request) ([]string, error) {
+	if r.n < 1 {
+		return nil, fmt.Errorf("%w: %d (want at least 1)", ErrInvalidCost, r.n)
 	}
-	return l.keys(key, limits)
+	keys, err := l.keys(r)
+	if err != nil {
+		return nil, err
+	}
+	r.now, err = l.now()
+	return keys, err
 }
 
 // runBounded is run within the limiter's timeout, if it has one.
-func (l *Limiter) runBounded(ctx context.Context, keys []string, n, now int64, peek bool, limits []Limit, out []Result) error {
+func (l *Limiter) runBounded(ctx context.Context, r *request, keys []string) error {
 	if l.timeout <= 0 {
-		return l.run(ctx, keys, n, now, peek, limits, out)
+		return l.run(ctx, r, keys)
 	}
 	ctx, cancel := context.WithTimeout(ctx, l.timeout)
 	defer cancel()
-	return l.run(ctx, keys, n, now, peek, limits, out)
+	return l.run(ctx, r, keys)
 }
 
-// run runs the algorithm's script on keys (one per limit, from prepare) at now (microseconds, 0
-// for the server's clock), and decodes one Result per limit into out.
-func (l *Limiter) run(ctx context.Context, keys []string, n, now int64, peek bool, limits []Limit, out []Result) error {
-	args := make([]any, 0, 3+l.alg.nargs*len(limits))
-	args = append(args, n, l.flags(peek, limits), now)
-	for _, lim := range limits {
+// run runs the algorithm's script for r (prepared), and decodes one Result per limit into r.out.
+//
+// keys is r.keys, passed apart: the script call keeps the slice it is given, and escape analysis
+// does not tell r's fields apart, so handing it r.keys would move r.limits and r.out (which
+// AllowN and Peek keep on their stack) to the heap, two allocations per decision.
+func (l *Limiter) run(ctx context.Context, r *request, keys []string) error {
+	args := make([]any, 0, 3+l.alg.nargs*len(r.limits))
+	args = append(args, r.n, l.flags(r.peek, r.limits), r.now)
+	for _, lim := range r.limits {
 		args = l.alg.args(args, lim)
 	}
+	r.asked = true
 	v, err := l.alg.script.RunVia(ctx, l.via, l.client, keys, args...)
 	if err != nil {
-		if lim, ok := corrupt(err, limits); ok {
+		if lim, ok := corrupt(err, r.limits); ok {
 			return fmt.Errorf("limiter: %s: %w under %v: %w", l.alg.name, ErrCorruptState, lim, err)
 		}
 		return fmt.Errorf("limiter: %s: %w", l.alg.name, err)
 	}
-	return decode(v, limits, out)
+	return decode(v, r.limits, r.out)
 }
 
 // corrupt reports whether err is Redis saying that a limit's key holds corrupt state: the scripts'
@@ -560,26 +578,27 @@ func corrupt(err error, limits []Limit) (any, bool) {
 	return "a limit (a key of another type)", strings.HasPrefix(msg, "WRONGTYPE ")
 }
 
-// keys validates key and limits and returns the Redis key of each limit.
-func (l *Limiter) keys(key string, limits []Limit) ([]string, error) {
-	if key == "" {
+// keys validates r's identifier and limits, and sets (and returns) the Redis key of each limit.
+func (l *Limiter) keys(r *request) ([]string, error) {
+	if r.key == "" {
 		return nil, fmt.Errorf("%w: empty", ErrInvalidKey)
 	}
-	keys := make([]string, len(limits))
-	for i, lim := range limits {
+	keys := make([]string, len(r.limits))
+	for i, lim := range r.limits {
 		if err := lim.validate(); err != nil {
 			return nil, err
 		}
 		if err := l.alg.check(lim); err != nil {
 			return nil, err
 		}
-		keys[i] = l.redisKey(key, lim)
+		keys[i] = l.redisKey(r.key, lim)
 		for j := range i {
 			if keys[j] == keys[i] {
-				return nil, fmt.Errorf("%w: limits %v and %v share a key; give them different names", ErrInvalidLimit, limits[j], lim)
+				return nil, fmt.Errorf("%w: limits %v and %v share a key; give them different names", ErrInvalidLimit, r.limits[j], lim)
 			}
 		}
 	}
+	r.keys = keys
 	return keys, nil
 }
 
@@ -674,10 +693,10 @@ func (l *Limiter) shadowed(lim Limit) bool { return l.shadow || lim.Shadow }
 
 // applyShadow turns the refusals of limits in shadow mode into admissions that say Shadow, keeping
 // their RetryAfter.
-func (l *Limiter) applyShadow(limits []Limit, out []Result) {
-	for i, lim := range limits {
-		if !out[i].Allowed && l.shadowed(lim) {
-			out[i].Allowed, out[i].Shadow = true, true
+func (l *Limiter) applyShadow(r *request) {
+	for i, lim := range r.limits {
+		if !r.out[i].Allowed && l.shadowed(lim) {
+			r.out[i].Allowed, r.out[i].Shadow = true, true
 		}
 	}
 }

@@ -34,16 +34,16 @@ func TestEscapeIsOneToOneAndBraceFree(t *testing.T) {
 
 // Every key of one identifier lands in the identifier's slot, whatever the identifier holds.
 func TestKeysShareTheIdentifiersSlot(t *testing.T) {
-	for _, alg := range []*Algorithm{FixedWindow, SlidingWindow, SlidingLog, TokenBucket} {
-		l := &Limiter{alg: alg, prefix: DefaultKeyPrefix}
+	for _, alg := range []Algorithm{FixedWindow, SlidingWindow, SlidingLog, TokenBucket} {
+		l := &Limiter{alg: algorithms[alg], prefix: DefaultKeyPrefix}
 		for _, id := range []string{"}x", "{}", "a{b}c", "user:42", "\xff"} {
-			keys, err := l.keys(id, []Limit{PerSecond(1), PerMinute(1), PerHour(1).WithName("h{")})
-			if err != nil {
+			r := request{key: id, limits: []Limit{PerSecond(1), PerMinute(1), PerHour(1).WithName("h{")}}
+			if _, err := l.keys(&r); err != nil {
 				t.Fatal(err)
 			}
-			for _, k := range keys[1:] {
-				if script.Slot(k) != script.Slot(keys[0]) {
-					t.Errorf("%v: keys %q and %q of %q are in different slots", alg, keys[0], k, id)
+			for _, k := range r.keys[1:] {
+				if script.Slot(k) != script.Slot(r.keys[0]) {
+					t.Errorf("%v: keys %q and %q of %q are in different slots", alg, r.keys[0], k, id)
 				}
 			}
 		}
@@ -56,8 +56,10 @@ func TestNewRefusesBadArguments(t *testing.T) {
 	if _, err := New(nil, TokenBucket); err == nil {
 		t.Error("New(nil client) returned no error")
 	}
-	if _, err := New(rdb, nil); err == nil {
-		t.Error("New(nil algorithm) returned no error")
+	for _, alg := range []Algorithm{0, TokenBucket + 1, 255} {
+		if _, err := New(rdb, alg); err == nil {
+			t.Errorf("New(%v) returned no error", alg)
+		}
 	}
 	if _, err := New(rdb, TokenBucket, WithKeyPrefix("app{1}:")); err == nil {
 		t.Error("New with a braced prefix returned no error")
@@ -69,7 +71,7 @@ func TestNewRefusesBadArguments(t *testing.T) {
 
 func TestLimitValidation(t *testing.T) {
 	tests := []struct {
-		alg   *Algorithm
+		alg   Algorithm
 		limit Limit
 		ok    bool
 	}{
@@ -92,9 +94,9 @@ func TestLimitValidation(t *testing.T) {
 		{FixedWindow, PerSecond(1).WithBurst(MaxRate + 1), false},
 		{TokenBucket, Per(1, time.Hour).WithBurst(1 << 40), false},
 	}
-	for _, alg := range []*Algorithm{FixedWindow, SlidingWindow, SlidingLog, TokenBucket} {
+	for _, alg := range []Algorithm{FixedWindow, SlidingWindow, SlidingLog, TokenBucket} {
 		tests = append(tests, []struct {
-			alg   *Algorithm
+			alg   Algorithm
 			limit Limit
 			ok    bool
 		}{
@@ -104,8 +106,8 @@ func TestLimitValidation(t *testing.T) {
 		}...)
 	}
 	for _, tt := range tests {
-		l := &Limiter{alg: tt.alg, prefix: DefaultKeyPrefix}
-		_, err := l.keys("k", []Limit{tt.limit})
+		l := &Limiter{alg: algorithms[tt.alg], prefix: DefaultKeyPrefix}
+		_, err := l.keys(&request{key: "k", limits: []Limit{tt.limit}})
 		if ok := err == nil; ok != tt.ok {
 			t.Errorf("%v %v: err = %v, want ok = %v", tt.alg, tt.limit, err, tt.ok)
 		}
@@ -132,6 +134,28 @@ func TestDecodeMalformedReplies(t *testing.T) {
 	err := decode([]any{int64(0), int64(0), int64(0), int64(-1), int64(2500)}, limits, rs)
 	if err != nil || rs[0].RetryAfter != InfDuration || rs[0].ResetAfter != 2500*time.Microsecond {
 		t.Errorf("decode of a never-allowed reply = %+v, %v", rs, err)
+	}
+}
+
+// The algorithms are the values 1 to 4, each with its own name and key tag; the zero value and
+// others are none.
+func TestAlgorithm(t *testing.T) {
+	tags := map[string]bool{}
+	for i, want := range []string{"Algorithm(0)", "fixed_window", "sliding_window", "sliding_log", "token_bucket", "Algorithm(5)"} {
+		a := Algorithm(i)
+		if got := a.String(); got != want {
+			t.Errorf("Algorithm(%d).String() = %q, want %q", i, got, want)
+		}
+		impl, ok := a.impl()
+		if ok != (i >= 1 && i <= 4) || ok && (impl.id != a || impl.name != want || tags[impl.tag]) {
+			t.Errorf("Algorithm(%d): %+v, %v", i, impl, ok)
+		}
+		if ok {
+			tags[impl.tag] = true
+		}
+	}
+	if FixedWindow != 1 || SlidingWindow != 2 || SlidingLog != 3 || TokenBucket != 4 {
+		t.Error("the algorithms' values changed")
 	}
 }
 

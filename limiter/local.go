@@ -1,7 +1,6 @@
 package limiter
 
 import (
-	"cmp"
 	"fmt"
 	"math"
 	"slices"
@@ -9,7 +8,7 @@ import (
 	"time"
 )
 
-// LocalFallback configures WithFailLocal.
+// LocalFallback configures FailLocal.
 type LocalFallback struct {
 	// MaxKeys bounds how many identifiers (each with its limits) the fallback keeps state for;
 	// the least recently used make room for new ones. Default 10000.
@@ -20,23 +19,16 @@ type LocalFallback struct {
 	Instances int
 }
 
-// WithFailLocal makes the limiter decide in this process when Redis cannot: each identifier's
+// FailLocal returns the policy that decides in this process when Redis cannot: each identifier's
 // limits are enforced as token buckets in memory (Rate per Period, holding Capacity, divided by
 // Instances), whatever the algorithm, and the Result has Source SourceLocal and Err holding the
 // failure. Such decisions are approximate (each process counts only what it sees, from the moment
 // Redis failed) but keep abusive clients limited and ordinary ones served while Redis is away. When
 // Redis answers again it decides again, with what it counted before; the local state is not copied
-// back. The rest is as WithFailOpen.
-func WithFailLocal(f LocalFallback) Option {
-	return optionFunc(func(l *Limiter) {
-		var err error
-		l.fail.source, l.fail.retryAfter = SourceLocal, 0
-		l.fail.local, err = newLocalLimiter(f)
-		l.optErr = cmp.Or(l.optErr, err)
-	})
-}
+// back. Each Limiter keeps its own state. A negative MaxKeys or Instances makes New return an error.
+func FailLocal(f LocalFallback) FailurePolicy { return FailurePolicy{source: SourceLocal, local: f} }
 
-// localLimiter is WithFailLocal's in-process state: a GCRA "theoretical arrival time" per limit,
+// localLimiter is FailLocal's in-process state: a GCRA "theoretical arrival time" per limit,
 // per identifier, in local nanoseconds.
 type localLimiter struct {
 	mu        sync.Mutex
@@ -57,7 +49,7 @@ func newLocalLimiter(f LocalFallback) (*localLimiter, error) {
 		f.Instances = 1
 	}
 	if f.MaxKeys < 0 || f.Instances < 0 {
-		return nil, fmt.Errorf("limiter: WithFailLocal(%+v): want positive MaxKeys and Instances", f)
+		return nil, fmt.Errorf("limiter: FailLocal(%+v): want positive MaxKeys and Instances", f)
 	}
 	return &localLimiter{instances: int64(f.Instances), states: newLRU[*localState](f.MaxKeys)}, nil
 }
@@ -70,12 +62,13 @@ func (ll *localLimiter) bucket(lim Limit) (emission, capacity int64) {
 	return max(emission, 1), capacity
 }
 
-// decide makes a decision for keys under limits at now, all-or-nothing over the limits that enforce
+// decide makes the decision r asks for at now (local nanoseconds), all-or-nothing over the limits that enforce
 // as the scripts do, and fills out with each limit's verdict. A limit in shadow mode (Limit.Shadow,
 // or every limit with shadowMode) takes no part in the all-or-nothing, and counts the request when
 // it admits it.
-func (ll *localLimiter) decide(keys []string, n int64, peek bool, limits []Limit, shadowMode bool, now int64, out []Result) {
-	k := cacheKey(keys)
+func (ll *localLimiter) decide(r *request, shadowMode bool, now int64) {
+	n, limits, out := r.n, r.limits, r.out
+	k := r.cacheKey()
 	ll.mu.Lock()
 	defer ll.mu.Unlock()
 	st, ok := ll.states.get(k)
@@ -105,7 +98,7 @@ func (ll *localLimiter) decide(keys []string, n int64, peek bool, limits []Limit
 	for i := range limits {
 		emission, capacity := ll.bucket(limits[i])
 		tat := max(st.tat[i], now)
-		if all && !peek && out[i].Allowed {
+		if all && !r.peek && out[i].Allowed {
 			tat = next[i]
 			st.tat[i] = tat
 		}

@@ -7,9 +7,9 @@ import (
 
 func localDecide(t *testing.T, ll *localLimiter, key string, n int64, peek bool, now time.Duration, limits ...Limit) []Result {
 	t.Helper()
-	out := make([]Result, len(limits))
-	ll.decide([]string{key}, n, peek, limits, false, int64(now), out)
-	return out
+	r := request{key: key, keys: []string{key}, n: n, peek: peek, limits: limits, out: make([]Result, len(limits))}
+	ll.decide(&r, false, int64(now))
+	return r.out
 }
 
 func TestLocalFallbackBucket(t *testing.T) {
@@ -86,10 +86,10 @@ func TestLocalFallbackShadow(t *testing.T) {
 	if !rs[0].Allowed || rs[1].Allowed || rs[0].Remaining != 3 || rs[1].Remaining != 0 {
 		t.Fatalf("second: %+v; want api counting it (3 left), the shadow limit refusing", rs)
 	}
-	out := make([]Result, 1)
-	ll.decide([]string{"m"}, 1, false, []Limit{PerHour(1)}, true, 0, out)
-	ll.decide([]string{"m"}, 1, false, []Limit{PerHour(1)}, true, 0, out)
-	if out[0].Allowed || out[0].Remaining != 0 {
-		t.Fatalf("shadow mode, second: %+v; want the verdict refused (the caller admits)", out[0])
+	r := request{keys: []string{"m"}, n: 1, limits: []Limit{PerHour(1)}, out: make([]Result, 1)}
+	ll.decide(&r, true, 0)
+	ll.decide(&r, true, 0)
+	if r.out[0].Allowed || r.out[0].Remaining != 0 {
+		t.Fatalf("shadow mode, second: %+v; want the verdict refused (the caller admits)", r.out[0])
 	}
 }

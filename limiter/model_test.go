@@ -304,7 +304,7 @@ func (m *bucketModel) report(i int, lim limiter.Limit, now int64) (int64, int64)
 }
 
 var algorithms = []struct {
-	alg   *limiter.Algorithm
+	alg   limiter.Algorithm
 	model func(limits int) model
 }{
 	{limiter.FixedWindow, func(n int) model { return &fixedModel{make([]int64, n), make([]int64, n)} }},
@@ -356,7 +356,7 @@ const (
 )
 
 // limitsAtBounds are, per algorithm, limits at the bounds it accepts.
-var limitsAtBounds = map[*limiter.Algorithm][]limiter.Limit{
+var limitsAtBounds = map[limiter.Algorithm][]limiter.Limit{
 	limiter.FixedWindow: {limiter.PerSecond(limiter.MaxRate), limiter.Per(limiter.MaxRate, limiter.MaxPeriod),
 		limiter.Per(1, limiter.MaxPeriod), limiter.Per(3, time.Millisecond)},
 	limiter.SlidingWindow: {limiter.Per(1<<40, 1024*time.Millisecond), limiter.Per(3570, limiter.MaxPeriod),
@@ -372,7 +372,7 @@ var modelPeriods = []time.Duration{time.Millisecond, 7 * time.Millisecond, 50 * 
 // randomLimit returns a limit named name for alg: mostly small rates, sometimes (not for the log,
 // whose memory grows with the rate) 1,000 to 90 million per period; for the bucket, half the time
 // a burst other than the rate.
-func randomLimit(rng *rand.Rand, alg *limiter.Algorithm, name string) limiter.Limit {
+func randomLimit(rng *rand.Rand, alg limiter.Algorithm, name string) limiter.Limit {
 	rate := 1 + rng.Int64N(40)
 	if alg != limiter.SlidingLog && rng.IntN(4) == 0 {
 		rate = 1 + rng.Int64N(9)
@@ -404,7 +404,7 @@ func modelStart(seed uint64) int64 {
 	return base + off
 }
 
-func runModel(t *testing.T, b *redistest.Backend, prefix string, alg *limiter.Algorithm, newModel func(int) model, seed uint64, mode modelLimits) {
+func runModel(t *testing.T, b *redistest.Backend, prefix string, alg limiter.Algorithm, newModel func(int) model, seed uint64, mode modelLimits) {
 	changes := mode == changingLimits
 	ctx := context.Background()
 	rng := rand.New(rand.NewPCG(seed, 0x9a7e))

@@ -4,7 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log"
+	"log/slog"
 	"net"
 	"strings"
 	"sync/atomic"
@@ -21,17 +21,17 @@ type Source uint8
 const (
 	// SourceRedis: the decision was made in Redis by the algorithm's script. The zero value.
 	SourceRedis Source = iota
-	// SourceFailOpen: Redis failed and the limiter admitted the request (WithFailOpen). The
+	// SourceFailOpen: Redis failed and the limiter admitted the request (FailOpen). The
 	// limiter counted nothing for it; but a call that timed out had usually reached Redis, which
 	// then ran it and counted the request.
 	SourceFailOpen
-	// SourceFailClosed: Redis failed and the limiter refused the request (WithFailClosed).
+	// SourceFailClosed: Redis failed and the limiter refused the request (FailClosed).
 	SourceFailClosed
 	// SourceDenyCache: Redis refused the same request moments ago, and said until when; the
 	// limiter refused it again without asking (WithDenyCache).
 	SourceDenyCache
 	// SourceLocal: Redis failed and the limiter decided with its in-process fallback
-	// (WithFailLocal).
+	// (FailLocal).
 	SourceLocal
 )
 
@@ -53,37 +53,24 @@ func (s Source) String() string {
 	return fmt.Sprintf("Source(%d)", uint8(s))
 }
 
-// Local reports whether the decision was made in this process rather than in Redis.
-func (s Source) Local() bool { return s != SourceRedis }
-
-// failed reports whether the decision stands in for a Redis that failed, knowing nothing of the
-// limit's state.
-func (s Source) failed() bool { return s == SourceFailOpen || s == SourceFailClosed }
-
 // ErrUnavailable is the Err of a decision the failure policy made without asking Redis, because
 // Redis failed moments before (see WithCooldown).
 var ErrUnavailable = errors.New("limiter: Redis failed moments ago; not asked during the cooldown")
 
-// DefaultCooldown is how long, after Redis fails to answer, a limiter with a failure policy
-// decides without asking it (see WithCooldown).
-const DefaultCooldown = time.Second
+// defaultCooldown is how long, after Redis fails to answer, a limiter with a failure policy
+// decides without asking it, without WithCooldown.
+const defaultCooldown = time.Second
 
-// failurePolicy is what a decision does when Redis fails it.
-type failurePolicy struct {
-	source     Source        // SourceRedis: return the error
-	retryAfter time.Duration // of a fail-closed refusal
-	cooldown   time.Duration // < 0: not set, DefaultCooldown
-	log        func(error)   // told of each failure the policy stands in for; nil: nobody
-	logSet     bool
-	local      *localLimiter // SourceLocal's state
-}
-
-// WithFailOpen makes the limiter admit a request when Redis is unavailable: a refused dial, a
-// timeout (WithTimeout's, or the client's read timeout), a reset or closed connection, or a reply
-// saying that the server cannot serve now (LOADING, BUSY, MASTERDOWN, CLUSTERDOWN, READONLY,
-// TRYAGAIN, NOREPLICAS, OOM, or the maximum number of clients reached). Allow then returns a nil
-// error and a Result with Allowed true, Source SourceFailOpen and Err holding the failure; the
-// failure is recorded on the span and in the decisions metric, never silently. Pair it with
+// FailurePolicy is what a decision does when Redis cannot make it: FailError (the default: return
+// the error), FailOpen, FailClosed or FailLocal. Set it with WithFailurePolicy. The zero value is
+// FailError.
+//
+// A policy stands in only when Redis is unavailable: a refused dial, a timeout (WithTimeout's, or
+// the client's read timeout), a reset or closed connection, or a reply saying that the server
+// cannot serve now (LOADING, BUSY, MASTERDOWN, CLUSTERDOWN, READONLY, TRYAGAIN, NOREPLICAS, OOM,
+// or the maximum number of clients reached). The decision then has a nil error and a Result whose
+// Source names the policy and whose Err holds the failure; the failure is recorded on the span,
+// in the decisions metric and in the log (WithLogger), never silently. Pair a policy with
 // WithTimeout, so that a slow Redis costs a bounded wait; after a failure, Redis is left alone for
 // a cooldown (WithCooldown).
 //
@@ -91,41 +78,43 @@ type failurePolicy struct {
 // (ErrCorruptState), a malformed reply (ErrBadReply), an error of the script itself, and a failure
 // after the caller's own context has ended. Such errors are counted in the decisions metric with
 // decision "error" and their error.type.
-//
-// Without WithFailOpen, WithFailClosed or WithFailLocal, every failure is returned as the error.
-func WithFailOpen() Option {
-	return optionFunc(func(l *Limiter) { l.fail.source, l.fail.local = SourceFailOpen, nil })
+type FailurePolicy struct {
+	source     Source        // SourceRedis: return the error
+	retryAfter time.Duration // FailClosed's
+	local      LocalFallback // FailLocal's
 }
 
-// WithFailClosed makes the limiter refuse a request when Redis cannot decide it, with RetryAfter
-// set to retryAfter (which must be positive). Allow then returns a nil error and a Result with
-// Allowed false, Source SourceFailClosed and Err holding the failure. The rest is as WithFailOpen.
-func WithFailClosed(retryAfter time.Duration) Option {
-	return optionFunc(func(l *Limiter) {
-		l.fail.source, l.fail.retryAfter, l.fail.local = SourceFailClosed, retryAfter, nil
-	})
+// FailError returns the default policy: a decision Redis could not make is an error, returned to
+// the caller, and there is no cooldown (the caller may want to retry at once).
+func FailError() FailurePolicy { return FailurePolicy{} }
+
+// FailOpen returns the policy that admits a request when Redis is unavailable: Allowed true,
+// Source SourceFailOpen, and Remaining and ResetAfter 0, since nothing is known of the limit's
+// state.
+func FailOpen() FailurePolicy { return FailurePolicy{source: SourceFailOpen} }
+
+// FailClosed returns the policy that refuses a request when Redis is unavailable, with RetryAfter
+// set to retryAfter: Allowed false, Source SourceFailClosed, Remaining and ResetAfter 0. A
+// retryAfter that is not positive makes New return an error.
+func FailClosed(retryAfter time.Duration) FailurePolicy {
+	return FailurePolicy{source: SourceFailClosed, retryAfter: retryAfter}
 }
+
+// WithFailurePolicy sets what a decision does when Redis is unavailable (default FailError()).
+func WithFailurePolicy(p FailurePolicy) Option { return optionFunc(func(c *config) { c.policy = p }) }
 
 // WithCooldown sets how long, after Redis was found unavailable, a limiter with a failure policy
-// decides by its policy without asking Redis (default DefaultCooldown). With Redis down, each call
-// would otherwise wait for go-redis' dial retries or for WithTimeout before the policy decides:
-// 100ms per request with a 100ms timeout. When the cooldown has passed, one call asks Redis again;
-// while it is out, the others still decide without it. Such decisions have Err ErrUnavailable. Any
-// answer to that call but Redis being unavailable ends the cooldown: a decision, an error reply,
-// and redis.ErrClosed once the program has closed its client (which then every call returns).
-// Every kind of unavailability starts a cooldown except TRYAGAIN, which concerns one slot being
-// migrated, not the server. d == 0 asks Redis for every decision.
+// other than FailError decides by its policy without asking Redis (default one second). With
+// Redis down, each call would otherwise wait for go-redis' dial retries or for WithTimeout before
+// the policy decides: 100ms per request with a 100ms timeout. When the cooldown has passed, one
+// call asks Redis again; while it is out, the others still decide without it. Such decisions have
+// Err ErrUnavailable. Any answer to that call but Redis being unavailable ends the cooldown: a
+// decision, an error reply, and redis.ErrClosed once the program has closed its client (which then
+// every call returns). Every kind of unavailability starts a cooldown except TRYAGAIN, which
+// concerns one slot being migrated, not the server. d <= 0 asks Redis for every decision. Under
+// FailError there is no cooldown: every decision asks.
 func WithCooldown(d time.Duration) Option {
-	return optionFunc(func(l *Limiter) { l.fail.cooldown = max(d, 0) })
-}
-
-// WithFailureLog sets what is told of each Redis failure the failure policy stands in for (not of
-// the decisions made without asking Redis during a cooldown, so at most about one per cooldown
-// while Redis stays down). The default writes a line to the standard logger, saying what the
-// policy does and, when a cooldown starts, for how long; nil tells nobody. Errors name the
-// algorithm and the Redis address, never a key.
-func WithFailureLog(f func(err error)) Option {
-	return optionFunc(func(l *Limiter) { l.fail.log, l.fail.logSet = f, true })
+	return optionFunc(func(c *config) { c.cooldown = max(d, 0) })
 }
 
 // WithTimeout bounds each decision's script call to d, whatever the caller's context allows: a
@@ -135,7 +124,34 @@ func WithFailureLog(f func(err error)) Option {
 // go-redis ignores context deadlines unless the client's options set ContextTimeoutEnabled; New
 // refuses WithTimeout for a client that would ignore it. Without WithTimeout, a slow Redis fails
 // a decision after the client's ReadTimeout (3 seconds by default).
-func WithTimeout(d time.Duration) Option { return optionFunc(func(l *Limiter) { l.timeout = d }) }
+func WithTimeout(d time.Duration) Option { return optionFunc(func(c *config) { c.timeout = d }) }
+
+// failurePolicy is a Limiter's FailurePolicy at work.
+type failurePolicy struct {
+	source     Source        // SourceRedis: return the error
+	retryAfter time.Duration // of a fail-closed refusal
+	cooldown   time.Duration // 0: ask Redis for every decision
+	local      *localLimiter // SourceLocal's state
+}
+
+// build checks p and returns it at work, with cooldown unless p is FailError.
+func (p FailurePolicy) build(cooldown time.Duration) (failurePolicy, error) {
+	f := failurePolicy{source: p.source, retryAfter: p.retryAfter, cooldown: cooldown}
+	switch p.source {
+	case SourceRedis:
+		f.cooldown = 0 // errors go to the caller, who may want to retry at once
+	case SourceFailClosed:
+		if p.retryAfter <= 0 {
+			return f, fmt.Errorf("limiter: FailClosed needs a positive retry-after, got %v", p.retryAfter)
+		}
+	case SourceLocal:
+		var err error
+		if f.local, err = newLocalLimiter(p.local); err != nil {
+			return f, err
+		}
+	}
+	return f, nil
+}
 
 // honoursDeadlines reports whether client applies context deadlines to its network calls, as
 // WithTimeout needs. Clients of unknown types are trusted.
@@ -151,14 +167,6 @@ func honoursDeadlines(client redis.UniversalClient) bool {
 	return true
 }
 
-// validate checks the policy.
-func (p failurePolicy) validate() error {
-	if p.source == SourceFailClosed && p.retryAfter <= 0 {
-		return fmt.Errorf("limiter: WithFailClosed needs a positive retry-after, got %v", p.retryAfter)
-	}
-	return nil
-}
-
 // absorbs reports whether the policy decides in place of Redis after err: Redis unavailable,
 // while the caller still waits for an answer.
 func (p failurePolicy) absorbs(ctx context.Context, err error) bool {
@@ -169,32 +177,20 @@ func (p failurePolicy) absorbs(ctx context.Context, err error) bool {
 	return ok
 }
 
-// report tells the failure log of err, which the policy stood in for; cooldown is how long Redis
-// will now be left alone, 0 for not at all.
-func (p failurePolicy) report(err error, cooldown time.Duration) {
-	switch {
-	case p.logSet:
-		if p.log != nil {
-			p.log(err)
-		}
-	case cooldown > 0:
-		log.Printf("%v (%s for %v)", err, p.source.doing(), cooldown)
-	default:
-		log.Printf("%v (%s)", err, p.source.doing())
+// report logs err, which the failure policy stood in for; cooldown is how long Redis will now be
+// left alone, 0 for not at all.
+func (l *Limiter) report(ctx context.Context, err error, cooldown time.Duration) {
+	logger := l.logger
+	if logger == nil {
+		logger = slog.Default()
 	}
-}
-
-// doing says what a failure policy does, for the failure log.
-func (s Source) doing() string {
-	switch s {
-	case SourceFailOpen:
-		return "failing open"
-	case SourceFailClosed:
-		return "failing closed"
-	case SourceLocal:
-		return "deciding locally"
+	attrs := [4]slog.Attr{slog.String("algorithm", l.alg.name), slog.String("policy", l.fail.source.String()), slog.Any("error", err)}
+	n := 3
+	if cooldown > 0 {
+		attrs[n] = slog.Duration("cooldown", cooldown)
+		n++
 	}
-	return "returning the error"
+	logger.LogAttrs(ctx, slog.LevelWarn, "limiter: Redis unavailable", attrs[:n]...)
 }
 
 // isUnavailable reports whether err means that Redis could not make the decision, rather than made
@@ -261,22 +257,22 @@ func (b *breaker) answered() {
 	}
 }
 
-// decide fills out with the policy's decision for each limit, standing in for Redis after cause
+// decide fills r.out with the policy's decision for each limit, standing in for Redis after cause
 // (the verdicts: limits in shadow mode are the caller's to apply). Only the local fallback knows
 // anything of the limits' state: the others report Remaining and ResetAfter as 0.
-func (p failurePolicy) decide(keys []string, n int64, peek bool, limits []Limit, shadowMode bool, now int64, out []Result, cause error) {
+func (p failurePolicy) decide(r *request, shadowMode bool, now int64, cause error) {
 	if p.local != nil {
-		p.local.decide(keys, n, peek, limits, shadowMode, now, out)
-		for i := range out {
-			out[i].Err = cause
+		p.local.decide(r, shadowMode, now)
+		for i := range r.out {
+			r.out[i].Err = cause
 		}
 		return
 	}
-	for i, lim := range limits {
-		r := Result{Allowed: p.source == SourceFailOpen, Limit: lim, Source: p.source, Err: cause}
-		if !r.Allowed {
-			r.RetryAfter = p.retryAfter
+	for i, lim := range r.limits {
+		res := Result{Allowed: p.source == SourceFailOpen, Limit: lim, Source: p.source, Err: cause}
+		if !res.Allowed {
+			res.RetryAfter = p.retryAfter
 		}
-		out[i] = r
+		r.out[i] = res
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gatehouse/gatehouse/internal/limitertest"
 	"github.com/gatehouse/gatehouse/internal/redistest"
 	"github.com/gatehouse/gatehouse/limiter"
 )
@@ -82,11 +83,11 @@ func TestLimiterShadowLimit(t *testing.T) {
 func TestLimiterShadowWhenRedisFails(t *testing.T) {
 	srv, rdb := redistest.Private(t)
 	ctx := context.Background()
-	closed, err := limiter.New(rdb, limiter.TokenBucket, limiter.WithFailClosed(time.Second), limiter.WithFailureLog(nil))
+	closed, err := limiter.New(rdb, limiter.TokenBucket, limiter.WithFailurePolicy(limiter.FailClosed(time.Second)), limiter.WithLogger(limitertest.Discard))
 	if err != nil {
 		t.Fatal(err)
 	}
-	local, err := limiter.New(rdb, limiter.TokenBucket, limiter.WithFailLocal(limiter.LocalFallback{}), limiter.WithFailureLog(nil))
+	local, err := limiter.New(rdb, limiter.TokenBucket, limiter.WithFailurePolicy(limiter.FailLocal(limiter.LocalFallback{})), limiter.WithLogger(limitertest.Discard))
 	if err != nil {
 		t.Fatal(err)
 	}

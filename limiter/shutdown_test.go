@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -29,8 +30,8 @@ func shutdownVariants(prefix string) []struct {
 	}{
 		{"plain", []limiter.Option{p}},
 		{"auto", []limiter.Option{p, limiter.WithAutoPipeline()}},
-		{"plain+open", []limiter.Option{p, limiter.WithFailOpen(), limiter.WithFailureLog(nil)}},
-		{"auto+open", []limiter.Option{p, limiter.WithAutoPipeline(), limiter.WithFailOpen(), limiter.WithFailureLog(nil)}},
+		{"plain+open", []limiter.Option{p, limiter.WithFailurePolicy(limiter.FailOpen()), limiter.WithLogger(slog.New(slog.DiscardHandler))}},
+		{"auto+open", []limiter.Option{p, limiter.WithAutoPipeline(), limiter.WithFailurePolicy(limiter.FailOpen()), limiter.WithLogger(slog.New(slog.DiscardHandler))}},
 	}
 }
 
@@ -219,5 +220,5 @@ func TestLimiterClosedClientInFlight(t *testing.T) {
 // closedClientOptions fail open with the given cooldown, quietly: the one place the tests of a
 // closed client name options.
 func closedClientOptions(cooldown time.Duration) []limiter.Option {
-	return []limiter.Option{limiter.WithFailOpen(), limiter.WithCooldown(cooldown), limiter.WithTimeout(5 * time.Second), limiter.WithFailureLog(nil)}
+	return []limiter.Option{limiter.WithFailurePolicy(limiter.FailOpen()), limiter.WithCooldown(cooldown), limiter.WithTimeout(5 * time.Second), limiter.WithLogger(slog.New(slog.DiscardHandler))}
 }

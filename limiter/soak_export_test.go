@@ -15,7 +15,7 @@ func DenyCacheSize(l *Limiter) (mapped, listed, bound int) {
 }
 
 // LocalFallbackSize returns the identifiers (each with its limits) l's local fallback keeps state
-// for, by its map and by its recency list, and its bound; all zero without WithFailLocal.
+// for, by its map and by its recency list, and its bound; all zero without FailLocal.
 func LocalFallbackSize(l *Limiter) (mapped, listed, bound int) {
 	if l.fail.local == nil {
 		return 0, 0, 0

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -65,16 +66,16 @@ type soakVariant struct {
 // algorithm's keys. This is the one place the soak names limiter options.
 func soakVariants() []soakVariant {
 	policy := func(o ...limiter.Option) []limiter.Option {
-		return append(o, limiter.WithTimeout(soakTimeout), limiter.WithCooldown(soakCooldown), limiter.WithFailureLog(nil))
+		return append(o, limiter.WithTimeout(soakTimeout), limiter.WithCooldown(soakCooldown), limiter.WithLogger(slog.New(slog.DiscardHandler)))
 	}
 	return []soakVariant{
 		{name: "plain"},
 		{name: "auto+open+deny", policy: true,
-			opts: policy(limiter.WithAutoPipeline(), limiter.WithFailOpen(), limiter.WithDenyCache(soakDenyEntries))},
+			opts: policy(limiter.WithAutoPipeline(), limiter.WithFailurePolicy(limiter.FailOpen()), limiter.WithDenyCache(soakDenyEntries))},
 		{name: "local+deny", policy: true, localExact: true,
-			opts: policy(limiter.WithFailLocal(limiter.LocalFallback{}), limiter.WithDenyCache(soakDenyEntries))},
+			opts: policy(limiter.WithFailurePolicy(limiter.FailLocal(limiter.LocalFallback{})), limiter.WithDenyCache(soakDenyEntries))},
 		{name: "auto+local16", policy: true,
-			opts: policy(limiter.WithAutoPipeline(), limiter.WithFailLocal(limiter.LocalFallback{MaxKeys: soakLocalKeys}))},
+			opts: policy(limiter.WithAutoPipeline(), limiter.WithFailurePolicy(limiter.FailLocal(limiter.LocalFallback{MaxKeys: soakLocalKeys})))},
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/gatehouse/gatehouse/internal/telemetry"
@@ -19,19 +20,19 @@ const scope = "github.com/gatehouse/gatehouse/limiter"
 // WithTracerProvider sets where the limiter's spans go (default: the global TracerProvider, as it
 // is at each call). With no SDK installed, or a noop provider, no span is started at all.
 func WithTracerProvider(tp trace.TracerProvider) Option {
-	return optionFunc(func(l *Limiter) { l.tp = tp })
+	return optionFunc(func(c *config) { c.tp = tp })
 }
 
 // WithMeterProvider sets where the limiter's metrics go (default: the global MeterProvider).
 func WithMeterProvider(mp metric.MeterProvider) Option {
-	return optionFunc(func(l *Limiter) { l.mp = mp })
+	return optionFunc(func(c *config) { c.mp = mp })
 }
 
 // WithHashedKeyAttribute adds gatehouse.limiter.key_hash to spans: HMAC-SHA256 of the caller's key
 // with salt, 16 hex characters, so that one client's decisions can be found in traces without the
 // key itself (a user ID, an IP address) appearing anywhere. Keys never become metric attributes.
 func WithHashedKeyAttribute(salt []byte) Option {
-	return optionFunc(func(l *Limiter) { l.keyHash = telemetry.NewKeyHasher(salt) })
+	return optionFunc(func(c *config) { c.keyHash = telemetry.NewKeyHasher(salt) })
 }
 
 // Span and metric attribute keys. docs/tracing.md lists them all.
@@ -60,13 +61,13 @@ func newInstruments(mp metric.MeterProvider) instruments {
 	m := telemetry.Meter(mp, scope)
 	decisions, err := m.Int64Counter("gatehouse.limiter.decisions",
 		metric.WithUnit("{decision}"),
-		metric.WithDescription("Rate-limit decisions, by algorithm, policy, decision (allowed, denied, error; errors with their error.type) and source (redis, fail_open, fail_closed, local, deny_cache)."))
+		metric.WithDescription("Rate-limit decisions, by algorithm, policy, decision (allowed, denied, error; errors with their error.type) and source ("+sourceNames+"; none on an error found before any was asked)."))
 	if err != nil {
 		otel.Handle(err)
 	}
 	duration, err := m.Float64Histogram("gatehouse.limiter.duration",
 		metric.WithUnit("s"),
-		metric.WithDescription("Time to make a decision (one script call), by algorithm and operation."),
+		metric.WithDescription("Time to make a decision (one script call, unless the deny cache or the failure policy's cooldown answers), by algorithm and operation, with error.type when it failed or the failure policy stood in for Redis."),
 		metric.WithExplicitBucketBoundaries(telemetry.DurationBuckets...))
 	if err != nil {
 		otel.Handle(err)
@@ -74,10 +75,22 @@ func newInstruments(mp metric.MeterProvider) instruments {
 	return instruments{decisions: decisions, duration: duration}
 }
 
-// observe records one operation's span attributes and metrics, and ends the span.
-// out holds the decision's results (nil for Reset); the binding one is worked out only when
-// something records it.
-func (l *Limiter) observe(ctx context.Context, span trace.Span, op, key string, start time.Time, n int64, limits []Limit, out []Result, err error) {
+// sourceNames lists every Source by its String, for the decisions metric's description.
+var sourceNames = func() string {
+	var names []string
+	for s := SourceRedis; ; s++ {
+		name := s.String()
+		if strings.HasPrefix(name, "Source(") {
+			return strings.Join(names, ", ")
+		}
+		names = append(names, name)
+	}
+}()
+
+// observe records one operation's span attributes and metrics, and ends the span. r.out holds
+// the decision's results (none for Reset); the binding one is worked out only when something
+// records it.
+func (l *Limiter) observe(ctx context.Context, span trace.Span, start time.Time, r *request, err error) {
 	recDecision := l.inst.decisions.Enabled(ctx)
 	recDuration := l.inst.duration.Enabled(ctx)
 	traced := span.IsRecording()
@@ -86,8 +99,8 @@ func (l *Limiter) observe(ctx context.Context, span trace.Span, op, key string, 
 		return
 	}
 	var bind *Result
-	if err == nil && len(out) > 0 {
-		b := binding(out)
+	if err == nil && len(r.out) > 0 {
+		b := binding(r.out)
 		bind = &b
 	}
 	// The decision is the limits' verdict: "denied" when a limit in shadow mode refused, with
@@ -100,27 +113,32 @@ func (l *Limiter) observe(ctx context.Context, span trace.Span, op, key string, 
 		}
 		unenforced = bind.Allowed && bind.Shadow
 	}
-	source := SourceRedis
+	// What decided: Redis, unless the deny cache or the failure policy did; nothing for an error
+	// found before Redis was asked (an invalid argument, a caller gone during a cooldown).
+	source, sourced := SourceRedis, r.asked
 	failure := err // what went wrong, even when the failure policy decided in its place
-	if bind != nil && bind.Source.Local() {
-		source, failure = bind.Source, bind.Err
+	if bind != nil {
+		source, sourced, failure = bind.Source, true, bind.Err
 	}
+	errType := errorType(failure)
 	policy := ""
 	switch {
 	case bind != nil:
 		policy = policyName(bind.Limit)
-	case len(limits) == 1:
-		policy = policyName(limits[0])
+	case len(r.limits) == 1:
+		policy = policyName(r.limits[0])
 	}
 	if traced {
 		span.SetAttributes(
 			telemetry.RedisSystem,
 			telemetry.DBStoredProcedureName.String(l.alg.name),
 			attrAlgorithm.String(l.alg.name),
-			attrCost.Int64(n),
-			attrLimits.Int(len(limits)),
-			attrSource.String(source.String()),
+			attrCost.Int64(r.n),
+			attrLimits.Int(len(r.limits)),
 		)
+		if sourced {
+			span.SetAttributes(attrSource.String(source.String()))
+		}
 		if policy != "" {
 			span.SetAttributes(attrPolicy.String(policy))
 		}
@@ -137,17 +155,21 @@ func (l *Limiter) observe(ctx context.Context, span trace.Span, op, key string, 
 				span.SetAttributes(attrShadow.Bool(true))
 			}
 		}
-		if l.keyHash != nil && key != "" {
-			span.SetAttributes(attrKeyHash.String(l.keyHash.Hash(key)))
+		if l.keyHash != nil && r.key != "" {
+			span.SetAttributes(attrKeyHash.String(l.keyHash.Hash(r.key)))
 		}
-		telemetry.End(span, failure, errorType(failure))
+		telemetry.End(span, failure, errType)
 	} else {
 		span.End()
 	}
-	if recDecision && op != "reset" {
+	if recDecision && r.op != opReset {
 		attrs := [5]attribute.KeyValue{attrAlgorithm.String(l.alg.name), attrPolicy.String(policy),
-			attrDecision.String(decision), attrSource.String(source.String())}
-		n := 4
+			attrDecision.String(decision)}
+		n := 3
+		if sourced {
+			attrs[n] = attrSource.String(source.String())
+			n++
+		}
 		switch {
 		case err != nil:
 			attrs[n] = telemetry.ErrorType.String(errorType(err))
@@ -159,8 +181,13 @@ func (l *Limiter) observe(ctx context.Context, span trace.Span, op, key string, 
 		l.inst.decisions.Add(ctx, 1, metric.WithAttributes(attrs[:n]...))
 	}
 	if recDuration {
-		l.inst.duration.Record(ctx, time.Since(start).Seconds(), metric.WithAttributes(
-			attrAlgorithm.String(l.alg.name), attrOperation.String(op)))
+		attrs := [3]attribute.KeyValue{attrAlgorithm.String(l.alg.name), attrOperation.String(r.op.String())}
+		n := 2
+		if errType != "" {
+			attrs[n] = telemetry.ErrorType.String(errType)
+			n++
+		}
+		l.inst.duration.Record(ctx, time.Since(start).Seconds(), metric.WithAttributes(attrs[:n]...))
 	}
 }
 

@@ -5,23 +5,25 @@ import (
 	"time"
 )
 
-// TokenBucket is a bucket of Burst tokens (Rate when Burst is 0) that gains Rate tokens per Period;
-// each request takes its cost in tokens. It admits bursts up to the bucket's size and a steady rate
-// after that, with no window edges. The state is one short string per identifier and limit (about
-// 135 bytes), which expires when the bucket is full again, so idle clients cost no memory.
+// TokenBucket is a bucket of Burst tokens (Rate when Burst is 0) that gains Rate tokens per
+// Period; each request takes its cost in tokens. It admits bursts up to the bucket's size and a
+// steady rate after that, with no window edges. The state is one short string per identifier
+// and limit (about 135 bytes), which expires when the bucket is full again, so idle clients
+// cost no memory.
 //
-// It counts exactly, in fractions of a token: PerSecond(10_000_000) holds exactly 1,000,000 tokens
-// 100 ms after being emptied. That needs Capacity × Period in µs ÷ gcd(Rate, Period in µs) to be at
-// most 2^52, and the bucket to refill from empty within MaxPeriod; other limits are refused with
-// ErrInvalidLimit. So every rate up to 4,503,599,627 per second is exact with Burst = Rate (75
-// million per minute, 1.25 million per hour, 52,000 per day), and more when the rate divides the
-// period evenly: PerSecond(4_503_599_627_000_000), a multiple of a million, is the largest
-// per-second rate.
-var TokenBucket = newAlgorithm("token_bucket", "tb", checkBucket, 3, bucketArgs)
+// It counts exactly, in fractions of a token: PerSecond(10_000_000) holds exactly 1,000,000
+// tokens 100 ms after being emptied. That needs Capacity × Period in µs ÷ gcd(Rate, Period in
+// µs) to be at most 2^52, and the bucket to refill from empty within MaxPeriod; other limits
+// are refused with ErrInvalidLimit. So every rate up to 4,503,599,627 per second is exact with
+// Burst = Rate (75 million per minute, 1.25 million per hour, 52,000 per day), and more when
+// the rate divides the period evenly: PerSecond(4_503_599_627_000_000), a multiple of a
+// million, is the largest per-second rate.
+const TokenBucket Algorithm = 4
 
 // maxBucket bounds a bucket's capacity in its units of 1/p token: twice it is still exact.
 const maxBucket = 1 << 52
 
+// checkBucket refuses the limits the token bucket cannot count exactly (see TokenBucket).
 func checkBucket(l Limit) error {
 	r, p := bucketUnits(l)
 	c := l.Capacity()

@@ -16,8 +16,8 @@ const DefaultSignedInCacheControl = "private, no-store"
 // page that a later response signed out of its back/forward cache: Back after logout fetches the
 // page again instead of showing what the signed-in user saw. A handler that sets Cache-Control
 // itself (static assets, say) keeps it.
-func WithSignedInCacheControl(value string) HTTPOption {
-	return httpOptionFunc(func(m *middleware) { m.signedInCC = value })
+func WithSignedInCacheControl(value string) MiddlewareOption {
+	return middlewareOptionFunc(func(m *middlewareConfig) { m.signedInCC = value })
 }
 
 // keepSetCookieOutOfCaches makes sure no cache hands this response's Set-Cookie to another

@@ -18,8 +18,8 @@ import (
 // (AddTrustedOrigin, for a front end on another origin), to exempt paths (AddInsecureBypassPattern,
 // for webhooks) or to answer refusals yourself (SetDenyHandler). Pass nil to turn the check off,
 // where the application already makes one.
-func WithCrossOriginProtection(c *http.CrossOriginProtection) HTTPOption {
-	return httpOptionFunc(func(m *middleware) { m.cop = c })
+func WithCrossOriginProtection(c *http.CrossOriginProtection) MiddlewareOption {
+	return middlewareOptionFunc(func(m *middlewareConfig) { m.cop = c })
 }
 
 // crossOriginCheck puts the cross-origin check in front of next; a refusal is logged at Info and

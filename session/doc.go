@@ -39,5 +39,12 @@
 // "Cache-Control: private, no-store" when the handler set none, answers 503 Service Unavailable
 // with Retry-After when Redis fails, and logs through log/slog.
 //
+// # Options
+//
+// NewStore takes Options (WithIdleTimeout, WithLifetime, WithHMACKey, WithTimeout, ...);
+// Middleware takes MiddlewareOptions (WithCookie, WithErrorHandler, WithLogger, ...), a type of
+// their own so that the two cannot be mixed up. The package example (quick start) is a whole
+// application that uses sessions alone.
+//
 // docs/sessions.md describes the key layout and the guarantees in full.
 package session

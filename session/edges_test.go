@@ -49,9 +49,9 @@ func TestSessionOldTokenIsReadOnly(t *testing.T) {
 		var now atomic.Int64
 		start := time.Now().UnixMilli()
 		now.Store(start)
-		st, prefix := sessiontest.NewStore(t, b, &now, session.WithRotationGrace(3*time.Second))
+		st, prefix := sessiontest.NewStore(t, b, session.ClockAt(&now), session.WithRotationGrace(3*time.Second))
 		cst, sent := counted(t, b, prefix, session.WithRotationGrace(3*time.Second),
-			session.WithClock(func() time.Time { return time.UnixMilli(now.Load()) }))
+			session.ClockAt(&now))
 		s := sessiontest.Stored(t, st, "a", "1")
 		if err := st.Login(ctx, s, "victim"); err != nil {
 			t.Fatal(err)
@@ -114,7 +114,7 @@ func TestSessionOldTokenIsReadOnly(t *testing.T) {
 func TestSessionIndexFollowsDeadline(t *testing.T) {
 	redistest.Each(t, func(t *testing.T, b *redistest.Backend) {
 		ctx := context.Background()
-		st, prefix := sessiontest.NewStore(t, b, nil, session.WithLifetime(time.Second))
+		st, prefix := sessiontest.NewStore(t, b, session.WithLifetime(time.Second))
 		for _, how := range []string{"SetLifetime", "SetDeadline"} {
 			user := "remembered-" + how
 			s := sessiontest.Stored(t, st, "a", "1")
@@ -170,7 +170,7 @@ func TestSessionAuthenticatedWithinAtThisRequest(t *testing.T) {
 		var now atomic.Int64
 		start := time.Now().UnixMilli()
 		now.Store(start)
-		st, _ := sessiontest.NewStore(t, b, &now)
+		st, _ := sessiontest.NewStore(t, b, session.ClockAt(&now))
 		s, _ := st.New()
 		if err := st.Login(ctx, s, "stepup"); err != nil {
 			t.Fatal(err)
@@ -231,7 +231,7 @@ func recordSize(ctx context.Context, t *testing.T, b *redistest.Backend, k sessi
 func TestSessionSizeCapCountsEverything(t *testing.T) {
 	redistest.Each(t, func(t *testing.T, b *redistest.Backend) {
 		ctx := context.Background()
-		st, prefix := sessiontest.NewStore(t, b, nil)
+		st, prefix := sessiontest.NewStore(t, b)
 		cst, sent := counted(t, b, prefix)
 
 		// 2,000 names of 200 bytes with tiny values: about 400 KB, refused before Redis is asked.
@@ -309,7 +309,7 @@ func TestSessionSizeCapCountsEverything(t *testing.T) {
 func TestSessionSizeCapLowered(t *testing.T) {
 	redistest.Each(t, func(t *testing.T, b *redistest.Backend) {
 		ctx := context.Background()
-		big, prefix := sessiontest.NewStore(t, b, nil, session.WithMaxSize(64<<10))
+		big, prefix := sessiontest.NewStore(t, b, session.WithMaxSize(64<<10))
 		small, err := session.NewStore(b.Client, session.WithKeyPrefix(prefix), session.WithMaxSize(16<<10))
 		if err != nil {
 			t.Fatal(err)
@@ -344,7 +344,7 @@ func TestSessionSizeCapLowered(t *testing.T) {
 func TestSessionPutAfterDestroyStartsAnew(t *testing.T) {
 	redistest.Each(t, func(t *testing.T, b *redistest.Backend) {
 		ctx := context.Background()
-		st, _ := sessiontest.NewStore(t, b, nil)
+		st, _ := sessiontest.NewStore(t, b)
 		s := sessiontest.Stored(t, st, "cart", "3 apples")
 		if err := st.Login(ctx, s, "leaver"); err != nil {
 			t.Fatal(err)
@@ -386,7 +386,7 @@ func TestSessionPutAfterDestroyStartsAnew(t *testing.T) {
 func TestSessionRememberMe(t *testing.T) {
 	redistest.Each(t, func(t *testing.T, b *redistest.Backend) {
 		ctx := context.Background()
-		st, prefix := sessiontest.NewStore(t, b, nil, session.WithIdleTimeout(time.Minute), session.WithLifetime(time.Hour))
+		st, prefix := sessiontest.NewStore(t, b, session.WithIdleTimeout(time.Minute), session.WithLifetime(time.Hour))
 		for _, anonymous := range []bool{true, false} {
 			var s *session.Session
 			if anonymous {
@@ -438,7 +438,7 @@ func TestSessionRememberMe(t *testing.T) {
 func TestSessionTypedGetters(t *testing.T) {
 	redistest.Each(t, func(t *testing.T, b *redistest.Backend) {
 		for _, codec := range []session.Codec{session.JSON, session.Msgpack} {
-			st, _ := sessiontest.NewStore(t, b, nil, session.WithCodec(codec))
+			st, _ := sessiontest.NewStore(t, b, session.WithCodec(codec))
 			at := time.Date(2026, 11, 23, 10, 0, 0, 123_000_000, time.UTC)
 			s, _ := st.New()
 			s.Put("bytes", []byte{0, 1, 2, 255})
@@ -487,7 +487,7 @@ func TestSessionTypedGetters(t *testing.T) {
 func TestSessionFlashes(t *testing.T) {
 	redistest.Each(t, func(t *testing.T, b *redistest.Backend) {
 		ctx := context.Background()
-		st, _ := sessiontest.NewStore(t, b, nil)
+		st, _ := sessiontest.NewStore(t, b)
 		s := sessiontest.Stored(t, st, "a", "1")
 		r1, r2 := sessiontest.MustLoad(t, st, s.Token()), sessiontest.MustLoad(t, st, s.Token())
 		r1.AddFlash("saved")
@@ -524,7 +524,7 @@ func TestSessionFlashes(t *testing.T) {
 func TestSessionOldRecords(t *testing.T) {
 	redistest.Each(t, func(t *testing.T, b *redistest.Backend) {
 		ctx := context.Background()
-		st, prefix := sessiontest.NewStore(t, b, nil, session.WithMaxSessionsPerUser(5))
+		st, prefix := sessiontest.NewStore(t, b, session.WithMaxSessionsPerUser(5))
 		now := time.Now().UnixMilli()
 		// old writes a record with the fields and index the previous release wrote.
 		old := func(user string) session.Token {
@@ -634,7 +634,7 @@ func TestSessionCapOrderBySignIn(t *testing.T) {
 		var now atomic.Int64
 		start := time.Now().UnixMilli()
 		now.Store(start)
-		st, _ := sessiontest.NewStore(t, b, &now, session.WithMaxSessionsPerUser(2))
+		st, _ := sessiontest.NewStore(t, b, session.ClockAt(&now), session.WithMaxSessionsPerUser(2))
 		login := func(s *session.Session, user string, at int64) {
 			t.Helper()
 			now.Store(start + at)
@@ -702,7 +702,7 @@ func TestSessionCapSignInWithinSlot(t *testing.T) {
 		var now atomic.Int64
 		start := time.Now().UnixMilli()
 		now.Store(start)
-		st, _ := sessiontest.NewStore(t, b, &now, session.WithMaxSessionsPerUser(1))
+		st, _ := sessiontest.NewStore(t, b, session.ClockAt(&now), session.WithMaxSessionsPerUser(1))
 		ys, _ := st.New()
 		if err := st.Login(ctx, ys, y); err != nil {
 			t.Fatal(err)

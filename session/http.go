@@ -40,27 +40,16 @@ func (c Cookie) name() string {
 	return n
 }
 
-// HTTPOption configures the middleware.
-type HTTPOption interface{ applyHTTP(*middleware) }
+// MiddlewareOption configures the middleware (Middleware). The Store has options of its own,
+// Option.
+type MiddlewareOption interface{ apply(*middlewareConfig) }
 
-type httpOptionFunc func(*middleware)
+type middlewareOptionFunc func(*middlewareConfig)
 
-func (f httpOptionFunc) applyHTTP(m *middleware) { f(m) }
+func (f middlewareOptionFunc) apply(c *middlewareConfig) { f(c) }
 
-// WithCookie sets the session cookie's attributes.
-func WithCookie(c Cookie) HTTPOption { return httpOptionFunc(func(m *middleware) { m.cookie = c }) }
-
-// WithErrorHandler sets what answers a request whose session cannot be loaded or saved before the
-// response starts. When Redis failed (unreachable, timed out, loading, failing over), err matches
-// ErrUnavailable. The default answers 503 Service Unavailable with Retry-After: 1 for those, and
-// 500 Internal Server Error for anything else (ErrTooLarge, a bad reply). The failure is logged
-// before the handler is called.
-func WithErrorHandler(h func(w http.ResponseWriter, r *http.Request, err error)) HTTPOption {
-	return httpOptionFunc(func(m *middleware) { m.onError = h })
-}
-
-type middleware struct {
-	st      *Store
+// middlewareConfig is what the middleware's options set.
+type middlewareConfig struct {
 	cookie  Cookie
 	onError func(http.ResponseWriter, *http.Request, error)
 	logger  *slog.Logger // nil: slog.Default() at each record
@@ -68,6 +57,30 @@ type middleware struct {
 	cop *http.CrossOriginProtection
 	// signedInCC is the Cache-Control of a signed-in session's responses that set none; "": none.
 	signedInCC string
+	// failureLogInterval bounds the records of failures of Redis (WithFailureLogInterval).
+	failureLogInterval time.Duration
+	// now is the failure log's clock: time.Now, or a test's.
+	now func() time.Time
+}
+
+// WithCookie sets the session cookie's attributes.
+func WithCookie(c Cookie) MiddlewareOption {
+	return middlewareOptionFunc(func(m *middlewareConfig) { m.cookie = c })
+}
+
+// WithErrorHandler sets what answers a request whose session cannot be loaded or saved before the
+// response starts. When Redis failed (unreachable, timed out, loading, failing over), err matches
+// ErrUnavailable. The default answers 503 Service Unavailable with Retry-After: 1 for those, and
+// 500 Internal Server Error for anything else (ErrTooLarge, a bad reply). The failure is logged
+// before the handler is called.
+func WithErrorHandler(h func(w http.ResponseWriter, r *http.Request, err error)) MiddlewareOption {
+	return middlewareOptionFunc(func(m *middlewareConfig) { m.onError = h })
+}
+
+// middleware is one Middleware's configuration and state.
+type middleware struct {
+	middlewareConfig
+	st *Store
 	// warnedPlainHTTP: the Secure-cookie-over-plain-HTTP warning was logged (once per middleware).
 	warnedPlainHTTP atomic.Bool
 	// failures bounds the records of failures of Redis (WithFailureLogInterval).
@@ -95,17 +108,18 @@ func FromContext(ctx context.Context) (*Session, bool) {
 // marks the responses of signed-in sessions "Cache-Control: private, no-store" when the
 // application set no Cache-Control (WithSignedInCacheControl), and logs failures through log/slog
 // (WithLogger), those of an unavailable Redis at most once a second (WithFailureLogInterval).
-func Middleware(st *Store, opts ...HTTPOption) func(http.Handler) http.Handler {
-	m := &middleware{
-		st:         st,
-		onError:    defaultErrorHandler,
-		cop:        http.NewCrossOriginProtection(),
-		signedInCC: DefaultSignedInCacheControl,
-		failures:   failureLog{interval: DefaultFailureLogInterval, now: time.Now},
+func Middleware(st *Store, opts ...MiddlewareOption) func(http.Handler) http.Handler {
+	c := middlewareConfig{
+		onError:            defaultErrorHandler,
+		cop:                http.NewCrossOriginProtection(),
+		signedInCC:         DefaultSignedInCacheControl,
+		failureLogInterval: DefaultFailureLogInterval,
+		now:                time.Now,
 	}
 	for _, o := range opts {
-		o.applyHTTP(m)
+		o.apply(&c)
 	}
+	m := &middleware{middlewareConfig: c, st: st, failures: failureLog{interval: c.failureLogInterval, now: c.now}}
 	return m.wrap
 }
 

@@ -149,7 +149,7 @@ func (e *edgeServer) start(t *testing.T) string {
 // session, and its changes are dropped as a conflict: no error, no cookie, nothing written.
 func TestSessionMiddlewareOldTokenReadOnly(t *testing.T) {
 	b := redistest.Get(t, redistest.Names()[0])
-	st, _ := sessiontest.NewStore(t, b, nil, session.WithRotationGrace(time.Minute))
+	st, _ := sessiontest.NewStore(t, b, session.WithRotationGrace(time.Minute))
 	e := newEdgeServer(t, st, session.Cookie{Insecure: true})
 	old := e.start(t)
 	_, _, c := e.do(t, "/login?user=u", old)
@@ -172,7 +172,7 @@ func TestSessionMiddlewareOldTokenReadOnly(t *testing.T) {
 // sign-in, whatever the middleware's default.
 func TestSessionMiddlewareCookieFollowsDeadline(t *testing.T) {
 	b := redistest.Get(t, redistest.Names()[0])
-	st, _ := sessiontest.NewStore(t, b, nil, session.WithLifetime(time.Hour))
+	st, _ := sessiontest.NewStore(t, b, session.WithLifetime(time.Hour))
 	e := newEdgeServer(t, st, session.Cookie{Insecure: true})
 	_, _, c := e.do(t, "/login?user=u", e.start(t))
 	if c == nil || c.Expires.IsZero() {
@@ -216,7 +216,7 @@ func TestSessionMiddlewareCookieFollowsDeadline(t *testing.T) {
 // handler returns, nothing logged, and the handler's body is not sent.
 func TestSessionMiddlewareOversizeAnsweredOnce(t *testing.T) {
 	b := redistest.Get(t, redistest.Names()[0])
-	st, _ := sessiontest.NewStore(t, b, nil)
+	st, _ := sessiontest.NewStore(t, b)
 	e := newEdgeServer(t, st, session.Cookie{Insecure: true})
 	tok := e.start(t)
 	code, body, _ := e.do(t, "/big", tok)
@@ -236,7 +236,7 @@ func TestSessionMiddlewareOversizeAnsweredOnce(t *testing.T) {
 // so does Put after Destroy, which would start a session whose cookie cannot be sent.
 func TestSessionMiddlewareLateRotation(t *testing.T) {
 	b := redistest.Get(t, redistest.Names()[0])
-	st, _ := sessiontest.NewStore(t, b, nil)
+	st, _ := sessiontest.NewStore(t, b)
 	e := newEdgeServer(t, st, session.Cookie{Insecure: true})
 	for _, path := range []string{"/late-login", "/late-rotate", "/late-logout-flash"} {
 		tok := e.start(t)
@@ -262,7 +262,7 @@ func TestSessionMiddlewareLateRotation(t *testing.T) {
 // Item 8: Destroy, then Put, in one request: a new session, whose cookie the middleware sends.
 func TestSessionMiddlewareDestroyThenPut(t *testing.T) {
 	b := redistest.Get(t, redistest.Names()[0])
-	st, _ := sessiontest.NewStore(t, b, nil)
+	st, _ := sessiontest.NewStore(t, b)
 	e := newEdgeServer(t, st, session.Cookie{Insecure: true})
 	_, _, in := e.do(t, "/login?user=u", e.start(t))
 	_, _, c := e.do(t, "/logout-flash", "session="+in.Value)
@@ -281,7 +281,7 @@ func TestSessionMiddlewareDestroyThenPut(t *testing.T) {
 // come first), the first that names a live session is used.
 func TestSessionMiddlewareSeveralCookies(t *testing.T) {
 	b := redistest.Get(t, redistest.Names()[0])
-	st, _ := sessiontest.NewStore(t, b, nil)
+	st, _ := sessiontest.NewStore(t, b)
 	e := newEdgeServer(t, st, session.Cookie{Insecure: true})
 	valid := e.start(t)
 	other := e.start(t)

@@ -47,7 +47,7 @@ func (g *gates) get(id string) *gate {
 
 // sessionServer serves: /set?k=&v=[&gate=] puts an attribute; /logout destroys; /login?user= signs
 // in; /rotate rotates; /get?k= prints an attribute; /nothing reads only.
-func sessionServer(t *testing.T, st *session.Store, opts ...session.HTTPOption) (*httptest.Server, *gates) {
+func sessionServer(t *testing.T, st *session.Store, opts ...session.MiddlewareOption) (*httptest.Server, *gates) {
 	g := &gates{m: map[string]*gate{}}
 	mux := http.NewServeMux()
 	sess := func(r *http.Request) *session.Session {
@@ -149,7 +149,7 @@ func held(t *testing.T, srv *httptest.Server, g *gates, id, path, token string) 
 func TestSessionRacesOverHTTP(t *testing.T) {
 	redistest.Each(t, func(t *testing.T, b *redistest.Backend) {
 		ctx := context.Background()
-		st, prefix := sessiontest.NewStore(t, b, nil, session.WithMaxSize(1<<20))
+		st, prefix := sessiontest.NewStore(t, b, session.WithMaxSize(1<<20))
 		srv, g := sessionServer(t, st, session.WithCookie(session.Cookie{Insecure: true}))
 
 		t.Run("lost update", func(t *testing.T) {
@@ -231,7 +231,7 @@ func TestSessionRacesOverHTTP(t *testing.T) {
 
 func TestSessionMiddlewareCookies(t *testing.T) {
 	b := redistest.Get(t, redistest.Names()[0])
-	st, _ := sessiontest.NewStore(t, b, nil)
+	st, _ := sessiontest.NewStore(t, b)
 	srv, _ := sessionServer(t, st)
 
 	// A request that stores nothing gets no cookie.

@@ -36,8 +36,8 @@ func defaultErrorHandler(w http.ResponseWriter, _ *http.Request, err error) {
 // WithHashedKeyAttribute. Failures of Redis are logged at most once per interval
 // (WithFailureLogInterval). A handler that drops records turns logging off:
 // slog.New(slog.DiscardHandler).
-func WithLogger(l *slog.Logger) HTTPOption {
-	return httpOptionFunc(func(m *middleware) { m.logger = l })
+func WithLogger(l *slog.Logger) MiddlewareOption {
+	return middlewareOptionFunc(func(m *middlewareConfig) { m.logger = l })
 }
 
 // DefaultFailureLogInterval is how often, at most, the middleware logs failures of Redis while it
@@ -51,8 +51,8 @@ const DefaultFailureLogInterval = time.Second
 // at least d after the last record logs, at Warn, "session: Redis answers again" with the failures
 // not logged since it. Other failures (an oversized session, a bad reply) are logged every time.
 // The default is DefaultFailureLogInterval; d <= 0 logs every failure.
-func WithFailureLogInterval(d time.Duration) HTTPOption {
-	return httpOptionFunc(func(m *middleware) { m.failures.interval = d })
+func WithFailureLogInterval(d time.Duration) MiddlewareOption {
+	return middlewareOptionFunc(func(m *middlewareConfig) { m.failureLogInterval = d })
 }
 
 // failureLog bounds the records of failures of Redis (see WithFailureLogInterval).

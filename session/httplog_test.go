@@ -74,8 +74,8 @@ func TestFailureLogInterval(t *testing.T) {
 	var mu sync.Mutex
 	now := time.Unix(1_000_000, 0)
 	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
-	clock := httpOptionFunc(func(m *middleware) {
-		m.failures.now = func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	clock := middlewareOptionFunc(func(c *middlewareConfig) {
+		c.now = func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
 	})
 	logs := &records{}
 	h := Middleware(st, WithLogger(slog.New(slog.NewJSONHandler(logs, nil))), WithFailureLogInterval(time.Minute), clock)(

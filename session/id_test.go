@@ -37,7 +37,7 @@ func TestTokenRedacted(t *testing.T) {
 }
 
 func TestKeysOfUserShareTheIndexSlot(t *testing.T) {
-	st := &Store{prefix: DefaultKeyPrefix}
+	st := &Store{config: config{prefix: DefaultKeyPrefix}}
 	tag := st.userTag("user-42")
 	tok, _ := newToken(tag)
 	k := st.keyOf(tok)
@@ -51,7 +51,7 @@ func TestKeysOfUserShareTheIndexSlot(t *testing.T) {
 	if _, ok := st.indexOfKey("gh:s:{abcd}:s:short"); ok {
 		t.Error("indexOfKey accepted a key of the wrong shape")
 	}
-	keyed := &Store{prefix: DefaultKeyPrefix, hmacKey: []byte("k")}
+	keyed := &Store{config: config{prefix: DefaultKeyPrefix, hmacKey: []byte("k")}}
 	if keyed.keyOf(tok) == k || keyed.userTag("user-42") == tag && keyed.digest("x", "user-42") == st.digest("x", "user-42") {
 		t.Error("WithHMACKey does not change the digests")
 	}

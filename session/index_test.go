@@ -19,7 +19,7 @@ import (
 func TestSessionIndexIsAuthoritative(t *testing.T) {
 	redistest.Each(t, func(t *testing.T, b *redistest.Backend) {
 		ctx := context.Background()
-		st, prefix := sessiontest.NewStore(t, b, nil, session.WithRotationGrace(time.Minute))
+		st, prefix := sessiontest.NewStore(t, b, session.WithRotationGrace(time.Minute))
 		forget := func(s *session.Session) { // what an eviction of the index does to s
 			t.Helper()
 			if err := b.Client.ZRem(ctx, indexKeyOf(s.Key()), string(s.Key())).Err(); err != nil {
@@ -150,7 +150,7 @@ func TestSessionIndexIsAuthoritative(t *testing.T) {
 func TestSessionCapAfterIndexLost(t *testing.T) {
 	redistest.Each(t, func(t *testing.T, b *redistest.Backend) {
 		ctx := context.Background()
-		st, _ := sessiontest.NewStore(t, b, nil, session.WithMaxSessionsPerUser(1))
+		st, _ := sessiontest.NewStore(t, b, session.WithMaxSessionsPerUser(1))
 		first, err := newSignedIn(st, "capped", "a", "1")
 		if err != nil {
 			t.Fatal(err)
@@ -188,7 +188,7 @@ func TestSessionExtendedBeforeIndexFollowed(t *testing.T) {
 		var now atomic.Int64
 		start := time.Now().UnixMilli()
 		now.Store(start)
-		st, prefix := sessiontest.NewStore(t, b, &now, session.WithLifetime(time.Hour), session.WithIdleTimeout(4*time.Hour))
+		st, prefix := sessiontest.NewStore(t, b, session.ClockAt(&now), session.WithLifetime(time.Hour), session.WithIdleTimeout(4*time.Hour))
 		// extended signs a session in (scored start+1h) and extends its deadline to start+3h the
 		// way an earlier release did: the record only.
 		extended := func(user string) *session.Session {

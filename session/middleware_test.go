@@ -22,7 +22,7 @@ import (
 // /logout destroys; /set?k=&v= puts; /get?k= prints; /read reads nothing; /late writes the
 // response, runs hook, then puts k=v. Any request may carry cc= and vary=, set as Cache-Control
 // and Vary before anything is written.
-func mwServer(t *testing.T, st *session.Store, hook func(), opts ...session.HTTPOption) *httptest.Server {
+func mwServer(t *testing.T, st *session.Store, hook func(), opts ...session.MiddlewareOption) *httptest.Server {
 	t.Helper()
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s, ok := session.FromContext(r.Context())
@@ -246,7 +246,7 @@ func TestSessionMiddlewareFailureLogBounded(t *testing.T) {
 // Other failures keep 500, without Retry-After, and are logged as such.
 func TestSessionMiddlewareOtherErrors(t *testing.T) {
 	b := redistest.Get(t, redistest.Names()[0])
-	st, _ := sessiontest.NewStore(t, b, nil, session.WithMaxSize(session.MinMaxSize))
+	st, _ := sessiontest.NewStore(t, b, session.WithMaxSize(session.MinMaxSize))
 	logs := &sessiontest.LogRecords{}
 	srv := mwServer(t, st, nil, session.WithLogger(logs.Logger()))
 	big := strings.Repeat("v", 2*session.MinMaxSize)
@@ -313,7 +313,7 @@ func TestSessionMiddlewareLogsWithoutResponse(t *testing.T) {
 // Without WithLogger, records go to slog.Default() as it is when they are written.
 func TestSessionMiddlewareDefaultLogger(t *testing.T) {
 	b := redistest.Get(t, redistest.Names()[0])
-	st, _ := sessiontest.NewStore(t, b, nil, session.WithMaxSize(session.MinMaxSize))
+	st, _ := sessiontest.NewStore(t, b, session.WithMaxSize(session.MinMaxSize))
 	srv := mwServer(t, st, nil)
 	logs := &sessiontest.LogRecords{}
 	prev := slog.Default()
@@ -327,7 +327,7 @@ func TestSessionMiddlewareDefaultLogger(t *testing.T) {
 // signed-in responses without one get "private, no-store".
 func TestSessionMiddlewareCacheControl(t *testing.T) {
 	b := redistest.Get(t, redistest.Names()[0])
-	st, _ := sessiontest.NewStore(t, b, nil)
+	st, _ := sessiontest.NewStore(t, b)
 	srv := mwServer(t, st, nil)
 	cc := func(res *http.Response) string { return strings.Join(res.Header.Values("Cache-Control"), ", ") }
 
@@ -405,7 +405,7 @@ func TestSessionMiddlewareCacheControl(t *testing.T) {
 func TestSessionMiddlewareCrossOrigin(t *testing.T) {
 	b := redistest.Get(t, redistest.Names()[0])
 	ctx := context.Background()
-	st, _ := sessiontest.NewStore(t, b, nil)
+	st, _ := sessiontest.NewStore(t, b)
 	logs := &sessiontest.LogRecords{}
 	srv := mwServer(t, st, nil, session.WithLogger(logs.Logger()))
 
@@ -468,7 +468,7 @@ func TestSessionMiddlewareCrossOrigin(t *testing.T) {
 // A Secure cookie sent over plain HTTP to a host where browsers drop it is logged, once.
 func TestSessionMiddlewareSecureCookieOnPlainHTTP(t *testing.T) {
 	b := redistest.Get(t, redistest.Names()[0])
-	st, _ := sessiontest.NewStore(t, b, nil)
+	st, _ := sessiontest.NewStore(t, b)
 	const warning = "session: a Secure session cookie was sent over plain HTTP"
 
 	for _, c := range []struct {

@@ -157,7 +157,7 @@ func newSignedIn(st *session.Store, user string, attrs ...string) (*session.Sess
 func TestSessionRaceOldTokenWithinGrace(t *testing.T) {
 	redistest.Each(t, func(t *testing.T, b *redistest.Backend) {
 		ctx := context.Background()
-		st, _ := sessiontest.NewStore(t, b, nil, session.WithRotationGrace(time.Minute))
+		st, _ := sessiontest.NewStore(t, b, session.WithRotationGrace(time.Minute))
 		n := raceTries()
 		var landed atomic.Int64 // tries where the attacker's operation took effect
 		broken := tryAll(n, func(i int) bool {
@@ -247,7 +247,7 @@ func TestSessionRaceOldTokenWithinGrace(t *testing.T) {
 func TestSessionRaceDestroyAllVersusRotate(t *testing.T) {
 	redistest.Each(t, func(t *testing.T, b *redistest.Backend) {
 		ctx := context.Background()
-		st, prefix := sessiontest.NewStore(t, b, nil)
+		st, prefix := sessiontest.NewStore(t, b)
 		forced, h := interposed(t, b, prefix, "session_user")
 		n := raceTries()
 		broken := tryAll(n, func(i int) bool {
@@ -319,7 +319,7 @@ func TestSessionRaceDestroyAllVersusRotate(t *testing.T) {
 func TestSessionRaceLoginKeepsCompletedSave(t *testing.T) {
 	redistest.Each(t, func(t *testing.T, b *redistest.Backend) {
 		ctx := context.Background()
-		st, prefix := sessiontest.NewStore(t, b, nil)
+		st, prefix := sessiontest.NewStore(t, b)
 		forced, h := interposed(t, b, prefix, "session_seal")
 		n := raceTries()
 		broken := tryAll(n, func(i int) bool {
@@ -404,7 +404,7 @@ func TestSessionRaceCapUnderConcurrentSignIns(t *testing.T) {
 	redistest.Each(t, func(t *testing.T, b *redistest.Backend) {
 		ctx := context.Background()
 		const cap, signIns = 3, 8
-		st, prefix := sessiontest.NewStore(t, b, nil, session.WithMaxSessionsPerUser(cap))
+		st, prefix := sessiontest.NewStore(t, b, session.WithMaxSessionsPerUser(cap))
 		forced, h := interposed(t, b, prefix, "session_create", session.WithMaxSessionsPerUser(cap))
 		n := raceTries()
 		broken := tryAll(n, func(i int) bool {

@@ -2,7 +2,6 @@ package session
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strconv"
 	"time"
@@ -10,7 +9,7 @@ import (
 
 // LoginOption chooses, at sign-in, how long the session lives and whether its cookie outlives the
 // browser.
-type LoginOption interface{ applyLogin(*loginConfig) }
+type LoginOption interface{ apply(*loginConfig) }
 
 type loginConfig struct {
 	idle, lifetime time.Duration
@@ -19,7 +18,7 @@ type loginConfig struct {
 
 type loginOptionFunc func(*loginConfig)
 
-func (f loginOptionFunc) applyLogin(c *loginConfig) { f(c) }
+func (f loginOptionFunc) apply(c *loginConfig) { f(c) }
 
 // RememberMe signs in for longer: the session's idle timeout becomes idle and its absolute
 // lifetime, from now, lifetime (zero keeps the store's), and its cookie outlives the browser
@@ -69,11 +68,11 @@ func (st *Store) Login(ctx context.Context, s *Session, userID string, opts ...L
 	o.key = s.key
 	defer func() { err = st.end(&o, err) }()
 	if userID == "" {
-		return errors.New("session: Login with an empty user ID")
+		return errLoginNoUser
 	}
 	var cfg loginConfig
 	for _, opt := range opts {
-		opt.applyLogin(&cfg)
+		opt.apply(&cfg)
 	}
 	o.script, err = st.rotateLocked(ctx, s, userID, cfg)
 	return err
@@ -179,7 +178,7 @@ func (st *Store) loginAcross(ctx context.Context, s *Session, user string, cfg l
 		oldIdx, _ := st.indexOfKey(s.key)
 		v, err := st.touch.Run(ctx, st.client, []string{string(s.key), oldIdx}, st.now(), "v")
 		if err != nil {
-			return st.scriptErr("login", err)
+			return scriptErr("login", err)
 		}
 		arr, status, err := reply(v)
 		switch {
@@ -225,7 +224,7 @@ func (st *Store) loginAcross(ctx context.Context, s *Session, user string, cfg l
 		}
 		switch {
 		case err != nil:
-			return st.scriptErr("login", err)
+			return scriptErr("login", err)
 		case status == statusVersionChanged:
 			continue // a save landed since the record was read: copy it again
 		case status == statusConflict:

@@ -19,7 +19,7 @@ func TestSessionRoundTrip(t *testing.T) {
 	redistest.Each(t, func(t *testing.T, b *redistest.Backend) {
 		for _, codec := range []session.Codec{session.JSON, session.Msgpack} {
 			ctx := context.Background()
-			st, prefix := sessiontest.NewStore(t, b, nil, session.WithCodec(codec))
+			st, prefix := sessiontest.NewStore(t, b, session.WithCodec(codec))
 			s := sessiontest.Stored(t, st, "name", "ada")
 			s2 := sessiontest.MustLoad(t, st, s.Token())
 			if got := s2.GetString("name"); got != "ada" {
@@ -59,7 +59,7 @@ func TestSessionSlidingExpiryCappedByDeadline(t *testing.T) {
 		var now atomic.Int64
 		start := time.Now().UnixMilli()
 		now.Store(start)
-		st, prefix := sessiontest.NewStore(t, b, &now, session.WithIdleTimeout(10*time.Second), session.WithLifetime(25*time.Second))
+		st, prefix := sessiontest.NewStore(t, b, session.ClockAt(&now), session.WithIdleTimeout(10*time.Second), session.WithLifetime(25*time.Second))
 		s := sessiontest.Stored(t, st, "k", "v")
 		for _, step := range []struct {
 			at      int64 // ms after creation
@@ -94,7 +94,7 @@ func TestSessionReadCostsOneRoundTrip(t *testing.T) {
 		if err := gatehouse.Preload(ctx, b.Client); err != nil {
 			t.Fatal(err)
 		}
-		st, _ := sessiontest.NewStore(t, b, nil)
+		st, _ := sessiontest.NewStore(t, b)
 		anon := sessiontest.Stored(t, st, "payload", strings.Repeat("x", 1500))
 		in := sessiontest.Stored(t, st, "payload", strings.Repeat("x", 1500))
 		if err := st.Login(ctx, in, "reader"); err != nil {
@@ -127,7 +127,7 @@ func TestSessionReadCostsOneRoundTrip(t *testing.T) {
 func TestSessionConcurrentSavesKeepBoth(t *testing.T) {
 	redistest.Each(t, func(t *testing.T, b *redistest.Backend) {
 		ctx := context.Background()
-		st, _ := sessiontest.NewStore(t, b, nil)
+		st, _ := sessiontest.NewStore(t, b)
 		s := sessiontest.Stored(t, st, "a", "0", "b", "0")
 		r1, r2 := sessiontest.MustLoad(t, st, s.Token()), sessiontest.MustLoad(t, st, s.Token())
 		r1.Put("a", "1")
@@ -150,7 +150,7 @@ func TestSessionConcurrentSavesKeepBoth(t *testing.T) {
 func TestSessionNoResurrection(t *testing.T) {
 	redistest.Each(t, func(t *testing.T, b *redistest.Backend) {
 		ctx := context.Background()
-		st, _ := sessiontest.NewStore(t, b, nil)
+		st, _ := sessiontest.NewStore(t, b)
 
 		s := sessiontest.Stored(t, st, "a", "1")
 		inflight := sessiontest.MustLoad(t, st, s.Token())
@@ -195,7 +195,7 @@ func TestSessionRotationGrace(t *testing.T) {
 		var now atomic.Int64
 		start := time.Now().UnixMilli()
 		now.Store(start)
-		st, prefix := sessiontest.NewStore(t, b, &now, session.WithRotationGrace(5*time.Second))
+		st, prefix := sessiontest.NewStore(t, b, session.ClockAt(&now), session.WithRotationGrace(5*time.Second))
 		s := sessiontest.Stored(t, st, "a", "1")
 		old := s.Token()
 		if err := st.Rotate(ctx, s); err != nil {
@@ -220,7 +220,7 @@ func TestSessionRotationGrace(t *testing.T) {
 func TestSessionLoginAndPerUserControl(t *testing.T) {
 	redistest.Each(t, func(t *testing.T, b *redistest.Backend) {
 		ctx := context.Background()
-		st, prefix := sessiontest.NewStore(t, b, nil)
+		st, prefix := sessiontest.NewStore(t, b)
 		// An anonymous session with a cart signs in: it moves to the user's slot, keeping the cart.
 		anon := sessiontest.Stored(t, st, "cart", "3 apples")
 		old := anon.Token()
@@ -297,7 +297,7 @@ func TestSessionCapPerUserEvictsOldest(t *testing.T) {
 		var now atomic.Int64
 		start := time.Now().UnixMilli()
 		now.Store(start)
-		st, _ := sessiontest.NewStore(t, b, &now, session.WithMaxSessionsPerUser(2))
+		st, _ := sessiontest.NewStore(t, b, session.ClockAt(&now), session.WithMaxSessionsPerUser(2))
 		var toks []session.Token
 		for i := range 4 {
 			now.Store(start + int64(i)*1000)
@@ -327,7 +327,7 @@ func TestSessionIndexDoesNotLeak(t *testing.T) {
 		var now atomic.Int64
 		start := time.Now().UnixMilli()
 		now.Store(start)
-		st, prefix := sessiontest.NewStore(t, b, &now, session.WithIdleTimeout(time.Second), session.WithLifetime(time.Hour))
+		st, prefix := sessiontest.NewStore(t, b, session.ClockAt(&now), session.WithIdleTimeout(time.Second), session.WithLifetime(time.Hour))
 		var keys []session.Key
 		for range 3 {
 			s, _ := st.New()
@@ -366,7 +366,7 @@ func TestSessionIndexDoesNotLeak(t *testing.T) {
 func TestSessionBadInput(t *testing.T) {
 	redistest.Each(t, func(t *testing.T, b *redistest.Backend) {
 		ctx := context.Background()
-		st, _ := sessiontest.NewStore(t, b, nil, session.WithMaxSize(2000))
+		st, _ := sessiontest.NewStore(t, b, session.WithMaxSize(2000))
 
 		before := redistest.CommandCalls(ctx, t, b)
 		for _, tok := range []session.Token{"", "short", session.Token(strings.Repeat("a", 46)), session.Token(strings.Repeat("a", 46) + "!"), session.Token(strings.Repeat("{", 47))} {
@@ -409,7 +409,7 @@ func TestSessionBadInput(t *testing.T) {
 		}
 		// A msgpack value whose header claims billions of elements: refused, without allocating them
 		// (found by FuzzGetters: msgpack v5 sized the slice by the claim and the process ran out of memory).
-		mp, _ := sessiontest.NewStore(t, b, nil, session.WithCodec(session.Msgpack))
+		mp, _ := sessiontest.NewStore(t, b, session.WithCodec(session.Msgpack))
 		s = sessiontest.Stored(t, mp, "a", "1")
 		b.Client.HSet(ctx, string(s.Key()), "a:a", "\x9d000000\x98\x9800000000000000000F\x97\x1d\x903\xdd\xc7000\x9800")
 		var anything any
@@ -438,7 +438,7 @@ func TestSessionBadInput(t *testing.T) {
 func TestSessionLifetimeOverrides(t *testing.T) {
 	redistest.Each(t, func(t *testing.T, b *redistest.Backend) {
 		ctx := context.Background()
-		st, prefix := sessiontest.NewStore(t, b, nil, session.WithIdleTimeout(time.Minute), session.WithLifetime(time.Hour))
+		st, prefix := sessiontest.NewStore(t, b, session.WithIdleTimeout(time.Minute), session.WithLifetime(time.Hour))
 		s, _ := st.New()
 		s.Put("k", "v")
 		s.SetLifetime(2*time.Hour, 30*24*time.Hour)
@@ -473,7 +473,7 @@ func TestSessionLifetimeOverrides(t *testing.T) {
 func TestSessionCreateIsIdempotent(t *testing.T) {
 	redistest.Each(t, func(t *testing.T, b *redistest.Backend) {
 		ctx := context.Background()
-		st, _ := sessiontest.NewStore(t, b, nil)
+		st, _ := sessiontest.NewStore(t, b)
 		s := sessiontest.Stored(t, st, "a", "1")
 		create, _ := script.Lookup("session_create")
 		before := b.Client.HGetAll(ctx, string(s.Key())).Val()

@@ -17,24 +17,6 @@ import (
 // scope is the instrumentation scope of the store's spans and metrics.
 const scope = "github.com/gatehouse/gatehouse/session"
 
-// WithTracerProvider sets where the store's spans go (default: the global TracerProvider, as it is
-// at each call). With no SDK installed, or a noop provider, no span is started at all.
-func WithTracerProvider(tp trace.TracerProvider) Option {
-	return optionFunc(func(s *Store) { s.tp = tp })
-}
-
-// WithMeterProvider sets where the store's metrics go (default: the global MeterProvider).
-func WithMeterProvider(mp metric.MeterProvider) Option {
-	return optionFunc(func(s *Store) { s.mp = mp })
-}
-
-// WithHashedKeyAttribute adds gatehouse.session.key_hash to spans: HMAC-SHA256 of the session's
-// storage key with salt, 16 hex characters, so that one session's operations can be followed in
-// traces. Tokens never appear in spans, metrics or logs.
-func WithHashedKeyAttribute(salt []byte) Option {
-	return optionFunc(func(s *Store) { s.keyHash = telemetry.NewKeyHasher(salt) })
-}
-
 const (
 	attrOperation = attribute.Key("gatehouse.session.operation")
 	attrOutcome   = attribute.Key("gatehouse.session.outcome")
@@ -57,10 +39,12 @@ func newInstruments(mp metric.MeterProvider) instruments {
 	var in instruments
 	in.ops, errs[0] = m.Int64Counter("gatehouse.session.operations",
 		metric.WithUnit("{operation}"),
-		metric.WithDescription("Session operations, by operation and outcome (ok, not_found, conflict, read_only, contended, too_large, malformed, corrupt, timeout, unavailable, error)."))
+		metric.WithDescription("Session operations, by operation and outcome (ok, not_found, conflict, read_only, malformed; "+
+			"failures, also as error.type: contended, too_large, corrupt, invalid_argument, canceled, timeout, unavailable, error)."))
 	in.duration, errs[1] = m.Float64Histogram("gatehouse.session.duration",
 		metric.WithUnit("s"),
-		metric.WithDescription("Time of a session operation, by operation."),
+		metric.WithDescription("Time of a session operation, by operation, and by error.type when it failed "+
+			"(contended, too_large, corrupt, invalid_argument, canceled, timeout, unavailable, error)."),
 		metric.WithExplicitBucketBoundaries(telemetry.DurationBuckets...))
 	in.size, errs[2] = m.Int64Histogram("gatehouse.session.size",
 		metric.WithUnit("By"),
@@ -122,11 +106,18 @@ func (st *Store) end(o *op, err error) error {
 	if kind.Failed() && !errors.Is(err, ErrUnavailable) {
 		err = fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
-	outcome := outcomeOf(err, kind)
+	outcome, failed := outcomeOf(err, kind)
+	errType := ""
+	if failed {
+		errType = outcome
+	}
 	if o.span.IsRecording() {
 		o.span.SetAttributes(telemetry.RedisSystem, attrOperation.String(o.name), attrOutcome.String(outcome))
-		if o.script != "" {
-			o.span.SetAttributes(telemetry.DBStoredProcedureName.String(o.script))
+		switch {
+		case o.script != "":
+			o.span.SetAttributes(telemetry.DBOperationName.String("EVALSHA"), telemetry.DBStoredProcedureName.String(o.script))
+		case o.name == "destroy":
+			o.span.SetAttributes(telemetry.DBOperationName.String("DEL"))
 		}
 		if o.name == "load" {
 			o.span.SetAttributes(attrFound.Bool(err == nil))
@@ -144,21 +135,26 @@ func (st *Store) end(o *op, err error) error {
 			o.span.SetAttributes(attrKeyHash.String(st.keyHash.Hash(string(o.key))))
 		}
 		var failure error
-		switch outcome {
-		case "ok", "not_found", "conflict", "read_only", "malformed":
-			// expected outcomes of a session store, not failures
-		default:
+		if failed {
 			failure = err
 		}
-		telemetry.End(o.span, failure, outcome)
+		telemetry.End(o.span, failure, errType)
 	} else {
 		o.span.End()
 	}
 	if st.inst.ops.Enabled(ctx) {
-		st.inst.ops.Add(ctx, 1, metric.WithAttributes(attrOperation.String(o.name), attrOutcome.String(outcome)))
+		attrs := []attribute.KeyValue{attrOperation.String(o.name), attrOutcome.String(outcome)}
+		if failed {
+			attrs = append(attrs, telemetry.ErrorType.String(errType))
+		}
+		st.inst.ops.Add(ctx, 1, metric.WithAttributes(attrs...))
 	}
 	if st.inst.duration.Enabled(ctx) {
-		st.inst.duration.Record(ctx, time.Since(o.start).Seconds(), metric.WithAttributes(attrOperation.String(o.name)))
+		attrs := []attribute.KeyValue{attrOperation.String(o.name)}
+		if failed {
+			attrs = append(attrs, telemetry.ErrorType.String(errType))
+		}
+		st.inst.duration.Record(ctx, time.Since(o.start).Seconds(), metric.WithAttributes(attrs...))
 	}
 	if o.bytes >= 0 && st.inst.size.Enabled(ctx) {
 		st.inst.size.Record(ctx, int64(o.bytes), metric.WithAttributes(attrOperation.String(o.name)))
@@ -176,29 +172,36 @@ func failure(err error) redisfail.Kind {
 	return redisfail.Classify(err)
 }
 
-// outcomeOf names the outcome of an operation that returned err, a failure of Redis of kind.
-func outcomeOf(err error, kind redisfail.Kind) string {
+// outcomeOf names the outcome of an operation that returned err, a failure of Redis of kind, and
+// reports whether it is a failure (its span has status Error, and its name is the error.type)
+// rather than an answer a session store gives in its normal course: a session not found, a write
+// refused after another request's rotation or through a rotated token, a forged token.
+func outcomeOf(err error, kind redisfail.Kind) (outcome string, failed bool) {
 	switch {
 	case err == nil:
-		return "ok"
+		return "ok", false
 	case kind.Failed():
-		return kind.ErrorType() // "timeout" or "unavailable"
+		return kind.ErrorType(), true // "timeout" or "unavailable", as the limiter says them
 	case errors.Is(err, ErrNotFound):
-		return "not_found"
+		return "not_found", false
 	case errors.Is(err, ErrConflict):
-		return "conflict"
+		return "conflict", false
 	case errors.Is(err, ErrReadOnly):
-		return "read_only"
-	case errors.Is(err, ErrContended):
-		return "contended"
-	case errors.Is(err, ErrTooLarge):
-		return "too_large"
+		return "read_only", false
 	case errors.Is(err, ErrMalformed):
-		return "malformed"
+		return "malformed", false
+	case errors.Is(err, ErrContended):
+		return "contended", true
+	case errors.Is(err, ErrTooLarge):
+		return "too_large", true
 	case errors.Is(err, ErrCorrupt):
-		return "corrupt"
+		return "corrupt", true
+	case isInvalidArgument(err):
+		return "invalid_argument", true
+	case errors.Is(err, context.Canceled):
+		return "canceled", true // the caller gave up, as the limiter's error.type says it
 	default:
-		return "error"
+		return "error", true
 	}
 }
 

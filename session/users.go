@@ -1,10 +1,20 @@
 package session
 
+// Per-user control: the user's index (a sorted set in the user's slot) lists their sessions, and
+// the operations on all of them read it, then run a script over its members, again while a
+// sign-in or rotation changes it in between.
+
 import (
 	"context"
-	"errors"
 	"fmt"
+
+	"github.com/gatehouse/gatehouse/internal/script"
 )
+
+// maxAttempts bounds the retries of an operation that another request keeps overtaking: a
+// per-user operation whose index changed after it was read, a capped sign-in, or a sign-in that
+// moves a session to another slot while saves keep landing on it. Past it: ErrContended.
+const maxAttempts = 10
 
 // ListByUser returns the metadata of userID's live sessions, and removes dead ones from the index.
 // The list is exact at one instant: a session signed in or rotated while it reads is either listed
@@ -18,25 +28,7 @@ func (st *Store) ListByUser(ctx context.Context, userID string) (list []Metadata
 	if err != nil {
 		return nil, err
 	}
-	if int64(len(arr)) != 1+9*n {
-		return nil, fmt.Errorf("%w: list reply of %d elements for %d sessions", ErrCorrupt, len(arr), n)
-	}
-	out := make([]Metadata, 0, n)
-	fields := []string{"", fieldCreated, fieldSeen, fieldDeadline, fieldAuth, fieldIdle, fieldIP, fieldUA, fieldLabel} // as session_user.lua lists them
-	for i := int64(0); i < n; i++ {
-		row := arr[1+9*i : 1+9*(i+1)]
-		k, _ := row[0].(string)
-		m := Metadata{Key: Key(k), UserID: userID}
-		for j := 1; j < len(fields); j++ {
-			if s, _ := row[j].(string); s != "" {
-				if err := m.set(fields[j], s); err != nil {
-					return nil, err
-				}
-			}
-		}
-		out = append(out, m)
-	}
-	return out, nil
+	return listed(arr[1:], n, userID)
 }
 
 // DestroyAllForUser ends every session of userID ("sign out everywhere") and returns how many.
@@ -78,8 +70,34 @@ func (st *Store) destroyUser(ctx context.Context, userID string, keep Key) (n in
 // script finds members it was not given (a sign-in or rotation in between).
 func (st *Store) userOp(ctx context.Context, userID, mode string, keep Key) ([]any, int64, error) {
 	if userID == "" {
-		return nil, 0, errors.New("session: empty user ID")
+		return nil, 0, errNoUser
 	}
 	idx := st.indexOf(st.userTag(userID))
 	return st.runIndexed(ctx, st.user, mode, []string{idx}, idx, true, statusUserReread, st.now(), userID, mode, string(keep))
+}
+
+// runIndexed runs script over keys and, when withMembers, the members of the index idx read just
+// before; again, reading the index again, while the script answers retry: the index changed
+// between the read and the script (a sign-in or a rotation landed). After maxAttempts:
+// ErrContended.
+func (st *Store) runIndexed(ctx context.Context, s *script.Script, op string, keys []string, idx string, withMembers bool, retry int64, args ...any) ([]any, int64, error) {
+	n := len(keys)
+	for attempt := 0; attempt < maxAttempts; attempt++ {
+		if withMembers {
+			members, err := st.client.ZRange(ctx, idx, 0, -1).Result()
+			if err != nil {
+				return nil, 0, fmt.Errorf("session: %s: reading the user's sessions: %w", op, err)
+			}
+			keys = append(keys[:n], members...)
+		}
+		v, err := s.Run(ctx, st.client, keys, args...)
+		if err != nil {
+			return nil, 0, scriptErr(op, err)
+		}
+		arr, status, err := reply(v)
+		if err != nil || status != retry {
+			return arr, status, err
+		}
+	}
+	return nil, 0, fmt.Errorf("session: %s: the user's sessions kept changing: %w", op, ErrContended)
 }

@@ -15,7 +15,7 @@ import (
 // gatehouseAlgorithms are the limiter's algorithms, by the name used in contender IDs.
 var gatehouseAlgorithms = []struct {
 	tag, name string
-	alg       *limiter.Algorithm
+	alg       limiter.Algorithm
 }{
 	{"tb", "token bucket", limiter.TokenBucket},
 	{"fw", "fixed window", limiter.FixedWindow},
@@ -24,7 +24,7 @@ var gatehouseAlgorithms = []struct {
 }
 
 // gatehouseLimit returns the limit a gatehouse algorithm is given.
-func gatehouseLimit(alg *limiter.Algorithm, mode harness.LimitMode) limiter.Limit {
+func gatehouseLimit(alg limiter.Algorithm, mode harness.LimitMode) limiter.Limit {
 	switch alg {
 	case limiter.TokenBucket:
 		g := gcraLimit(mode)
@@ -40,7 +40,7 @@ func gatehouseLimit(alg *limiter.Algorithm, mode harness.LimitMode) limiter.Limi
 
 // newGatehouseLimiter returns a constructor of a gatehouse limiter with alg, its decisions sent
 // one round trip each, or through the client's auto-pipeliner.
-func newGatehouseLimiter(alg *limiter.Algorithm, auto bool) func(context.Context, harness.Env) (*harness.Instance, error) {
+func newGatehouseLimiter(alg limiter.Algorithm, auto bool) func(context.Context, harness.Env) (*harness.Instance, error) {
 	return func(ctx context.Context, env harness.Env) (*harness.Instance, error) {
 		var opts []limiter.Option
 		if auto {

@@ -190,10 +190,10 @@ func testRedisFailures(t *testing.T, bin string) {
 		retry  string // its Retry-After
 		log    string // the limiter's log message
 	}{
-		{"local", 200, "", "limiter: Redis failed; the failure policy decides"},
-		{"open", 200, "", "limiter: Redis failed; the failure policy decides"},
-		{"closed", 503, "5", "limiter: Redis failed; the failure policy decides"},
-		{"error", 503, "1", "limiter: could not decide; answered 503"},
+		{"local", 200, "", "limiter: Redis unavailable"},
+		{"open", 200, "", "limiter: Redis unavailable"},
+		{"closed", 503, "5", "limiter: Redis unavailable"},
+		{"error", 503, "1", "limithttp: rate limit not decided"},
 	} {
 		t.Run(tc.policy, func(t *testing.T) {
 			t.Parallel()

@@ -16,6 +16,7 @@ import (
 
 	"github.com/gatehouse/gatehouse"
 	"github.com/gatehouse/gatehouse/limiter"
+	"github.com/gatehouse/gatehouse/limiter/limithttp"
 	"github.com/gatehouse/gatehouse/session"
 	"github.com/redis/go-redis/extra/redisotel/v9"
 	"github.com/redis/go-redis/v9"
@@ -93,19 +94,19 @@ func (cfg config) check() error {
 	return nil
 }
 
-// limiterPolicy returns the limiter's options for -on-redis-failure.
-func (cfg config) limiterPolicy() ([]limiter.Option, error) {
+// limiterPolicy returns the limiter's failure policy for -on-redis-failure.
+func (cfg config) limiterPolicy() (limiter.FailurePolicy, error) {
 	switch cfg.failurePolicy() {
 	case "local":
-		return []limiter.Option{limiter.WithFailLocal(limiter.LocalFallback{MaxKeys: 10000})}, nil
+		return limiter.FailLocal(limiter.LocalFallback{MaxKeys: 10000}), nil
 	case "open":
-		return []limiter.Option{limiter.WithFailOpen()}, nil
+		return limiter.FailOpen(), nil
 	case "closed":
-		return []limiter.Option{limiter.WithFailClosed(5 * time.Second)}, nil
+		return limiter.FailClosed(5 * time.Second), nil
 	case "error":
-		return nil, nil
+		return limiter.FailError(), nil
 	}
-	return nil, fmt.Errorf("-on-redis-failure %q: want local, open, closed or error", cfg.failure)
+	return limiter.FailError(), fmt.Errorf("-on-redis-failure %q: want local, open, closed or error", cfg.failure)
 }
 
 // parseRedisURL parses -redis. Its errors never repeat the URL, which may hold a password.
@@ -195,16 +196,14 @@ func (gw *gateway) start(ctx context.Context, cfg config) error {
 	}
 	// Decisions wait at most 100ms for Redis; clients Redis just refused are refused again from a
 	// local cache until the moment Redis gave, with no round trip. When Redis fails, the failure
-	// policy decides, and the failure is logged (at most once a second while Redis stays down).
+	// policy decides, and the limiter logs the failure (at most once per cooldown, a second).
 	policy, err := cfg.limiterPolicy()
 	if err != nil {
 		return err
 	}
-	limOpts := append([]limiter.Option{limiter.WithKeyPrefix(prefix + "rl:"), limiter.WithTimeout(100 * time.Millisecond),
-		limiter.WithDenyCache(10000), limiter.WithFailureLog(func(err error) {
-			gw.log.Warn("limiter: Redis failed; the failure policy decides", "policy", cfg.failurePolicy(), "error", err)
-		})}, policy...)
-	if gw.lim, err = limiter.New(gw.rdb, limiter.TokenBucket, limOpts...); err != nil {
+	if gw.lim, err = limiter.New(gw.rdb, limiter.TokenBucket, limiter.WithKeyPrefix(prefix+"rl:"),
+		limiter.WithTimeout(100*time.Millisecond), limiter.WithDenyCache(10000),
+		limiter.WithFailurePolicy(policy), limiter.WithLogger(gw.log)); err != nil {
 		return err
 	}
 	// Session operations wait at most a second for Redis: past it the middleware answers 503.
@@ -276,8 +275,10 @@ func (gw *gateway) Handler() http.Handler {
 	handle("POST /login", http.HandlerFunc(gw.login))
 	handle("POST /logout", http.HandlerFunc(gw.logout))
 	handle("GET /me", http.HandlerFunc(gw.me))
-	limit := limiter.Middleware(gw.lim, identity, nil, limiter.WithLimitsFor(gw.tier),
-		limiter.WithHTTPErrorHandler(gw.limiterFailed))
+	// The middleware logs the requests the limiter could not decide (with -on-redis-failure=error,
+	// Redis failed), at most once a second while Redis stays down.
+	limit := limithttp.Middleware(gw.lim, identity, nil, limithttp.WithLimitsFor(gw.tier),
+		limithttp.WithErrorHandler(limiterFailed), limithttp.WithLogger(gw.log))
 	handle("/api/", limit(gw.api))
 
 	// The session middleware logs the requests it answers 500 or 503 itself.
@@ -286,10 +287,8 @@ func (gw *gateway) Handler() http.Handler {
 }
 
 // limiterFailed answers a request the limiter could not decide (with -on-redis-failure=error,
-// Redis failed) 503 Service Unavailable, and logs it.
-func (gw *gateway) limiterFailed(w http.ResponseWriter, r *http.Request, err error) {
-	gw.log.LogAttrs(r.Context(), slog.LevelError, "limiter: could not decide; answered 503",
-		slog.String("method", method(r)), slog.String("pattern", route(r)), slog.String("error", err.Error()))
+// Redis failed) 503 Service Unavailable, with Retry-After.
+func limiterFailed(w http.ResponseWriter, _ *http.Request, _ error) {
 	w.Header().Set("Retry-After", "1")
 	http.Error(w, http.StatusText(http.StatusServiceUnavailable), http.StatusServiceUnavailable)
 }
@@ -310,7 +309,7 @@ func identity(r *http.Request) string {
 	if s, ok := session.FromContext(r.Context()); ok && s.UserID() != "" {
 		return "user:" + s.UserID()
 	}
-	return "ip:" + limiter.ByRemoteIP(r)
+	return "ip:" + limithttp.ByRemoteIP(r)
 }
 
 // tier returns the limits for the request: the signed-in ones, or the anonymous ones.

@@ -44,14 +44,6 @@ func routed(pattern string, h http.Handler) http.Handler {
 	})
 }
 
-// route returns the pattern of the route serving r, as routed noted it, or "".
-func route(r *http.Request) string {
-	if p, ok := r.Context().Value(routeKey{}).(*string); ok {
-		return *p
-	}
-	return ""
-}
-
 // method returns r's method when it is a standard one, and "_OTHER" otherwise (as OpenTelemetry's
 // HTTP conventions do): the method is the client's to choose.
 func method(r *http.Request) string {

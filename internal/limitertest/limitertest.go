@@ -3,8 +3,10 @@
 package limitertest
 
 import (
+	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -15,15 +17,73 @@ import (
 	"time"
 
 	"github.com/gatehouse/gatehouse/limiter"
+	"github.com/gatehouse/gatehouse/limiter/limithttp"
 )
 
 // Algorithms are the limiter's algorithms, in the order tests run them.
-var Algorithms = []*limiter.Algorithm{limiter.FixedWindow, limiter.SlidingWindow, limiter.SlidingLog, limiter.TokenBucket}
+var Algorithms = []limiter.Algorithm{limiter.FixedWindow, limiter.SlidingWindow, limiter.SlidingLog, limiter.TokenBucket}
+
+// Discard is a logger that drops every record, for tests whose failures are expected.
+var Discard = slog.New(slog.DiscardHandler)
+
+// Logs is a slog.Handler that keeps every record, at every level, for tests to inspect.
+type Logs struct {
+	mu      sync.Mutex
+	records []slog.Record
+}
+
+// Logger returns a logger writing to l.
+func (l *Logs) Logger() *slog.Logger { return slog.New(l) }
+
+// Records returns the records kept so far.
+func (l *Logs) Records() []slog.Record {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.records)
+}
+
+// Len returns how many records were kept.
+func (l *Logs) Len() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.records)
+}
+
+// Text returns the records as text, one a line: level, message and attributes, for searching.
+func (l *Logs) Text() string {
+	var b strings.Builder
+	for _, r := range l.Records() {
+		b.WriteString(r.Level.String() + " " + r.Message)
+		r.Attrs(func(a slog.Attr) bool {
+			b.WriteString(" " + a.String())
+			return true
+		})
+		b.WriteByte('\n')
+	}
+	return b.String()
+}
+
+// Enabled implements slog.Handler: every level.
+func (l *Logs) Enabled(context.Context, slog.Level) bool { return true }
+
+// Handle implements slog.Handler.
+func (l *Logs) Handle(_ context.Context, r slog.Record) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.records = append(l.records, r.Clone())
+	return nil
+}
+
+// WithAttrs implements slog.Handler; the tests' loggers add no attributes of their own.
+func (l *Logs) WithAttrs([]slog.Attr) slog.Handler { return l }
+
+// WithGroup implements slog.Handler; the tests' loggers open no groups.
+func (l *Logs) WithGroup(string) slog.Handler { return l }
 
 // Key returns the Redis key of the state of identifier id under limit, for a limiter with the key
 // prefix prefix (limiter.DefaultKeyPrefix without WithKeyPrefix).
-func Key(prefix string, alg *limiter.Algorithm, id string, limit limiter.Limit) string {
-	tag := map[*limiter.Algorithm]string{limiter.FixedWindow: "fw", limiter.SlidingWindow: "sw", limiter.SlidingLog: "sl", limiter.TokenBucket: "tb"}[alg]
+func Key(prefix string, alg limiter.Algorithm, id string, limit limiter.Limit) string {
+	tag := [...]string{limiter.FixedWindow: "fw", limiter.SlidingWindow: "sw", limiter.SlidingLog: "sl", limiter.TokenBucket: "tb"}[alg]
 	name := fmt.Sprint(limit.Period.Milliseconds())
 	if limit.Name != "" {
 		name = "n" + limit.Name
@@ -39,19 +99,19 @@ type Arrival struct {
 	State      string
 }
 
-// RecordedServer serves limiter.Middleware over lim and limits, keyed by the X-Client header and
+// RecordedServer serves limithttp.Middleware over lim and limits, keyed by the X-Client header and
 // with the cost taken from the X-Cost header, behind a recorder of every request that reaches it;
 // the function it returns lists what the server saw so far.
-func RecordedServer(t testing.TB, lim *limiter.Limiter, limits []limiter.Limit, opts ...limiter.HTTPOption) (*httptest.Server, func() []Arrival) {
+func RecordedServer(t testing.TB, lim *limiter.Limiter, limits []limiter.Limit, opts ...limithttp.Option) (*httptest.Server, func() []Arrival) {
 	t.Helper()
 	var mu sync.Mutex
 	var seen []Arrival
-	cost := limiter.WithCost(func(r *http.Request) int64 {
+	cost := limithttp.WithCost(func(r *http.Request) int64 {
 		n, _ := strconv.ParseInt(r.Header.Get("X-Cost"), 10, 64)
 		return max(n, 1)
 	})
 	ok := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
-	mw := limiter.Middleware(lim, ByClient, limits, append([]limiter.HTTPOption{cost}, opts...)...)(ok)
+	mw := limithttp.Middleware(lim, ByClient, limits, append([]limithttp.Option{cost}, opts...)...)(ok)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		at := time.Now()
 		mw.ServeHTTP(w, r)

@@ -9,9 +9,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/gatehouse/gatehouse/internal/redistest"
 	"github.com/gatehouse/gatehouse/session"
@@ -56,15 +54,13 @@ func Together(fns ...func()) {
 	wg.Wait()
 }
 
-// NewStore returns a store under a fresh prefix; with a non-nil clock, the store decides at the
-// instants it holds (milliseconds) instead of the server's clock.
-func NewStore(t testing.TB, b *redistest.Backend, clock *atomic.Int64, opts ...session.Option) (*session.Store, string) {
+// NewStore returns a store over b under a fresh prefix, with opts, and the prefix. (The session
+// package's own tests decide on a clock of their own with session.ClockAt, from its
+// export_test.go.)
+func NewStore(t testing.TB, b *redistest.Backend, opts ...session.Option) (*session.Store, string) {
 	t.Helper()
 	prefix := redistest.Prefix(t)
 	opts = append([]session.Option{session.WithKeyPrefix(prefix)}, opts...)
-	if clock != nil {
-		opts = append(opts, session.WithClock(func() time.Time { return time.UnixMilli(clock.Load()) }))
-	}
 	st, err := session.NewStore(b.Client, opts...)
 	if err != nil {
 		t.Fatal(err)

@@ -12,7 +12,7 @@ import (
 
 func Example() {
 	rdb := redis.NewClient(&redis.Options{Addr: "localhost:6379"})
-	lim, err := limiter.New(rdb, limiter.TokenBucket, limiter.WithFailLocal(limiter.LocalFallback{}))
+	lim, err := limiter.New(rdb, limiter.TokenBucket, limiter.WithFailurePolicy(limiter.FailLocal(limiter.LocalFallback{})))
 	if err != nil {
 		log.Fatal(err)
 	}

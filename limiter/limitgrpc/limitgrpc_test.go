@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gatehouse/gatehouse/internal/limitertest"
 	"github.com/gatehouse/gatehouse/internal/redistest"
 	"github.com/gatehouse/gatehouse/limiter"
 	"github.com/gatehouse/gatehouse/limiter/limitgrpc"
@@ -337,7 +338,7 @@ func TestLimiterGRPCNeverAdmitted(t *testing.T) {
 func TestLimiterGRPCLocalShare(t *testing.T) {
 	srv, rdb := redistest.Private(t)
 	srv.Stop()
-	lim, err := limiter.New(rdb, limiter.TokenBucket, limiter.WithFailLocal(limiter.LocalFallback{Instances: 2}), limiter.WithFailureLog(nil))
+	lim, err := limiter.New(rdb, limiter.TokenBucket, limiter.WithFailurePolicy(limiter.FailLocal(limiter.LocalFallback{Instances: 2})), limiter.WithLogger(limitertest.Discard))
 	if err != nil {
 		t.Fatal(err)
 	}

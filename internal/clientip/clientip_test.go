@@ -1,32 +1,34 @@
-package limiter
+package clientip
 
 import (
-	"net/http/httptest"
+	"net/http"
 	"net/netip"
-	"strings"
 	"testing"
 )
 
-// trustedForTest are the proxies the ByClientIP tests trust: a private IPv4 range, a single
+// trustedForTest are the proxies the tests trust: a private IPv4 range, a single
 // address, and an IPv6 range.
 var trustedForTest = []string{"10.0.0.0/8", "192.0.2.254", "2001:db8:ffff::/48"}
 
-func mustClientIP(t testing.TB, c ClientIP) KeyFunc {
+// keyFunc is a Resolver as the transports use it: the key of a peer address and header fields.
+type keyFunc func(remote string, h http.Header) string
+
+func mustResolver(t testing.TB, trusted []string, header string, bits6 int) keyFunc {
 	t.Helper()
-	key, err := ByClientIP(c)
+	c, err := New(trusted, header, bits6)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return key
+	return func(remote string, h http.Header) string { return c.Key(remote, h[c.Header()]) }
 }
 
-func TestByClientIP(t *testing.T) {
-	xff := mustClientIP(t, ClientIP{TrustedProxies: trustedForTest})
-	fwd := mustClientIP(t, ClientIP{TrustedProxies: trustedForTest, Header: "forwarded"})
-	none := mustClientIP(t, ClientIP{})
+func TestResolver(t *testing.T) {
+	xff := mustResolver(t, trustedForTest, "", 0)
+	fwd := mustResolver(t, trustedForTest, "forwarded", 0)
+	none := mustResolver(t, nil, "", 0)
 	for _, c := range []struct {
 		name   string
-		key    KeyFunc
+		key    keyFunc
 		remote string
 		header string   // X-Forwarded-For or Forwarded, as key reads
 		lines  []string // its lines
@@ -94,42 +96,44 @@ func TestByClientIP(t *testing.T) {
 		{"Forwarded open quote smuggling", fwd, "10.0.0.1:4000", "Forwarded", []string{`for="1.1.1.1, for=203.0.113.9`}, "203.0.113.9"},
 		{"Forwarded quoted comma smuggling", fwd, "10.0.0.1:4000", "Forwarded", []string{`for="1.1.1.1, for=10.0.0.5", for=203.0.113.9`}, "203.0.113.9"},
 	} {
-		r := httptest.NewRequest("GET", "/", nil)
-		r.RemoteAddr = c.remote
+		h := http.Header{}
 		for _, l := range c.lines {
-			r.Header.Add(c.header, l)
+			h.Add(c.header, l)
 		}
-		if got := c.key(r); got != c.want {
+		if got := c.key(c.remote, h); got != c.want {
 			t.Errorf("%s: %s from %s = %q, want %q", c.name, c.header, c.remote, got, c.want)
 		}
 	}
 }
 
-func TestByClientIPPrefixAndConfig(t *testing.T) {
-	r := httptest.NewRequest("GET", "/", nil)
-	r.RemoteAddr = "10.0.0.1:4000"
-	r.Header.Set("X-Forwarded-For", "2001:db8:1:2:aaaa::1")
+func TestResolverPrefixAndConfig(t *testing.T) {
+	const remote = "10.0.0.1:4000"
+	h := http.Header{"X-Forwarded-For": {"2001:db8:1:2:aaaa::1"}}
 	for bits, want := range map[int]string{56: "2001:db8:1::/56", 64: "2001:db8:1:2::/64", 128: "2001:db8:1:2:aaaa::1/128", 1: "::/1"} {
-		key := mustClientIP(t, ClientIP{TrustedProxies: []string{"10.0.0.1"}, IPv6Prefix: bits})
-		if got := key(r); got != want {
+		key := mustResolver(t, []string{"10.0.0.1"}, "", bits)
+		if got := key(remote, h); got != want {
 			t.Errorf("IPv6Prefix %d: %q, want %q", bits, got, want)
 		}
 	}
 	// A trusted prefix written as IPv4-mapped IPv6 trusts the IPv4 range.
-	key := mustClientIP(t, ClientIP{TrustedProxies: []string{"::ffff:10.0.0.0/104"}})
-	if got := key(r); got != "2001:db8:1:2::/64" {
+	key := mustResolver(t, []string{"::ffff:10.0.0.0/104"}, "", 0)
+	if got := key(remote, h); got != "2001:db8:1:2::/64" {
 		t.Errorf("IPv4-mapped trusted prefix: %q", got)
 	}
-	for _, c := range []ClientIP{
-		{TrustedProxies: []string{"10.0.0.0/33"}},
-		{TrustedProxies: []string{"proxy.internal"}},
-		{TrustedProxies: []string{""}},
-		{Header: "X-Real-IP"},
-		{IPv6Prefix: 129},
-		{IPv6Prefix: -1},
+	for _, c := range []struct {
+		trusted []string
+		header  string
+		bits6   int
+	}{
+		{trusted: []string{"10.0.0.0/33"}},
+		{trusted: []string{"proxy.internal"}},
+		{trusted: []string{""}},
+		{header: "X-Real-IP"},
+		{bits6: 129},
+		{bits6: -1},
 	} {
-		if _, err := ByClientIP(c); err == nil || !strings.HasPrefix(err.Error(), "limiter: ByClientIP: ") {
-			t.Errorf("ByClientIP(%+v): %v, want an error", c, err)
+		if _, err := New(c.trusted, c.header, c.bits6); err == nil {
+			t.Errorf("New(%+v): no error", c)
 		}
 	}
 }
@@ -154,19 +158,11 @@ func FuzzClientIP(f *testing.F) {
 		if forwarded {
 			header = "Forwarded"
 		}
-		key, err := ByClientIP(ClientIP{TrustedProxies: trustedForTest, Header: header})
+		c, err := New(trustedForTest, header, 0)
 		if err != nil {
 			t.Fatal(err)
 		}
-		c := &clientIP{}
-		for _, s := range trustedForTest {
-			p, _ := parseTrusted(s)
-			c.trusted = append(c.trusted, p)
-		}
-		r := httptest.NewRequest("GET", "/", nil)
-		r.RemoteAddr = remote
-		r.Header[header] = []string{line1, line2}
-		got := key(r)
+		got := c.Key(remote, []string{line1, line2})
 		peer, ok := parseHostPort(remote)
 		if !ok {
 			if got != remote {
@@ -182,35 +178,32 @@ func FuzzClientIP(f *testing.F) {
 			t.Fatalf("key %q: not a canonical IPv6 /64", got)
 		}
 		if !c.trusts(peer) {
-			if want := (&clientIP{bits6: 64}).group(peer); got != want {
+			if want := (&Resolver{bits6: 64}).group(peer); got != want {
 				t.Fatalf("untrusted peer %v with %s %q, %q: key %q, want %q", peer, header, line1, line2, got, want)
 			}
 			return
 		}
-		cfg := &clientIP{trusted: c.trusted, forwarded: forwarded, bits6: 64}
-		client := cfg.resolve(peer, []string{line1, line2})
-		if cfg.trusts(client) {
+		client := c.resolve(peer, []string{line1, line2})
+		if c.trusts(client) {
 			return // no untrusted client found: what a client prepends may name one
 		}
 		for _, lines := range [][]string{{spoof, line1, line2}, {spoof + ", " + line1, line2}} {
-			if again := cfg.resolve(peer, lines); again != client {
+			if again := c.resolve(peer, lines); again != client {
 				t.Fatalf("%s %q changed the client from %v to %v", header, lines, client, again)
 			}
 		}
 	})
 }
 
-// The key function alone: a client behind two proxies, IPv4 and IPv6.
-func BenchmarkByClientIP(b *testing.B) {
-	key := mustClientIP(b, ClientIP{TrustedProxies: trustedForTest})
+// The key alone: a client behind two proxies, IPv4 and IPv6.
+func BenchmarkResolver(b *testing.B) {
+	key := mustResolver(b, trustedForTest, "", 0)
 	for _, xff := range []string{"203.0.113.9, 10.0.0.2", "2001:db8:1:2::9, 10.0.0.2"} {
-		r := httptest.NewRequest("GET", "/", nil)
-		r.RemoteAddr = "10.0.0.1:4000"
-		r.Header.Set("X-Forwarded-For", xff)
+		h := http.Header{"X-Forwarded-For": {xff}}
 		b.Run(xff[:4], func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
-				if key(r) == "" {
+				if key("10.0.0.1:4000", h) == "" {
 					b.Fatal("no key")
 				}
 			}

@@ -1,4 +1,4 @@
-package limiter_test
+package limithttp_test
 
 import (
 	"encoding/json"
@@ -16,11 +16,12 @@ import (
 	"github.com/gatehouse/gatehouse/internal/limitertest"
 	"github.com/gatehouse/gatehouse/internal/redistest"
 	"github.com/gatehouse/gatehouse/limiter"
+	"github.com/gatehouse/gatehouse/limiter/limithttp"
 )
 
-func limitedServer(t *testing.T, lim *limiter.Limiter, limits []limiter.Limit, opts ...limiter.HTTPOption) *httptest.Server {
+func limitedServer(t *testing.T, lim *limiter.Limiter, limits []limiter.Limit, opts ...limithttp.Option) *httptest.Server {
 	ok := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
-	srv := httptest.NewServer(limiter.Middleware(lim, limitertest.ByClient, limits, opts...)(ok))
+	srv := httptest.NewServer(limithttp.Middleware(lim, limitertest.ByClient, limits, opts...)(ok))
 	t.Cleanup(srv.Close)
 	return srv
 }
@@ -82,7 +83,7 @@ func TestLimiterMiddlewareSeveralLimits(t *testing.T) {
 		burst := limiter.PerMinute(1).WithBurst(5).WithName("burst")
 		hourly := limiter.PerHour(100).WithName("hourly")
 		srv := limitedServer(t, lim, []limiter.Limit{burst, hourly},
-			limiter.WithCost(func(r *http.Request) int64 {
+			limithttp.WithCost(func(r *http.Request) int64 {
 				n, _ := strconv.ParseInt(r.URL.Query().Get("cost"), 10, 64)
 				return max(n, 1)
 			}))
@@ -128,14 +129,14 @@ func TestLimiterMiddlewareRedisDown(t *testing.T) {
 		retryAfter string
 	}{
 		{"no policy", nil, 503, ""},
-		{"fail open", []limiter.Option{limiter.WithFailOpen()}, 200, ""},
-		{"fail closed", []limiter.Option{limiter.WithFailClosed(2500 * time.Millisecond)}, 503, "3"},
+		{"fail open", []limiter.Option{limiter.WithFailurePolicy(limiter.FailOpen())}, 200, ""},
+		{"fail closed", []limiter.Option{limiter.WithFailurePolicy(limiter.FailClosed(2500 * time.Millisecond))}, 503, "3"},
 	} {
 		lim, err := limiter.New(rdb, limiter.SlidingWindow, c.opts...)
 		if err != nil {
 			t.Fatal(err)
 		}
-		res := limitertest.Get(t, limitedServer(t, lim, limit, limiter.WithLegacyFields()), "/", "dave")
+		res := limitertest.Get(t, limitedServer(t, lim, limit, limithttp.WithLegacyFields()), "/", "dave")
 		if res.StatusCode != c.status || res.Header.Get("Retry-After") != c.retryAfter || res.Header.Get("RateLimit") != "" {
 			t.Errorf("%s: %s, Retry-After %q, RateLimit %q; want %d, Retry-After %q and no RateLimit",
 				c.name, res.Status, res.Header.Get("Retry-After"), res.Header.Get("RateLimit"), c.status, c.retryAfter)
@@ -155,7 +156,7 @@ func TestLimiterMiddlewareRedisDown(t *testing.T) {
 func TestLimiterMiddlewareLocalShare(t *testing.T) {
 	srv, rdb := redistest.Private(t)
 	srv.Stop()
-	lim, err := limiter.New(rdb, limiter.TokenBucket, limiter.WithFailLocal(limiter.LocalFallback{Instances: 2}), limiter.WithFailureLog(nil))
+	lim, err := limiter.New(rdb, limiter.TokenBucket, limiter.WithFailurePolicy(limiter.FailLocal(limiter.LocalFallback{Instances: 2})), limiter.WithLogger(limitertest.Discard))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -172,7 +173,7 @@ func TestLimiterMiddlewareLocalShare(t *testing.T) {
 // limit's t; without the option, none of them.
 func TestLimiterMiddlewareLegacyFields(t *testing.T) {
 	redistest.Each(t, func(t *testing.T, b *redistest.Backend) {
-		for _, alg := range []*limiter.Algorithm{limiter.FixedWindow, limiter.TokenBucket} {
+		for _, alg := range []limiter.Algorithm{limiter.FixedWindow, limiter.TokenBucket} {
 			t.Run(alg.String(), func(t *testing.T) {
 				lim, err := limiter.New(b.Client, alg, limiter.WithKeyPrefix(redistest.Prefix(t)))
 				if err != nil {
@@ -183,7 +184,7 @@ func TestLimiterMiddlewareLegacyFields(t *testing.T) {
 					minute = limiter.PerMinute(1).WithBurst(3)
 				}
 				limits := []limiter.Limit{limiter.PerHour(100).WithName("hourly"), minute.WithName("minute")}
-				srv := limitedServer(t, lim, limits, limiter.WithLegacyFields())
+				srv := limitedServer(t, lim, limits, limithttp.WithLegacyFields())
 				for i, want := range []struct {
 					status    int
 					remaining string
@@ -253,7 +254,7 @@ func TestLimiterMiddlewareProblemDetails(t *testing.T) {
 			t.Fatal(err)
 		}
 		limits := []limiter.Limit{limiter.PerMinute(4).WithName("minute"), limiter.PerHour(3).WithName("hourly"), limiter.PerHour(100)}
-		srv, _ := limitertest.RecordedServer(t, lim, limits, limiter.WithDeniedHandler(limiter.ProblemDetails))
+		srv, _ := limitertest.RecordedServer(t, lim, limits, limithttp.WithDeniedHandler(limithttp.ProblemDetails))
 		const who = "user-4242@example.com"
 		if res, _, _ := getProblem(t, srv, who, "3"); res.StatusCode != 200 {
 			t.Fatalf("first request: %s", res.Status)
@@ -264,14 +265,14 @@ func TestLimiterMiddlewareProblemDetails(t *testing.T) {
 		if res.StatusCode != 429 || res.Header.Get("Content-Type") != "application/problem+json" || retry < 1 {
 			t.Fatalf("refusal: %s, Content-Type %q, Retry-After %q", res.Status, res.Header.Get("Content-Type"), res.Header.Get("Retry-After"))
 		}
-		if p.Type != limiter.ProblemTypeQuotaExceeded || p.Title == "" || p.Status != 429 || p.Detail == "" ||
+		if p.Type != limithttp.ProblemTypeQuotaExceeded || p.Title == "" || p.Status != 429 || p.Detail == "" ||
 			!slices.Equal(p.Violated, []string{"hourly"}) || p.RetryAfter == nil || *p.RetryAfter != retry {
 			t.Errorf("refusal: %s, want quota-exceeded, status 429, violated [hourly], retry_after %d", raw, retry)
 		}
 		// Cost 4: above the hourly capacity (3), and refused for now by the minute limit (1 left):
 		// 413, naming only the limit whose capacity the cost exceeds, no retry_after.
 		res, p, raw = getProblem(t, srv, who, "4")
-		if res.StatusCode != 413 || res.Header.Get("Retry-After") != "" || p.Status != 413 || p.Type != limiter.ProblemTypeQuotaExceeded ||
+		if res.StatusCode != 413 || res.Header.Get("Retry-After") != "" || p.Status != 413 || p.Type != limithttp.ProblemTypeQuotaExceeded ||
 			!slices.Equal(p.Violated, []string{"hourly"}) || p.RetryAfter != nil {
 			t.Errorf("cost above capacity: %s, Retry-After %q, %s; want 413, violated [hourly], no retry_after", res.Status, res.Header.Get("Retry-After"), raw)
 		}
@@ -282,11 +283,11 @@ func TestLimiterMiddlewareProblemDetails(t *testing.T) {
 	// Redis down, failing closed: 503 about:blank, with the policy's Retry-After.
 	srv, rdb := redistest.Private(t)
 	srv.Stop()
-	lim, err := limiter.New(rdb, limiter.TokenBucket, limiter.WithFailClosed(2*time.Second), limiter.WithFailureLog(nil))
+	lim, err := limiter.New(rdb, limiter.TokenBucket, limiter.WithFailurePolicy(limiter.FailClosed(2*time.Second)), limiter.WithLogger(limitertest.Discard))
 	if err != nil {
 		t.Fatal(err)
 	}
-	web, _ := limitertest.RecordedServer(t, lim, []limiter.Limit{limiter.PerMinute(2)}, limiter.WithDeniedHandler(limiter.ProblemDetails))
+	web, _ := limitertest.RecordedServer(t, lim, []limiter.Limit{limiter.PerMinute(2)}, limithttp.WithDeniedHandler(limithttp.ProblemDetails))
 	res, p, raw := getProblem(t, web, "jo", "1")
 	if res.StatusCode != 503 || res.Header.Get("Retry-After") != "2" || p.Type != "about:blank" || p.Status != 503 || p.RetryAfter == nil || *p.RetryAfter != 2 {
 		t.Errorf("failing closed: %s, Retry-After %q, %s", res.Status, res.Header.Get("Retry-After"), raw)
@@ -305,7 +306,7 @@ func TestLimiterMiddlewareExposedFieldsShared(t *testing.T) {
 	shared := make([]string, 1, 4)
 	shared[0] = "X-Request-Id"
 	ok := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {})
-	mw := limiter.Middleware(lim, limitertest.ByClient, []limiter.Limit{limiter.PerMinute(1000)}, limiter.WithExposedFields())(ok)
+	mw := limithttp.Middleware(lim, limitertest.ByClient, []limiter.Limit{limiter.PerMinute(1000)}, limithttp.WithExposedFields())(ok)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header()["Access-Control-Expose-Headers"] = shared
 		mw.ServeHTTP(w, r)
@@ -345,12 +346,12 @@ func TestLimiterMiddlewareClientIP(t *testing.T) {
 			t.Fatal(err)
 		}
 		ok := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {})
-		serve := func(name string, c limiter.ClientIP) *httptest.Server {
-			key, err := limiter.ByClientIP(c)
+		serve := func(name string, c limithttp.ClientIP) *httptest.Server {
+			key, err := limithttp.ByClientIP(c)
 			if err != nil {
 				t.Fatal(err)
 			}
-			srv := httptest.NewServer(limiter.Middleware(lim, key, []limiter.Limit{limiter.PerMinute(2).WithName(name)})(ok))
+			srv := httptest.NewServer(limithttp.Middleware(lim, key, []limiter.Limit{limiter.PerMinute(2).WithName(name)})(ok))
 			t.Cleanup(srv.Close)
 			return srv
 		}
@@ -358,7 +359,7 @@ func TestLimiterMiddlewareClientIP(t *testing.T) {
 			res, _ := limitertest.Send(t, srv, field, value)
 			return res.StatusCode
 		}
-		behind := serve("xff", limiter.ClientIP{TrustedProxies: []string{"127.0.0.1"}})
+		behind := serve("xff", limithttp.ClientIP{TrustedProxies: []string{"127.0.0.1"}})
 		for i, c := range []struct {
 			xff  string
 			want int
@@ -373,7 +374,7 @@ func TestLimiterMiddlewareClientIP(t *testing.T) {
 				t.Errorf("behind a trusted proxy, request %d from %s: %d, want %d", i, c.xff, got, c.want)
 			}
 		}
-		fwd := serve("forwarded", limiter.ClientIP{TrustedProxies: []string{"127.0.0.0/8"}, Header: "Forwarded"})
+		fwd := serve("forwarded", limithttp.ClientIP{TrustedProxies: []string{"127.0.0.0/8"}, Header: "Forwarded"})
 		for i, c := range []struct {
 			fwd  string
 			want int
@@ -386,7 +387,7 @@ func TestLimiterMiddlewareClientIP(t *testing.T) {
 			}
 		}
 		// Not behind a trusted proxy: a fresh identity in every request is ignored.
-		direct := serve("direct", limiter.ClientIP{TrustedProxies: []string{"10.0.0.0/8"}})
+		direct := serve("direct", limithttp.ClientIP{TrustedProxies: []string{"10.0.0.0/8"}})
 		for i, h := range [][2]string{{"X-Forwarded-For", "203.0.113.50"}, {"Forwarded", "for=203.0.113.51"}, {"X-Forwarded-For", "10.0.0.7"}, {"X-Forwarded-For", "2001:db8::1"}} {
 			want := 200
 			if i >= 2 {

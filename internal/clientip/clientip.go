@@ -1,73 +1,68 @@
-package limiter
+// Package clientip finds a request's client address behind trusted proxies, from the peer's
+// address and the forwarding field the proxies set (X-Forwarded-For, or Forwarded of RFC 7239). It
+// serves the HTTP middleware (limithttp.ByClientIP) and the gRPC interceptors
+// (limitgrpc.ByClientIP), whose docs say what it does for their users.
+package clientip
 
 import (
 	"errors"
 	"fmt"
-	"net/http"
 	"net/netip"
 	"strings"
 )
 
-// ClientIP configures ByClientIP: where a request's client address is found when proxies stand
-// between it and the server.
-type ClientIP struct {
-	// TrustedProxies lists the proxies in front of the server, each a CIDR prefix ("10.0.0.0/8",
-	// "2001:db8::/32") or a single address. The forwarding header is read only on requests from
-	// one of them, and only as far as they vouch for it. None: the header is never read, and the
-	// client is RemoteAddr.
-	TrustedProxies []string
-	// Header is the field the trusted proxies set: "X-Forwarded-For" (the default) or "Forwarded"
-	// (RFC 7239). The other is never read, since a proxy that sets one passes the other on as the
-	// client wrote it.
-	Header string
-	// IPv6Prefix is how many leading bits of an IPv6 address make one client: 64 by default, since
-	// a single host is commonly given a whole /64 and could otherwise take a fresh quota with every
-	// address. 128 limits each address.
-	IPv6Prefix int
+// Resolver finds the client address of requests through a set of trusted proxies.
+type Resolver struct {
+	trusted   []netip.Prefix
+	header    string // canonical
+	forwarded bool
+	bits6     int
 }
 
-// ByClientIP returns a KeyFunc that limits each client address found through the trusted proxies
-// of c. The forwarding header lists the addresses a request passed through, each proxy appending
-// the one it received the request from; it is read from the right, the end nearest the server:
-// starting from RemoteAddr, each address that is a trusted proxy passes the turn to the entry it
-// appended, and the first address that is not trusted is the client. What lies to its left was
-// written by the client or by proxies nobody vouches for, and is never read, so a client cannot
-// choose its identity by sending the header itself. Several header lines are one list, in order.
-//
-// When a trusted proxy's entry names no address ("unknown", an obfuscated identifier such as
-// "_hidden", a malformed entry, a Forwarded element without "for"), the request is limited under
-// the proxy that wrote it. When every address is trusted, the farthest one named is the client.
-//
-// The identifier is the address in its canonical text form: an IPv4 address ("192.0.2.1"), also
-// when it came as IPv4-mapped IPv6 ("::ffff:192.0.2.1"), or for IPv6 the prefix of IPv6Prefix bits
-// that holds it ("2001:db8:1:2::/64"), zones dropped. A RemoteAddr that is not an IP address (a
-// Unix socket) is returned as it is, as ByRemoteIP does.
-//
-// ByClientIP returns an error for an invalid prefix, header name or IPv6Prefix.
-func ByClientIP(c ClientIP) (KeyFunc, error) {
-	ci := &clientIP{bits6: c.IPv6Prefix}
+// New returns a Resolver that trusts the proxies trusted (CIDR prefixes or single addresses),
+// reads the field header ("X-Forwarded-For" when empty, or "Forwarded"; any case), and groups
+// IPv6 clients by prefixes of ipv6Prefix bits (64 when 0, else 1 to 128). It returns an error for
+// anything else.
+func New(trusted []string, header string, ipv6Prefix int) (*Resolver, error) {
+	c := &Resolver{bits6: ipv6Prefix}
 	switch {
-	case c.Header == "" || strings.EqualFold(c.Header, "X-Forwarded-For"):
-		ci.header = "X-Forwarded-For"
-	case strings.EqualFold(c.Header, "Forwarded"):
-		ci.header, ci.forwarded = "Forwarded", true
+	case header == "" || strings.EqualFold(header, "X-Forwarded-For"):
+		c.header = "X-Forwarded-For"
+	case strings.EqualFold(header, "Forwarded"):
+		c.header, c.forwarded = "Forwarded", true
 	default:
-		return nil, fmt.Errorf("limiter: ByClientIP: header %q: want X-Forwarded-For or Forwarded", c.Header)
+		return nil, fmt.Errorf("header %q: want X-Forwarded-For or Forwarded", header)
 	}
 	switch {
-	case ci.bits6 == 0:
-		ci.bits6 = 64
-	case ci.bits6 < 1 || ci.bits6 > 128:
-		return nil, fmt.Errorf("limiter: ByClientIP: IPv6Prefix %d: want 1 to 128", c.IPv6Prefix)
+	case c.bits6 == 0:
+		c.bits6 = 64
+	case c.bits6 < 1 || c.bits6 > 128:
+		return nil, fmt.Errorf("IPv6Prefix %d: want 1 to 128", ipv6Prefix)
 	}
-	for _, s := range c.TrustedProxies {
+	for _, s := range trusted {
 		p, err := parseTrusted(s)
 		if err != nil {
-			return nil, fmt.Errorf("limiter: ByClientIP: trusted proxy %q: %w", s, err)
+			return nil, fmt.Errorf("trusted proxy %q: %w", s, err)
 		}
-		ci.trusted = append(ci.trusted, p)
+		c.trusted = append(c.trusted, p)
 	}
-	return ci.key, nil
+	return c, nil
+}
+
+// Header returns the name of the field the Resolver reads, in canonical HTTP form:
+// "X-Forwarded-For" or "Forwarded".
+func (c *Resolver) Header() string { return c.header }
+
+// Key returns the identifier of the client of a request from the peer address remote (an address
+// with or without a port) whose forwarding field has the lines lines: the client address in
+// canonical text form, IPv6 as the prefix that holds it; remote itself when it is not an IP
+// address (a Unix socket).
+func (c *Resolver) Key(remote string, lines []string) string {
+	peer, ok := parseHostPort(remote)
+	if !ok {
+		return remote
+	}
+	return c.group(c.resolve(peer, lines))
 }
 
 // parseTrusted parses a CIDR prefix or a single address, IPv4-mapped IPv6 as IPv4.
@@ -92,25 +87,15 @@ func parseTrusted(s string) (netip.Prefix, error) {
 	return p.Masked(), nil
 }
 
-// clientIP is a ByClientIP key function's configuration.
-type clientIP struct {
-	trusted   []netip.Prefix
-	header    string // canonical
-	forwarded bool
-	bits6     int
-}
-
-func (c *clientIP) key(r *http.Request) string {
-	remote, ok := parseHostPort(r.RemoteAddr)
-	if !ok {
-		return r.RemoteAddr
-	}
-	return c.group(c.resolve(remote, r.Header[c.header]))
-}
-
 // resolve returns the client address of a request from remote whose forwarding header has the
-// lines values, as ByClientIP describes.
-func (c *clientIP) resolve(remote netip.Addr, values []string) netip.Addr {
+// lines values. The field lists the addresses a request passed through, each proxy appending the
+// one it received the request from; it is read from the right, the end nearest the server:
+// starting from remote, each address that is a trusted proxy passes the turn to the entry it
+// appended, and the first address that is not trusted is the client. What lies to its left was
+// written by the client or by proxies nobody vouches for, and is never read. When a trusted
+// proxy's entry names no address, the client is the proxy that wrote it; when every address is
+// trusted, the farthest one named.
+func (c *Resolver) resolve(remote netip.Addr, values []string) netip.Addr {
 	client := remote
 	for i := len(values) - 1; i >= 0; i-- {
 		// Entries are split at every comma, quoted or not: none of a proxy's own entries holds one,
@@ -146,7 +131,7 @@ func (c *clientIP) resolve(remote netip.Addr, values []string) netip.Addr {
 }
 
 // trusts reports whether a is the address of a trusted proxy.
-func (c *clientIP) trusts(a netip.Addr) bool {
+func (c *Resolver) trusts(a netip.Addr) bool {
 	for _, p := range c.trusted {
 		if p.Contains(a) {
 			return true
@@ -156,7 +141,7 @@ func (c *clientIP) trusts(a netip.Addr) bool {
 }
 
 // group returns the identifier of a: an IPv4 address, or the IPv6 prefix that holds it.
-func (c *clientIP) group(a netip.Addr) string {
+func (c *Resolver) group(a netip.Addr) string {
 	if a.Is4() {
 		return a.String()
 	}

@@ -1,0 +1,64 @@
+package limithttp
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/gatehouse/gatehouse/limiter"
+)
+
+func TestByRemoteIP(t *testing.T) {
+	r := httptest.NewRequest("GET", "/", nil)
+	for addr, want := range map[string]string{"192.0.2.1:1234": "192.0.2.1", "[2001:db8::1]:80": "2001:db8::1", "odd": "odd"} {
+		r.RemoteAddr = addr
+		if got := ByRemoteIP(r); got != want {
+			t.Errorf("%s: %s, want %s", addr, got, want)
+		}
+	}
+}
+
+func TestFieldNamesCanonical(t *testing.T) {
+	for _, h := range []string{hdrPolicy, hdrState, hdrRetryAfter, hdrLegacyLimit, hdrLegacyRemaining, hdrLegacyReset, hdrOrigin, hdrExpose} {
+		if c := http.CanonicalHeaderKey(h); c != h {
+			t.Errorf("%q is not canonical (%q)", h, c)
+		}
+	}
+}
+
+// The status of each kind of refusal.
+func TestRefusalStatus(t *testing.T) {
+	lim := limiter.PerMinute(5).WithName("m")
+	for _, c := range []struct {
+		name string
+		res  limiter.Result
+		want int
+	}{
+		{"later", limiter.Result{Limit: lim, RetryAfter: time.Second}, http.StatusTooManyRequests},
+		{"deny cache", limiter.Result{Limit: lim, RetryAfter: time.Second, Source: limiter.SourceDenyCache}, http.StatusTooManyRequests},
+		{"local, later", limiter.Result{Limit: lim, RetryAfter: time.Second, Source: limiter.SourceLocal}, http.StatusTooManyRequests},
+		{"never", limiter.Result{Limit: lim, RetryAfter: limiter.InfDuration}, http.StatusRequestEntityTooLarge},
+		{"local share", limiter.Result{Limit: lim, RetryAfter: limiter.InfDuration, Source: limiter.SourceLocal}, http.StatusServiceUnavailable},
+		{"fail closed", limiter.Result{Limit: lim, RetryAfter: time.Second, Source: limiter.SourceFailClosed}, http.StatusServiceUnavailable},
+	} {
+		if got := refusalStatus(c.res); got != c.want {
+			t.Errorf("%s: %d, want %d", c.name, got, c.want)
+		}
+	}
+}
+
+func TestQuoteNames(t *testing.T) {
+	for _, c := range []struct {
+		names []string
+		want  string
+	}{
+		{[]string{"a"}, `limit "a"`},
+		{[]string{"a", "b"}, `limits "a" and "b"`},
+		{[]string{"a", "b", "c\""}, `limits "a", "b" and "c\""`},
+	} {
+		if got := quoteNames(c.names); got != c.want {
+			t.Errorf("quoteNames(%q) = %s, want %s", c.names, got, c.want)
+		}
+	}
+}

@@ -1,0 +1,235 @@
+package session
+
+// Save writes a session's changes (session_save), or stores a new session whole (session_create);
+// Destroy and DestroyKey delete one.
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+// Save writes what changed in s since it was read: a new session is created with everything in
+// it; a stored one gets only the attributes Put or Removed and the metadata set. Nothing is written
+// into a session that was destroyed (ErrNotFound) or rotated (ErrConflict) since it was read, nor
+// through a read-only session (ErrReadOnly). A new session with no attributes is not stored. A
+// session the save would make larger than the size cap is refused with ErrTooLarge, before Redis
+// is asked when this request's own view already exceeds it.
+func (st *Store) Save(ctx context.Context, s *Session) (err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case s.destroyed:
+		return ErrNotFound
+	case s.isNew && len(s.values) == 0, !s.isNew && !s.dirty():
+		return nil // nothing to write: no call, no span
+	case s.readOnly:
+		return ErrReadOnly
+	}
+	ctx, o := st.begin(ctx, "save", st.save.Name())
+	o.key = s.key
+	if s.isNew {
+		o.script = st.create.Name()
+	}
+	if st.sized(&o) { // measured now: a successful save clears the change set
+		o.bytes = payload(s.values)
+		if !s.isNew {
+			o.bytes = 0
+			for name := range s.changed {
+				o.bytes += len(s.values[name])
+			}
+		}
+	}
+	defer func() { err = st.end(&o, err) }()
+	return st.saveLocked(ctx, s)
+}
+
+func (st *Store) saveLocked(ctx context.Context, s *Session) error {
+	switch {
+	case s.destroyed:
+		return ErrNotFound
+	case s.readOnly:
+		return ErrReadOnly
+	case s.isNew:
+		if len(s.values) == 0 {
+			return nil
+		}
+		return st.createNew(ctx, s, "", loginConfig{})
+	case !s.dirty():
+		return nil
+	}
+	if size := s.size(); size > st.maxSize && size > s.base {
+		return fmt.Errorf("%w: %d bytes, the cap is %d", ErrTooLarge, size, st.maxSize)
+	}
+	args := make([]any, 0, 5+2*(len(s.changed)+len(s.metaSet))+len(s.removed))
+	args = append(args, st.now(), s.gen, st.maxSize, len(s.changed)+len(s.metaSet), len(s.removed))
+	args = s.appendChanges(args)
+	var keys []string
+	if s.meta.UserID != "" {
+		// The index vouches for a signed-in session, and scores it by its deadline. (A record
+		// never gains a user in place: a sign-in moves the session to a new key.)
+		idx, _ := st.indexOfKey(s.key)
+		keys = []string{string(s.key), idx}
+	} else {
+		keys = []string{string(s.key)}
+	}
+	_, deadline := s.metaSet[fieldDeadline]
+	v, err := st.save.Run(ctx, st.client, keys, args...)
+	if err != nil {
+		return scriptErr("save", err)
+	}
+	arr, status, err := reply(v)
+	if err != nil {
+		return err
+	}
+	switch status {
+	case statusOK:
+		s.clearChanges()
+		s.base = s.size()
+		if deadline {
+			s.sendCookie = true // the cookie expires at the deadline: it must follow
+		}
+		return nil
+	case statusNotFound:
+		return ErrNotFound
+	case statusConflict:
+		return ErrConflict
+	case statusTooLarge:
+		var size int64
+		if len(arr) > 1 {
+			size, _ = arr[1].(int64)
+		}
+		return fmt.Errorf("%w: %d bytes, the cap is %d", ErrTooLarge, size, st.maxSize)
+	}
+	return fmt.Errorf("%w: save status %d", ErrCorrupt, status)
+}
+
+// createNew stores s, a session never stored, under its token; with a user, signed in, under the
+// user's cap.
+func (st *Store) createNew(ctx context.Context, s *Session, user string, cfg loginConfig) error {
+	spec := createSpec{user: user, idle: st.idle, lifetime: st.lifetime, deadline: s.deadline}
+	if s.idle > 0 {
+		spec.idle = s.idle
+	}
+	if s.lifetime > 0 {
+		spec.lifetime = s.lifetime
+	}
+	if user != "" {
+		spec.auth, spec.deadline = -1, time.Time{} // a sign-in starts a new lifetime
+		if cfg.idle > 0 {
+			spec.idle = cfg.idle
+		}
+		if cfg.lifetime > 0 {
+			spec.lifetime = cfg.lifetime
+		}
+		if cfg.persist != 0 {
+			s.persist = cfg.persist
+		}
+	}
+	if s.persist != 0 {
+		s.setMetaLocked(fieldPersist, persistFlag(s.persist))
+	}
+	return st.createLocked(ctx, s, spec)
+}
+
+// createSpec is what session_create.lua needs beyond the record's fields.
+type createSpec struct {
+	user           string
+	idle, lifetime time.Duration
+	deadline       time.Time // zero: now + lifetime
+	created        time.Time // zero: now
+	auth           int64     // ms since the epoch; 0 never, -1 now
+	allowed        int       // a size allowed over the cap (a record moved by a sign-in), or 0
+}
+
+// createLocked stores s, new, under its token with s.values and s.metaSet; with a user, indexes it
+// and applies the cap, reading the user's index again while other sign-ins overtake it.
+func (st *Store) createLocked(ctx context.Context, s *Session, c createSpec) error {
+	size := s.size()
+	if c.user != "" && s.meta.UserID == "" {
+		size += len(fieldUser) + len(c.user) + len(fieldAuth) + 13 // the user, and authenticated-at in ms
+	}
+	if size > st.maxSize && size > c.allowed {
+		return fmt.Errorf("%w: %d bytes, the cap is %d", ErrTooLarge, size, st.maxSize)
+	}
+	var deadline, created int64
+	if !c.deadline.IsZero() {
+		deadline = c.deadline.UnixMilli()
+	}
+	if !c.created.IsZero() {
+		created = c.created.UnixMilli()
+	}
+	pairs := s.appendRecord(make([]any, 0, 2+2*(len(s.values)+len(s.metaSet))))
+	args := append([]any{st.now(), c.idle.Milliseconds(), c.lifetime.Milliseconds(), deadline, created, c.auth,
+		c.user, st.maxPerUser, st.maxSize, c.allowed, len(pairs) / 2}, pairs...)
+	idx := st.indexOf(s.token.tag())
+	capped := c.user != "" && st.maxPerUser > 0
+	arr, status, err := st.runIndexed(ctx, st.create, "create", []string{string(s.key), idx}, idx, capped, statusRereadIndex, args...)
+	switch {
+	case err != nil:
+		return err
+	case status == statusTooLarge && len(arr) > 1:
+		n, _ := arr[1].(int64)
+		return fmt.Errorf("%w: %d bytes, the cap is %d", ErrTooLarge, n, st.maxSize)
+	case status != statusOK || len(arr) < 4:
+		return fmt.Errorf("session: create: status %d: the session's lifetime is already over", status)
+	}
+	now, _ := arr[1].(int64)
+	dl, _ := arr[3].(int64)
+	s.now = time.UnixMilli(now)
+	s.meta.Key, s.meta.LastSeen, s.meta.IdleTimeout = s.key, s.now, c.idle
+	s.meta.Deadline = time.UnixMilli(dl)
+	s.meta.Created = s.now
+	if created != 0 {
+		s.meta.Created = c.created
+	}
+	if c.user != "" {
+		s.meta.UserID, s.meta.AuthenticatedAt = c.user, s.now
+	}
+	s.isNew, s.ver = false, ""
+	s.clearChanges()
+	s.base = s.size()
+	return nil
+}
+
+// Destroy ends the session at once, and empties it. Requests still in flight with it cannot bring
+// it back: their saves fail with ErrNotFound. A Put after Destroy starts a new session, with a new
+// token. A read-only session (Session.ReadOnly) is refused with ErrReadOnly.
+func (st *Store) Destroy(ctx context.Context, s *Session) (err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.readOnly {
+		return ErrReadOnly
+	}
+	ctx, o := st.begin(ctx, "destroy", "")
+	o.key = s.key
+	defer func() { err = st.end(&o, err) }()
+	wasNew := s.isNew
+	s.destroyed = true
+	clear(s.values)
+	s.clearChanges()
+	s.meta = Metadata{IP: s.meta.IP, UserAgent: s.meta.UserAgent}
+	if wasNew {
+		return nil
+	}
+	return st.del(ctx, s.key)
+}
+
+// DestroyKey ends the session stored under key, as listed by ListByUser: for an "active sessions"
+// page. Check first that the key is one of the signed-in user's own.
+func (st *Store) DestroyKey(ctx context.Context, key Key) (err error) {
+	ctx, o := st.begin(ctx, "destroy", "")
+	o.key = key
+	defer func() { err = st.end(&o, err) }()
+	if _, ok := st.indexOfKey(key); !ok {
+		return fmt.Errorf("session: DestroyKey: %w", ErrMalformed)
+	}
+	return st.del(ctx, key)
+}
+
+func (st *Store) del(ctx context.Context, key Key) error {
+	if err := st.client.Del(ctx, string(key)).Err(); err != nil {
+		return fmt.Errorf("session: destroy: %w", err)
+	}
+	return nil
+}
