@@ -2,6 +2,7 @@ package limiter_test
 
 import (
 	"context"
+	"log/slog"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -10,6 +11,7 @@ import (
 	"github.com/gatehouse/gatehouse/internal/limitertest"
 	"github.com/gatehouse/gatehouse/internal/redistest"
 	"github.com/gatehouse/gatehouse/limiter"
+	"github.com/redis/go-redis/v9"
 )
 
 // 64 goroutines hammer one key for two windows; each window admits exactly the limit. The instants
@@ -156,4 +158,49 @@ func TestLimiterAutoPipelineRecovers(t *testing.T) {
 		t.Errorf("auto-pipelined with Redis paused: %+v, %v; want fail-open after the timeout", res, err)
 	}
 	rdb.Do(ctx, "CLIENT", "UNPAUSE")
+}
+
+// With Redis stopped (SIGSTOP), auto-pipelined decisions made at once by many goroutines each end
+// in the failure policy once WithTimeout has passed, while Redis is still stopped: not when the
+// batch ahead of them gets its reply, nor at the client's read timeout (30s here). 10 seconds is
+// the bound on a hang, not on speed.
+func TestLimiterAutoPipelineTimeoutUnderStall(t *testing.T) {
+	srv, _ := redistest.Private(t)
+	c := redistest.ClientFor(t, srv.Addr, func(o *redis.Options) { o.ReadTimeout, o.WriteTimeout = 30*time.Second, 30*time.Second })
+	lim, err := limiter.New(c, limiter.TokenBucket, limiter.WithAutoPipeline(), limiter.WithFailurePolicy(limiter.FailOpen()),
+		limiter.WithTimeout(200*time.Millisecond), limiter.WithCooldown(0), limiter.WithLogger(slog.New(slog.DiscardHandler)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, err := lim.Allow(ctx, "k", limiter.PerHour(10)); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Pause(); err != nil {
+		t.Fatal(err)
+	}
+	const goroutines, calls = 32, 3
+	var returned atomic.Int64
+	var wg sync.WaitGroup
+	for range goroutines {
+		wg.Go(func() {
+			for range calls {
+				res, err := lim.Allow(ctx, "k", limiter.PerHour(10))
+				if err != nil || res.Source != limiter.SourceFailOpen || !redistest.IsTimeout(res.Err) {
+					t.Errorf("auto-pipelined with Redis stopped: %+v, %v; want fail-open after the timeout", res, err)
+				}
+				returned.Add(1)
+			}
+		})
+	}
+	for deadline := time.Now().Add(10 * time.Second); returned.Load() < goroutines*calls && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := returned.Load(); n < goroutines*calls {
+		t.Errorf("%d of %d decisions had returned 10s after Redis stopped, with WithTimeout(200ms)", n, goroutines*calls)
+	}
+	if err := srv.Resume(); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
 }

@@ -258,13 +258,15 @@ func New(client redis.UniversalClient, alg Algorithm, opts ...Option) (*Limiter,
 		}
 	}
 	if c.auto {
+		// The asynchronous face: a decision can stop waiting for its batch when its context
+		// ends (the blocking face would wait for the batch, whatever the deadline).
 		ap, ok := client.(interface {
-			AutoPipeline() (*redis.AutoPipeliner, error)
+			AsyncAutoPipeline() (*redis.AutoPipeliner, error)
 		})
 		if !ok {
 			return nil, fmt.Errorf("limiter: WithAutoPipeline: a %T cannot auto-pipeline", client)
 		}
-		p, err := ap.AutoPipeline()
+		p, err := ap.AsyncAutoPipeline()
 		if err != nil {
 			return nil, fmt.Errorf("limiter: WithAutoPipeline: %w", err)
 		}
@@ -502,6 +504,12 @@ func (l *Limiter) consult(ctx context.Context, r *request, keys []string) error 
 		l.applyShadow(r)
 		return nil
 	case err != nil:
+		if asked && l.fail.cooldown > 0 && ctx.Err() == nil {
+			// Neither Redis unavailable nor the caller giving up: Redis answered (a script error,
+			// corrupt state), or the program closed the client. Either way a cooldown stands for
+			// nothing: the next calls ask, and get the error themselves.
+			l.breaker.answered()
+		}
 		return err
 	}
 	l.applyShadow(r)

@@ -61,11 +61,13 @@ func WithClock(now func() time.Time) Option { return optionFunc(func(c *config) 
 // of such limits (see ShadowMode).
 func WithShadowMode() Option { return optionFunc(func(c *config) { c.shadow = true }) }
 
-// WithAutoPipeline sends decisions through the client's auto-pipeliner (go-redis' AutoPipeline,
-// marked experimental by go-redis): decisions made concurrently by many goroutines are gathered
-// into pipelines, so that many share each round trip. A lone decision costs about what it did.
-// The auto-pipeliner is the client's, shared with its other users, and ends when the client is
-// closed. The client's AutoPipelineOptions, if set, configure it.
+// WithAutoPipeline sends decisions through the client's auto-pipeliner (go-redis'
+// AsyncAutoPipeline, marked experimental by go-redis): decisions made concurrently by many
+// goroutines are gathered into pipelines, so that many share each round trip. A lone decision
+// costs about what it did. Each decision still waits no longer than its context (and WithTimeout)
+// allows, even when the batch ahead of it is stuck on a stalled server. The auto-pipeliner is the
+// client's, shared with its other users, and ends when the client is closed. The client's
+// AutoPipelineOptions, if set, configure it.
 func WithAutoPipeline() Option { return optionFunc(func(c *config) { c.auto = true }) }
 
 // WithLogger sets where the limiter logs (default: slog.Default(), as it is at each record; nil

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -107,7 +108,9 @@ func WithFailurePolicy(p FailurePolicy) Option { return optionFunc(func(c *confi
 // Redis down, each call would otherwise wait for go-redis' dial retries or for WithTimeout before
 // the policy decides: 100ms per request with a 100ms timeout. When the cooldown has passed, one
 // call asks Redis again; while it is out, the others still decide without it. Such decisions have
-// Err ErrUnavailable. Every kind of unavailability starts a cooldown except TRYAGAIN, which
+// Err ErrUnavailable. Any answer to that call but Redis being unavailable ends the cooldown: a
+// decision, an error reply, and redis.ErrClosed once the program has closed its client (which then
+// every call returns). Every kind of unavailability starts a cooldown except TRYAGAIN, which
 // concerns one slot being migrated, not the server. d <= 0 asks Redis for every decision. Under
 // FailError there is no cooldown: every decision asks.
 func WithCooldown(d time.Duration) Option {
@@ -198,6 +201,11 @@ func (l *Limiter) report(ctx context.Context, err error, cooldown time.Duration)
 // that are not RESP, a cooldown), and the replies of a server that cannot serve now. Not: every
 // other reply (a script error, a key of another type, a refused command), a reply of the wrong
 // shape, corrupt state, invalid arguments, a client closed by the program, a cancellation.
+//
+// A connection this process closed under the call (net.ErrClosed: the program closing its client
+// while the call waited for its reply) is unavailable but not server-wide: the call got no reply,
+// but that says nothing of the server, so it starts no cooldown, and the next call finds the
+// client closed.
 func isUnavailable(err error) (ok, serverWide bool) {
 	var reply redis.Error
 	if errors.As(err, &reply) {
@@ -217,7 +225,7 @@ func isUnavailable(err error) (ok, serverWide bool) {
 			return false, false
 		}
 	}
-	return true, true
+	return true, !errors.Is(err, net.ErrClosed)
 }
 
 // breaker is the cooldown's state: while skipUntil (Unix nanoseconds) is ahead, decisions skip

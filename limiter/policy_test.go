@@ -63,6 +63,8 @@ func TestIsUnavailable(t *testing.T) {
 		{wrap(&net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}), true, true},
 		{wrap(&net.OpError{Op: "read", Net: "tcp", Err: syscall.ECONNRESET}), true, true},
 		{wrap(io.EOF), true, true},
+		// The program closed its client under a call: no reply, but no sign of the server failing.
+		{wrap(&net.OpError{Op: "read", Net: "tcp", Err: net.ErrClosed}), true, false},
 		{wrap(context.DeadlineExceeded), true, true},
 		{wrap(os.ErrDeadlineExceeded), true, true},
 		{wrap(redis.ErrPoolTimeout), true, true},

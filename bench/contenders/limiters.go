@@ -22,10 +22,10 @@ import (
 	ululeredis "github.com/ulule/limiter/v3/drivers/store/redis"
 )
 
-// autoPipeliner returns the client's auto-pipeliner (the one go-redis keeps per client, as
-// gatehouse's WithAutoPipeline uses).
+// autoPipeliner returns the client's asynchronous auto-pipeliner (the one go-redis keeps per
+// client, as gatehouse's WithAutoPipeline uses).
 func autoPipeliner(c *redis.Client) (*redis.AutoPipeliner, error) {
-	ap, err := c.AutoPipeline()
+	ap, err := c.AsyncAutoPipeline()
 	if err != nil {
 		return nil, fmt.Errorf("auto-pipeliner: %w", err)
 	}

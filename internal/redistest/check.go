@@ -2,6 +2,7 @@ package redistest
 
 import (
 	"context"
+	"errors"
 	"strconv"
 	"strings"
 	"sync"
@@ -100,19 +101,45 @@ func AssertKeysExpire(t testing.TB, b *Backend, prefix string) {
 		t.Fatal(err)
 	}
 	for _, n := range masters {
-		iter := n.Scan(ctx, 0, prefix+"*", 1000).Iterator()
-		for iter.Next(ctx) {
-			ttl, err := n.PTTL(ctx, iter.Val()).Result()
-			if err != nil {
-				t.Fatal(err)
-			}
-			// -2: expired since the scan saw it; anything else must be a positive expiry.
-			if ttl == -1 {
-				t.Errorf("key %q has no expiry", iter.Val())
-			}
-		}
-		if err := iter.Err(); err != nil {
+		_, missing, err := KeysWithoutExpiry(ctx, n, prefix+"*")
+		if err != nil {
 			t.Fatal(err)
 		}
+		for _, k := range missing {
+			t.Errorf("key %q has no expiry", k)
+		}
 	}
+}
+
+// KeysWithoutExpiry scans the server behind n for keys matching the pattern match and returns how
+// many it saw and those without an expiry (PTTL -1), asking the PTTLs of each page of the scan in
+// one pipeline. A key that expires between the scan and its PTTL is counted, and not missing.
+func KeysWithoutExpiry(ctx context.Context, n *redis.Client, match string) (scanned int, missing []string, err error) {
+	var cursor uint64
+	for page := 0; page < 1_000_000; page++ {
+		var keys []string
+		if keys, cursor, err = n.Scan(ctx, cursor, match, 1000).Result(); err != nil {
+			return scanned, missing, err
+		}
+		scanned += len(keys)
+		ttls := make([]*redis.DurationCmd, len(keys))
+		if _, err := n.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for i, k := range keys {
+				ttls[i] = p.PTTL(ctx, k)
+			}
+			return nil
+		}); err != nil {
+			return scanned, missing, err
+		}
+		for i, ttl := range ttls {
+			// -2: expired since the scan saw it; anything else must be a positive expiry.
+			if ttl.Val() == -1 {
+				missing = append(missing, keys[i])
+			}
+		}
+		if cursor == 0 {
+			return scanned, missing, nil
+		}
+	}
+	return scanned, missing, errors.New("redistest: SCAN did not end")
 }

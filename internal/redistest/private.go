@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -61,4 +62,22 @@ func (c *Calls) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 // ProcessPipelineHook implements redis.Hook.
 func (c *Calls) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return func(ctx context.Context, cmds []redis.Cmder) error { c.N.Add(int64(len(cmds))); return next(ctx, cmds) }
+}
+
+// WaitClients waits, at most 10 seconds, until the server c talks to has n clients connected
+// (CLIENT LIST), failing the test otherwise. Once the connections of a closed client are gone,
+// the server has read and run every command they carried.
+func WaitClients(t testing.TB, c *redis.Client, n int) {
+	t.Helper()
+	var list string
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		var err error
+		if list, err = c.ClientList(context.Background()).Result(); err != nil {
+			t.Fatal(err)
+		}
+		if len(strings.Split(strings.TrimSpace(list), "\n")) == n {
+			return
+		}
+	}
+	t.Fatalf("the server still has other clients than %d after 10s:\n%s", n, list)
 }

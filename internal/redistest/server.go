@@ -155,3 +155,7 @@ func (s *Server) Running() bool {
 	defer s.mu.Unlock()
 	return s.cmd != nil
 }
+
+// ServerGoroutines name the creators of the goroutines that watch a server's process (its Wait,
+// its output): they live as long as the process does, for leaktest to leave aside.
+var ServerGoroutines = []string{"github.com/gatehouse/gatehouse/internal/redistest.", "os/exec."}

@@ -18,25 +18,54 @@ func (s *Script) Run(ctx context.Context, c redis.UniversalClient, keys []string
 	return s.RunVia(ctx, c, c, keys, args...)
 }
 
-// RunVia is Run with the EVALSHA sent through via, such as the *redis.AutoPipeliner of c, which
-// gathers concurrent calls into pipelines. NOSCRIPT recovery and a Cluster's route refresh go
-// through c, the client via sends on.
+// RunVia is Run with the EVALSHA sent through via, such as an asynchronous *redis.AutoPipeliner
+// of c (c.AsyncAutoPipeline()), which gathers concurrent calls into pipelines. NOSCRIPT recovery
+// and a Cluster's route refresh go through c, the client via sends on.
+//
+// Through an auto-pipeliner, the call waits for its reply only as long as ctx allows: go-redis runs
+// a queued command on the pipeliner's own context, so without this a call queued behind a batch
+// that a stalled server does not answer would wait for that batch, whatever its deadline. A call
+// that gives up so may still run later, as any call that timed out after it was sent. (The
+// pipeliner must be the asynchronous one: the blocking face, c.AutoPipeline(), refuses the
+// submission this needs, and the call fails with redis.ErrSubmitBlockingFace.)
 func (s *Script) RunVia(ctx context.Context, via redis.Scripter, c redis.UniversalClient, keys []string, args ...any) (any, error) {
 	if err := checkSlots(keys); err != nil {
 		return nil, s.wrap(err)
 	}
-	v, err := via.EvalSha(ctx, s.sha, keys, args...).Result()
+	v, err := s.evalSha(ctx, via, keys, args)
 	if isNoScript(err) {
 		if err := s.loadFor(ctx, c, keys); err != nil {
 			return nil, s.wrap(fmt.Errorf("recovering from NOSCRIPT: %w", err))
 		}
-		v, err = via.EvalSha(ctx, s.sha, keys, args...).Result()
+		v, err = s.evalSha(ctx, via, keys, args)
 	}
 	if err != nil {
 		refreshRoutes(c, err)
 		return nil, s.wrap(err)
 	}
 	return v, nil
+}
+
+// evalSha sends EVALSHA through via and returns its reply; through an auto-pipeliner, or the
+// error of ctx if ctx ends first.
+func (s *Script) evalSha(ctx context.Context, via redis.Scripter, keys []string, args []any) (any, error) {
+	ap, ok := via.(*redis.AutoPipeliner)
+	if !ok {
+		return via.EvalSha(ctx, s.sha, keys, args...).Result()
+	}
+	cmdArgs := make([]any, 0, 3+len(keys)+len(args))
+	cmdArgs = append(cmdArgs, "evalsha", s.sha, len(keys))
+	for _, k := range keys {
+		cmdArgs = append(cmdArgs, k)
+	}
+	cmd := redis.NewCmd(ctx, append(cmdArgs, args...)...)
+	if len(keys) > 0 {
+		cmd.SetFirstKeyPos(3) // as go-redis' EvalSha: routes the command by its first key
+	}
+	if err := ap.Submit(ctx, cmd).WaitContext(ctx); err != nil {
+		return nil, err
+	}
+	return cmd.Result()
 }
 
 func isNoScript(err error) bool {
