@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/gatehouse/gatehouse/internal/coalesce"
+	"github.com/gatehouse/gatehouse/internal/redisfail"
 	"github.com/gatehouse/gatehouse/internal/telemetry"
 	"github.com/redis/go-redis/v9"
 )
@@ -272,7 +273,7 @@ func New(client redis.UniversalClient, alg Algorithm, opts ...Option) (*Limiter,
 		}
 		l.via = p
 	}
-	if l.timeout > 0 && !honoursDeadlines(client) {
+	if l.timeout > 0 && !redisfail.HonoursDeadlines(client) {
 		return nil, errors.New("limiter: WithTimeout needs a client that applies context deadlines: set ContextTimeoutEnabled in its options")
 	}
 	l.tracer = telemetry.NewTracer(c.tp, scope)

@@ -153,20 +153,6 @@ func (p FailurePolicy) build(cooldown time.Duration) (failurePolicy, error) {
 	return f, nil
 }
 
-// honoursDeadlines reports whether client applies context deadlines to its network calls, as
-// WithTimeout needs. Clients of unknown types are trusted.
-func honoursDeadlines(client redis.UniversalClient) bool {
-	switch c := client.(type) {
-	case *redis.Client:
-		return c.Options().ContextTimeoutEnabled
-	case *redis.ClusterClient:
-		return c.Options().ContextTimeoutEnabled
-	case *redis.Ring:
-		return c.Options().ContextTimeoutEnabled
-	}
-	return true
-}
-
 // absorbs reports whether the policy decides in place of Redis after err: Redis unavailable,
 // while the caller still waits for an answer.
 func (p failurePolicy) absorbs(ctx context.Context, err error) bool {

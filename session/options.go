@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/gatehouse/gatehouse/internal/redisfail"
 	"github.com/gatehouse/gatehouse/internal/telemetry"
 	"github.com/redis/go-redis/v9"
 	"go.opentelemetry.io/otel/metric"
@@ -70,26 +71,12 @@ func (c *config) check(client redis.UniversalClient) error {
 		return fmt.Errorf("session: size cap %d bytes: at least %d are needed for a session's metadata", c.maxSize, MinMaxSize)
 	case c.grace < 0, c.maxPerUser < 0, c.timeout < 0:
 		return errors.New("session: negative grace window, sessions per user or timeout")
-	case c.timeout > 0 && !honoursDeadlines(client):
+	case c.timeout > 0 && !redisfail.HonoursDeadlines(client):
 		return errors.New("session: WithTimeout needs a client that applies context deadlines: set ContextTimeoutEnabled in its options")
 	case c.codec == nil:
 		return errors.New("session: nil codec")
 	}
 	return nil
-}
-
-// honoursDeadlines reports whether client applies context deadlines to its network calls, as
-// WithTimeout needs. Clients of unknown types are trusted.
-func honoursDeadlines(client redis.UniversalClient) bool {
-	switch c := client.(type) {
-	case *redis.Client:
-		return c.Options().ContextTimeoutEnabled
-	case *redis.ClusterClient:
-		return c.Options().ContextTimeoutEnabled
-	case *redis.Ring:
-		return c.Options().ContextTimeoutEnabled
-	}
-	return true
 }
 
 // WithIdleTimeout sets how long a session lives without being read or saved (default 30 minutes).
