@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"sync/atomic"
 	"time"
+
+	"github.com/gatehouse/gatehouse/internal/faillog"
 )
 
 // Cookie configures the session cookie. The zero value is the safe default: a cookie named
@@ -84,7 +86,7 @@ type middleware struct {
 	// warnedPlainHTTP: the Secure-cookie-over-plain-HTTP warning was logged (once per middleware).
 	warnedPlainHTTP atomic.Bool
 	// failures bounds the records of failures of Redis (WithFailureLogInterval).
-	failures failureLog
+	failures faillog.Throttle
 }
 
 type ctxKey struct{}
@@ -119,7 +121,7 @@ func Middleware(st *Store, opts ...MiddlewareOption) func(http.Handler) http.Han
 	for _, o := range opts {
 		o.apply(&c)
 	}
-	m := &middleware{middlewareConfig: c, st: st, failures: failureLog{interval: c.failureLogInterval, now: c.now}}
+	m := &middleware{middlewareConfig: c, st: st}
 	return m.wrap
 }
 

@@ -8,8 +8,6 @@ import (
 	"net/http"
 	"net/netip"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 )
 
@@ -55,55 +53,9 @@ func WithFailureLogInterval(d time.Duration) MiddlewareOption {
 	return middlewareOptionFunc(func(m *middlewareConfig) { m.failureLogInterval = d })
 }
 
-// failureLog bounds the records of failures of Redis (see WithFailureLogInterval).
-type failureLog struct {
-	interval   time.Duration
-	now        func() time.Time
-	suppressed atomic.Int64 // failures not logged since the last record; changed under mu
-
-	mu   sync.Mutex
-	next time.Time // no record before it
-}
-
-// admit reports whether a failure of Redis is logged now and, if it is, how many were not
-// logged since the previous record.
-func (f *failureLog) admit() (bool, int64) {
-	if f.interval <= 0 {
-		return true, 0
-	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	now := f.now()
-	if now.Before(f.next) {
-		f.suppressed.Add(1)
-		return false, 0
-	}
-	f.next = now.Add(f.interval)
-	return true, f.suppressed.Swap(0)
-}
-
-// recovered returns, when Redis answered, how many failures were not logged since the last
-// record, once the interval since that record has passed; else 0: nothing to log.
-func (f *failureLog) recovered() int64 {
-	if f.suppressed.Load() == 0 {
-		return 0
-	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	now := f.now()
-	if now.Before(f.next) {
-		return 0
-	}
-	n := f.suppressed.Swap(0)
-	if n > 0 {
-		f.next = now.Add(f.interval)
-	}
-	return n
-}
-
 // answered notes that Redis answered r's call, and logs the failures not logged before, if due.
 func (m *middleware) answered(r *http.Request) {
-	if n := m.failures.recovered(); n > 0 {
+	if n := m.failures.Recovered(m.now, m.failureLogInterval); n > 0 {
 		m.log().LogAttrs(r.Context(), slog.LevelWarn, "session: Redis answers again", slog.Int64("suppressed", n))
 	}
 }
@@ -133,7 +85,7 @@ func (m *middleware) logFailure(r *http.Request, op string, key Key, err error) 
 	var suppressed int64
 	if unavailable {
 		var logged bool
-		if logged, suppressed = m.failures.admit(); !logged {
+		if logged, suppressed = m.failures.Admit(m.now(), m.failureLogInterval); !logged {
 			return
 		}
 	}

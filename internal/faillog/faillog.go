@@ -1,12 +1,13 @@
 // Package faillog logs the requests a transport (limithttp, limitgrpc) could not have decided,
 // bounding the records of failures of Redis, which fail every request while Redis is down, to one
-// per interval.
+// per interval. Its Throttle is that bound alone, which the session middleware's log uses too.
 package faillog
 
 import (
 	"context"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gatehouse/gatehouse/internal/redisfail"
@@ -20,9 +21,7 @@ type Log struct {
 	Interval time.Duration    // at most one record of a failure of Redis per Interval; <= 0: all
 	Now      func() time.Time // nil: time.Now
 
-	mu         sync.Mutex
-	next       time.Time // no record of a failure of Redis before it
-	suppressed int64     // failures of Redis not logged since the last record
+	throttle Throttle
 }
 
 // Failure logs err with attrs: at Debug when gone (the client went away: nothing failed on this
@@ -56,15 +55,50 @@ func (l *Log) admit() (bool, int64) {
 	if l.Now != nil {
 		now = l.Now
 	}
-	t := now()
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if t.Before(l.next) {
-		l.suppressed++
+	return l.throttle.Admit(now(), l.Interval)
+}
+
+// Throttle bounds records of one kind to one per interval, counting those it holds back. Its zero
+// value is ready; it is safe for concurrent use.
+type Throttle struct {
+	suppressed atomic.Int64 // records held back since the last one; changed under mu
+
+	mu   sync.Mutex
+	next time.Time // no record before it
+}
+
+// Admit reports whether a record is due at now, with interval between records (<= 0: every
+// record is), and if it is, how many were held back since the previous one.
+func (t *Throttle) Admit(now time.Time, interval time.Duration) (bool, int64) {
+	if interval <= 0 {
+		return true, 0
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if now.Before(t.next) {
+		t.suppressed.Add(1)
 		return false, 0
 	}
-	l.next = t.Add(l.Interval)
-	n := l.suppressed
-	l.suppressed = 0
-	return true, n
+	t.next = now.Add(interval)
+	return true, t.suppressed.Swap(0)
+}
+
+// Recovered returns, once the trouble is over (Redis answered), how many records were held back
+// since the last one, when interval has passed since it (the count then starts again); else 0:
+// nothing to log. Without held-back records it costs one atomic load, and reads no clock.
+func (t *Throttle) Recovered(now func() time.Time, interval time.Duration) int64 {
+	if t.suppressed.Load() == 0 {
+		return 0
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	at := now()
+	if at.Before(t.next) {
+		return 0
+	}
+	n := t.suppressed.Swap(0)
+	if n > 0 {
+		t.next = at.Add(interval)
+	}
+	return n
 }
