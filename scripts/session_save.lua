@@ -69,8 +69,9 @@ for i = 6, first_del - 1, 2 do
   if ARGV[i] == FIELD_DEADLINE then setd = true end
 end
 local grew = size > before
-put(FIELD_SEEN, tostring(now))
-put(FIELD_VERSION, tostring(ver + 1))
+local seen, ver_s = string.format('%d', now), string.format('%d', ver + 1)
+put(FIELD_SEEN, seen)
+put(FIELD_VERSION, ver_s)
 if size > maxsize and grew then return {STATUS_TOO_LARGE, size} end
 
 d, idle = tonumber(cur[FIELD_DEADLINE]), tonumber(cur[FIELD_IDLE])
@@ -87,12 +88,14 @@ end
 if ndel > 0 then
   redis.call('HDEL', KEYS[1], unpack(ARGV, first_del, first_del + ndel - 1))
 end
--- HSET in chunks, to stay well inside Lua's stack for unpack.
-for i = 6, first_del - 1, 1000 do
+-- One HSET with _s and _v, then the pairs to set: in chunks, to stay well inside Lua's stack for
+-- unpack (integers go as strings: a number argument is formatted by Redis with %.17g first).
+local last = math.min(first_del - 1, 5 + 2 * 500)
+redis.call('HSET', KEYS[1], FIELD_SEEN, seen, FIELD_VERSION, ver_s, unpack(ARGV, 6, last))
+for i = last + 1, first_del - 1, 1000 do
   redis.call('HSET', KEYS[1], unpack(ARGV, i, math.min(i + 999, first_del - 1)))
 end
-redis.call('HSET', KEYS[1], FIELD_SEEN, now, FIELD_VERSION, ver + 1)
-redis.call('PEXPIRE', KEYS[1], ttl)
+redis.call('PEXPIREAT', KEYS[1], string.format('%d', now + ttl))
 
 if cur[FIELD_USER] and setd then index_add(idx, KEYS[1], d) end
 return {STATUS_OK, ttl}
