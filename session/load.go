@@ -30,11 +30,11 @@ func (st *Store) load(ctx context.Context, tok Token) (*Session, error) {
 		return nil, ErrMalformed
 	}
 	key, idx := st.keyAndIndex(tok)
-	v, err := st.touch.Run(ctx, st.client, []string{string(key), idx}, st.now())
+	arr, err := st.touch.RunStrings(ctx, st.client, []string{string(key), idx}, st.now())
 	if err != nil {
 		return nil, scriptErr("load", err)
 	}
-	arr, status, err := reply(v)
+	status, err := replyStrings(arr)
 	if err != nil {
 		return nil, err
 	}
@@ -43,16 +43,16 @@ func (st *Store) load(ctx context.Context, tok Token) (*Session, error) {
 		if len(arr) < 2 {
 			return nil, fmt.Errorf("%w: moved without a target", ErrCorrupt)
 		}
-		t, _ := arr[1].(string)
+		t := arr[1]
 		idx, ok := st.indexOfKey(Key(t))
 		if !ok {
 			return nil, fmt.Errorf("%w: moved to a key of another shape", ErrCorrupt)
 		}
 		target = Key(t)
-		if v, err = st.touch.Run(ctx, st.client, []string{t, idx}, st.now()); err != nil {
+		if arr, err = st.touch.RunStrings(ctx, st.client, []string{t, idx}, st.now()); err != nil {
 			return nil, scriptErr("load", err)
 		}
-		if arr, status, err = reply(v); err != nil {
+		if status, err = replyStrings(arr); err != nil {
 			return nil, err
 		}
 	}

@@ -12,22 +12,18 @@ import (
 )
 
 // fill reads {now, field, value, ...} from the touch script into s.
-func (s *Session) fill(arr []any) error {
+func (s *Session) fill(arr []string) error {
 	if len(arr)%2 != 1 {
 		return fmt.Errorf("%w: odd record", ErrCorrupt)
 	}
-	now, ok := arr[0].(int64)
-	if !ok {
+	now, err := strconv.ParseInt(arr[0], 10, 64)
+	if err != nil {
 		return fmt.Errorf("%w: no time in reply", ErrCorrupt)
 	}
 	s.now = time.UnixMilli(now)
 	s.meta = Metadata{Key: s.key}
 	for i := 1; i < len(arr); i += 2 {
-		f, ok1 := arr[i].(string)
-		v, ok2 := arr[i+1].(string)
-		if !ok1 || !ok2 {
-			return fmt.Errorf("%w: field %d is not a string", ErrCorrupt, i/2)
-		}
+		f, v := arr[i], arr[i+1]
 		if name, ok := strings.CutPrefix(f, attrPrefix); ok {
 			s.values[name] = []byte(v)
 			continue
@@ -110,6 +106,19 @@ func reply(v any) ([]any, int64, error) {
 		return nil, 0, fmt.Errorf("%w: reply status %T", ErrCorrupt, arr[0])
 	}
 	return arr, status, nil
+}
+
+// replyStrings checks that arr, a reply read as strings (script.RunStrings), is led by an integer
+// status, and returns the status.
+func replyStrings(arr []string) (int64, error) {
+	if len(arr) == 0 {
+		return 0, fmt.Errorf("%w: empty reply", ErrCorrupt)
+	}
+	status, err := strconv.ParseInt(arr[0], 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("%w: reply status %q", ErrCorrupt, arr[0])
+	}
+	return status, nil
 }
 
 // listFields are the fields session_user.lua lists for each session, after its key.

@@ -176,11 +176,11 @@ func (st *Store) rotateSameSlot(ctx context.Context, s *Session, tok Token, user
 func (st *Store) loginAcross(ctx context.Context, s *Session, user string, cfg loginConfig) error {
 	for attempt := 0; attempt < maxAttempts; attempt++ {
 		oldIdx, _ := st.indexOfKey(s.key)
-		v, err := st.touch.Run(ctx, st.client, []string{string(s.key), oldIdx}, st.now(), "v")
+		arr, err := st.touch.RunStrings(ctx, st.client, []string{string(s.key), oldIdx}, st.now(), "v")
 		if err != nil {
 			return scriptErr("login", err)
 		}
-		arr, status, err := reply(v)
+		status, err := replyStrings(arr)
 		switch {
 		case err != nil:
 			return err
@@ -215,7 +215,7 @@ func (st *Store) loginAcross(ctx context.Context, s *Session, user string, cfg l
 		if ver == "" {
 			ver = "0"
 		}
-		v, err = st.seal.Run(ctx, st.client, []string{string(s.key), oldIdx}, st.now(), cur.gen, st.grace.Milliseconds(), string(moved.key), ver)
+		v, err := st.seal.Run(ctx, st.client, []string{string(s.key), oldIdx}, st.now(), cur.gen, st.grace.Milliseconds(), string(moved.key), ver)
 		if err == nil {
 			_, status, err = reply(v)
 		}
