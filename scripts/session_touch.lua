@@ -1,4 +1,7 @@
--- session_touch.lua: read a session and slide its expiry, in one call (touch-on-read).
+-- session_touch.lua: check a session and slide its expiry (touch-on-read). The caller reads the
+-- record with HGETALL right after it, in the same MULTI/EXEC transaction (script.RunHGetAll): one
+-- round trip, nothing in between, and the record never passes through Lua, which would cost Redis
+-- more than the rest of the call (carrying 1.5 KB in and out of Lua as some 30 strings each way).
 --
 -- A session is a hash: attributes under "a:<name>", metadata under fields starting with '_':
 -- _c created, _s last seen, _d absolute deadline, _a authenticated at (all integer ms since the
@@ -21,14 +24,15 @@
 -- KEYS[1]   the session's hash
 -- KEYS[2]   the index of its tag bucket (read only for a record with a user)
 -- ARGV[1]   now in integer milliseconds since the Unix epoch; "0" to use the server's TIME (tests only)
--- ARGV[2]   optional: "v" to include the version _v in the reply. Without it, _v is left out: only a
---           sign-in that copies the record needs it, and every load would otherwise decode it.
--- Reply     {0}                       no such session (missing; or past its absolute deadline, or
---                                     signed in and not vouched for by the index: deleted now)
---           {1, now, field, value, ...} the whole record (without _v unless asked, in no particular
---                                     order); it now expires at min(now + idle, deadline)
---           {2, key}                  the session was rotated to key less than its grace window ago
---           an error reply "GATEHOUSE corrupt ..." when the record lacks its deadline or idle timeout
+-- Reply     an integer or a string, not a table: building and sending a table reply costs Redis
+--           several times what an integer costs
+--           0            no such session (missing; or past its absolute deadline, or signed in and
+--                        not vouched for by the index: deleted now)
+--           now          a live session, read at now (ms since the epoch): it now expires at
+--                        min(now + idle, deadline); the record is what HGETALL reads next
+--           key          the session was rotated to key less than its grace window ago
+--           an error reply "GATEHOUSE corrupt ..." when the record lacks its deadline or idle
+--           timeout, or one of them or its last seen is not a number
 -- A read writes no payload: only the expiry, and _s when it is a second or more behind.
 
 --#include lib/time_ms
@@ -36,49 +40,25 @@
 
 local now = clock_ms(ARGV[1])
 
-local h = redis.call('HGETALL', KEYS[1])
-local n = #h
-if n == 0 then return {STATUS_NOT_FOUND} end
--- The metadata the checks need, found by a chain of comparisons (field names are interned
--- strings), which only names of at most 3 bytes enter (every metadata field's is): cheaper than a
--- table of every field, or than a call per field.
-local d, idle, seen, user, moved, grace, vi
-for i = 1, n, 2 do
-  local f = h[i]
-  if #f <= 3 then
-    if f == FIELD_DEADLINE then d = h[i + 1]
-    elseif f == FIELD_IDLE then idle = h[i + 1]
-    elseif f == FIELD_SEEN then seen = h[i + 1]
-    elseif f == FIELD_VERSION then vi = i
-    elseif f == FIELD_USER then user = h[i + 1]
-    elseif f == FIELD_MOVED_TO then moved = h[i + 1]
-    elseif f == FIELD_GRACE then grace = h[i + 1]
-    end
+-- A rotation pointer holds only _r and _rg: they are read only for a record without a deadline.
+local m = redis.call('HMGET', KEYS[1], FIELD_DEADLINE, FIELD_IDLE, FIELD_USER, FIELD_SEEN)
+if not m[1] then
+  local p = redis.call('HMGET', KEYS[1], FIELD_MOVED_TO, FIELD_GRACE)
+  if p[1] then
+    if tonumber(p[2] or '0') > now then return p[1] end
+    redis.call('DEL', KEYS[1])
+    return STATUS_NOT_FOUND
   end
+  if redis.call('EXISTS', KEYS[1]) == 0 then return STATUS_NOT_FOUND end
 end
 
-if moved then
-  if tonumber(grace or '0') > now then return {STATUS_MOVED, moved} end
-  redis.call('DEL', KEYS[1])
-  return {STATUS_NOT_FOUND}
-end
-
-local gone
-d, idle, gone = live_fields(KEYS[1], d, idle, user, KEYS[2], now) -- signed out: see above
-if gone then return gone end
+local d, idle, gone = live_fields(KEYS[1], m[1], m[2], m[3], KEYS[2], now) -- signed out: see above
+if gone then return gone[1] or gone end -- {STATUS_NOT_FOUND} as 0, an error reply as it is
+local seen = tonumber(m[4] or '0')
+if not seen then return redis.error_reply('GATEHOUSE corrupt session record: last seen not a number') end
 -- Integers go to Redis as strings: a number argument is formatted by Redis with %.17g first.
 redis.call('PEXPIREAT', KEYS[1], string.format('%d', math.min(now + idle, d)))
-if now - (tonumber(seen) or 0) >= 1000 then
+if now - seen >= 1000 then
   redis.call('HSET', KEYS[1], FIELD_SEEN, string.format('%d', now))
 end
-
--- The reply: the status and now in the first two places, whose pair moves to the end (the
--- order of the fields does not matter); without _v unless asked, the last pair taking its place.
-if vi and ARGV[2] ~= 'v' then
-  h[vi], h[vi + 1] = h[n - 1], h[n]
-  h[n], h[n - 1] = nil, nil
-  n = n - 2
-end
-h[n + 1], h[n + 2] = h[1], h[2]
-h[1], h[2] = STATUS_OK, now
-return h
+return now

@@ -11,19 +11,11 @@ import (
 	"time"
 )
 
-// fill reads {now, field, value, ...} from the touch script into s.
-func (s *Session) fill(arr []string) error {
-	if len(arr)%2 != 1 {
-		return fmt.Errorf("%w: odd record", ErrCorrupt)
-	}
-	now, err := strconv.ParseInt(arr[0], 10, 64)
-	if err != nil {
-		return fmt.Errorf("%w: no time in reply", ErrCorrupt)
-	}
+// fill reads into s the record a load read at now, the touch script's time in ms.
+func (s *Session) fill(now int64, rec map[string]string) error {
 	s.now = time.UnixMilli(now)
 	s.meta = Metadata{Key: s.key}
-	for i := 1; i < len(arr); i += 2 {
-		f, v := arr[i], arr[i+1]
+	for f, v := range rec {
 		if name, ok := strings.CutPrefix(f, attrPrefix); ok {
 			s.values[name] = []byte(v)
 			continue
@@ -108,17 +100,20 @@ func reply(v any) ([]any, int64, error) {
 	return arr, status, nil
 }
 
-// replyStrings checks that arr, a reply read as strings (script.RunStrings), is led by an integer
-// status, and returns the status.
-func replyStrings(arr []string) (int64, error) {
-	if len(arr) == 0 {
-		return 0, fmt.Errorf("%w: empty reply", ErrCorrupt)
+// touched reads the touch script's reply: the instant (ms) a live session was read at, or the
+// key a session rotated within its grace window moved to; neither for no such session.
+func touched(v any) (now int64, movedTo string, err error) {
+	switch v := v.(type) {
+	case int64:
+		if v >= 0 {
+			return v, "", nil
+		}
+	case string:
+		if v != "" {
+			return 0, v, nil
+		}
 	}
-	status, err := strconv.ParseInt(arr[0], 10, 64)
-	if err != nil {
-		return 0, fmt.Errorf("%w: reply status %q", ErrCorrupt, arr[0])
-	}
-	return status, nil
+	return 0, "", fmt.Errorf("%w: touch reply %#v", ErrCorrupt, v)
 }
 
 // listFields are the fields session_user.lua lists for each session, after its key.
@@ -186,8 +181,8 @@ func persistFlag(p int8) string {
 
 // size counts the session as the scripts count a record: for every field, the length of its name
 // plus the length of its value; attributes are fields "a:<name>", metadata fields start with '_'.
-// It counts what this request knows: the record as read, with this request's changes, and
-// without the version _v, which Load does not read (a few bytes: the scripts' count decides).
+// It counts what this request knows: the record as read, with this request's changes, and the
+// version _v as read (a save increments it: a few bytes, which the scripts' count decides).
 // Times not known yet (a new session's) count as 13 digits, as every instant from 2001 to 2286
 // in ms.
 func (s *Session) size() int {

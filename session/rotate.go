@@ -176,21 +176,21 @@ func (st *Store) rotateSameSlot(ctx context.Context, s *Session, tok Token, user
 func (st *Store) loginAcross(ctx context.Context, s *Session, user string, cfg loginConfig) error {
 	for attempt := 0; attempt < maxAttempts; attempt++ {
 		oldIdx, _ := st.indexOfKey(s.key)
-		arr, err := st.touch.RunStrings(ctx, st.client, []string{string(s.key), oldIdx}, st.now(), "v")
+		v, rec, err := st.touch.RunHGetAll(ctx, st.client, []string{string(s.key), oldIdx}, st.now())
 		if err != nil {
 			return scriptErr("login", err)
 		}
-		status, err := replyStrings(arr)
+		now, movedTo, err := touched(v)
 		switch {
 		case err != nil:
 			return err
-		case status == statusMoved:
+		case movedTo != "":
 			return ErrConflict // rotated away since this request read it
-		case status != statusOK:
+		case now == 0:
 			return ErrNotFound
 		}
 		cur := st.blank(s.token, s.key)
-		if err := cur.fill(arr[1:]); err != nil {
+		if err := cur.fill(now, rec); err != nil {
 			return err
 		}
 		if cur.gen != s.gen {
@@ -215,7 +215,8 @@ func (st *Store) loginAcross(ctx context.Context, s *Session, user string, cfg l
 		if ver == "" {
 			ver = "0"
 		}
-		v, err := st.seal.Run(ctx, st.client, []string{string(s.key), oldIdx}, st.now(), cur.gen, st.grace.Milliseconds(), string(moved.key), ver)
+		v, err = st.seal.Run(ctx, st.client, []string{string(s.key), oldIdx}, st.now(), cur.gen, st.grace.Milliseconds(), string(moved.key), ver)
+		var status int64
 		if err == nil {
 			_, status, err = reply(v)
 		}

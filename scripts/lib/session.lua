@@ -24,7 +24,6 @@ local FIELD_GRACE = '_rg'    -- and the end of that grace window, ms
 local STATUS_NOT_FOUND = 0        -- no such session (or signed out, or past its deadline)
 local STATUS_OK = 1               -- done
 local STATUS_CONFLICT = 2         -- rotated away, another generation, or the new key exists
-local STATUS_MOVED = 2            -- session_touch: rotated to another key within its grace window
 local STATUS_TOO_LARGE = 3        -- session_save, session_create: over the size cap
 local STATUS_VERSION_CHANGED = 3  -- session_seal: a save landed since the record was copied
 local STATUS_REREAD_INDEX = 4     -- session_create, session_rotate: the index changed; read it again

@@ -1,0 +1,105 @@
+package script_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/gatehouse/gatehouse/internal/redistest"
+	"github.com/gatehouse/gatehouse/internal/script"
+	"github.com/redis/go-redis/v9"
+)
+
+// hashScript returns a script, unique to this test, that counts its calls in field n of the hash
+// KEYS[1], sets field f to ARGV[1], and answers {1, ARGV[1]}; or, when ARGV[1] is "corrupt", an
+// error reply; or, when it is "int", 42.
+func hashScript(prefix string) *script.Script {
+	return script.New("test_hash", `
+if ARGV[1] == 'corrupt' then return redis.error_reply('GATEHOUSE corrupt test') end
+if ARGV[1] == 'int' then return 42 end
+redis.call('HINCRBY', KEYS[1], 'n', 1)
+redis.call('HSET', KEYS[1], 'f', ARGV[1])
+redis.call('PEXPIRE', KEYS[1], 60000)
+return {1, ARGV[1]}
+-- `+prefix)
+}
+
+// RunHGetAll reads the hash as the script left it (both in one transaction), recovers from
+// NOSCRIPT without running the script twice, passes an error reply on, and refuses keys in two
+// slots; over RESP3 (HGETALL answers a map) and RESP2 (an array) alike.
+func TestRunHGetAll(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, b *redistest.Backend) {
+		clients := map[string]redis.UniversalClient{"resp3": b.Client}
+		if c, ok := b.Client.(*redis.Client); ok {
+			o := *c.Options()
+			o.Protocol = 2
+			resp2 := redis.NewClient(&o)
+			t.Cleanup(func() { resp2.Close() })
+			clients["resp2"] = resp2
+		}
+		for name, c := range clients {
+			t.Run(name, func(t *testing.T) {
+				ctx := context.Background()
+				prefix := redistest.Prefix(t)
+				s := hashScript(prefix)
+				key := prefix + "{h}"
+				for i := 1; i <= 3; i++ {
+					redistest.FlushScripts(ctx, t, b.Client)
+					v := fmt.Sprint("v", i)
+					reply, hash, err := s.RunHGetAll(ctx, c, []string{key, prefix + "{h}:other"}, v)
+					if err != nil {
+						t.Fatalf("call %d after SCRIPT FLUSH: %v", i, err)
+					}
+					if r, ok := reply.([]any); !ok || len(r) != 2 || r[0] != int64(1) || r[1] != v {
+						t.Errorf("call %d: reply %#v, want [1 %s]", i, reply, v)
+					}
+					if hash["f"] != v || hash["n"] != fmt.Sprint(i) {
+						t.Errorf("call %d: hash %v, want f = %s (what the script wrote) and n = %d (each call run once)", i, hash, v, i)
+					}
+				}
+				if reply, _, err := s.RunHGetAll(ctx, c, []string{key}, "int"); err != nil || reply != int64(42) {
+					t.Errorf("an integer reply: %#v, %v; want 42", reply, err)
+				}
+				_, _, err := s.RunHGetAll(ctx, c, []string{key}, "corrupt")
+				if err == nil || !strings.Contains(err.Error(), "GATEHOUSE corrupt test") {
+					t.Errorf("an error reply: err = %v, want it passed on", err)
+				}
+				_, _, err = s.RunHGetAll(ctx, c, []string{prefix + "{a}", prefix + "{b}"}, "x")
+				if !errors.Is(err, script.ErrCrossSlot) {
+					t.Errorf("keys in two slots: err = %v, want ErrCrossSlot", err)
+				}
+			})
+		}
+	})
+}
+
+// On a Ring, the transaction goes to the shard of its keys, and NOSCRIPT is recovered there.
+func TestRunHGetAllRing(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration test against real Redis; skipped by -short")
+	}
+	redistest.Get(t, "standalone") // skips unless standalone servers are selected
+	addrs := map[string]string{}
+	for i := range 2 {
+		s, err := redistest.StartServer()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		addrs[fmt.Sprint("shard", i)] = s.Addr
+	}
+	ring := redis.NewRing(&redis.RingOptions{Addrs: addrs, DisableIdentity: true})
+	defer ring.Close()
+	ctx := context.Background()
+	prefix := redistest.Prefix(t)
+	s := hashScript(prefix)
+	for i := range 20 { // keys on both shards
+		key := fmt.Sprintf("%s{k%d}", prefix, i)
+		reply, hash, err := s.RunHGetAll(ctx, ring, []string{key, key + ":other"}, "v")
+		if r, ok := reply.([]any); err != nil || !ok || len(r) != 2 || hash["f"] != "v" || hash["n"] != "1" {
+			t.Fatalf("key %d on a ring: reply %q, hash %v, err %v", i, reply, hash, err)
+		}
+	}
+}
