@@ -57,7 +57,7 @@ func FuzzGetters(f *testing.F) {
 	f.Fuzz(func(t *testing.T, v []byte) {
 		for _, st := range stores {
 			s := st.blank("", "k")
-			s.values["x"] = v
+			s.values["x"] = string(v)
 			_ = s.GetString("x")
 			_ = s.GetInt("x")
 			_ = s.GetBool("x")

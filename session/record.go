@@ -17,7 +17,7 @@ func (s *Session) fill(now int64, rec map[string]string) error {
 	s.meta = Metadata{Key: s.key}
 	for f, v := range rec {
 		if name, ok := strings.CutPrefix(f, attrPrefix); ok {
-			s.values[name] = []byte(v)
+			s.values[name] = v
 			continue
 		}
 		switch f {

@@ -35,14 +35,22 @@ func (s *Script) RunHGetAll(ctx context.Context, c redis.UniversalClient, keys [
 	return run.Val(), read.Val(), nil
 }
 
+// argHGetAll is the command's name, boxed once.
+var argHGetAll any = "hgetall"
+
 // runHGetAll sends the transaction of RunHGetAll once.
 func (s *Script) runHGetAll(ctx context.Context, c redis.UniversalClient, keys []string, args []any) (run *redis.Cmd, read *redis.MapStringStringCmd, err error) {
-	a := make([]any, 0, 3+len(keys)+len(args))
+	// One array holds both commands' arguments: EVALSHA's, then HGETALL's, which reuses the key
+	// boxed for EVALSHA.
+	n := 3 + len(keys) + len(args)
+	a := make([]any, 0, n+2)
 	a = append(a, argEvalSha, s.shaArg, len(keys))
 	for _, k := range keys {
 		a = append(a, k)
 	}
-	run, read = redis.NewCmd(ctx, append(a, args...)...), redis.NewMapStringStringCmd(ctx, "hgetall", keys[0])
+	a = append(a, args...)
+	a = append(a, argHGetAll, a[3])
+	run, read = redis.NewCmd(ctx, a[:n:n]...), redis.NewMapStringStringCmd(ctx, a[n:]...)
 	tx := c.TxPipeline()
 	_ = tx.Process(ctx, run)
 	_ = tx.Process(ctx, read)
