@@ -5,7 +5,9 @@
 // Redis server's clock:
 //
 //   - Load reads a session and slides its expiry to min(idle timeout, absolute deadline - now) in
-//     one call; it rewrites no payload. Past its deadline, a session is deleted and not found.
+//     one round trip: a transaction of the script that checks the session and slides its expiry,
+//     and the HGETALL that reads it. It rewrites no payload. Past its deadline, a session is
+//     deleted and not found.
 //   - Save writes only the attributes a request changed, and only into the session as it was read:
 //     two concurrent requests changing different attributes both keep their change, and a request
 //     still in flight when the session is destroyed or rotated cannot bring it back.

@@ -10,6 +10,8 @@
 //     loading scripts ahead of traffic (Load, Preload);
 //   - batch.go: many calls in one pipeline, with the same recovery (RunBatch), and commands built
 //     by a caller that groups calls itself (Cmd, Exec: internal/coalesce);
+//   - hgetall.go: a call and a read of the hash it checked, in one transaction (RunHGetAll: the
+//     session store's load);
 //   - cluster.go: cluster slots (Slot, ErrCrossSlot) and routes (the node a call goes to, the slot
 //     map reloaded after a failure).
 //
