@@ -6,13 +6,13 @@
 -- fixed is the fixed window's decision of one limit (lib/limit's alg): the limit is rate requests
 -- per window of ARGV[x + 1] ms at ARGV[x]. An admitted cost is counted in the window of now, which
 -- the state then ends with.
-local function fixed(key, x, cost, now, j, take, out)
+local function fixed(key, x, cost, now, j, take, out, read)
   local tonumber, floor = tonumber, math.floor
   local AHEAD = 630720000000             -- ms: two MaxPeriods; no window ends later than that after now
   local rate, window = tonumber(ARGV[x]), tonumber(ARGV[x + 1])
   local now_ms = floor(now / 1000)
-  local v = redis.pcall('GET', key)
-  if type(v) == 'table' then return nil, v end -- WRONGTYPE
+  local v, err = get(key, read)
+  if v == nil then return nil, err end
   local count, ends = 0, 0 -- the count, and when it stops counting (ms; 0 when nothing counts)
   if v then
     local e, c = string.match(v, '^v2:([0-9]+):([0-9]+)$')
@@ -46,5 +46,5 @@ local function fixed(key, x, cost, now, j, take, out)
     if count > 0 then reset = ends * 1000 - now end
     report(out, j, allowed, left, retry, reset)
   end
-  return allowed
+  return allowed, v
 end

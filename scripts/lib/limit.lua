@@ -4,10 +4,11 @@
 -- An algorithm's part (lib/token_bucket, ...) defines one function that decides a cost against
 -- one limit:
 --
---   alg(key, x, cost, now, j, take, out) reads limit j's state in key (its parameters at ARGV[x],
---     ...) and decides cost against it at now. When take is true and the limit admits the cost, it
---     takes it, writing the state. When out is a table, it appends the limit's part of the reply
---     (report below). It returns whether the limit admits the cost; or nil and the error reply of
+--   alg(key, x, cost, now, j, take, out, read) reads limit j's state in key (its parameters at
+--     ARGV[x], ...), unless read is what an earlier call of it read there, and decides cost
+--     against it at now. When take is true and the limit admits the cost, it takes it, writing the
+--     state. When out is a table, it puts the limit's part of the reply there (report below). It
+--     returns whether the limit admits the cost and what it read; or nil and the error reply of
 --     the decision (CORRUPTSTATE <j>, WRONGTYPE, a refused write).
 --
 -- A script runs its whole text on every call, so each function it defines (a closure, and each
@@ -32,18 +33,19 @@ local function decide(alg, params, k, m, a, cost, flags, now)
     if ok or byte(flags, 2) == 115 then out[1] = 1 end
     return out
   end
-  -- Several limits: each is read and decided first, writing nothing, then decided again (its state
-  -- is as it was: nothing ran in between) to take the cost and report.
-  local out, all = {0}, 1
+  -- Several limits: each is read and decided first, writing nothing, then decided again from what
+  -- it read (nothing ran in between) to take the cost and report.
+  local out, all, read = {0}, 1, {}
   for j = 1, m do
-    local ok, err = alg(KEYS[k + j], a + params * (j - 1), cost, now, j, false, nil)
-    if ok == nil then return err end
+    local ok, v = alg(KEYS[k + j], a + params * (j - 1), cost, now, j, false, nil, nil)
+    if ok == nil then return v end
     if not ok and byte(flags, 1 + j) ~= 115 then all = 0 end
+    read[j] = v
   end
   out[1] = all
   local take = all == 1 and not peek
   for j = 1, m do
-    local ok, err = alg(KEYS[k + j], a + params * (j - 1), cost, now, j, take, out)
+    local ok, err = alg(KEYS[k + j], a + params * (j - 1), cost, now, j, take, out, read[j])
     if ok == nil then return err end
   end
   return out
@@ -56,4 +58,14 @@ local function report(out, j, allowed, left, retry, reset)
   local n = 4 * j - 3
   if left < 0 then left = 0 end
   out[n + 1], out[n + 2], out[n + 3], out[n + 4] = allowed and 1 or 0, left, retry, reset
+end
+
+-- get(key, read) is read when it is not nil (what an earlier call read from key), else the string
+-- in key, or false when there is none; or nil and the error reply (WRONGTYPE: a key of another
+-- type).
+local function get(key, read)
+  if read ~= nil then return read end
+  local v = redis.pcall('GET', key)
+  if type(v) == 'table' then return nil, v end
+  return v
 end

@@ -7,14 +7,18 @@
 -- per window of ARGV[x + 1] ms at ARGV[x]. A score it reads that is not a whole number of
 -- microseconds a request could have is corrupt; the scores it may need are read before anything is
 -- written, so that a corrupt one fails the decision with nothing written.
-local function slog(key, x, cost, now, j, take, out)
+local function slog(key, x, cost, now, j, take, out, read)
   local tonumber, format, floor = tonumber, string.format, math.floor
   local EXACT = 9007199254740992         -- 2^53: integers up to it are exact in a double
   local CHUNK = 1000                     -- members per ZADD
   local rate, span = tonumber(ARGV[x]), tonumber(ARGV[x + 1]) * 1000
   local live = '(' .. format('%d', now - span) -- members newer than now - span still count
-  local count = redis.pcall('ZCOUNT', key, live, '+inf')
-  if type(count) == 'table' then return nil, count end -- WRONGTYPE
+  local count = read
+  if count == nil then
+    count = redis.pcall('ZCOUNT', key, live, '+inf')
+    if type(count) == 'table' then return nil, count end -- WRONGTYPE
+  end
+  local counted = count
   local allowed, retry, over = true, 0, count + cost - rate
   if cost > rate then
     allowed, retry = false, -1
@@ -62,5 +66,5 @@ local function slog(key, x, cost, now, j, take, out)
     if count > 0 and last then reset = last + span - now end
     report(out, j, allowed, left, retry, reset)
   end
-  return allowed
+  return allowed, counted
 end

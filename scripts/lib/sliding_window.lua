@@ -8,15 +8,15 @@
 -- requests per window of ARGV[x + 1] ms at ARGV[x]. The counts are cur in [s, s + p) and prev in
 -- the window before it; an admitted cost is counted in the window of now, and counts made under
 -- another period, or ahead of now, start it with their estimate, rounded up.
-local function sliding(key, x, cost, now, j, take, out)
+local function sliding(key, x, cost, now, j, take, out, read)
   local tonumber, floor = tonumber, math.floor
   local AHEAD = 630720000000             -- ms: two MaxPeriods; no window starts later than that after now
   local LONGEST = 315360000000           -- ms: MaxPeriod
   local rate, window = tonumber(ARGV[x]), tonumber(ARGV[x + 1])
   local now_ms = floor(now / 1000)
   local start = floor(now_ms / window) * window -- this limit's window (ms)
-  local v = redis.pcall('GET', key)
-  if type(v) == 'table' then return nil, v end -- WRONGTYPE
+  local v, err = get(key, read)
+  if v == nil then return nil, err end
   local s, p, cur, prev = start, window, 0, 0
   if v then
     local a, b, c, d = string.match(v, '^v2:([0-9]+):([0-9]+):([0-9]+):([0-9]+)$')
@@ -84,5 +84,5 @@ local function sliding(key, x, cost, now, j, take, out)
     local left = rate - idiv(scaled + p - 1, p)
     report(out, j, allowed, left, retry, reset)
   end
-  return allowed
+  return allowed, v
 end

@@ -6,14 +6,14 @@
 
 -- bucket is the token bucket's decision of one limit (lib/limit's alg): the limit is burst, r, p
 -- at ARGV[x], ARGV[x + 1], ARGV[x + 2].
-local function bucket(key, x, cost, now, j, take, out)
+local function bucket(key, x, cost, now, j, take, out, read)
   local tonumber, format = tonumber, string.format
   local EXACT = 9007199254740992         -- 2^53: integers up to it are exact in a double
   local AHEAD = 630720000000000          -- µs: two MaxPeriods; no state is written later than that after now
   local rs, ps = ARGV[x + 1], ARGV[x + 2]
   local burst, r, p = tonumber(ARGV[x]), tonumber(rs), tonumber(ps)
-  local v = redis.pcall('GET', key)
-  if type(v) == 'table' then return nil, v end -- WRONGTYPE
+  local v, err = get(key, read)
+  if v == nil then return nil, err end
   local d, base, gone = 0, now, false -- the debt as of base; when the state vanishes, if earlier
   if v then
     -- Patterns use [0-9], not %d: Lua matches a set twice as fast as a class.
@@ -78,5 +78,5 @@ local function bucket(key, x, cost, now, j, take, out)
     end
     report(out, j, allowed, left, retry, reset)
   end
-  return allowed
+  return allowed, v
 end
