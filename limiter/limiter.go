@@ -12,6 +12,7 @@ import (
 
 	"github.com/gatehouse/gatehouse/internal/coalesce"
 	"github.com/gatehouse/gatehouse/internal/redisfail"
+	"github.com/gatehouse/gatehouse/internal/script"
 	"github.com/gatehouse/gatehouse/internal/telemetry"
 	"github.com/redis/go-redis/v9"
 )
@@ -202,7 +203,7 @@ type Result struct {
 // Allow is what most callers want.
 type Limiter struct {
 	client redis.UniversalClient
-	via    redis.Scripter    // where EVALSHA goes: the client, or its auto-pipeliner
+	via    script.Via        // where EVALSHA goes: the client, or its auto-pipeliner
 	batch  *coalesce.Batcher // WithCoalescing
 	alg    *algorithm
 	prefix string
@@ -549,30 +550,45 @@ func (l *Limiter) runBounded(ctx context.Context, r *request, keys []string) err
 
 // run runs the algorithm's script for r (prepared), and decodes one Result per limit into r.out.
 //
-// keys is r.keys, passed apart: the script call keeps the slice it is given, and escape analysis
-// does not tell r's fields apart, so handing it r.keys would move r.limits and r.out (which
-// AllowN and Peek keep on their stack) to the heap, two allocations per decision.
+// keys is r.keys, passed apart: the script call lets the keys escape, and escape analysis does not
+// tell r's fields apart, so handing it r.keys would move r.limits and r.out (which AllowN and Peek
+// keep on their stack) to the heap, two allocations per decision.
 func (l *Limiter) run(ctx context.Context, r *request, keys []string) error {
-	args := make([]any, 0, 3+l.alg.nargs*len(r.limits))
-	args = append(args, r.n, l.flags(r.peek, r.limits), r.now)
-	for _, lim := range r.limits {
-		args = l.alg.args(args, lim)
-	}
 	r.asked = true
-	var v any
+	var reply [1 + 4*2]int64 // room for the reply of one or two limits
+	var ints []int64
 	var err error
 	if l.batch != nil {
-		v, err = l.batch.Do(ctx, keys, args)
+		var argv [3 + 3*2]any // room for the ARGV of one or two limits: Do copies it
+		ints, err = l.batch.Do(ctx, keys, l.argv(argv[:0], r), reply[:0])
 	} else {
-		v, err = l.alg.script.RunVia(ctx, l.via, l.client, keys, args...)
+		// The whole EVALSHA in one slice: RunInts fills in the command, the digest and the keys.
+		n := 3 + len(keys)
+		ints, err = l.alg.script.RunInts(ctx, l.via, l.client, keys, l.argv(make([]any, n, n+l.argc(r)), r))
 	}
 	if err != nil {
 		if lim, ok := corrupt(err, r.limits); ok {
 			return fmt.Errorf("limiter: %s: %w under %v: %w", l.alg.name, ErrCorruptState, lim, err)
 		}
+		if errors.Is(err, script.ErrNotIntegers) {
+			return fmt.Errorf("limiter: %s: %w: %w", l.alg.name, ErrBadReply, err)
+		}
 		return fmt.Errorf("limiter: %s: %w", l.alg.name, err)
 	}
-	return decode(v, r.limits, r.out)
+	return decode(ints, r.limits, r.out)
+}
+
+// argc returns how many ARGV values the script call for r takes.
+func (l *Limiter) argc(r *request) int { return 3 + l.alg.nargs*len(r.limits) }
+
+// argv appends the script's ARGV for r to args: the cost, the flags, the instant, then each
+// limit's values.
+func (l *Limiter) argv(args []any, r *request) []any {
+	args = append(args, r.n, l.flags(r.peek, r.limits), r.now)
+	for _, lim := range r.limits {
+		args = l.alg.args(args, lim)
+	}
+	return args
 }
 
 // corrupt reports whether err is Redis saying that a limit's key holds corrupt state: the scripts'
@@ -718,26 +734,18 @@ func (l *Limiter) applyShadow(r *request) {
 
 // decode turns the script's reply {allowed, then allowed_i, remaining_i, retry_us_i, reset_us_i per
 // limit} into one Result per limit, in out.
-func decode(v any, limits []Limit, out []Result) error {
-	arr, ok := v.([]any)
-	if !ok || len(arr) != 1+4*len(limits) {
-		return fmt.Errorf("%w: got %T of length %d, want %d integers", ErrBadReply, v, lenOf(v), 1+4*len(limits))
+func decode(ints []int64, limits []Limit, out []Result) error {
+	if len(ints) != 1+4*len(limits) {
+		return fmt.Errorf("%w: got %d integers, want %d", ErrBadReply, len(ints), 1+4*len(limits))
 	}
-	var ints [4]int64
 	for i, lim := range limits {
-		for j := range ints {
-			n, ok := arr[1+4*i+j].(int64)
-			if !ok {
-				return fmt.Errorf("%w: element %d is %T, want an integer", ErrBadReply, 1+4*i+j, arr[1+4*i+j])
-			}
-			ints[j] = n
-		}
+		v := ints[1+4*i : 5+4*i]
 		out[i] = Result{
-			Allowed:    ints[0] == 1,
+			Allowed:    v[0] == 1,
 			Limit:      lim,
-			Remaining:  ints[1],
-			RetryAfter: micros(ints[2]),
-			ResetAfter: micros(ints[3]),
+			Remaining:  v[1],
+			RetryAfter: micros(v[2]),
+			ResetAfter: micros(v[3]),
 		}
 	}
 	return nil
@@ -752,13 +760,6 @@ func micros(us int64) time.Duration {
 		return InfDuration
 	}
 	return time.Duration(us) * time.Microsecond
-}
-
-func lenOf(v any) int {
-	if a, ok := v.([]any); ok {
-		return len(a)
-	}
-	return -1
 }
 
 // combine returns the binding result of AllowAll with every result in All.
