@@ -206,6 +206,7 @@ type Limiter struct {
 	via    script.Via        // where EVALSHA goes: the client, or its auto-pipeliner
 	batch  *coalesce.Batcher // WithCoalescing
 	alg    *algorithm
+	args   argCache // the ARGV values of recent limits
 	prefix string
 	clock  func() time.Time
 
@@ -582,11 +583,11 @@ func (l *Limiter) run(ctx context.Context, r *request, keys []string) error {
 func (l *Limiter) argc(r *request) int { return 3 + l.alg.nargs*len(r.limits) }
 
 // argv appends the script's ARGV for r to args: the cost, the flags, the instant, then each
-// limit's values.
+// limit's values (the algorithm's args, boxed once per limit: see argCache).
 func (l *Limiter) argv(args []any, r *request) []any {
 	args = append(args, r.n, l.flags(r.peek, r.limits), r.now)
 	for _, lim := range r.limits {
-		args = l.alg.args(args, lim)
+		args = l.args.append(args, l.alg, lim)
 	}
 	return args
 }
