@@ -6,10 +6,11 @@
 //   - script.go: Script, a name, its source and the SHA1 of that source;
 //   - embed.go: the scripts embedded from scripts/ (the scripts package), composed from their shared parts (scripts/lib) at
 //     start-up (Lookup, Scripts);
-//   - run.go: running one call with EVALSHA, recovering from NOSCRIPT by itself (Run, RunVia), and
-//     loading scripts ahead of traffic (Load, Preload);
+//   - run.go: running one call with EVALSHA, recovering from NOSCRIPT by itself (Run; RunInts for
+//     a script that replies an array of integers, decoded without boxing), and loading scripts
+//     ahead of traffic (Load, Preload);
 //   - batch.go: many calls in one pipeline, with the same recovery (RunBatch), and commands built
-//     by a caller that groups calls itself (Cmd, Exec: internal/coalesce);
+//     by a caller that groups calls itself (Cmd, IntsCmd, Exec: internal/coalesce);
 //   - cluster.go: cluster slots (Slot, ErrCrossSlot) and routes (the node a call goes to, the slot
 //     map reloaded after a failure).
 //
