@@ -56,6 +56,9 @@ func newAlgorithm(id Algorithm, name, tag string, check func(Limit) error, nargs
 	if !ok || !okBatch {
 		panic("limiter: no embedded script " + name + ".lua or " + name + "_batch.lua") // a broken build, caught by any test
 	}
+	if nargs > maxLimitArgs {
+		panic("limiter: " + name + " takes more ARGV values per limit than argCache holds") // likewise
+	}
 	return &algorithm{id: id, name: name, tag: tag, script: s, batch: batch, check: check, nargs: nargs, args: args}
 }
 

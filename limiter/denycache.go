@@ -53,8 +53,8 @@ func newDenyCache(max int) (*denyCache, error) {
 
 // lookup fills r.out from a live entry for the same keys, limits and cost at now (local
 // nanoseconds), and reports whether it did.
-func (c *denyCache) lookup(r *request, now int64) bool {
-	k := r.cacheKey()
+func (c *denyCache) lookup(r *request, keys []string, now int64) bool {
+	k := cacheKey(keys)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	d, ok := c.entries.get(k)
@@ -82,8 +82,8 @@ func (c *denyCache) lookup(r *request, now int64) bool {
 
 // remember keeps the refusal in r.out of a request sent at at (local nanoseconds), unless it can
 // never be admitted. The entry holds a hash of the identifier, not the identifier: nothing of r
-// that lives on its caller's stack may be kept (see Limiter.run).
-func (c *denyCache) remember(r *request, at int64) {
+// that lives on its caller's stack may be kept (see request).
+func (c *denyCache) remember(r *request, keys []string, at int64) {
 	var wait time.Duration
 	for _, res := range r.out {
 		if !res.Allowed {
@@ -97,7 +97,7 @@ func (c *denyCache) remember(r *request, at int64) {
 		at: at, until: at + int64(wait)}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.entries.put(r.cacheKey(), d)
+	c.entries.put(cacheKey(keys), d)
 }
 
 // forget drops every entry of the identifier id, and of any identifier whose hash is the same

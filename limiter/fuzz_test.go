@@ -1,6 +1,7 @@
 package limiter
 
 import (
+	"errors"
 	"strings"
 	"testing"
 
@@ -34,7 +35,7 @@ func FuzzRedisKey(f *testing.F) {
 	})
 }
 
-// A reply of any shape is decoded or refused with ErrBadReply; it never panics.
+// A reply of any length and values is decoded or refused with ErrBadReply; it never panics.
 func FuzzDecode(f *testing.F) {
 	f.Add([]byte{1, 1, 2, 3, 4}, uint8(1))
 	f.Add([]byte{0, 0}, uint8(2))
@@ -44,23 +45,14 @@ func FuzzDecode(f *testing.F) {
 		for i := range limits {
 			limits[i] = PerSecond(int64(i + 1))
 		}
-		// Each byte makes one element: mostly integers, some of other types.
-		arr := make([]any, len(shape))
+		// Each byte makes one integer, spread over the whole range.
+		ints := make([]int64, len(shape))
 		for i, c := range shape {
-			switch c % 5 {
-			case 0:
-				arr[i] = "x"
-			case 1:
-				arr[i] = nil
-			default:
-				arr[i] = int64(c) - 128
-			}
+			ints[i] = (int64(c) - 128) << (c % 56)
 		}
 		out := make([]Result, len(limits))
-		for _, v := range []any{arr, string(shape), int64(len(shape)), nil} {
-			if err := decode(v, limits, out); err != nil && !strings.Contains(err.Error(), ErrBadReply.Error()) {
-				t.Fatalf("decode error without ErrBadReply: %v", err)
-			}
+		if err := decode(ints, limits, out); err != nil && !errors.Is(err, ErrBadReply) {
+			t.Fatalf("decode error without ErrBadReply: %v", err)
 		}
 	})
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/gatehouse/gatehouse/internal/coalesce"
 	"github.com/gatehouse/gatehouse/internal/redisfail"
+	"github.com/gatehouse/gatehouse/internal/script"
 	"github.com/gatehouse/gatehouse/internal/telemetry"
 	"github.com/redis/go-redis/v9"
 )
@@ -202,9 +203,10 @@ type Result struct {
 // Allow is what most callers want.
 type Limiter struct {
 	client redis.UniversalClient
-	via    redis.Scripter    // where EVALSHA goes: the client, or its auto-pipeliner
+	via    script.Via        // where EVALSHA goes: the client, or its auto-pipeliner
 	batch  *coalesce.Batcher // WithCoalescing
 	alg    *algorithm
+	args   argCache // the ARGV values of recent limits
 	prefix string
 	clock  func() time.Time
 
@@ -300,8 +302,9 @@ func (l *Limiter) Allow(ctx context.Context, key string, limit Limit) (Result, e
 // are for invalid arguments and for Redis failing.
 func (l *Limiter) AllowN(ctx context.Context, key string, limit Limit, n int64) (Result, error) {
 	var out [1]Result
+	var keys [1]string
 	r := request{op: opAllow, key: key, n: n, limits: []Limit{limit}, out: out[:]}
-	if err := l.decide(ctx, &r); err != nil {
+	if err := l.decide(ctx, &r, keys[:0]); err != nil {
 		return Result{}, err
 	}
 	return out[0], nil
@@ -318,8 +321,9 @@ func (l *Limiter) AllowAll(ctx context.Context, key string, n int64, limits ...L
 	if len(limits) == 0 {
 		return Result{}, fmt.Errorf("%w: AllowAll without limits", ErrInvalidLimit)
 	}
+	var keys [4]string
 	r := request{op: opAllow, key: key, n: n, limits: limits, out: make([]Result, len(limits))}
-	if err := l.decide(ctx, &r); err != nil {
+	if err := l.decide(ctx, &r, keys[:0]); err != nil {
 		return Result{}, err
 	}
 	return combine(r.out), nil
@@ -329,8 +333,9 @@ func (l *Limiter) AllowAll(ctx context.Context, key string, n int64, limits ...L
 // before the request.
 func (l *Limiter) Peek(ctx context.Context, key string, limit Limit) (Result, error) {
 	var out [1]Result
+	var keys [1]string
 	r := request{op: opPeek, key: key, n: 1, peek: true, limits: []Limit{limit}, out: out[:]}
-	if err := l.decide(ctx, &r); err != nil {
+	if err := l.decide(ctx, &r, keys[:0]); err != nil {
 		return Result{}, err
 	}
 	return out[0], nil
@@ -341,7 +346,7 @@ func (l *Limiter) Reset(ctx context.Context, key string, limits ...Limit) (err e
 	ctx, span := l.tracer.Start(ctx, opReset.spanName())
 	r := request{op: opReset, key: key, limits: limits}
 	defer func(start time.Time) { l.observe(ctx, span, start, &r, err) }(time.Now())
-	keys, err := l.keys(&r)
+	keys, err := l.keys(&r, nil)
 	if err != nil {
 		return err
 	}
@@ -439,33 +444,35 @@ func (o operation) spanName() string {
 }
 
 // request is one decision (or Reset) on its way through the limiter: what the caller asked, the
-// Redis keys and instant worked out for it, and where each limit's Result goes.
+// instant worked out for it, and where each limit's Result goes. Its Redis keys (keys) travel
+// beside it, as a slice of their own: the script call lets their strings escape, and escape
+// analysis, which does not tell a struct's fields apart, would then move all of r (and r.out and
+// r.limits, which AllowN and Peek keep on their stack) to the heap.
 type request struct {
 	op     operation
 	key    string   // the caller's identifier
 	n      int64    // the cost
 	peek   bool     // decide without counting
 	limits []Limit  // as the caller gave them
-	keys   []string // the Redis key of each limit (prepare)
 	now    int64    // the instant in microseconds since the epoch; 0 for the server's clock (prepare)
 	out    []Result // one Result per limit, filled by the decision
 	asked  bool     // Redis was asked (run was called), whatever it answered
 }
 
-// cacheKey names the request's entry in the deny cache and the local fallback: its Redis keys.
-func (r *request) cacheKey() string {
-	if len(r.keys) == 1 {
-		return r.keys[0]
+// cacheKey names a request's entry in the deny cache and the local fallback: its Redis keys.
+func cacheKey(keys []string) string {
+	if len(keys) == 1 {
+		return keys[0]
 	}
-	return strings.Join(r.keys, "\x00")
+	return strings.Join(keys, "\x00")
 }
 
 // decide makes one decision, inside a span, and records its metrics. It fills r.out, one Result
-// per limit.
-func (l *Limiter) decide(ctx context.Context, r *request) error {
+// per limit. The Redis keys are made in buf when it has room (see request).
+func (l *Limiter) decide(ctx context.Context, r *request, buf []string) error {
 	ctx, span := l.tracer.Start(ctx, r.op.spanName())
 	start := time.Now()
-	keys, err := l.prepare(r)
+	keys, err := l.prepare(r, buf)
 	if err == nil {
 		err = l.consult(ctx, r, keys)
 	}
@@ -474,12 +481,12 @@ func (l *Limiter) decide(ctx context.Context, r *request) error {
 }
 
 // consult decides from the deny cache, else in one script call, else (when Redis fails, or failed
-// moments ago) by the failure policy. keys is r.keys, passed apart for run (see there).
+// moments ago) by the failure policy. keys are r's Redis keys.
 func (l *Limiter) consult(ctx context.Context, r *request, keys []string) error {
 	var sent int64
 	if l.denied != nil {
 		sent = l.localNow()
-		if l.denied.lookup(r, sent) {
+		if l.denied.lookup(r, keys, sent) {
 			return nil
 		}
 	}
@@ -501,7 +508,7 @@ func (l *Limiter) consult(ctx context.Context, r *request, keys []string) error 
 			}
 			l.report(ctx, err, cooldown)
 		}
-		l.fail.decide(r, l.shadow, l.localNow(), err)
+		l.fail.decide(r, keys, l.shadow, l.localNow(), err)
 		l.applyShadow(r)
 		return nil
 	case err != nil:
@@ -518,18 +525,18 @@ func (l *Limiter) consult(ctx context.Context, r *request, keys []string) error 
 		l.breaker.answered()
 	}
 	if l.denied != nil {
-		l.denied.remember(r, sent)
+		l.denied.remember(r, keys, sent)
 	}
 	return nil
 }
 
-// prepare validates a decision's arguments, and sets the Redis key of each limit and the instant.
-// It returns r.keys.
-func (l *Limiter) prepare(r *request) ([]string, error) {
+// prepare validates a decision's arguments, sets its instant, and returns the Redis key of each
+// limit, made in buf when it has room.
+func (l *Limiter) prepare(r *request, buf []string) ([]string, error) {
 	if r.n < 1 {
 		return nil, fmt.Errorf("%w: %d (want at least 1)", ErrInvalidCost, r.n)
 	}
-	keys, err := l.keys(r)
+	keys, err := l.keys(r, buf)
 	if err != nil {
 		return nil, err
 	}
@@ -547,32 +554,44 @@ func (l *Limiter) runBounded(ctx context.Context, r *request, keys []string) err
 	return l.run(ctx, r, keys)
 }
 
-// run runs the algorithm's script for r (prepared), and decodes one Result per limit into r.out.
-//
-// keys is r.keys, passed apart: the script call keeps the slice it is given, and escape analysis
-// does not tell r's fields apart, so handing it r.keys would move r.limits and r.out (which
-// AllowN and Peek keep on their stack) to the heap, two allocations per decision.
+// run runs the algorithm's script for r (prepared), whose Redis keys are keys, and decodes one
+// Result per limit into r.out.
 func (l *Limiter) run(ctx context.Context, r *request, keys []string) error {
-	args := make([]any, 0, 3+l.alg.nargs*len(r.limits))
-	args = append(args, r.n, l.flags(r.peek, r.limits), r.now)
-	for _, lim := range r.limits {
-		args = l.alg.args(args, lim)
-	}
 	r.asked = true
-	var v any
+	var reply [1 + 4*2]int64 // room for the reply of one or two limits
+	var ints []int64
 	var err error
 	if l.batch != nil {
-		v, err = l.batch.Do(ctx, keys, args)
+		var argv [3 + 3*2]any // room for the ARGV of one or two limits: Do copies it
+		ints, err = l.batch.Do(ctx, keys, l.argv(argv[:0], r), reply[:0])
 	} else {
-		v, err = l.alg.script.RunVia(ctx, l.via, l.client, keys, args...)
+		// The whole EVALSHA in one slice: RunInts fills in the command, the digest and the keys.
+		n := 3 + len(keys)
+		ints, err = l.alg.script.RunInts(ctx, l.via, l.client, keys, l.argv(make([]any, n, n+l.argc(r)), r))
 	}
 	if err != nil {
 		if lim, ok := corrupt(err, r.limits); ok {
 			return fmt.Errorf("limiter: %s: %w under %v: %w", l.alg.name, ErrCorruptState, lim, err)
 		}
+		if errors.Is(err, script.ErrNotIntegers) {
+			return fmt.Errorf("limiter: %s: %w: %w", l.alg.name, ErrBadReply, err)
+		}
 		return fmt.Errorf("limiter: %s: %w", l.alg.name, err)
 	}
-	return decode(v, r.limits, r.out)
+	return decode(ints, r.limits, r.out)
+}
+
+// argc returns how many ARGV values the script call for r takes.
+func (l *Limiter) argc(r *request) int { return 3 + l.alg.nargs*len(r.limits) }
+
+// argv appends the script's ARGV for r to args: the cost, the flags, the instant, then each
+// limit's values (the algorithm's args, boxed once per limit: see argCache).
+func (l *Limiter) argv(args []any, r *request) []any {
+	args = append(args, r.n, l.flags(r.peek, r.limits), r.now)
+	for _, lim := range r.limits {
+		args = l.args.append(args, l.alg, lim)
+	}
+	return args
 }
 
 // corrupt reports whether err is Redis saying that a limit's key holds corrupt state: the scripts'
@@ -593,12 +612,17 @@ func corrupt(err error, limits []Limit) (any, bool) {
 	return "a limit (a key of another type)", strings.HasPrefix(msg, "WRONGTYPE ")
 }
 
-// keys validates r's identifier and limits, and sets (and returns) the Redis key of each limit.
-func (l *Limiter) keys(r *request) ([]string, error) {
+// keys validates r's identifier and limits, and returns the Redis key of each limit, made in buf
+// when it has room.
+func (l *Limiter) keys(r *request, buf []string) ([]string, error) {
 	if r.key == "" {
 		return nil, fmt.Errorf("%w: empty", ErrInvalidKey)
 	}
-	keys := make([]string, len(r.limits))
+	keys := buf[:0]
+	if cap(keys) < len(r.limits) {
+		keys = make([]string, 0, len(r.limits))
+	}
+	keys = keys[:len(r.limits)]
 	for i, lim := range r.limits {
 		if err := lim.validate(); err != nil {
 			return nil, err
@@ -613,7 +637,6 @@ func (l *Limiter) keys(r *request) ([]string, error) {
 			}
 		}
 	}
-	r.keys = keys
 	return keys, nil
 }
 
@@ -718,26 +741,18 @@ func (l *Limiter) applyShadow(r *request) {
 
 // decode turns the script's reply {allowed, then allowed_i, remaining_i, retry_us_i, reset_us_i per
 // limit} into one Result per limit, in out.
-func decode(v any, limits []Limit, out []Result) error {
-	arr, ok := v.([]any)
-	if !ok || len(arr) != 1+4*len(limits) {
-		return fmt.Errorf("%w: got %T of length %d, want %d integers", ErrBadReply, v, lenOf(v), 1+4*len(limits))
+func decode(ints []int64, limits []Limit, out []Result) error {
+	if len(ints) != 1+4*len(limits) {
+		return fmt.Errorf("%w: got %d integers, want %d", ErrBadReply, len(ints), 1+4*len(limits))
 	}
-	var ints [4]int64
 	for i, lim := range limits {
-		for j := range ints {
-			n, ok := arr[1+4*i+j].(int64)
-			if !ok {
-				return fmt.Errorf("%w: element %d is %T, want an integer", ErrBadReply, 1+4*i+j, arr[1+4*i+j])
-			}
-			ints[j] = n
-		}
+		v := ints[1+4*i : 5+4*i]
 		out[i] = Result{
-			Allowed:    ints[0] == 1,
+			Allowed:    v[0] == 1,
 			Limit:      lim,
-			Remaining:  ints[1],
-			RetryAfter: micros(ints[2]),
-			ResetAfter: micros(ints[3]),
+			Remaining:  v[1],
+			RetryAfter: micros(v[2]),
+			ResetAfter: micros(v[3]),
 		}
 	}
 	return nil
@@ -752,13 +767,6 @@ func micros(us int64) time.Duration {
 		return InfDuration
 	}
 	return time.Duration(us) * time.Microsecond
-}
-
-func lenOf(v any) int {
-	if a, ok := v.([]any); ok {
-		return len(a)
-	}
-	return -1
 }
 
 // combine returns the binding result of AllowAll with every result in All.

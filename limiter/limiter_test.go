@@ -2,6 +2,7 @@ package limiter
 
 import (
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -38,12 +39,19 @@ func TestKeysShareTheIdentifiersSlot(t *testing.T) {
 		l := &Limiter{alg: algorithms[alg], prefix: DefaultKeyPrefix}
 		for _, id := range []string{"}x", "{}", "a{b}c", "user:42", "\xff"} {
 			r := request{key: id, limits: []Limit{PerSecond(1), PerMinute(1), PerHour(1).WithName("h{")}}
-			if _, err := l.keys(&r); err != nil {
+			keys, err := l.keys(&r, nil)
+			if err != nil {
 				t.Fatal(err)
 			}
-			for _, k := range r.keys[1:] {
-				if script.Slot(k) != script.Slot(r.keys[0]) {
-					t.Errorf("%v: keys %q and %q of %q are in different slots", alg, r.keys[0], k, id)
+			for _, k := range keys[1:] {
+				if script.Slot(k) != script.Slot(keys[0]) {
+					t.Errorf("%v: keys %q and %q of %q are in different slots", alg, keys[0], k, id)
+				}
+			}
+			// The same keys in a buffer with room, and past one without.
+			for _, buf := range [][]string{make([]string, 0, 1), make([]string, 2, 4)} {
+				if got, err := l.keys(&r, buf); err != nil || !slices.Equal(got, keys) {
+					t.Errorf("%v: keys of %q in a buffer of capacity %d = %q, %v; want %q", alg, id, cap(buf), got, err, keys)
 				}
 			}
 		}
@@ -107,7 +115,7 @@ func TestLimitValidation(t *testing.T) {
 	}
 	for _, tt := range tests {
 		l := &Limiter{alg: algorithms[tt.alg], prefix: DefaultKeyPrefix}
-		_, err := l.keys(&request{key: "k", limits: []Limit{tt.limit}})
+		_, err := l.keys(&request{key: "k", limits: []Limit{tt.limit}}, nil)
 		if ok := err == nil; ok != tt.ok {
 			t.Errorf("%v %v: err = %v, want ok = %v", tt.alg, tt.limit, err, tt.ok)
 		}
@@ -117,21 +125,17 @@ func TestLimitValidation(t *testing.T) {
 	}
 }
 
-// A reply of the wrong shape is an error, never a panic.
+// A reply of the wrong length is an error, never a panic. (A reply that is no array of integers
+// is refused before decode: TestBadReply.)
 func TestDecodeMalformedReplies(t *testing.T) {
 	limits := []Limit{PerSecond(1)}
-	for _, v := range []any{
-		nil, int64(1), "x", []any{}, []any{int64(1)},
-		[]any{int64(1), int64(1), int64(1), int64(1)},
-		[]any{int64(1), "1", int64(1), int64(0), int64(0)},
-		[]any{int64(1), int64(1), int64(1), int64(0), nil},
-	} {
+	for _, v := range [][]int64{nil, {}, {1}, {1, 1, 1, 1}, {1, 1, 1, 0, 0, 0}} {
 		if err := decode(v, limits, make([]Result, 1)); !errors.Is(err, ErrBadReply) {
 			t.Errorf("decode(%#v) err = %v, want ErrBadReply", v, err)
 		}
 	}
 	rs := make([]Result, 1)
-	err := decode([]any{int64(0), int64(0), int64(0), int64(-1), int64(2500)}, limits, rs)
+	err := decode([]int64{0, 0, 0, -1, 2500}, limits, rs)
 	if err != nil || rs[0].RetryAfter != InfDuration || rs[0].ResetAfter != 2500*time.Microsecond {
 		t.Errorf("decode of a never-allowed reply = %+v, %v", rs, err)
 	}

@@ -66,9 +66,9 @@ func (ll *localLimiter) bucket(lim Limit) (emission, capacity int64) {
 // as the scripts do, and fills out with each limit's verdict. A limit in shadow mode (Limit.Shadow,
 // or every limit with shadowMode) takes no part in the all-or-nothing, and counts the request when
 // it admits it.
-func (ll *localLimiter) decide(r *request, shadowMode bool, now int64) {
+func (ll *localLimiter) decide(r *request, keys []string, shadowMode bool, now int64) {
 	n, limits, out := r.n, r.limits, r.out
-	k := r.cacheKey()
+	k := cacheKey(keys)
 	ll.mu.Lock()
 	defer ll.mu.Unlock()
 	st, ok := ll.states.get(k)

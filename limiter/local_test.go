@@ -7,8 +7,8 @@ import (
 
 func localDecide(t *testing.T, ll *localLimiter, key string, n int64, peek bool, now time.Duration, limits ...Limit) []Result {
 	t.Helper()
-	r := request{key: key, keys: []string{key}, n: n, peek: peek, limits: limits, out: make([]Result, len(limits))}
-	ll.decide(&r, false, int64(now))
+	r := request{key: key, n: n, peek: peek, limits: limits, out: make([]Result, len(limits))}
+	ll.decide(&r, []string{key}, false, int64(now))
 	return r.out
 }
 
@@ -86,9 +86,9 @@ func TestLocalFallbackShadow(t *testing.T) {
 	if !rs[0].Allowed || rs[1].Allowed || rs[0].Remaining != 3 || rs[1].Remaining != 0 {
 		t.Fatalf("second: %+v; want api counting it (3 left), the shadow limit refusing", rs)
 	}
-	r := request{keys: []string{"m"}, n: 1, limits: []Limit{PerHour(1)}, out: make([]Result, 1)}
-	ll.decide(&r, true, 0)
-	ll.decide(&r, true, 0)
+	r := request{n: 1, limits: []Limit{PerHour(1)}, out: make([]Result, 1)}
+	ll.decide(&r, []string{"m"}, true, 0)
+	ll.decide(&r, []string{"m"}, true, 0)
 	if r.out[0].Allowed || r.out[0].Remaining != 0 {
 		t.Fatalf("shadow mode, second: %+v; want the verdict refused (the caller admits)", r.out[0])
 	}

@@ -246,9 +246,9 @@ func (b *breaker) answered() {
 // decide fills r.out with the policy's decision for each limit, standing in for Redis after cause
 // (the verdicts: limits in shadow mode are the caller's to apply). Only the local fallback knows
 // anything of the limits' state: the others report Remaining and ResetAfter as 0.
-func (p failurePolicy) decide(r *request, shadowMode bool, now int64, cause error) {
+func (p failurePolicy) decide(r *request, keys []string, shadowMode bool, now int64, cause error) {
 	if p.local != nil {
-		p.local.decide(r, shadowMode, now)
+		p.local.decide(r, keys, shadowMode, now)
 		for i := range r.out {
 			r.out[i].Err = cause
 		}

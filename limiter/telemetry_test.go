@@ -31,7 +31,8 @@ func TestTelemetryOffAllocatesNothing(t *testing.T) {
 		out := make([]Result, 1)
 		untraced := testing.AllocsPerRun(300, func() {
 			r := request{op: opAllow, key: "k", n: 1, limits: limits, out: out}
-			keys, err := l.prepare(&r)
+			var buf [1]string
+			keys, err := l.prepare(&r, buf[:0])
 			if err != nil {
 				t.Fatal(err)
 			}

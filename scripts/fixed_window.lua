@@ -25,4 +25,4 @@
 
 --#include lib/fixed_window
 
-return fixed_window(0, #KEYS, 4, tonumber(ARGV[1]), ARGV[2], clock_us(ARGV[3]))
+return decide(fixed, 2, 0, #KEYS, 4, tonumber(ARGV[1]), ARGV[2], clock_us(ARGV[3]))

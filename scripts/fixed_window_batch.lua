@@ -17,4 +17,4 @@
 --#include lib/fixed_window
 --#include lib/batch
 
-return batch(fixed_window, 2)
+return batch(fixed, 2)

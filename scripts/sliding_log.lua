@@ -27,4 +27,4 @@
 
 --#include lib/sliding_log
 
-return sliding_log(0, #KEYS, 4, tonumber(ARGV[1]), ARGV[2], clock_us(ARGV[3]))
+return decide(slog, 2, 0, #KEYS, 4, tonumber(ARGV[1]), ARGV[2], clock_us(ARGV[3]))

@@ -17,4 +17,4 @@
 --#include lib/sliding_log
 --#include lib/batch
 
-return batch(sliding_log, 2)
+return batch(slog, 2)

@@ -35,4 +35,4 @@
 
 --#include lib/sliding_window
 
-return sliding_window(0, #KEYS, 4, tonumber(ARGV[1]), ARGV[2], clock_us(ARGV[3]))
+return decide(sliding, 2, 0, #KEYS, 4, tonumber(ARGV[1]), ARGV[2], clock_us(ARGV[3]))

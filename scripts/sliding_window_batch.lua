@@ -17,4 +17,4 @@
 --#include lib/sliding_window
 --#include lib/batch
 
-return batch(sliding_window, 2)
+return batch(sliding, 2)

@@ -36,4 +36,4 @@
 
 --#include lib/token_bucket
 
-return token_bucket(0, #KEYS, 4, tonumber(ARGV[1]), ARGV[2], clock_us(ARGV[3]))
+return decide(bucket, 3, 0, #KEYS, 4, tonumber(ARGV[1]), ARGV[2], clock_us(ARGV[3]))

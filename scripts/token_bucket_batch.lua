@@ -17,4 +17,4 @@
 --#include lib/token_bucket
 --#include lib/batch
 
-return batch(token_bucket, 3)
+return batch(bucket, 3)

@@ -21,7 +21,6 @@ import (
 	"github.com/redis/go-redis/extra/redisotel/v9"
 	"github.com/redis/go-redis/v9"
 	"github.com/redis/go-redis/v9/maintnotifications"
-	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 )
 
 type config struct {
@@ -283,7 +282,7 @@ func (gw *gateway) Handler() http.Handler {
 
 	// The session middleware logs the requests it answers 500 or 503 itself.
 	h := session.Middleware(gw.store, session.WithCookie(session.Cookie{Insecure: true}), session.WithLogger(gw.log))(mux)
-	return otelhttp.NewHandler(logRequests(gw.log, h), "gateway", otelhttp.WithSpanNameFormatter(spanName))
+	return observe(gw.log, h)
 }
 
 // limiterFailed answers a request the limiter could not decide (with -on-redis-failure=error,
@@ -291,17 +290,6 @@ func (gw *gateway) Handler() http.Handler {
 func limiterFailed(w http.ResponseWriter, _ *http.Request, _ error) {
 	w.Header().Set("Retry-After", "1")
 	http.Error(w, http.StatusText(http.StatusServiceUnavailable), http.StatusServiceUnavailable)
-}
-
-// spanName names a request's span by method and the first segment of its path when that is one
-// of the gateway's routes (/api, /login, ...), never by the full path, which may hold identifiers.
-func spanName(_ string, r *http.Request) string {
-	seg, _, _ := strings.Cut(strings.TrimPrefix(r.URL.Path, "/"), "/")
-	switch seg {
-	case "", "api", "login", "logout", "me":
-		return method(r) + " /" + seg
-	}
-	return method(r)
 }
 
 // identity is what the API is limited by: the signed-in user, or else the client's address.

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"io"
 	"log/slog"
@@ -10,6 +11,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -171,6 +173,8 @@ func TestGatewayExportsOTLP(t *testing.T) {
 	var mu sync.Mutex
 	spans := map[string][]string{} // name -> parent span IDs
 	ids := map[string]string{}     // span ID -> name
+	attrs := map[string][]string{} // span name -> its attributes' keys
+	traces := map[string]string{}  // span name -> trace ID, hex
 	metrics := map[string]bool{}
 	var bodies []string
 	recv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -190,6 +194,10 @@ func TestGatewayExportsOTLP(t *testing.T) {
 					for _, sp := range ss.Spans {
 						spans[sp.Name] = append(spans[sp.Name], string(sp.ParentSpanId))
 						ids[string(sp.SpanId)] = sp.Name
+						traces[sp.Name] = hex.EncodeToString(sp.TraceId)
+						for _, a := range sp.Attributes {
+							attrs[sp.Name] = append(attrs[sp.Name], a.Key)
+						}
 					}
 				}
 			}
@@ -237,6 +245,15 @@ func TestGatewayExportsOTLP(t *testing.T) {
 	if res, _ := c.do("GET", page, nil); res.StatusCode != 404 {
 		t.Errorf("GET %s: %s, want 404", page, res.Status)
 	}
+	// A caller's traceparent continues its trace.
+	const traceID = "4bf92f3577b34da6a3ce929d0e0e4736"
+	req, _ := http.NewRequest("GET", base+"/me", nil)
+	req.Header.Set("Traceparent", "00-"+traceID+"-00f067aa0ba902b7-01")
+	if res, err := http.DefaultClient.Do(req); err != nil {
+		t.Fatal(err)
+	} else {
+		res.Body.Close()
+	}
 	stop() // shuts the gateway down, which flushes both exporters
 
 	mu.Lock()
@@ -256,6 +273,29 @@ func TestGatewayExportsOTLP(t *testing.T) {
 		if ids[parent] != "GET /api" {
 			t.Errorf("a limiter span's parent is %q, want the request's span", ids[parent])
 		}
+	}
+	// The request's span says what route served it and how it ended, and nothing the client chose
+	// or is known by: not the path (which may hold identifiers), nor the client's address (a
+	// visitor's limiter key), nor its user agent.
+	for _, name := range []string{"POST /login", "GET /api", "GET"} {
+		got := strings.Join(attrs[name], " ")
+		for _, want := range []string{"http.request.method", "http.response.status_code"} {
+			if !slices.Contains(attrs[name], want) {
+				t.Errorf("span %q has attributes %s, want %s among them", name, got, want)
+			}
+		}
+		for _, key := range attrs[name] {
+			if strings.HasPrefix(key, "url.") || strings.HasPrefix(key, "client.") || strings.HasPrefix(key, "user_agent.") ||
+				strings.HasPrefix(key, "network.peer.") || key == "http.client_ip" {
+				t.Errorf("span %q has attribute %s (all: %s)", name, key, got)
+			}
+		}
+	}
+	if traces["GET /me"] != traceID {
+		t.Errorf("GET /me with a traceparent: trace %q, want %s", traces["GET /me"], traceID)
+	}
+	if !slices.Contains(attrs["GET /api"], "http.route") {
+		t.Errorf("span GET /api has attributes %v, want http.route among them", attrs["GET /api"])
 	}
 	for _, name := range []string{"gatehouse.limiter.decisions", "gatehouse.limiter.duration", "gatehouse.session.operations"} {
 		if !metrics[name] {

@@ -8,6 +8,7 @@ import (
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/exporters/otlp/otlpmetric/otlpmetrichttp"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
+	"go.opentelemetry.io/otel/propagation"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
@@ -37,6 +38,7 @@ func setupTelemetry(ctx context.Context) (shutdown func(context.Context) error, 
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewPeriodicReader(mexp)), sdkmetric.WithResource(res))
 	otel.SetTracerProvider(tp)
 	otel.SetMeterProvider(mp)
+	otel.SetTextMapPropagator(propagation.TraceContext{}) // a caller's traceparent continues its trace
 	return func(ctx context.Context) error {
 		// Both flush what they hold; ctx bounds the pair, whatever the endpoint does.
 		terr, merr := tp.Shutdown(ctx), mp.Shutdown(ctx)

@@ -31,7 +31,7 @@ func BenchmarkDo(b *testing.B) {
 				i := 0
 				for pb.Next() {
 					i += 7919
-					if _, err := bt.Do(ctx, keys[i%len(keys):i%len(keys)+1], take(1_000_000)); err != nil {
+					if _, err := bt.Do(ctx, keys[i%len(keys):i%len(keys)+1], take(1_000_000), nil); err != nil {
 						b.Error(err)
 						return
 					}

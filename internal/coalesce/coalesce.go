@@ -131,11 +131,13 @@ func (b *Batcher) Stats() Stats {
 }
 
 // Do makes one decision: keys, in one slot, and args, the ARGV the algorithm's script takes for
-// it. It returns the decision's reply as that script's call would: the reply, or an error, wrapped
-// with the name of the script that carried it (the decision's error reply, such as CORRUPTSTATE,
-// is a redis.Error; a call that failed gives its error to each of its decisions). Keys of several
-// slots are refused with script.ErrCrossSlot, nothing sent.
-func (b *Batcher) Do(ctx context.Context, keys []string, args []any) (any, error) {
+// it. It appends the decision's reply, the array of integers that script answers, to dst and
+// returns it; or it returns an error, wrapped with the name of the script that carried the
+// decision, as that script's call would (the decision's error reply, such as CORRUPTSTATE, is a
+// redis.Error; a call that failed gives its error to each of its decisions; a reply that is not
+// an array of integers wraps script.ErrNotIntegers). Keys of several slots are refused with
+// script.ErrCrossSlot, nothing sent.
+func (b *Batcher) Do(ctx context.Context, keys []string, args []any, dst []int64) ([]int64, error) {
 	if len(keys) == 0 {
 		return nil, wrap(b.single, errors.New("a decision without keys"))
 	}
@@ -158,10 +160,33 @@ func (b *Batcher) Do(ctx context.Context, keys []string, args []any) (any, error
 	if err := q.do(ctx, w); err != nil {
 		return nil, err // w belongs to the call that carries it, or is back in the pool
 	}
-	val, err := w.val, w.err
+	dst, err = b.reply(w, dst)
 	w.reset()
 	waiters.Put(w)
-	return val, err
+	return dst, err
+}
+
+// reply appends w's answer to dst: the reply of a call of w's decision alone, or w's element of a
+// batch script's reply, which must be an array of integers.
+func (b *Batcher) reply(w *waiter, dst []int64) ([]int64, error) {
+	switch {
+	case w.err != nil:
+		return nil, w.err
+	case w.ints != nil:
+		return append(dst, w.ints...), nil
+	}
+	elem, ok := w.elem.([]any)
+	if !ok {
+		return nil, wrap(b.batch, fmt.Errorf("%w: a decision's reply is %T", script.ErrNotIntegers, w.elem))
+	}
+	for i, v := range elem {
+		n, ok := v.(int64)
+		if !ok {
+			return nil, wrap(b.batch, fmt.Errorf("%w: element %d of a decision's reply is %T", script.ErrNotIntegers, i+1, v))
+		}
+		dst = append(dst, n)
+	}
+	return dst, nil
 }
 
 // queueFor returns the queue of the node that serves key: its master on a Cluster, its shard on

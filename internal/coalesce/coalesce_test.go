@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -34,13 +35,12 @@ func takeAll(burst int64) []any {
 }
 
 // answer reads a token bucket reply: whether admitted, and the first limit's remaining tokens.
-func answer(t *testing.T, v any) (bool, int64) {
+func answer(t *testing.T, r []int64) (bool, int64) {
 	t.Helper()
-	r, ok := v.([]any)
-	if !ok || len(r) < 5 {
-		t.Fatalf("reply %#v, want {allowed, allowed_1, remaining_1, retry_1, reset_1, ...}", v)
+	if len(r) < 5 {
+		t.Fatalf("reply %v, want {allowed, allowed_1, remaining_1, retry_1, reset_1, ...}", r)
 	}
-	return r[0] == int64(1), r[2].(int64)
+	return r[0] == 1, r[2]
 }
 
 // gates makes the calls b sends wait, in the order they are sent, each until its gate is opened;
@@ -79,7 +79,7 @@ func eventually(t *testing.T, what string, cond func() bool) {
 
 // result is what one Do returned.
 type result struct {
-	val any
+	val []int64
 	err error
 }
 
@@ -87,7 +87,7 @@ type result struct {
 func start(ctx context.Context, b *Batcher, keys []string, args []any) chan result {
 	ch := make(chan result, 1)
 	go func() {
-		v, err := b.Do(ctx, keys, args)
+		v, err := b.Do(ctx, keys, args, nil)
 		ch <- result{v, err}
 	}()
 	return ch
@@ -241,6 +241,42 @@ func TestBadDecisionsAreTheirOwn(t *testing.T) {
 	})
 }
 
+// A reply that is no array of integers is the decision's error, wrapping script.ErrNotIntegers:
+// a lone call's reply, or a decision's element of a batch reply; the other decisions of the batch
+// get their replies.
+func TestRepliesNotIntegers(t *testing.T) {
+	be := redistest.Get(t, redistest.Names()[0])
+	ctx := context.Background()
+	p := redistest.Prefix(t) + "{one}:"
+	single := script.New("test_single", "return 'x' -- "+p)
+	batch := script.New("test_batch", "return {'x', {1, 'y'}, {1, 2, 300, -4, 5}} -- "+p)
+	b := New(be.Client, single, batch, Options{MaxInFlight: 1})
+	if v, err := b.Do(ctx, []string{p + "lone"}, take(10), nil); !errors.Is(err, script.ErrNotIntegers) {
+		t.Errorf("lone call: %v, %v; want ErrNotIntegers", v, err)
+	}
+	g := hold(b, 1)
+	held := start(ctx, b, []string{p + "first"}, take(10))
+	<-g.sending[0]
+	var chs []chan result
+	for i := range 3 {
+		chs = append(chs, queued(t, ctx, b, []string{fmt.Sprint(p, i)}, take(10)))
+	}
+	close(g.open[0])
+	<-held
+	for i, ch := range chs {
+		r := <-ch
+		if i < 2 && !errors.Is(r.err, script.ErrNotIntegers) {
+			t.Errorf("decision %d: %v, %v; want ErrNotIntegers", i, r.val, r.err)
+		}
+		if want := []int64{1, 2, 300, -4, 5}; i == 2 && (r.err != nil || !slices.Equal(r.val, want)) {
+			t.Errorf("decision %d: %v, %v; want %v", i, r.val, r.err, want)
+		}
+	}
+	if s := b.Stats(); s.Failed != 0 {
+		t.Errorf("stats %+v: Redis answered every call, none failed", s)
+	}
+}
+
 // Calls carry at most MaxBatch decisions, the oldest first: ten decisions queued one after the
 // other on one key behind a held call go out as calls of 4, 4 and 2, and see the bucket in their
 // order.
@@ -335,7 +371,7 @@ func TestLoneCallerSendsAtOnce(t *testing.T) {
 		before := redistest.CommandCalls(ctx, t, be)
 		const n = 50
 		for i := range n {
-			v, err := b.Do(ctx, []string{fmt.Sprintf("%s{k%d}", prefix, i%5)}, take(100))
+			v, err := b.Do(ctx, []string{fmt.Sprintf("%s{k%d}", prefix, i%5)}, take(100), nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -398,7 +434,7 @@ func stillWorks(t *testing.T, b *Batcher, key string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if _, err := b.Do(ctx, []string{key}, take(10)); err != nil {
+	if _, err := b.Do(ctx, []string{key}, take(10), nil); err != nil {
 		t.Errorf("a decision after: %v", err)
 	}
 }
@@ -485,7 +521,7 @@ func TestCancelUnderLoad(t *testing.T) {
 					if (g+i)%4 != 0 { // a quarter wait as long as it takes
 						ctx, cancel = context.WithTimeout(context.Background(), time.Duration((g*7+i)%10)*400*time.Microsecond)
 					}
-					v, err := b.Do(ctx, []string{key}, take(1_000_000))
+					v, err := b.Do(ctx, []string{key}, take(1_000_000), nil)
 					cancel()
 					switch {
 					case errors.Is(err, context.DeadlineExceeded):
@@ -503,7 +539,7 @@ func TestCancelUnderLoad(t *testing.T) {
 		wg.Wait()
 		args := take(1_000_000)
 		args[1] = "1" // peek
-		v, err := b.Do(context.Background(), []string{key}, args)
+		v, err := b.Do(context.Background(), []string{key}, args, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -535,7 +571,7 @@ func TestNoScriptRecovered(t *testing.T) {
 		for g := range 32 {
 			wg.Go(func() {
 				for i := range 4 {
-					v, err := b.Do(ctx, []string{fmt.Sprintf("%s{k%d}", prefix, (g+i)%4)}, take(100))
+					v, err := b.Do(ctx, []string{fmt.Sprintf("%s{k%d}", prefix, (g+i)%4)}, take(100), nil)
 					if err != nil {
 						t.Error(err)
 						return
@@ -550,7 +586,7 @@ func TestNoScriptRecovered(t *testing.T) {
 		for i := range 4 {
 			args := take(100)
 			args[1] = "1"
-			v, err := b.Do(ctx, []string{fmt.Sprintf("%s{k%d}", prefix, i)}, args)
+			v, err := b.Do(ctx, []string{fmt.Sprintf("%s{k%d}", prefix, i)}, args, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -568,7 +604,7 @@ func TestNoScriptRecovered(t *testing.T) {
 func TestCrossSlotRefused(t *testing.T) {
 	redistest.Each(t, func(t *testing.T, be *redistest.Backend) {
 		b := New(be.Client, bucket, bucketBatch, Options{})
-		_, err := b.Do(context.Background(), []string{"{a}x", "{b}y"}, takeAll(10))
+		_, err := b.Do(context.Background(), []string{"{a}x", "{b}y"}, takeAll(10), nil)
 		if !errors.Is(err, script.ErrCrossSlot) {
 			t.Errorf("cross-slot keys: %v", err)
 		}
@@ -588,7 +624,7 @@ func TestClientClosedWhileDeciding(t *testing.T) {
 	for g := range 64 {
 		wg.Go(func() {
 			for i := 0; ; i++ {
-				if _, err := b.Do(context.Background(), []string{fmt.Sprintf("{k%d}", (g+i)%100)}, take(1_000_000)); err != nil {
+				if _, err := b.Do(context.Background(), []string{fmt.Sprintf("{k%d}", (g+i)%100)}, take(1_000_000), nil); err != nil {
 					failed.Add(1)
 					return
 				}
@@ -617,7 +653,7 @@ func TestClientClosedWhileDeciding(t *testing.T) {
 			t.Errorf("a goroutine is still in %s:\n%s", frame, stacks)
 		}
 	}
-	if _, err := b.Do(context.Background(), []string{"{k}"}, take(10)); !errors.Is(err, redis.ErrClosed) {
+	if _, err := b.Do(context.Background(), []string{"{k}"}, take(10), nil); !errors.Is(err, redis.ErrClosed) {
 		t.Errorf("after the client closed: %v, want redis.ErrClosed", err)
 	}
 }
@@ -653,7 +689,7 @@ func TestTryAgainSplitsTheCall(t *testing.T) {
 		t.Fatalf("another master: %v", err)
 	}
 	b := New(rdb, bucket, bucketBatch, Options{MaxInFlight: 1})
-	if _, err := b.Do(ctx, []string{present}, take(10)); err != nil {
+	if _, err := b.Do(ctx, []string{present}, take(10), nil); err != nil {
 		t.Fatal(err)
 	}
 	fromID, err1 := from.Do(ctx, "CLUSTER", "MYID").Text()
@@ -721,7 +757,7 @@ func TestRing(t *testing.T) {
 		wg.Go(func() {
 			for i := range 10 {
 				k := (g*3 + i) % 20
-				if _, err := b.Do(ctx, []string{fmt.Sprintf("{k%d}", k)}, take(1000)); err != nil {
+				if _, err := b.Do(ctx, []string{fmt.Sprintf("{k%d}", k)}, take(1000), nil); err != nil {
 					t.Error(err)
 					return
 				}
@@ -735,7 +771,7 @@ func TestRing(t *testing.T) {
 		key := fmt.Sprintf("{k%d}", k)
 		args := take(1000)
 		args[1] = "1"
-		v, err := b.Do(ctx, []string{key}, args)
+		v, err := b.Do(ctx, []string{key}, args, nil)
 		if err != nil {
 			t.Fatal(err)
 		}

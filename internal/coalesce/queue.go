@@ -16,8 +16,9 @@ type waiter struct {
 	deadline    time.Time
 	hasDeadline bool
 
-	val any
-	err error
+	ints []int64 // the reply of a call of this decision alone
+	elem any     // or this decision's element of a batch script's reply
+	err  error
 
 	// ready receives one signal: the answer is in, or (lead set) the waiter is to send the next
 	// call. state says whether a caller whose context ended has left its decision to the call
@@ -40,7 +41,7 @@ func (w *waiter) reset() {
 	clear(w.keys)
 	clear(w.args)
 	w.keys, w.args = w.keys[:0], w.args[:0]
-	w.val, w.err, w.lead = nil, nil, false
+	w.ints, w.elem, w.err, w.lead = nil, nil, nil, false
 	w.deadline, w.hasDeadline = time.Time{}, false
 	w.state.Store(waiting)
 }

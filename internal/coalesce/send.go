@@ -18,7 +18,7 @@ type batch struct {
 	sorted []*waiter   // ws by slot, when calls are per slot
 	chunks [][]*waiter // the waiters of each call
 	args   []any
-	cmds   []*redis.Cmd
+	cmds   []redis.Cmder
 }
 
 var batches = sync.Pool{New: func() any { return new(batch) }}
@@ -136,35 +136,37 @@ func (bt *batch) build(ctx context.Context, b *Batcher) {
 			}
 			nkeys += len(w.keys)
 		}
-		s := b.single
-		if len(ch) > 1 {
-			s = b.batch
-		}
 		for _, w := range ch {
-			if s == b.batch {
+			if len(ch) > 1 {
 				bt.args = append(bt.args, int64(len(w.keys)))
 			}
 			bt.args = append(bt.args, w.args...)
 		}
-		bt.cmds = append(bt.cmds, s.Cmd(ctx, bt.args[start:len(bt.args):len(bt.args)], nkeys))
+		args := bt.args[start:len(bt.args):len(bt.args)]
+		if len(ch) == 1 {
+			bt.cmds = append(bt.cmds, b.single.IntsCmd(ctx, args, nkeys))
+		} else {
+			bt.cmds = append(bt.cmds, b.batch.Cmd(ctx, args, nkeys))
+		}
 	}
 }
 
-// answer gives each waiter of ws its element of cmd's reply, or cmd's error. A call of several
+// answer gives each waiter of ws its answer from cmd: its reply or error. A call of several
 // decisions refused with TRYAGAIN leaves them unanswered, appended to again.
-func (b *Batcher) answer(cmd *redis.Cmd, ws []*waiter, again []*waiter) []*waiter {
-	v, err := cmd.Result()
+func (b *Batcher) answer(cmd redis.Cmder, ws []*waiter, again []*waiter) []*waiter {
 	if len(ws) == 1 { // the algorithm's script: its reply, or its error, is the decision's
-		var reply redis.Error
-		if err != nil && !errors.As(err, &reply) {
-			b.failed.Add(1)
-		}
-		ws[0].val, ws[0].err = v, err
+		ints, err := cmd.(*redis.IntSliceCmd).Result()
 		if err != nil {
-			ws[0].val, ws[0].err = nil, wrap(b.single, err)
+			if !isReply(err) && !errors.Is(err, script.ErrNotIntegers) {
+				b.failed.Add(1) // no reply: the call failed
+			}
+			ws[0].err = wrap(b.single, err)
+			return again
 		}
+		ws[0].ints = ints
 		return again
 	}
+	v, err := cmd.(*redis.Cmd).Result()
 	if err != nil {
 		if b.perSlot && redis.HasErrorPrefix(err, "TRYAGAIN") {
 			return append(again, ws...)
@@ -189,7 +191,13 @@ func (b *Batcher) answer(cmd *redis.Cmd, ws []*waiter, again []*waiter) []*waite
 			w.err = wrap(b.batch, e)
 			continue
 		}
-		w.val = arr[i]
+		w.elem = arr[i]
 	}
 	return again
+}
+
+// isReply reports whether err is an error reply from Redis.
+func isReply(err error) bool {
+	var reply redis.Error
+	return errors.As(err, &reply)
 }

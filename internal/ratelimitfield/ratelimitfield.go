@@ -60,14 +60,13 @@ func (f Fields) State(res limiter.Result) string {
 	if all == nil {
 		all = []limiter.Result{res}
 	}
-	var b []byte
+	var buf [128]byte // room for two or three limits' states: the string is the one allocation
+	b := buf[:0]
 	for _, r := range all {
 		if !f.Told(r.Limit) {
 			continue
 		}
-		if b == nil {
-			b = make([]byte, 0, 40*len(all))
-		} else {
+		if len(b) > 0 {
 			b = append(b, ", "...)
 		}
 		b = appendString(b, Name(r.Limit))

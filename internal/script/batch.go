@@ -125,20 +125,22 @@ func (s *Script) Cmd(ctx context.Context, args []any, numkeys int) *redis.Cmd {
 	return redis.NewCmd(ctx, args...)
 }
 
-// Exec sends cmds, EVALSHA commands of the scripts made by their Cmd, in one round trip: one
-// alone, several in one pipeline (which a Cluster splits by node, following MOVED and ASK). Each
-// command holds its outcome (Result). Commands answered NOSCRIPT are recovered as RunBatch
-// recovers calls: their script (the one of scripts with the command's digest) is loaded once on
-// each node that needs it, and just those commands are sent again, as new commands that replace
-// them in cmds. On a Cluster the script is loaded on every node: a NOSCRIPT may come from a node
-// other than the slot's master, which a migrating slot's ASK sent the command to. When a command
-// fails with no reply from Redis, a Cluster's routes are reloaded, as Run does.
+// Exec sends cmds, EVALSHA commands of the scripts made by their Cmd or IntsCmd, in one round
+// trip: one alone, several in one pipeline (which a Cluster splits by node, following MOVED and
+// ASK). Each command holds its outcome (Result); a command of IntsCmd answered with something
+// other than an array of integers holds an error wrapping ErrNotIntegers. Commands answered
+// NOSCRIPT are recovered as RunBatch recovers calls: their script (the one of scripts with the
+// command's digest) is loaded once on each node that needs it, and just those commands are sent
+// again, as new commands of the same type that replace them in cmds. On a Cluster the script is
+// loaded on every node: a NOSCRIPT may come from a node other than the slot's master, which a
+// migrating slot's ASK sent the command to. When a command fails with no reply from Redis, a
+// Cluster's routes are reloaded, as Run does.
 //
 // Unlike Run and RunBatch, Exec does not check that a command's keys share a slot: its caller,
 // internal/coalesce, groups decisions by slot on a Cluster, and sends a command whose keys span
 // slots only to one server that holds them all (a single server, a failover client's master, a
 // Ring's shard), where slots do not apply.
-func Exec(ctx context.Context, c redis.UniversalClient, cmds []*redis.Cmd, scripts ...*Script) {
+func Exec(ctx context.Context, c redis.UniversalClient, cmds []redis.Cmder, scripts ...*Script) {
 	process(ctx, c, cmds)
 	var again []int
 	for i, cmd := range cmds {
@@ -147,14 +149,14 @@ func Exec(ctx context.Context, c redis.UniversalClient, cmds []*redis.Cmd, scrip
 		}
 	}
 	if len(again) > 0 {
-		retry := make([]*redis.Cmd, 0, len(again))
+		retry := make([]redis.Cmder, 0, len(again))
 		load := loader(ctx, c)
 		for _, i := range again {
 			if err := load(cmds[i], scripts); err != nil {
 				cmds[i].SetErr(fmt.Errorf("recovering from NOSCRIPT: %w", err))
 				continue
 			}
-			cmds[i] = redis.NewCmd(ctx, cmds[i].Args()...)
+			cmds[i] = resend(ctx, cmds[i])
 			retry = append(retry, cmds[i])
 		}
 		process(ctx, c, retry)
@@ -166,8 +168,9 @@ func Exec(ctx context.Context, c redis.UniversalClient, cmds []*redis.Cmd, scrip
 	}
 }
 
-// process sends cmds in one round trip: one alone, several in a pipeline.
-func process(ctx context.Context, c redis.UniversalClient, cmds []*redis.Cmd) {
+// process sends cmds in one round trip: one alone, several in a pipeline. A command of IntsCmd
+// that could not read its reply as integers gets an error wrapping ErrNotIntegers.
+func process(ctx context.Context, c redis.UniversalClient, cmds []redis.Cmder) {
 	switch len(cmds) {
 	case 0:
 	case 1:
@@ -179,20 +182,33 @@ func process(ctx context.Context, c redis.UniversalClient, cmds []*redis.Cmd) {
 		}
 		_, _ = p.Exec(ctx)
 	}
+	for _, cmd := range cmds {
+		if ints, ok := cmd.(*redis.IntSliceCmd); ok && ints.Err() != nil {
+			ints.SetErr(intsErr(ints.Err()))
+		}
+	}
+}
+
+// resend returns a new command of cmd's type with its arguments, to send again.
+func resend(ctx context.Context, cmd redis.Cmder) redis.Cmder {
+	if _, ok := cmd.(*redis.IntSliceCmd); ok {
+		return redis.NewIntSliceCmd(ctx, cmd.Args()...)
+	}
+	return redis.NewCmd(ctx, cmd.Args()...)
 }
 
 // loader returns the function Exec loads the script of a command answered NOSCRIPT with, once
 // per node and script: on every node of a Cluster (a NOSCRIPT there may come from a node other
 // than the slot's master, which a migrating slot's ASK sent the command to), else on the node of
 // the command's first key.
-func loader(ctx context.Context, c redis.UniversalClient) func(cmd *redis.Cmd, scripts []*Script) error {
+func loader(ctx context.Context, c redis.UniversalClient) func(cmd redis.Cmder, scripts []*Script) error {
 	type target struct {
 		node   string
 		script *Script
 	}
 	loaded := make(map[target]error)
 	_, cluster := c.(*redis.ClusterClient)
-	return func(cmd *redis.Cmd, scripts []*Script) error {
+	return func(cmd redis.Cmder, scripts []*Script) error {
 		args := cmd.Args()
 		var s *Script
 		for _, sc := range scripts {

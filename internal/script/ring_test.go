@@ -12,7 +12,8 @@ import (
 )
 
 // A Ring of two private servers: Preload reaches both shards, NOSCRIPT is recovered on the shard
-// that answered, in single calls and in batches, and a limiter works across the shards.
+// that answered, in single calls (Run, RunInts) and in batches, each call goes to its key's shard,
+// and a limiter works across the shards.
 func TestRing(t *testing.T) {
 	if testing.Short() {
 		t.Skip("integration test against real Redis; skipped by -short")
@@ -80,6 +81,24 @@ func TestRing(t *testing.T) {
 		return nil
 	}); err != nil {
 		t.Fatal(err)
+	}
+
+	// RunInts, which builds the command itself, sends each call to the shard of its key (where
+	// the key is found), and recovers NOSCRIPT there.
+	si := intsScript(prefix)
+	flush()
+	for i := range 20 {
+		key := fmt.Sprintf("%s{i%d}", prefix, i)
+		if v, err := runInts(ctx, si, ring, ring, []string{key}, 5, 300); err != nil || len(v) != 4 || v[0] != 5 {
+			t.Fatalf("RunInts after SCRIPT FLUSH on a ring: %v, %v", v, err)
+		}
+		shard, err := ring.GetShardClientForKey(key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n, err := shard.Exists(ctx, key).Result(); err != nil || n != 1 {
+			t.Fatalf("RunInts on a ring: %s is not on its shard %s (%d, %v)", key, shard.Options().Addr, n, err)
+		}
 	}
 
 	lim, err := limiter.New(ring, limiter.SlidingWindow, limiter.WithKeyPrefix(prefix))

@@ -2,7 +2,10 @@ package script
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -15,29 +18,15 @@ import (
 // reply. Errors are wrapped with the script's name; a nil reply is redis.Nil, wrapped. A call whose
 // keys are in different cluster slots gets ErrCrossSlot and is not sent.
 func (s *Script) Run(ctx context.Context, c redis.UniversalClient, keys []string, args ...any) (any, error) {
-	return s.RunVia(ctx, c, c, keys, args...)
-}
-
-// RunVia is Run with the EVALSHA sent through via, such as an asynchronous *redis.AutoPipeliner
-// of c (c.AsyncAutoPipeline()), which gathers concurrent calls into pipelines. NOSCRIPT recovery
-// and a Cluster's route refresh go through c, the client via sends on.
-//
-// Through an auto-pipeliner, the call waits for its reply only as long as ctx allows: go-redis runs
-// a queued command on the pipeliner's own context, so without this a call queued behind a batch
-// that a stalled server does not answer would wait for that batch, whatever its deadline. A call
-// that gives up so may still run later, as any call that timed out after it was sent. (The
-// pipeliner must be the asynchronous one: the blocking face, c.AutoPipeline(), refuses the
-// submission this needs, and the call fails with redis.ErrSubmitBlockingFace.)
-func (s *Script) RunVia(ctx context.Context, via redis.Scripter, c redis.UniversalClient, keys []string, args ...any) (any, error) {
 	if err := checkSlots(keys); err != nil {
 		return nil, s.wrap(err)
 	}
-	v, err := s.evalSha(ctx, via, keys, args)
+	v, err := c.EvalSha(ctx, s.sha, keys, args...).Result()
 	if isNoScript(err) {
 		if err := s.loadFor(ctx, c, keys); err != nil {
 			return nil, s.wrap(fmt.Errorf("recovering from NOSCRIPT: %w", err))
 		}
-		v, err = s.evalSha(ctx, via, keys, args)
+		v, err = c.EvalSha(ctx, s.sha, keys, args...).Result()
 	}
 	if err != nil {
 		refreshRoutes(c, err)
@@ -46,26 +35,100 @@ func (s *Script) RunVia(ctx context.Context, via redis.Scripter, c redis.Univers
 	return v, nil
 }
 
-// evalSha sends EVALSHA through via and returns its reply; through an auto-pipeliner, or the
-// error of ctx if ctx ends first.
-func (s *Script) evalSha(ctx context.Context, via redis.Scripter, keys []string, args []any) (any, error) {
-	ap, ok := via.(*redis.AutoPipeliner)
-	if !ok {
-		return via.EvalSha(ctx, s.sha, keys, args...).Result()
+// Via is what RunInts sends its EVALSHA through: a client, or an asynchronous *redis.AutoPipeliner
+// of it (c.AsyncAutoPipeline()), which gathers concurrent calls into pipelines.
+type Via interface {
+	Process(ctx context.Context, cmd redis.Cmder) error
+}
+
+// ErrNotIntegers is returned, wrapped, when a call of RunInts, or a command of IntsCmd, was
+// answered with something other than an array of integers. Redis answered: it says nothing of the
+// server's health.
+var ErrNotIntegers = errors.New("gatehouse: script reply is not an array of integers")
+
+// RunInts runs a script whose reply is an array of integers, or an error reply, as Run does (the
+// same NOSCRIPT recovery, the same ErrCrossSlot check), and returns the array decoded by go-redis
+// into one []int64, without the []any and the boxed integers of Run's reply. A reply of another
+// shape is an error wrapping ErrNotIntegers; a nil element (Lua false) reads as 0. An error must be
+// the whole reply, never an element of the array: go-redis stops reading at such an element,
+// leaving the rest of the array on the connection.
+//
+// args is the whole command, built by the caller in one slice: args[:3+len(keys)] are left for
+// RunInts, which fills them with EVALSHA, the digest, numkeys and keys; the script's ARGV follow.
+// The command keeps args, which the caller must not change after the call (through an
+// auto-pipeliner, a call that gave up may still be sent later).
+//
+// The EVALSHA goes through via, such as an asynchronous *redis.AutoPipeliner of c; NOSCRIPT
+// recovery and a Cluster's route refresh go through c, the client via sends on. Through an
+// auto-pipeliner, the call waits for its reply only as long as ctx allows: go-redis runs a queued
+// command on the pipeliner's own context, so without this a call queued behind a batch that a
+// stalled server does not answer would wait for that batch, whatever its deadline. A call that
+// gives up so may still run later, as any call that timed out after it was sent. (The pipeliner
+// must be the asynchronous one: the blocking face, c.AutoPipeline(), refuses the submission this
+// needs, and the call fails with redis.ErrSubmitBlockingFace.)
+func (s *Script) RunInts(ctx context.Context, via Via, c redis.UniversalClient, keys []string, args []any) ([]int64, error) {
+	if err := checkSlots(keys); err != nil {
+		return nil, s.wrap(err)
 	}
-	cmdArgs := make([]any, 0, 3+len(keys)+len(args))
-	cmdArgs = append(cmdArgs, "evalsha", s.sha, len(keys))
-	for _, k := range keys {
-		cmdArgs = append(cmdArgs, k)
+	args[0], args[1], args[2] = argEvalSha, s.shaArg, len(keys)
+	for i, k := range keys {
+		args[3+i] = k
 	}
-	cmd := redis.NewCmd(ctx, append(cmdArgs, args...)...)
-	if len(keys) > 0 {
+	v, err := s.sendInts(ctx, via, len(keys), args)
+	if isNoScript(err) {
+		if err := s.loadFor(ctx, c, keys); err != nil {
+			return nil, s.wrap(fmt.Errorf("recovering from NOSCRIPT: %w", err))
+		}
+		v, err = s.sendInts(ctx, via, len(keys), args)
+	}
+	if err != nil {
+		refreshRoutes(c, err)
+		return nil, s.wrap(err)
+	}
+	return v, nil
+}
+
+// sendInts sends the EVALSHA of args (whose numkeys keys start at args[3]) through via and returns
+// its reply; through an auto-pipeliner, or the error of ctx if ctx ends first.
+func (s *Script) sendInts(ctx context.Context, via Via, numkeys int, args []any) ([]int64, error) {
+	cmd := newIntsCmd(ctx, args, numkeys)
+	var err error
+	if ap, ok := via.(*redis.AutoPipeliner); ok {
+		err = ap.Submit(ctx, cmd).WaitContext(ctx)
+	} else {
+		err = via.Process(ctx, cmd)
+	}
+	if err != nil {
+		return nil, intsErr(err)
+	}
+	return cmd.Val(), nil
+}
+
+// IntsCmd returns the EVALSHA command of one call of s whose reply is an array of integers, for
+// Exec: Cmd's, decoded as RunInts decodes it. args is laid out as for Cmd.
+func (s *Script) IntsCmd(ctx context.Context, args []any, numkeys int) *redis.IntSliceCmd {
+	args[0], args[1], args[2] = argEvalSha, s.shaArg, numkeys
+	return newIntsCmd(ctx, args, numkeys)
+}
+
+func newIntsCmd(ctx context.Context, args []any, numkeys int) *redis.IntSliceCmd {
+	cmd := redis.NewIntSliceCmd(ctx, args...)
+	if numkeys > 0 {
 		cmd.SetFirstKeyPos(3) // as go-redis' EvalSha: routes the command by its first key
 	}
-	if err := ap.Submit(ctx, cmd).WaitContext(ctx); err != nil {
-		return nil, err
+	return cmd
+}
+
+// intsErr returns err, wrapping ErrNotIntegers when it is go-redis refusing to read the reply as
+// an array of integers: an array expected, an integer expected, or a number out of range. (go-redis
+// closes the connection after such an error, since the rest of the reply is left unread.)
+func intsErr(err error) error {
+	var num *strconv.NumError
+	if errors.As(err, &num) || strings.HasPrefix(err.Error(), "redis: can't parse ") ||
+		strings.HasPrefix(err.Error(), "bigInt(") {
+		return fmt.Errorf("%w: %w", ErrNotIntegers, err)
 	}
-	return cmd.Result()
+	return err
 }
 
 func isNoScript(err error) bool {

@@ -1,15 +1,17 @@
 // Package script is the runtime of gatehouse's Lua scripts, on which the limiter and session
-// packages are built: every decision and every session operation is one script call.
+// packages are built: every decision and every session operation is one script call (a session's
+// load: one call and the read of the hash it checked, in one transaction).
 //
 // The files of this package follow its jobs:
 //
 //   - script.go: Script, a name, its source and the SHA1 of that source;
 //   - embed.go: the scripts embedded from scripts/ (the scripts package), composed from their shared parts (scripts/lib) at
 //     start-up (Lookup, Scripts);
-//   - run.go: running one call with EVALSHA, recovering from NOSCRIPT by itself (Run, RunVia), and
-//     loading scripts ahead of traffic (Load, Preload);
+//   - run.go: running one call with EVALSHA, recovering from NOSCRIPT by itself (Run; RunInts for
+//     a script that replies an array of integers, decoded without boxing), and loading scripts
+//     ahead of traffic (Load, Preload);
 //   - batch.go: many calls in one pipeline, with the same recovery (RunBatch), and commands built
-//     by a caller that groups calls itself (Cmd, Exec: internal/coalesce);
+//     by a caller that groups calls itself (Cmd, IntsCmd, Exec: internal/coalesce);
 //   - hgetall.go: a call and a read of the hash it checked, in one transaction (RunHGetAll: the
 //     session store's load);
 //   - cluster.go: cluster slots (Slot, ErrCrossSlot) and routes (the node a call goes to, the slot

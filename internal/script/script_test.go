@@ -1,15 +1,22 @@
 package script
 
 import (
+	"context"
 	"crypto/sha1"
 	"encoding/hex"
 	"errors"
+	"fmt"
+	"io"
 	"io/fs"
+	"net"
 	"regexp"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"testing/fstest"
+
+	"github.com/redis/go-redis/v9"
 )
 
 func TestSlot(t *testing.T) {
@@ -42,6 +49,41 @@ func TestCheckSlots(t *testing.T) {
 	}
 	if strings.Contains(err.Error(), "secret-user-42") {
 		t.Errorf("error %q names a key", err)
+	}
+}
+
+// replyError is an error Redis replied with, as go-redis reports one.
+type replyError string
+
+func (e replyError) Error() string { return string(e) }
+func (replyError) RedisError()     {}
+
+// A Cluster's routes are reloaded after a call got no reply, not after Redis answered: an error
+// reply, or a reply that is no array of integers (ErrNotIntegers); nor when the caller gave up.
+func TestRefreshRoutes(t *testing.T) {
+	cc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{"127.0.0.1:0"}}) // never reached
+	defer cc.Close()
+	notInts := intsErr(errors.New("redis: can't parse array/set/push reply: \"$1\""))
+	if !errors.Is(notInts, ErrNotIntegers) {
+		t.Fatalf("intsErr of a parse error = %v, want ErrNotIntegers", notInts)
+	}
+	for _, tt := range []struct {
+		err    error
+		reload bool
+	}{
+		{nil, false},
+		{replyError("ERR nope"), false},
+		{notInts, false},
+		{fmt.Errorf("x: %w", context.Canceled), false},
+		{&net.OpError{Op: "read", Err: syscall.ECONNRESET}, true},
+		{context.DeadlineExceeded, true},
+	} {
+		if got := refreshRoutes(cc, tt.err); got != tt.reload {
+			t.Errorf("refreshRoutes(%v) = %v, want %v", tt.err, got, tt.reload)
+		}
+	}
+	if c := redis.NewClient(&redis.Options{Addr: "127.0.0.1:0"}); refreshRoutes(c, io.EOF) {
+		t.Error("refreshRoutes of a client that is no Cluster reloaded something")
 	}
 }
 

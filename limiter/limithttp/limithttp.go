@@ -200,15 +200,12 @@ func Middleware(lim *limiter.Limiter, key KeyFunc, limits []limiter.Limit, opts 
 				return
 			}
 			h := w.Header()
-			if pf != "" {
-				h[hdrPolicy] = []string{pf}
-			}
-			if state := fields.State(res); state != "" {
-				h[hdrState] = []string{state}
-			}
+			var legacy [3]string
+			nl := 0
 			if c.legacy {
-				setLegacyFields(h, fields, res, time.Now())
+				legacy, nl = fields.Legacy(res, time.Now())
 			}
+			setFields(h, pf, fields.State(res), legacy[:nl])
 			if exposed != "" && r.Header[hdrOrigin] != nil {
 				// A new array: the CORS layer's value may be shared between responses.
 				v := h[hdrExpose]
@@ -248,19 +245,42 @@ const (
 	exposedLegacy = "X-RateLimit-Limit, X-RateLimit-Remaining, X-RateLimit-Reset"
 )
 
-// setLegacyFields sets the X-RateLimit fields for res, decided at now, as WithLegacyFields
-// describes.
-func setLegacyFields(h http.Header, fields ratelimitfield.Fields, res limiter.Result, now time.Time) {
-	vals, n := fields.Legacy(res, now)
+// setFields sets the RateLimit-Policy and RateLimit fields to policy and state (each unless
+// empty), and the X-RateLimit fields to legacy: the values Fields.Legacy returned (the quota alone,
+// or the quota, what remains and the reset), as WithLegacyFields describes. The values share one
+// array, one allocation for them all; each field has its own part, capacity-limited, so that
+// appending to one field's values never writes into another's.
+func setFields(h http.Header, policy, state string, legacy []string) {
+	vals := [5]string{policy, state}
+	copy(vals[2:], legacy)
+	n := 0
+	for _, v := range vals[:2+len(legacy)] {
+		if v != "" {
+			vals[n] = v
+			n++
+		}
+	}
 	if n == 0 {
 		return
 	}
-	// The three fields' values in one array: with the values' string, two allocations.
 	v := make([]string, n)
 	copy(v, vals[:n])
-	h[hdrLegacyLimit] = v[0:1:1]
-	if n == 3 {
-		h[hdrLegacyRemaining], h[hdrLegacyReset] = v[1:2:2], v[2:3:3]
+	next := func() []string {
+		part := v[0:1:1]
+		v = v[1:]
+		return part
+	}
+	if policy != "" {
+		h[hdrPolicy] = next()
+	}
+	if state != "" {
+		h[hdrState] = next()
+	}
+	if len(legacy) > 0 {
+		h[hdrLegacyLimit] = next()
+	}
+	if len(legacy) == 3 {
+		h[hdrLegacyRemaining], h[hdrLegacyReset] = next(), next()
 	}
 }
 

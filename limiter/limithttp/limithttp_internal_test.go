@@ -3,6 +3,7 @@ package limithttp
 import (
 	"net/http"
 	"net/http/httptest"
+	"reflect"
 	"testing"
 	"time"
 
@@ -59,6 +60,38 @@ func TestQuoteNames(t *testing.T) {
 	} {
 		if got := quoteNames(c.names); got != c.want {
 			t.Errorf("quoteNames(%q) = %s, want %s", c.names, got, c.want)
+		}
+	}
+}
+
+// setFields sets each field it is given, and only those; the fields share one array, yet a value
+// added to one field (Header.Add) never shows in another.
+func TestSetFields(t *testing.T) {
+	for _, c := range []struct {
+		name          string
+		policy, state string
+		legacy        []string
+		want          http.Header
+	}{
+		{"none", "", "", nil, http.Header{}},
+		{"policy", "p", "", nil, http.Header{hdrPolicy: {"p"}}},
+		{"state", "", "s", nil, http.Header{hdrState: {"s"}}},
+		{"quota alone", "p", "", []string{"5"}, http.Header{hdrPolicy: {"p"}, hdrLegacyLimit: {"5"}}},
+		{"all", "p", "s", []string{"5", "4", "99"}, http.Header{hdrPolicy: {"p"}, hdrState: {"s"},
+			hdrLegacyLimit: {"5"}, hdrLegacyRemaining: {"4"}, hdrLegacyReset: {"99"}}},
+	} {
+		h := http.Header{}
+		setFields(h, c.policy, c.state, c.legacy)
+		if !reflect.DeepEqual(h, c.want) {
+			t.Errorf("%s: %v, want %v", c.name, h, c.want)
+			continue
+		}
+		for name := range c.want {
+			h.Add(name, "added")
+			c.want[name] = append(c.want[name], "added")
+			if !reflect.DeepEqual(h, c.want) {
+				t.Errorf("%s: after adding to %s: %v, want %v", c.name, name, h, c.want)
+			}
 		}
 	}
 }

@@ -1,22 +1,23 @@
 -- lib/batch.lua: the loop of the batch scripts (token_bucket_batch.lua, ...), which make many
 -- independent decisions in one call, each with the algorithm's own decision function, the one its
 -- single-call script runs.
---#include lib/time_us
+--#include lib/limit
 
--- batch(decide, params) makes every decision ARGV holds, in order, and returns their replies, in
+-- batch(alg, params) makes every decision ARGV holds, in order, and returns their replies, in
 -- order. Each decision in ARGV is: m (its limits), cost, flags, now, then params values per limit;
 -- its keys are the next m of KEYS. A decision whose now is "0" is made at the server's TIME, read
 -- once for the whole call.
-local function batch(decide, params)
+local function batch(alg, params)
+  local tonumber = tonumber
   local out, i, k, a, nargs, server = {}, 0, 0, 1, #ARGV, nil
   while a <= nargs do
     local m, now = tonumber(ARGV[a]), tonumber(ARGV[a + 3])
     if now == 0 then
-      if not server then server = time_us() end
+      if not server then server = clock_us('0') end
       now = server
     end
     i = i + 1
-    out[i] = decide(k, m, a + 4, tonumber(ARGV[a + 1]), ARGV[a + 2], now)
+    out[i] = decide(alg, params, k, m, a + 4, tonumber(ARGV[a + 1]), ARGV[a + 2], now)
     k, a = k + m, a + 4 + params * m
   end
   return out

@@ -1,91 +1,71 @@
 -- lib/limit.lua: what every rate-limiting decision shares, in a single call (token_bucket.lua,
--- ...) and in a batch (token_bucket_batch.lua, ...). A decision is a function of the algorithm's
--- part (lib/token_bucket, ...) taking its place in KEYS and ARGV and its cost, flags and instant;
--- nothing here reads ARGV.
+-- ...) and in a batch (token_bucket_batch.lua, ...).
+--
+-- An algorithm's part (lib/token_bucket, ...) defines one function that decides a cost against
+-- one limit:
+--
+--   alg(key, x, cost, now, j, take, out, read) reads limit j's state in key (its parameters at
+--     ARGV[x], ...), unless read is what an earlier call of it read there, and decides cost
+--     against it at now. When take is true and the limit admits the cost, it takes it, writing the
+--     state. When out is a table, it puts the limit's part of the reply there (report below). It
+--     returns whether the limit admits the cost and what it read; or nil and the error reply of
+--     the decision (CORRUPTSTATE <j>, WRONGTYPE, a refused write).
+--
+-- A script runs its whole text on every call, so each function it defines (a closure, and each
+-- upvalue it captures) costs Redis time on every call, whether it is used or not: the parts define
+-- few functions, and look up what they use inside them. docs/runtime.md has the figures.
 --#include lib/time_us
 
-local EXACT = 9007199254740992 -- 2^53: integers up to it are exact in a double
-
--- Lookups done once per call, not once per use.
-local tonumber, format, match, byte, type = tonumber, string.format, string.match, string.byte, type
-local pcall = redis.pcall
-
--- peeking(flags) reports whether a decision only peeks: "1" first in its flags.
-local function peeking(flags) return byte(flags) == 49 end
-
--- shadow(flags, j) reports whether limit j is in shadow mode ('s' in its flag): its refusal does
--- not refuse the decision.
-local function shadow(flags, j) return byte(flags, 1 + j) == 115 end
-
--- corrupt(j) is the reply for a state of limit j that no limit could have written.
-local function corrupt(j) return redis.error_reply('CORRUPTSTATE ' .. j) end
-
--- failed(v) reports whether v, a redis.pcall reply, is an error (WRONGTYPE, OOM, ...), which the
--- decision then answers in place of its reply: one decision's error never fails the others of a
--- batch.
-local function failed(v) return type(v) == 'table' and v.err ~= nil end
-
--- get(key) returns the string in key, or false when there is none; or nil and the error reply
--- (WRONGTYPE: a key of another type).
-local function get(key)
-  local v = pcall('GET', key)
-  if type(v) == 'table' then return nil, v end -- GET answers a string, false, or an error
-  return v
-end
-
--- report(out, allowed, remaining, retry, reset) appends one limit's part of the reply to out:
--- allowed (a boolean) as 1 or 0, remaining (0 when below), retry and reset.
-local function report(out, allowed, remaining, retry, reset)
-  local n = #out
-  if remaining < 0 then remaining = 0 end
-  out[n + 1], out[n + 2], out[n + 3], out[n + 4] = allowed and 1 or 0, remaining, retry, reset
-end
-
--- A decision is made by two functions of the algorithm's part:
---
---   read(key, x, cost, now, j, peek) reads limit j's state in key (its parameters at ARGV[x], ...)
---     and decides cost against it at now, writing nothing. It returns whether the limit admits the
---     cost, the retry time (µs; 0 when it admits, -1 never), then what report needs (the limit's
---     parameters and state); or nil and the error reply of the decision.
---   report(out, take, key, cost, now, j, allowed, retry, ...) takes the cost from the limit when
---     take says so, writing its state to key, and appends the limit's part of the reply to out. It
---     returns the error reply of a write Redis refused, or nil.
-
--- settle finishes a decision of one limit with finish, the algorithm's report, from read's
--- results: no table between read and report.
-local function settle(finish, key, cost, peek, flags, now, allowed, retry, ...)
-  if allowed == nil then return retry end
-  local out = {(allowed or shadow(flags, 1)) and 1 or 0}
-  return finish(out, allowed and not peek, key, cost, now, 1, allowed, retry, ...) or out
-end
-
-local function pack(...) return {n = select('#', ...), ...} end
-
--- decide makes one decision of m limits, all or nothing, with the algorithm's read and report
--- (finish): limit j's key is KEYS[k + j] and its parameters (params values each) start at
--- ARGV[a + params(j - 1)]; cost, flags and now (µs) as the scripts' ARGV[1..3] give them. The
+-- decide makes one decision of m limits, all or nothing, with the algorithm's function alg: limit
+-- j's key is KEYS[k + j] and its parameters (params values each) start at ARGV[a + params(j - 1)];
+-- cost, flags and now (µs) as the scripts' ARGV[1..3] give them ("1" first in flags to peek; then
+-- "s" in place j + 1 for a limit in shadow mode, whose refusal does not refuse the decision). The
 -- limits that enforce must all admit the cost for any to take it; then each limit that admits it
 -- does. It returns the reply {allowed, then allowed_j, remaining_j, retry_j, reset_j per limit},
 -- or the first error reply: a limit's read failing fails the decision before anything is written.
-local function decide(read, finish, params, k, m, a, cost, flags, now)
-  local peek = peeking(flags)
+local function decide(alg, params, k, m, a, cost, flags, now)
+  local byte = string.byte
+  local peek = byte(flags) == 49
   if m == 1 then
-    local key = KEYS[k + 1]
-    return settle(finish, key, cost, peek, flags, now, read(key, a, cost, now, 1, peek))
+    local out = {0, 0, 0, 0, 0} -- sized at once: a table grown one by one is copied as it grows
+    local ok, err = alg(KEYS[k + 1], a, cost, now, 1, not peek, out)
+    if ok == nil then return err end
+    if ok or byte(flags, 2) == 115 then out[1] = 1 end
+    return out
   end
-  local all, st = 1, {}
+  -- Several limits: each is read and decided first, writing nothing, then decided again from what
+  -- it read (nothing ran in between) to take the cost and report.
+  local out, all, read = {0}, 1, {}
   for j = 1, m do
-    local s = pack(read(KEYS[k + j], a + params * (j - 1), cost, now, j, peek))
-    if s[1] == nil then return s[2] end
-    if not s[1] and not shadow(flags, j) then all = 0 end
-    st[j] = s
+    local ok, v = alg(KEYS[k + j], a + params * (j - 1), cost, now, j, false, nil, nil)
+    if ok == nil then return v end
+    if not ok and byte(flags, 1 + j) ~= 115 then all = 0 end
+    read[j] = v
   end
+  out[1] = all
   local take = all == 1 and not peek
-  local out = {all}
   for j = 1, m do
-    local s = st[j]
-    local err = finish(out, take and s[1], KEYS[k + j], cost, now, j, unpack(s, 1, s.n))
-    if err then return err end
+    local ok, err = alg(KEYS[k + j], a + params * (j - 1), cost, now, j, take, out, read[j])
+    if ok == nil then return err end
   end
   return out
+end
+
+-- report(out, j, allowed, left, retry, reset) puts limit j's part of the reply in out: allowed (a
+-- boolean) as 1 or 0, the requests or tokens left (0 when below), the retry time and the reset time
+-- (µs).
+local function report(out, j, allowed, left, retry, reset)
+  local n = 4 * j - 3
+  if left < 0 then left = 0 end
+  out[n + 1], out[n + 2], out[n + 3], out[n + 4] = allowed and 1 or 0, left, retry, reset
+end
+
+-- get(key, read) is read when it is not nil (what an earlier call read from key), else the string
+-- in key, or false when there is none; or nil and the error reply (WRONGTYPE: a key of another
+-- type).
+local function get(key, read)
+  if read ~= nil then return read end
+  local v = redis.pcall('GET', key)
+  if type(v) == 'table' then return nil, v end
+  return v
 end
