@@ -74,32 +74,3 @@ func TestRunHGetAll(t *testing.T) {
 		}
 	})
 }
-
-// On a Ring, the transaction goes to the shard of its keys, and NOSCRIPT is recovered there.
-func TestRunHGetAllRing(t *testing.T) {
-	if testing.Short() {
-		t.Skip("integration test against real Redis; skipped by -short")
-	}
-	redistest.Get(t, "standalone") // skips unless standalone servers are selected
-	addrs := map[string]string{}
-	for i := range 2 {
-		s, err := redistest.StartServer()
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer s.Close()
-		addrs[fmt.Sprint("shard", i)] = s.Addr
-	}
-	ring := redis.NewRing(&redis.RingOptions{Addrs: addrs, DisableIdentity: true})
-	defer ring.Close()
-	ctx := context.Background()
-	prefix := redistest.Prefix(t)
-	s := hashScript(prefix)
-	for i := range 20 { // keys on both shards
-		key := fmt.Sprintf("%s{k%d}", prefix, i)
-		reply, hash, err := s.RunHGetAll(ctx, ring, []string{key, key + ":other"}, "v")
-		if r, ok := reply.([]any); err != nil || !ok || len(r) != 2 || hash["f"] != "v" || hash["n"] != "1" {
-			t.Fatalf("key %d on a ring: reply %q, hash %v, err %v", i, reply, hash, err)
-		}
-	}
-}

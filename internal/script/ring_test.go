@@ -101,6 +101,17 @@ func TestRing(t *testing.T) {
 		}
 	}
 
+	// RunHGetAll sends its transaction to the shard of its keys, and recovers NOSCRIPT there.
+	sh := hashScript(prefix)
+	flush()
+	for i := range 20 {
+		key := fmt.Sprintf("%s{h%d}", prefix, i)
+		reply, hash, err := sh.RunHGetAll(ctx, ring, []string{key, key + ":other"}, "v")
+		if r, ok := reply.([]any); err != nil || !ok || len(r) != 2 || hash["f"] != "v" || hash["n"] != "1" {
+			t.Fatalf("RunHGetAll after SCRIPT FLUSH on a ring: reply %#v, hash %v, err %v", reply, hash, err)
+		}
+	}
+
 	lim, err := limiter.New(ring, limiter.SlidingWindow, limiter.WithKeyPrefix(prefix))
 	if err != nil {
 		t.Fatal(err)
