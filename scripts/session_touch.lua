@@ -1,7 +1,10 @@
 -- session_touch.lua: check a session and slide its expiry (touch-on-read). The caller reads the
--- record with HGETALL right after it, in the same MULTI/EXEC transaction (script.RunHGetAll): one
--- round trip, nothing in between, and the record never passes through Lua, which would cost Redis
--- more than the rest of the call (carrying 1.5 KB in and out of Lua as some 30 strings each way).
+-- record with HGETALL just before it, in the same pipeline (script.RunHGetAll): one round trip, and
+-- the record never passes through Lua, which would cost Redis more than the rest of the call
+-- (carrying 1.5 KB in and out of Lua as some 30 strings each way). The verdict holds for the
+-- record read even if another client's command ran in between: a session that is not live (gone,
+-- past its deadline, rotated away, signed out) never becomes live again, so a session live now was
+-- live when it was read.
 --
 -- A session is a hash: attributes under "a:<name>", metadata under fields starting with '_':
 -- _c created, _s last seen, _d absolute deadline, _a authenticated at (all integer ms since the
@@ -28,8 +31,8 @@
 --           several times what an integer costs
 --           0            no such session (missing; or past its absolute deadline, or signed in and
 --                        not vouched for by the index: deleted now)
---           now          a live session, read at now (ms since the epoch): it now expires at
---                        min(now + idle, deadline); the record is what HGETALL reads next
+--           now          a live session, checked at now (ms since the epoch): it now expires at
+--                        min(now + idle, deadline); the record is what HGETALL read before
 --           key          the session was rotated to key less than its grace window ago
 --           an error reply "GATEHOUSE corrupt ..." when the record lacks its deadline or idle
 --           timeout, or one of them or its last seen is not a number

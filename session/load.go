@@ -1,16 +1,16 @@
 package session
 
-// Load: one session_touch call checks a session and slides its expiry, and an HGETALL in the same
-// transaction reads it.
+// Load: an HGETALL reads a session and a session_touch call checks it and slides its expiry, in one
+// round trip.
 
 import (
 	"context"
 	"fmt"
 )
 
-// Load reads the session of tok and slides its expiry, in one round trip (a script call and the
-// read, in one transaction): the session now expires when the idle timeout or the absolute
-// deadline comes, whichever is sooner. It returns
+// Load reads the session of tok and slides its expiry, in one round trip (the read, and a script
+// call that checks the session and slides its expiry): the session now expires when the idle
+// timeout or the absolute deadline comes, whichever is sooner. It returns
 // ErrMalformed for a token this package did not issue (Redis is not asked), and ErrNotFound for one
 // that is unknown, expired or destroyed: the caller then starts a new session and never adopts the
 // client's token. A token rotated less than the grace window ago (WithRotationGrace) loads the
@@ -32,11 +32,7 @@ func (st *Store) load(ctx context.Context, tok Token) (*Session, error) {
 		return nil, ErrMalformed
 	}
 	key, idx := st.keyAndIndex(tok)
-	v, rec, err := st.touch.RunHGetAll(ctx, st.client, []string{string(key), idx}, st.now())
-	if err != nil {
-		return nil, scriptErr("load", err)
-	}
-	now, movedTo, err := touched(v)
+	rec, now, movedTo, err := st.read(ctx, "load", string(key), idx)
 	if err != nil {
 		return nil, err
 	}
@@ -47,10 +43,7 @@ func (st *Store) load(ctx context.Context, tok Token) (*Session, error) {
 			return nil, fmt.Errorf("%w: moved to a key of another shape", ErrCorrupt)
 		}
 		target = Key(movedTo)
-		if v, rec, err = st.touch.RunHGetAll(ctx, st.client, []string{movedTo, idx}, st.now()); err != nil {
-			return nil, scriptErr("load", err)
-		}
-		if now, movedTo, err = touched(v); err != nil {
+		if rec, now, movedTo, err = st.read(ctx, "load", movedTo, idx); err != nil {
 			return nil, err
 		}
 	}
@@ -65,4 +58,24 @@ func (st *Store) load(ctx context.Context, tok Token) (*Session, error) {
 	}
 	s.readOnly, s.meta.Key = target != key, target
 	return s, nil
+}
+
+// read makes a load's round trip on key, whose tag bucket's index is idx: it reads the record
+// (HGETALL) and then runs session_touch, whose verdict holds for the record read, since a session
+// that is not live never becomes live again (script.RunHGetAll). It returns the record and the
+// verdict: the instant a live session was read at, or the key a rotated session moved to; neither
+// for no such session. A live verdict with a read that found no session (nothing, or a rotation
+// pointer) means the two commands ran in the other order (a Cluster's redirection can do that):
+// the round trip is made once more.
+func (st *Store) read(ctx context.Context, op, key, idx string) (rec map[string]string, now int64, movedTo string, err error) {
+	for range 2 {
+		var v any
+		if rec, v, err = st.touch.RunHGetAll(ctx, st.client, []string{key, idx}, st.now()); err != nil {
+			return nil, 0, "", scriptErr(op, err)
+		}
+		if now, movedTo, err = touched(v); err != nil || now == 0 || rec[fieldDeadline] != "" {
+			return rec, now, movedTo, err
+		}
+	}
+	return nil, 0, "", ErrNotFound
 }

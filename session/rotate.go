@@ -176,11 +176,7 @@ func (st *Store) rotateSameSlot(ctx context.Context, s *Session, tok Token, user
 func (st *Store) loginAcross(ctx context.Context, s *Session, user string, cfg loginConfig) error {
 	for attempt := 0; attempt < maxAttempts; attempt++ {
 		oldIdx, _ := st.indexOfKey(s.key)
-		v, rec, err := st.touch.RunHGetAll(ctx, st.client, []string{string(s.key), oldIdx}, st.now())
-		if err != nil {
-			return scriptErr("login", err)
-		}
-		now, movedTo, err := touched(v)
+		rec, now, movedTo, err := st.read(ctx, "login", string(s.key), oldIdx)
 		switch {
 		case err != nil:
 			return err
@@ -215,7 +211,7 @@ func (st *Store) loginAcross(ctx context.Context, s *Session, user string, cfg l
 		if ver == "" {
 			ver = "0"
 		}
-		v, err = st.seal.Run(ctx, st.client, []string{string(s.key), oldIdx}, st.now(), cur.gen, st.grace.Milliseconds(), string(moved.key), ver)
+		v, err := st.seal.Run(ctx, st.client, []string{string(s.key), oldIdx}, st.now(), cur.gen, st.grace.Milliseconds(), string(moved.key), ver)
 		var status int64
 		if err == nil {
 			_, status, err = reply(v)
