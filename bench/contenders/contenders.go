@@ -209,7 +209,7 @@ func Sessions() []harness.Contender {
 		{
 			ID: "gatehouse-session", Name: "gatehouse session.Middleware (touch on read)", Kind: harness.Session,
 			Modules: []string{modGatehouse}, Pool: "the shared client", Gatehouse: true,
-			Notes: "one round trip per read: a MULTI of the touch script (expiry, last-seen) and HGETALL; a field-level save script on write",
+			Notes: "one round trip per read: HGETALL, then the touch script (expiry, last-seen); a field-level save script on write",
 			New:   newGatehouseSessions,
 		},
 		{
