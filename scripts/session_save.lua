@@ -24,14 +24,16 @@
 -- ARGV[4]   S, the number of field/value pairs to set; ARGV[5] D, the number of fields to delete
 -- ARGV[6 .. 5+2S]          the pairs to set (attributes "a:<name>", or _i, _d, _l, _ip, _ua, _p)
 -- ARGV[6+2S .. 5+2S+D]     the fields to delete
--- Reply     {1, ttl_ms}  saved, with the expiry slid to min(idle, deadline - now)
---           {0}       no such session (missing, past its deadline, signed in and not vouched for
+-- Reply     1         saved, with the expiry slid to min(now + idle, deadline)
+--           0         no such session (missing, past its deadline, signed in and not vouched for
 --                     by the index, or the new deadline is past)
---           {2}       conflict: rotated away (a pointer), or another generation
+--           2         conflict: rotated away (a pointer), or another generation
 --           {3, size} refused: the record would be size bytes, over the cap, and the fields this
 --                     save sets and deletes would grow it (a save that does not grow a session
 --                     passes over the cap, so that a session can be trimmed after the cap was
 --                     lowered; _s and _v, rewritten by every save, count in the size, not as growth)
+--           (integers, not tables, but for the size: building and sending a table reply costs
+--           Redis several times what an integer costs)
 
 --#include lib/time_ms
 --#include lib/session_index
@@ -39,29 +41,48 @@
 local now = clock_ms(ARGV[1])
 local gen, maxsize = ARGV[2], tonumber(ARGV[3])
 local nset, ndel = tonumber(ARGV[4]), tonumber(ARGV[5])
+local first_del = 6 + 2 * nset
 
 local h = redis.call('HGETALL', KEYS[1])
-if #h == 0 then return {STATUS_NOT_FOUND} end
-local cur, before = {}, 0
-for i = 1, #h, 2 do
-  cur[h[i]] = h[i + 1]
-  before = before + #h[i] + #h[i + 1]
+local n = #h
+if n == 0 then return STATUS_NOT_FOUND end
+-- The stored length of each field this save sets or deletes, and of _s and _v, which every save
+-- rewrites (false: absent): with the record's size, all that the new size needs.
+local len = {[FIELD_SEEN] = false, [FIELD_VERSION] = false}
+for i = 6, first_del - 1, 2 do len[ARGV[i]] = false end
+for i = first_del, first_del + ndel - 1 do len[ARGV[i]] = false end
+-- The record's size, and the metadata the checks need, found as session_touch.lua finds it.
+local before, g, moved, ver, d, idle, user = 0
+for i = 1, n, 2 do
+  local f, v = h[i], h[i + 1]
+  before = before + #f + #v
+  if #f <= 3 then
+    if f == FIELD_GEN then g = v
+    elseif f == FIELD_DEADLINE then d = v
+    elseif f == FIELD_IDLE then idle = v
+    elseif f == FIELD_VERSION then ver = v
+    elseif f == FIELD_USER then user = v
+    elseif f == FIELD_MOVED_TO then moved = v
+    end
+  end
+  if len[f] == false then len[f] = #v end
 end
-if cur[FIELD_MOVED_TO] or cur[FIELD_GEN] ~= gen then return {STATUS_CONFLICT} end
-local ver = tonumber(cur[FIELD_VERSION] or '0')
+if moved or g ~= gen then return STATUS_CONFLICT end
+ver = tonumber(ver or '0')
 if not ver then return redis.error_reply('GATEHOUSE corrupt session record: version not a number') end
 local idx = KEYS[2]
-local d, idle, gone = live(KEYS[1], cur, idx, now) -- signed out: session_touch.lua
-if gone then return gone end
+local _d, _i, gone = live_fields(KEYS[1], d, idle, user, idx, now) -- signed out: session_touch.lua
+if gone then return gone[1] or gone end -- {STATUS_NOT_FOUND} as 0, an error reply as it is
 
--- The record as it would be after this save, and its size.
+-- The record as it would be after this save: its size, and its deadline, idle timeout and user.
 local size = before
 local function put(f, v)
-  if cur[f] then size = size - #f - #cur[f] end
+  local l = len[f]
+  if l then size = size - #f - l end
   if v then size = size + #f + #v end
-  cur[f] = v
+  len[f] = v and #v
+  if f == FIELD_DEADLINE then d = v elseif f == FIELD_IDLE then idle = v elseif f == FIELD_USER then user = v end
 end
-local first_del = 6 + 2 * nset
 for i = first_del, first_del + ndel - 1 do put(ARGV[i], nil) end
 local setd = false -- the save sets the deadline: the index's score follows
 for i = 6, first_del - 1, 2 do
@@ -69,30 +90,33 @@ for i = 6, first_del - 1, 2 do
   if ARGV[i] == FIELD_DEADLINE then setd = true end
 end
 local grew = size > before
-put(FIELD_SEEN, tostring(now))
-put(FIELD_VERSION, tostring(ver + 1))
+local seen, ver_s = string.format('%d', now), string.format('%d', ver + 1)
+put(FIELD_SEEN, seen)
+put(FIELD_VERSION, ver_s)
 if size > maxsize and grew then return {STATUS_TOO_LARGE, size} end
 
-d, idle = tonumber(cur[FIELD_DEADLINE]), tonumber(cur[FIELD_IDLE])
+d, idle = tonumber(d), tonumber(idle)
 if not d or not idle then
   return redis.error_reply('GATEHOUSE corrupt session change: deadline or idle timeout not a number')
 end
 local ttl = math.min(idle, d - now)
 if ttl <= 0 then
   redis.call('DEL', KEYS[1])
-  if cur[FIELD_USER] then redis.call('ZREM', idx, KEYS[1]) end
-  return {STATUS_NOT_FOUND}
+  if user then redis.call('ZREM', idx, KEYS[1]) end
+  return STATUS_NOT_FOUND
 end
 
 if ndel > 0 then
   redis.call('HDEL', KEYS[1], unpack(ARGV, first_del, first_del + ndel - 1))
 end
--- HSET in chunks, to stay well inside Lua's stack for unpack.
-for i = 6, first_del - 1, 1000 do
+-- One HSET with _s and _v, then the pairs to set: in chunks, to stay well inside Lua's stack for
+-- unpack (integers go as strings: a number argument is formatted by Redis with %.17g first).
+local last = math.min(first_del - 1, 5 + 2 * 500)
+redis.call('HSET', KEYS[1], FIELD_SEEN, seen, FIELD_VERSION, ver_s, unpack(ARGV, 6, last))
+for i = last + 1, first_del - 1, 1000 do
   redis.call('HSET', KEYS[1], unpack(ARGV, i, math.min(i + 999, first_del - 1)))
 end
-redis.call('HSET', KEYS[1], FIELD_SEEN, now, FIELD_VERSION, ver + 1)
-redis.call('PEXPIRE', KEYS[1], ttl)
+redis.call('PEXPIREAT', KEYS[1], string.format('%d', now + ttl))
 
-if cur[FIELD_USER] and setd then index_add(idx, KEYS[1], d) end
-return {STATUS_OK, ttl}
+if user and setd then index_add(idx, KEYS[1], d) end
+return STATUS_OK

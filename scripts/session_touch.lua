@@ -1,4 +1,10 @@
--- session_touch.lua: read a session and slide its expiry, in one call (touch-on-read).
+-- session_touch.lua: check a session and slide its expiry (touch-on-read). The caller reads the
+-- record with HGETALL just before it, in the same pipeline (script.RunHGetAll): one round trip, and
+-- the record never passes through Lua, which would cost Redis more than the rest of the call
+-- (carrying 1.5 KB in and out of Lua as some 30 strings each way). The verdict holds for the
+-- record read even if another client's command ran in between: a session that is not live (gone,
+-- past its deadline, rotated away, signed out) never becomes live again, so a session live now was
+-- live when it was read.
 --
 -- A session is a hash: attributes under "a:<name>", metadata under fields starting with '_':
 -- _c created, _s last seen, _d absolute deadline, _a authenticated at (all integer ms since the
@@ -21,14 +27,15 @@
 -- KEYS[1]   the session's hash
 -- KEYS[2]   the index of its tag bucket (read only for a record with a user)
 -- ARGV[1]   now in integer milliseconds since the Unix epoch; "0" to use the server's TIME (tests only)
--- ARGV[2]   optional: "v" to include the version _v in the reply. Without it, _v is left out: only a
---           sign-in that copies the record needs it, and every load would otherwise decode it.
--- Reply     {0}                       no such session (missing; or past its absolute deadline, or
---                                     signed in and not vouched for by the index: deleted now)
---           {1, now, field, value, ...} the whole record (without _v unless asked, in no particular
---                                     order); its expiry is now min(idle, deadline - now)
---           {2, key}                  the session was rotated to key less than its grace window ago
---           an error reply "GATEHOUSE corrupt ..." when the record lacks its deadline or idle timeout
+-- Reply     an integer or a string, not a table: building and sending a table reply costs Redis
+--           several times what an integer costs
+--           0            no such session (missing; or past its absolute deadline, or signed in and
+--                        not vouched for by the index: deleted now)
+--           now          a live session, checked at now (ms since the epoch): it now expires at
+--                        min(now + idle, deadline); the record is what HGETALL read before
+--           key          the session was rotated to key less than its grace window ago
+--           an error reply "GATEHOUSE corrupt ..." when the record lacks its deadline or idle
+--           timeout, or one of them or its last seen is not a number
 -- A read writes no payload: only the expiry, and _s when it is a second or more behind.
 
 --#include lib/time_ms
@@ -36,34 +43,25 @@
 
 local now = clock_ms(ARGV[1])
 
-local h = redis.call('HGETALL', KEYS[1])
-if #h == 0 then return {STATUS_NOT_FOUND} end
-local m, vi = {}, nil
-for i = 1, #h, 2 do
-  if string.byte(h[i], 1) == 95 then -- '_'
-    m[h[i]] = h[i + 1]
-    if h[i] == FIELD_VERSION then vi = i end
+-- A rotation pointer holds only _r and _rg: they are read only for a record without a deadline.
+local m = redis.call('HMGET', KEYS[1], FIELD_DEADLINE, FIELD_IDLE, FIELD_USER, FIELD_SEEN)
+if not m[1] then
+  local p = redis.call('HMGET', KEYS[1], FIELD_MOVED_TO, FIELD_GRACE)
+  if p[1] then
+    if tonumber(p[2] or '0') > now then return p[1] end
+    redis.call('DEL', KEYS[1])
+    return STATUS_NOT_FOUND
   end
+  if redis.call('EXISTS', KEYS[1]) == 0 then return STATUS_NOT_FOUND end
 end
 
-if m[FIELD_MOVED_TO] then
-  if tonumber(m[FIELD_GRACE] or '0') > now then return {STATUS_MOVED, m[FIELD_MOVED_TO]} end
-  redis.call('DEL', KEYS[1])
-  return {STATUS_NOT_FOUND}
+local d, idle, gone = live_fields(KEYS[1], m[1], m[2], m[3], KEYS[2], now) -- signed out: see above
+if gone then return gone[1] or gone end -- {STATUS_NOT_FOUND} as 0, an error reply as it is
+local seen = tonumber(m[4] or '0')
+if not seen then return redis.error_reply('GATEHOUSE corrupt session record: last seen not a number') end
+-- Integers go to Redis as strings: a number argument is formatted by Redis with %.17g first.
+redis.call('PEXPIREAT', KEYS[1], string.format('%d', math.min(now + idle, d)))
+if now - seen >= 1000 then
+  redis.call('HSET', KEYS[1], FIELD_SEEN, string.format('%d', now))
 end
-
-local d, idle, gone = live(KEYS[1], m, KEYS[2], now) -- signed out: see above
-if gone then return gone end
-redis.call('PEXPIRE', KEYS[1], math.min(idle, d - now))
-if now - (tonumber(m[FIELD_SEEN]) or 0) >= 1000 then
-  redis.call('HSET', KEYS[1], FIELD_SEEN, now)
-end
-
-if vi and ARGV[2] ~= 'v' then -- move the last pair into _v's place
-  h[vi], h[vi + 1] = h[#h - 1], h[#h]
-  h[#h] = nil
-  h[#h] = nil
-end
-table.insert(h, 1, now)
-table.insert(h, 1, STATUS_OK)
-return h
+return now

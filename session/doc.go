@@ -5,7 +5,8 @@
 // Redis server's clock:
 //
 //   - Load reads a session and slides its expiry to min(idle timeout, absolute deadline - now) in
-//     one call; it rewrites no payload. Past its deadline, a session is deleted and not found.
+//     one round trip: the HGETALL that reads it, and the script that checks it and slides its
+//     expiry. It rewrites no payload. Past its deadline, a session is deleted and not found.
 //   - Save writes only the attributes a request changed, and only into the session as it was read:
 //     two concurrent requests changing different attributes both keep their change, and a request
 //     still in flight when the session is destroyed or rotated cannot bring it back.

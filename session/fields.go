@@ -28,7 +28,6 @@ const (
 	statusNotFound       = 0  // no such session (or signed out, or past its deadline)
 	statusOK             = 1  // done
 	statusConflict       = 2  // rotated away, another generation, or the new key exists
-	statusMoved          = 2  // session_touch: rotated to another key within its grace window
 	statusTooLarge       = 3  // session_save, session_create: over the size cap
 	statusVersionChanged = 3  // session_seal: a save landed since the record was copied
 	statusRereadIndex    = 4  // session_create, session_rotate: the index changed; read it again

@@ -36,6 +36,13 @@ func TestScriptNames(t *testing.T) {
 			t.Errorf("%s = %s is named in lib/session.lua, not in Go", name, luaNames[name])
 		}
 	}
+	// session_touch.lua looks for the metadata it checks only among the fields whose names are at
+	// most 3 bytes: a longer metadata name would never be found there.
+	for name, v := range luaNames {
+		if strings.HasPrefix(name, "FIELD_") && (len(v) > 3 || !strings.HasPrefix(v, "_")) {
+			t.Errorf("%s = %q: a metadata field's name is '_' and at most 2 more bytes", name, v)
+		}
+	}
 	// What the scripts write is what Go reads: the values themselves.
 	if fieldGen != "_g" || fieldDeadline != "_d" || statusNotFound != 0 || statusKeepSignedOut != -2 {
 		t.Error("fields.go changed a value the stored records and the scripts' replies depend on")

@@ -17,7 +17,7 @@ func fuzzStore(t testing.TB, opts ...Option) *Store {
 	return st
 }
 
-// A stored record of any content, as the touch script returns it, is read or refused with
+// A stored record of any content, as a load reads it, is read or refused with
 // ErrCorrupt: no panic, and a record that is read has what every session needs.
 func FuzzFill(f *testing.F) {
 	f.Add(int64(1700000000000), "_g\x001\x00_d\x001700000060000\x00_i\x0060000\x00a:cart\x00[\"book\"]")
@@ -26,14 +26,15 @@ func FuzzFill(f *testing.F) {
 	f.Add(int64(1), "odd")
 	st := fuzzStore(f)
 	f.Fuzz(func(t *testing.T, now int64, fields string) {
-		arr := []any{now}
+		rec := map[string]string{}
 		if fields != "" {
-			for _, p := range strings.Split(fields, "\x00") {
-				arr = append(arr, p)
+			p := strings.Split(fields, "\x00")
+			for i := 0; i+1 < len(p); i += 2 {
+				rec[p[i]] = p[i+1]
 			}
 		}
 		s := st.blank("", "k")
-		err := s.fill(arr)
+		err := s.fill(now, rec)
 		if err != nil {
 			if !errors.Is(err, ErrCorrupt) {
 				t.Fatalf("error without ErrCorrupt: %v", err)
@@ -56,7 +57,7 @@ func FuzzGetters(f *testing.F) {
 	f.Fuzz(func(t *testing.T, v []byte) {
 		for _, st := range stores {
 			s := st.blank("", "k")
-			s.values["x"] = v
+			s.values["x"] = string(v)
 			_ = s.GetString("x")
 			_ = s.GetInt("x")
 			_ = s.GetBool("x")

@@ -101,6 +101,13 @@ func interposed(t *testing.T, b *redistest.Backend, prefix, name string, opts ..
 	if !ok {
 		t.Fatalf("no script %s", name)
 	}
+	h := &interposer{sha: sc.SHA1(), armed: map[string]func(){}}
+	return hookedStore(t, b, prefix, h, opts...), h
+}
+
+// hookedStore returns a store over a client of its own to b's servers, under prefix, with hook.
+func hookedStore(t *testing.T, b *redistest.Backend, prefix string, hook redis.Hook, opts ...session.Option) *session.Store {
+	t.Helper()
 	var c redis.UniversalClient
 	switch bc := b.Client.(type) {
 	case *redis.ClusterClient:
@@ -111,13 +118,12 @@ func interposed(t *testing.T, b *redistest.Backend, prefix, name string, opts ..
 		t.Fatalf("unexpected client %T", b.Client)
 	}
 	t.Cleanup(func() { c.Close() })
-	h := &interposer{sha: sc.SHA1(), armed: map[string]func(){}}
-	c.AddHook(h)
+	c.AddHook(hook)
 	st, err := session.NewStore(c, append([]session.Option{session.WithKeyPrefix(prefix)}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return st, h
+	return st
 }
 
 // indexKeyOf returns the key of the index of a session key's slot bucket.

@@ -11,25 +11,13 @@ import (
 	"time"
 )
 
-// fill reads {now, field, value, ...} from the touch script into s.
-func (s *Session) fill(arr []any) error {
-	if len(arr)%2 != 1 {
-		return fmt.Errorf("%w: odd record", ErrCorrupt)
-	}
-	now, ok := arr[0].(int64)
-	if !ok {
-		return fmt.Errorf("%w: no time in reply", ErrCorrupt)
-	}
+// fill reads into s the record a load read at now, the touch script's time in ms.
+func (s *Session) fill(now int64, rec map[string]string) error {
 	s.now = time.UnixMilli(now)
 	s.meta = Metadata{Key: s.key}
-	for i := 1; i < len(arr); i += 2 {
-		f, ok1 := arr[i].(string)
-		v, ok2 := arr[i+1].(string)
-		if !ok1 || !ok2 {
-			return fmt.Errorf("%w: field %d is not a string", ErrCorrupt, i/2)
-		}
+	for f, v := range rec {
 		if name, ok := strings.CutPrefix(f, attrPrefix); ok {
-			s.values[name] = []byte(v)
+			s.values[name] = v
 			continue
 		}
 		switch f {
@@ -112,6 +100,22 @@ func reply(v any) ([]any, int64, error) {
 	return arr, status, nil
 }
 
+// touched reads the touch script's reply: the instant (ms) a live session was read at, or the
+// key a session rotated within its grace window moved to; neither for no such session.
+func touched(v any) (now int64, movedTo string, err error) {
+	switch v := v.(type) {
+	case int64:
+		if v >= 0 {
+			return v, "", nil
+		}
+	case string:
+		if v != "" {
+			return 0, v, nil
+		}
+	}
+	return 0, "", fmt.Errorf("%w: touch reply %#v", ErrCorrupt, v)
+}
+
 // listFields are the fields session_user.lua lists for each session, after its key.
 var listFields = [...]string{fieldCreated, fieldSeen, fieldDeadline, fieldAuth, fieldIdle, fieldIP, fieldUA, fieldLabel}
 
@@ -177,8 +181,8 @@ func persistFlag(p int8) string {
 
 // size counts the session as the scripts count a record: for every field, the length of its name
 // plus the length of its value; attributes are fields "a:<name>", metadata fields start with '_'.
-// It counts what this request knows: the record as read, with this request's changes, and
-// without the version _v, which Load does not read (a few bytes: the scripts' count decides).
+// It counts what this request knows: the record as read, with this request's changes, and the
+// version _v as read (a save increments it: a few bytes, which the scripts' count decides).
 // Times not known yet (a new session's) count as 13 digits, as every instant from 2001 to 2286
 // in ms.
 func (s *Session) size() int {

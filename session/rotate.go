@@ -176,21 +176,17 @@ func (st *Store) rotateSameSlot(ctx context.Context, s *Session, tok Token, user
 func (st *Store) loginAcross(ctx context.Context, s *Session, user string, cfg loginConfig) error {
 	for attempt := 0; attempt < maxAttempts; attempt++ {
 		oldIdx, _ := st.indexOfKey(s.key)
-		v, err := st.touch.Run(ctx, st.client, []string{string(s.key), oldIdx}, st.now(), "v")
-		if err != nil {
-			return scriptErr("login", err)
-		}
-		arr, status, err := reply(v)
+		rec, now, movedTo, err := st.read(ctx, "login", string(s.key), oldIdx)
 		switch {
 		case err != nil:
 			return err
-		case status == statusMoved:
+		case movedTo != "":
 			return ErrConflict // rotated away since this request read it
-		case status != statusOK:
+		case now == 0:
 			return ErrNotFound
 		}
 		cur := st.blank(s.token, s.key)
-		if err := cur.fill(arr[1:]); err != nil {
+		if err := cur.fill(now, rec); err != nil {
 			return err
 		}
 		if cur.gen != s.gen {
@@ -215,7 +211,8 @@ func (st *Store) loginAcross(ctx context.Context, s *Session, user string, cfg l
 		if ver == "" {
 			ver = "0"
 		}
-		v, err = st.seal.Run(ctx, st.client, []string{string(s.key), oldIdx}, st.now(), cur.gen, st.grace.Milliseconds(), string(moved.key), ver)
+		v, err := st.seal.Run(ctx, st.client, []string{string(s.key), oldIdx}, st.now(), cur.gen, st.grace.Milliseconds(), string(moved.key), ver)
+		var status int64
 		if err == nil {
 			_, status, err = reply(v)
 		}

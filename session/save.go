@@ -78,9 +78,14 @@ func (st *Store) saveLocked(ctx context.Context, s *Session) error {
 	if err != nil {
 		return scriptErr("save", err)
 	}
-	arr, status, err := reply(v)
-	if err != nil {
-		return err
+	status, arr := int64(-1), []any(nil) // the save answers an integer, or a table with the size
+	switch v := v.(type) {
+	case int64:
+		status = v
+	default:
+		if arr, status, err = reply(v); err != nil {
+			return err
+		}
 	}
 	switch status {
 	case statusOK:

@@ -33,7 +33,7 @@ type Session struct {
 	// to write through.
 	readOnly bool
 
-	values  map[string][]byte   // attribute name -> encoded value, as read plus local changes
+	values  map[string]string   // attribute name -> encoded value (the codec's bytes), as read plus local changes
 	changed map[string]struct{} // attributes set since the last save
 	removed map[string]struct{} // attributes removed since the last save
 	metaSet map[string]string   // metadata fields to write at the next save (_l, _i, _d, _ip, _ua)
@@ -116,7 +116,7 @@ func (s *Session) Get(name string, dst any) (bool, error) {
 	if !ok {
 		return false, nil
 	}
-	if err := s.store.codec.Unmarshal(v, dst); err != nil {
+	if err := s.store.codec.Unmarshal([]byte(v), dst); err != nil {
 		return true, fmt.Errorf("%w: attribute %q: %v", ErrCorrupt, name, err)
 	}
 	return true, nil
@@ -190,7 +190,7 @@ func (s *Session) Put(name string, v any) error {
 			return err
 		}
 	}
-	s.values[name] = b
+	s.values[name] = string(b)
 	if s.changed == nil {
 		s.changed = map[string]struct{}{}
 	}
@@ -216,7 +216,7 @@ func (s *Session) restartLocked() error {
 	ip, ua := s.meta.IP, s.meta.UserAgent
 	s.token, s.key, s.gen, s.ver, s.meta, s.now = tok, s.store.keyOf(tok), "1", "", Metadata{}, time.Time{}
 	s.isNew, s.readOnly, s.destroyed, s.sendCookie = true, false, false, true
-	s.values, s.changed, s.removed, s.metaSet = map[string][]byte{}, nil, nil, nil
+	s.values, s.changed, s.removed, s.metaSet = map[string]string{}, nil, nil, nil
 	s.idle, s.lifetime, s.deadline, s.persist, s.base = 0, 0, time.Time{}, 0, 0
 	s.meta.IdleTimeout = s.store.idle
 	if ip != "" || ua != "" {
@@ -295,7 +295,7 @@ func (s *Session) Flashes() []string {
 	var out []string
 	for _, n := range names {
 		var msg string
-		if err := s.store.codec.Unmarshal(s.values[n], &msg); err == nil {
+		if err := s.store.codec.Unmarshal([]byte(s.values[n]), &msg); err == nil {
 			out = append(out, msg)
 		}
 		s.removeLocked(n)

@@ -71,7 +71,7 @@ func (st *Store) New() (*Session, error) {
 // blank returns an empty session for tok stored under key. The maps that track changes are made
 // on the first change: most requests only read.
 func (st *Store) blank(tok Token, key Key) *Session {
-	return &Session{store: st, token: tok, key: key, values: map[string][]byte{}}
+	return &Session{store: st, token: tok, key: key, values: map[string]string{}}
 }
 
 // now returns the injected clock's instant in ms for the scripts' "now" argument, or 0: the

@@ -206,7 +206,7 @@ func outcomeOf(err error, kind redisfail.Kind) (outcome string, failed bool) {
 }
 
 // payload returns the encoded size of values.
-func payload(values map[string][]byte) int {
+func payload(values map[string]string) int {
 	n := 0
 	for _, v := range values {
 		n += len(v)

@@ -209,7 +209,7 @@ func Sessions() []harness.Contender {
 		{
 			ID: "gatehouse-session", Name: "gatehouse session.Middleware (touch on read)", Kind: harness.Session,
 			Modules: []string{modGatehouse}, Pool: "the shared client", Gatehouse: true,
-			Notes: "one script per request: HGETALL, PEXPIRE and last-seen on read; a field-level save on write",
+			Notes: "one round trip per read: HGETALL, then the touch script (expiry, last-seen); a field-level save script on write",
 			New:   newGatehouseSessions,
 		},
 		{

@@ -101,6 +101,19 @@ func TestRing(t *testing.T) {
 		}
 	}
 
+	// RunHGetAll sends its pipeline to the shard of its keys, and recovers NOSCRIPT there.
+	sh := hashScript(prefix)
+	flush()
+	for i := range 20 {
+		key := fmt.Sprintf("%s{h%d}", prefix, i)
+		for call := range 2 { // the second reads what the first wrote
+			hash, reply, err := sh.RunHGetAll(ctx, ring, []string{key, key + ":other"}, "v")
+			if r, ok := reply.([]any); err != nil || !ok || len(r) != 2 || hash["n"] != []string{"", "1"}[call] {
+				t.Fatalf("RunHGetAll %d after SCRIPT FLUSH on a ring: reply %#v, hash %v, err %v", call, reply, hash, err)
+			}
+		}
+	}
+
 	lim, err := limiter.New(ring, limiter.SlidingWindow, limiter.WithKeyPrefix(prefix))
 	if err != nil {
 		t.Fatal(err)

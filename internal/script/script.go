@@ -1,5 +1,6 @@
 // Package script is the runtime of gatehouse's Lua scripts, on which the limiter and session
-// packages are built: every decision and every session operation is one script call.
+// packages are built: every decision and every session operation is one script call (a session's
+// load: the read of a hash and one call that checks it, in one round trip).
 //
 // The files of this package follow its jobs:
 //
@@ -11,6 +12,8 @@
 //     ahead of traffic (Load, Preload);
 //   - batch.go: many calls in one pipeline, with the same recovery (RunBatch), and commands built
 //     by a caller that groups calls itself (Cmd, IntsCmd, Exec: internal/coalesce);
+//   - hgetall.go: a read of a hash and a call that checks it, in one pipeline (RunHGetAll: the
+//     session store's load);
 //   - cluster.go: cluster slots (Slot, ErrCrossSlot) and routes (the node a call goes to, the slot
 //     map reloaded after a failure).
 //

@@ -24,7 +24,6 @@ local FIELD_GRACE = '_rg'    -- and the end of that grace window, ms
 local STATUS_NOT_FOUND = 0        -- no such session (or signed out, or past its deadline)
 local STATUS_OK = 1               -- done
 local STATUS_CONFLICT = 2         -- rotated away, another generation, or the new key exists
-local STATUS_MOVED = 2            -- session_touch: rotated to another key within its grace window
 local STATUS_TOO_LARGE = 3        -- session_save, session_create: over the size cap
 local STATUS_VERSION_CHANGED = 3  -- session_seal: a save landed since the record was copied
 local STATUS_REREAD_INDEX = 4     -- session_create, session_rotate: the index changed; read it again
@@ -39,21 +38,27 @@ local function vouched(idx, key, now)
   return score and tonumber(score) > now
 end
 
+-- live_fields(key, deadline, idle, user, idx, now) is live() given the record's deadline, idle
+-- timeout and user as read (strings, or nil for a field the record lacks).
+local function live_fields(key, deadline, idle, user, idx, now)
+  local d, i = tonumber(deadline), tonumber(idle)
+  if not d or not i then
+    return nil, nil, redis.error_reply('GATEHOUSE corrupt session record: no deadline or idle timeout')
+  end
+  if now >= d or (user and not vouched(idx, key, now)) then
+    redis.call('DEL', key)
+    return nil, nil, {STATUS_NOT_FOUND}
+  end
+  return d, i
+end
+
 -- live(key, rec, idx, now) checks the record rec (its fields by name) read from key, whose tag
 -- bucket's index is idx: for a live session it returns the deadline and the idle timeout; for one
 -- past its deadline, or signed in and not vouched for, it deletes key and returns nil, nil and the
 -- reply {STATUS_NOT_FOUND}; for a record without a deadline or idle timeout, nil, nil and an error
 -- reply.
 local function live(key, rec, idx, now)
-  local d, idle = tonumber(rec[FIELD_DEADLINE]), tonumber(rec[FIELD_IDLE])
-  if not d or not idle then
-    return nil, nil, redis.error_reply('GATEHOUSE corrupt session record: no deadline or idle timeout')
-  end
-  if now >= d or (rec[FIELD_USER] and not vouched(idx, key, now)) then
-    redis.call('DEL', key)
-    return nil, nil, {STATUS_NOT_FOUND}
-  end
-  return d, idle
+  return live_fields(key, rec[FIELD_DEADLINE], rec[FIELD_IDLE], rec[FIELD_USER], idx, now)
 end
 
 -- retire(key, to, now, grace) deletes key; for a grace window of grace ms (when > 0) it leaves
