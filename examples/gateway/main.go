@@ -17,7 +17,7 @@
 // when Redis fails (by default an in-process limiter stands in). When OTEL_EXPORTER_OTLP_ENDPOINT is set (for
 // example http://localhost:4318), traces and metrics are exported over OTLP/HTTP, so each request
 // shows in Jaeger, Tempo or Grafana as an HTTP span with the limiter's and the session store's
-// spans, and Redis' EVALSHA spans, beneath it.
+// spans, and Redis' spans (EVALSHA, and a session load's pipeline), beneath it.
 //
 // It logs to standard error through log/slog: one line per request (method, route pattern,
 // status, duration; never the path, a cookie, a session token, a user ID or a limiter key), and
