@@ -12,7 +12,8 @@ import (
 
 // Run runs the script with EVALSHA. On NOSCRIPT (a fresh server, a restart, SCRIPT FLUSH, a
 // failover to a replica) it loads the script on the node that owns keys[0] (or, without keys,
-// wherever the client sends keyless commands) and runs it once more; the caller sees no error.
+// wherever the client sends keyless commands; on a Cluster, then on every other node that answers)
+// and runs it once more; the caller sees no error.
 //
 // The reply is returned as go-redis decodes it: int64, string, []any, or a redis.Error for an error
 // reply. Errors are wrapped with the script's name; a nil reply is redis.Nil, wrapped. A call whose
@@ -181,11 +182,23 @@ func loadOn(ctx context.Context, node redis.Cmdable, scripts []*Script) error {
 	return nil
 }
 
-// loadFor loads the script on the node that a call with these keys is sent to.
+// loadFor loads the script on the node that a call with these keys is sent to. On a Cluster it
+// then loads it on every other node too, as far as they answer: a NOSCRIPT may come from a node
+// other than the slot's master, which a migrating slot's ASK sent the call to, and a failover may
+// promote a replica. Only the slot's master must take it; a node that does not answer (down,
+// failing over) does not fail the call it cannot serve.
 func (s *Script) loadFor(ctx context.Context, c redis.UniversalClient, keys []string) error {
 	node, err := nodeFor(ctx, c, keys)
 	if err != nil {
 		return err
 	}
-	return loadOn(ctx, node, []*Script{s})
+	if err := loadOn(ctx, node, []*Script{s}); err != nil {
+		return err
+	}
+	if cc, ok := c.(*redis.ClusterClient); ok {
+		_ = cc.ForEachShard(ctx, func(ctx context.Context, n *redis.Client) error {
+			return loadOn(ctx, n, []*Script{s})
+		})
+	}
+	return nil
 }
