@@ -60,12 +60,13 @@ func runPipeline(ctx context.Context, c redis.UniversalClient, calls []Call, idx
 		return nil
 	}
 	cmds := make([]*redis.Cmd, len(idx))
-	_, _ = c.Pipelined(ctx, func(p redis.Pipeliner) error {
+	_, err := c.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for j, i := range idx {
 			cmds[j] = p.EvalSha(ctx, calls[i].Script.sha, calls[i].Keys, calls[i].Args...)
 		}
 		return nil
 	})
+	failPipeline(cmds, err)
 	refreshed := false
 	for j, i := range idx {
 		v, err := cmds[j].Result()
@@ -180,7 +181,8 @@ func process(ctx context.Context, c redis.UniversalClient, cmds []redis.Cmder) {
 		for _, cmd := range cmds {
 			_ = p.Process(ctx, cmd)
 		}
-		_, _ = p.Exec(ctx)
+		_, err := p.Exec(ctx)
+		failPipeline(cmds, err)
 	}
 	for _, cmd := range cmds {
 		if ints, ok := cmd.(*redis.IntSliceCmd); ok && ints.Err() != nil {
@@ -244,5 +246,23 @@ func loader(ctx context.Context, c redis.UniversalClient) func(cmd redis.Cmder, 
 		}
 		loaded[t] = err
 		return err
+	}
+}
+
+// failPipeline gives err, the error of a pipeline's Exec, to each of its commands when it reached
+// none of them: a hook that refused the pipeline without sending it leaves every command with no
+// reply and no error, which would read as an empty answer. (When a command failed, Exec's error is
+// that command's own, and the others keep their replies.)
+func failPipeline[C redis.Cmder](cmds []C, err error) {
+	if err == nil {
+		return
+	}
+	for _, cmd := range cmds {
+		if cmd.Err() != nil {
+			return
+		}
+	}
+	for _, cmd := range cmds {
+		cmd.SetErr(err)
 	}
 }

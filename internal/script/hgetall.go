@@ -30,16 +30,19 @@ func (s *Script) RunHGetAll(ctx context.Context, c redis.UniversalClient, keys [
 	if err := checkSlots(keys); err != nil {
 		return nil, nil, s.wrap(err)
 	}
-	read, run := s.runHGetAll(ctx, c, keys, args)
+	read, run, err := s.runHGetAll(ctx, c, keys, args)
 	if isNoScript(run.Err()) {
 		if err := s.loadFor(ctx, c, keys); err != nil {
 			return nil, nil, s.wrap(fmt.Errorf("recovering from NOSCRIPT: %w", err))
 		}
-		read, run = s.runHGetAll(ctx, c, keys, args)
+		read, run, err = s.runHGetAll(ctx, c, keys, args)
 	}
-	err = read.Err()
-	if err == nil {
-		err = run.Err()
+	// The pipeline's error: a command's own, or one that reached neither command (a hook that
+	// refused the pipeline without sending it).
+	if e := read.Err(); e != nil {
+		err = e
+	} else if e := run.Err(); e != nil {
+		err = e
 	}
 	if err != nil {
 		refreshRoutes(c, err)
@@ -51,8 +54,8 @@ func (s *Script) RunHGetAll(ctx context.Context, c redis.UniversalClient, keys [
 // argHGetAll is the command's name, boxed once.
 var argHGetAll any = "hgetall"
 
-// runHGetAll sends the pipeline of RunHGetAll once.
-func (s *Script) runHGetAll(ctx context.Context, c redis.UniversalClient, keys []string, args []any) (read *redis.MapStringStringCmd, run *redis.Cmd) {
+// runHGetAll sends the pipeline of RunHGetAll once; err is the pipeline's (Exec's) error.
+func (s *Script) runHGetAll(ctx context.Context, c redis.UniversalClient, keys []string, args []any) (read *redis.MapStringStringCmd, run *redis.Cmd, err error) {
 	// One array holds both commands' arguments: HGETALL's, then EVALSHA's, which reuses the key
 	// boxed for HGETALL.
 	n := 3 + len(keys) + len(args)
@@ -67,6 +70,6 @@ func (s *Script) runHGetAll(ctx context.Context, c redis.UniversalClient, keys [
 	p := c.Pipeline()
 	_ = p.Process(ctx, read)
 	_ = p.Process(ctx, run)
-	_, _ = p.Exec(ctx)
-	return read, run
+	_, err = p.Exec(ctx)
+	return read, run, err
 }
