@@ -429,11 +429,18 @@ func TestSessionBadInput(t *testing.T) {
 			func(k string) { b.Client.HSet(ctx, k, "_d", "soon") },
 			func(k string) { b.Client.HSet(ctx, k, "_s", "yesterday") },
 			func(k string) { b.Client.HDel(ctx, k, "_g") },
+			// An idle timeout not above 0, last seen long ago: the expiry would be set in the past,
+			// deleting the key, and the last-seen write would make it again, without a TTL.
+			func(k string) { b.Client.HSet(ctx, k, "_i", "0", "_s", "1") },
+			func(k string) { b.Client.HSet(ctx, k, "_i", "-5000", "_s", "1") },
 		} {
 			s := sessiontest.Stored(t, st, "a", "1")
 			corrupt(string(s.Key()))
 			if _, err := st.Load(ctx, s.Token()); !errors.Is(err, session.ErrCorrupt) {
 				t.Errorf("Load of a corrupt record: err = %v, want ErrCorrupt", err)
+			}
+			if ttl := b.Client.PTTL(ctx, string(s.Key())).Val(); ttl == -1 {
+				t.Errorf("a corrupt record's key left without a TTL after a load")
 			}
 		}
 		if err := st.DestroyKey(ctx, "gh:s:{x}:s:nope"); !errors.Is(err, session.ErrMalformed) {

@@ -42,8 +42,8 @@ end
 -- timeout and user as read (strings, or nil for a field the record lacks).
 local function live_fields(key, deadline, idle, user, idx, now)
   local d, i = tonumber(deadline), tonumber(idle)
-  if not d or not i then
-    return nil, nil, redis.error_reply('GATEHOUSE corrupt session record: no deadline or idle timeout')
+  if not d or not i or i <= 0 then -- (an expiry set in the past would delete the key)
+    return nil, nil, redis.error_reply('GATEHOUSE corrupt session record: no deadline or no positive idle timeout')
   end
   if now >= d or (user and not vouched(idx, key, now)) then
     redis.call('DEL', key)
