@@ -672,32 +672,12 @@ func TestTryAgainSplitsTheCall(t *testing.T) {
 	defer rdb.Close()
 	ctx := context.Background()
 	present, absent := "{mig}present", "{mig}absent"
-	from, err := rdb.MasterForKey(ctx, present)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var mu sync.Mutex
-	var to *redis.Client
-	if err := rdb.ForEachMaster(ctx, func(ctx context.Context, n *redis.Client) error {
-		mu.Lock()
-		defer mu.Unlock()
-		if n.Options().Addr != from.Options().Addr {
-			to = n
-		}
-		return nil
-	}); err != nil || to == nil {
-		t.Fatalf("another master: %v", err)
-	}
 	b := New(rdb, bucket, bucketBatch, Options{MaxInFlight: 1})
 	if _, err := b.Do(ctx, []string{present}, take(10), nil); err != nil {
 		t.Fatal(err)
 	}
-	fromID, err1 := from.Do(ctx, "CLUSTER", "MYID").Text()
-	toID, err2 := to.Do(ctx, "CLUSTER", "MYID").Text()
-	slot := script.Slot(present)
-	err3 := to.Do(ctx, "CLUSTER", "SETSLOT", slot, "IMPORTING", fromID).Err()
-	err4 := from.Do(ctx, "CLUSTER", "SETSLOT", slot, "MIGRATING", toID).Err()
-	if err := errors.Join(err1, err2, err3, err4); err != nil {
+	_, to, err := redistest.StartMigration(ctx, rdb, present)
+	if err != nil {
 		t.Fatal(err)
 	}
 

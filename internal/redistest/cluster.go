@@ -2,9 +2,11 @@ package redistest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os/exec"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -119,6 +121,42 @@ func (c *Cluster) MasterFor(ctx context.Context, key string) (*Server, error) {
 		}
 	}
 	return nil, fmt.Errorf("redistest: master %s of key is not one of the cluster's nodes", m.Options().Addr)
+}
+
+// StartMigration marks key's slot as migrating from its master to another master of the
+// cluster rdb talks to (CLUSTER SETSLOT IMPORTING on the new one, MIGRATING on the old), moving no
+// key: a key the old master does not hold is then sent (ASK) to the new one. It returns both
+// masters.
+func StartMigration(ctx context.Context, rdb *redis.ClusterClient, key string) (from, to *redis.Client, err error) {
+	if from, err = rdb.MasterForKey(ctx, key); err != nil {
+		return nil, nil, err
+	}
+	var mu sync.Mutex
+	if err := rdb.ForEachMaster(ctx, func(ctx context.Context, n *redis.Client) error {
+		mu.Lock()
+		defer mu.Unlock()
+		if n.Options().Addr != from.Options().Addr {
+			to = n
+		}
+		return nil
+	}); err != nil {
+		return nil, nil, err
+	}
+	if to == nil {
+		return nil, nil, errors.New("redistest: no other master to migrate to")
+	}
+	fromID, err1 := from.Do(ctx, "CLUSTER", "MYID").Text()
+	toID, err2 := to.Do(ctx, "CLUSTER", "MYID").Text()
+	if err := errors.Join(err1, err2); err != nil {
+		return nil, nil, err
+	}
+	slot := rdb.ClusterKeySlot(ctx, key).Val()
+	err3 := to.Do(ctx, "CLUSTER", "SETSLOT", slot, "IMPORTING", fromID).Err()
+	err4 := from.Do(ctx, "CLUSTER", "SETSLOT", slot, "MIGRATING", toID).Err()
+	if err := errors.Join(err3, err4); err != nil {
+		return nil, nil, err
+	}
+	return from, to, nil
 }
 
 // Close stops every node and removes their data.

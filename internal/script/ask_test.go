@@ -2,8 +2,6 @@ package script
 
 import (
 	"context"
-	"errors"
-	"sync"
 	"testing"
 
 	"github.com/gatehouse/gatehouse/internal/redistest"
@@ -25,28 +23,8 @@ func TestNoScriptBehindAsk(t *testing.T) {
 	defer rdb.Close()
 	ctx := context.Background()
 	const key = "{ask}moved"
-	from, err := rdb.MasterForKey(ctx, key)
+	_, to, err := redistest.StartMigration(ctx, rdb, key)
 	if err != nil {
-		t.Fatal(err)
-	}
-	var mu sync.Mutex
-	var to *redis.Client
-	if err := rdb.ForEachMaster(ctx, func(ctx context.Context, n *redis.Client) error {
-		mu.Lock()
-		defer mu.Unlock()
-		if n.Options().Addr != from.Options().Addr {
-			to = n
-		}
-		return nil
-	}); err != nil || to == nil {
-		t.Fatalf("another master: %v", err)
-	}
-	fromID, err1 := from.Do(ctx, "CLUSTER", "MYID").Text()
-	toID, err2 := to.Do(ctx, "CLUSTER", "MYID").Text()
-	slot := Slot(key)
-	err3 := to.Do(ctx, "CLUSTER", "SETSLOT", slot, "IMPORTING", fromID).Err()
-	err4 := from.Do(ctx, "CLUSTER", "SETSLOT", slot, "MIGRATING", toID).Err()
-	if err := errors.Join(err1, err2, err3, err4); err != nil {
 		t.Fatal(err)
 	}
 
