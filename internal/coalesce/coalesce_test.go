@@ -662,14 +662,7 @@ func TestClientClosedWhileDeciding(t *testing.T) {
 // old master and one not there, is refused with TRYAGAIN before it runs; each decision is then sent
 // on its own and made where its key is: on the old master, and (after ASK) on the new one.
 func TestTryAgainSplitsTheCall(t *testing.T) {
-	redistest.Get(t, "cluster") // skips unless the cluster backend is selected
-	cl, err := redistest.StartCluster()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	rdb := cl.Client()
-	defer rdb.Close()
+	_, rdb := redistest.PrivateCluster(t)
 	ctx := context.Background()
 	present, absent := "{mig}present", "{mig}absent"
 	b := New(rdb, bucket, bucketBatch, Options{MaxInFlight: 1})

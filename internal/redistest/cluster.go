@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"strings"
 	"sync"
+	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -121,6 +122,22 @@ func (c *Cluster) MasterFor(ctx context.Context, key string) (*Server, error) {
 		}
 	}
 	return nil, fmt.Errorf("redistest: master %s of key is not one of the cluster's nodes", m.Options().Addr)
+}
+
+// PrivateCluster starts a cluster of the test's own (StartCluster), for a test that changes it
+// (fails a master over, migrates a slot), and a client of it; both are closed when the test ends.
+// It skips the test unless the cluster backend is selected, as Get does.
+func PrivateCluster(t testing.TB) (*Cluster, *redis.ClusterClient) {
+	t.Helper()
+	Get(t, "cluster")
+	cl, err := StartCluster()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cl.Close)
+	rdb := cl.Client()
+	t.Cleanup(func() { rdb.Close() })
+	return cl, rdb
 }
 
 // StartMigration marks key's slot as migrating from its master to another master of the

@@ -13,14 +13,7 @@ import (
 // importing master; loading the script on the slot's master alone would leave the call failing
 // NOSCRIPT again, and the call must succeed.
 func TestNoScriptBehindAsk(t *testing.T) {
-	redistest.Get(t, "cluster") // skips unless the cluster backend is selected
-	cl, err := redistest.StartCluster()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	rdb := cl.Client()
-	defer rdb.Close()
+	_, rdb := redistest.PrivateCluster(t)
 	ctx := context.Background()
 	const key = "{ask}moved"
 	_, to, err := redistest.StartMigration(ctx, rdb, key)

@@ -20,14 +20,7 @@ func TestClusterFailover(t *testing.T) {
 	if testing.Short() {
 		t.Skip("integration test against real Redis; skipped by -short")
 	}
-	redistest.Get(t, "cluster") // skips unless the cluster backend is selected
-	cl, err := redistest.StartCluster()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	rdb := cl.Client()
-	defer rdb.Close()
+	cl, rdb := redistest.PrivateCluster(t)
 	ctx := context.Background()
 	if err := gatehouse.Preload(ctx, rdb); err != nil {
 		t.Fatal(err)
