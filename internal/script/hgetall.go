@@ -30,19 +30,16 @@ func (s *Script) RunHGetAll(ctx context.Context, c redis.UniversalClient, keys [
 	if err := checkSlots(keys); err != nil {
 		return nil, nil, s.wrap(err)
 	}
-	read, run, err := s.runHGetAll(ctx, c, keys, args)
+	read, run := s.runHGetAll(ctx, c, keys, args)
 	if isNoScript(run.Err()) {
 		if err := s.loadFor(ctx, c, keys); err != nil {
 			return nil, nil, s.wrap(fmt.Errorf("recovering from NOSCRIPT: %w", err))
 		}
-		read, run, err = s.runHGetAll(ctx, c, keys, args)
+		read, run = s.runHGetAll(ctx, c, keys, args)
 	}
-	// The pipeline's error: a command's own, or one that reached neither command (a hook that
-	// refused the pipeline without sending it).
-	if e := read.Err(); e != nil {
-		err = e
-	} else if e := run.Err(); e != nil {
-		err = e
+	err = read.Err()
+	if err == nil {
+		err = run.Err()
 	}
 	if err != nil {
 		refreshRoutes(c, err)
@@ -54,8 +51,9 @@ func (s *Script) RunHGetAll(ctx context.Context, c redis.UniversalClient, keys [
 // argHGetAll is the command's name, boxed once.
 var argHGetAll any = "hgetall"
 
-// runHGetAll sends the pipeline of RunHGetAll once; err is the pipeline's (Exec's) error.
-func (s *Script) runHGetAll(ctx context.Context, c redis.UniversalClient, keys []string, args []any) (read *redis.MapStringStringCmd, run *redis.Cmd, err error) {
+// runHGetAll sends the pipeline of RunHGetAll once. An error of the pipeline that reached neither
+// command is given to both (failPipeline).
+func (s *Script) runHGetAll(ctx context.Context, c redis.UniversalClient, keys []string, args []any) (read *redis.MapStringStringCmd, run *redis.Cmd) {
 	// One array holds both commands' arguments: HGETALL's, then EVALSHA's, which reuses the key
 	// boxed for HGETALL.
 	n := 3 + len(keys) + len(args)
@@ -70,6 +68,8 @@ func (s *Script) runHGetAll(ctx context.Context, c redis.UniversalClient, keys [
 	p := c.Pipeline()
 	_ = p.Process(ctx, read)
 	_ = p.Process(ctx, run)
-	_, err = p.Exec(ctx)
-	return read, run, err
+	if _, err := p.Exec(ctx); err != nil {
+		failPipeline([]redis.Cmder{read, run}, err)
+	}
+	return read, run
 }

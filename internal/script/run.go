@@ -196,7 +196,11 @@ func (s *Script) loadFor(ctx context.Context, c redis.UniversalClient, keys []st
 		return err
 	}
 	if cc, ok := c.(*redis.ClusterClient); ok {
+		loaded := nodeName(node)
 		_ = cc.ForEachShard(ctx, func(ctx context.Context, n *redis.Client) error {
+			if nodeName(n) == loaded {
+				return nil
+			}
 			return loadOn(ctx, n, []*Script{s})
 		})
 	}
