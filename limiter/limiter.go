@@ -573,7 +573,7 @@ func (l *Limiter) run(ctx context.Context, r *request, keys []string) error {
 		if lim, ok := corrupt(err, r.limits); ok {
 			return fmt.Errorf("limiter: %s: %w under %v: %w", l.alg.name, ErrCorruptState, lim, err)
 		}
-		if errors.Is(err, script.ErrNotIntegers) {
+		if errors.Is(err, script.ErrBadReply) {
 			return fmt.Errorf("limiter: %s: %w: %w", l.alg.name, ErrBadReply, err)
 		}
 		return fmt.Errorf("limiter: %s: %w", l.alg.name, err)
