@@ -249,7 +249,11 @@ func New(client redis.UniversalClient, alg Algorithm, opts ...Option) (*Limiter,
 	l := &Limiter{client: client, via: client, alg: impl, prefix: c.prefix, clock: c.clock, shadow: c.shadow,
 		timeout: c.timeout, logger: c.logger, keyHash: c.keyHash}
 	if c.coalesce {
-		l.batch = coalesce.New(client, impl.script, impl.batch, coalesce.Options{})
+		var opt coalesce.Options
+		if alg == SlidingLog {
+			opt.MaxCost = MaxSlidingLogRate // a call adds no more members than one decision may
+		}
+		l.batch = coalesce.New(client, impl.script, impl.batch, opt)
 	}
 	var err error
 	if l.fail, err = c.policy.build(c.cooldown); err != nil {

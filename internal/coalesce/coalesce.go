@@ -67,6 +67,11 @@ type Options struct {
 	MaxBatch int
 	// MaxInFlight is the most calls under way per node (default DefaultMaxInFlight).
 	MaxInFlight int
+	// MaxCost, when above 0, bounds the work of one call where a decision's work grows with its
+	// cost (the sliding log adds cost members to each limit's sorted set): the decisions of a call
+	// weigh at most MaxCost together, each weighing its cost (the first of its arguments) times
+	// its limits. A decision that weighs more goes in a call of its own.
+	MaxCost int64
 }
 
 // Stats counts what a Batcher sent.

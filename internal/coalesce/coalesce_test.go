@@ -424,6 +424,9 @@ func TestSplit(t *testing.T) {
 	w := func(slot, limits int) *waiter {
 		return &waiter{slot: slot, keys: make([]string, limits), args: make([]any, 3+3*limits)}
 	}
+	cost := func(cost int64, limits int) *waiter {
+		return &waiter{slot: 1, keys: make([]string, limits), args: append([]any{cost}, make([]any, 2+2*limits)...)}
+	}
 	big := (maxArgs - 4) / 4 // limits of a decision of exactly maxArgs
 	for _, tt := range []struct {
 		name    string
@@ -439,10 +442,16 @@ func TestSplit(t *testing.T) {
 		{"up to max args", false, []*waiter{w(1, big/2), w(1, big/2), w(1, 1)}, "[2 1]"},
 		{"too large alone", false, []*waiter{w(1, 1), w(1, 2*big), w(1, 1)}, "[1 1 1]"},
 		{"exactly max args", false, []*waiter{w(1, big)}, "[1]"},
+		{"max cost", false, []*waiter{cost(600, 1), cost(400, 1), cost(1, 1), cost(500, 2), cost(1, 1)}, "[2 1 1 1]"},
+		{"cost above max alone", false, []*waiter{cost(1, 1), cost(5000, 1), cost(1, 1), cost(1, 1)}, "[1 1 2]"},
+		{"no max cost", false, []*waiter{cost(600, 1), cost(5000, 3), cost(1, 1)}, "[3]"},
 	} {
 		b := &Batcher{opt: Options{MaxBatch: 64}, perSlot: tt.perSlot}
-		if tt.name == "max batch" {
+		switch tt.name {
+		case "max batch":
 			b.opt.MaxBatch = 2
+		case "max cost", "cost above max alone":
+			b.opt.MaxCost = 1000
 		}
 		var sizes []int
 		for _, c := range b.split(nil, tt.ws) {

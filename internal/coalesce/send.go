@@ -100,13 +100,15 @@ func callContext(ctx context.Context, ws []*waiter) (context.Context, context.Ca
 	return context.WithDeadline(context.WithoutCancel(ctx), latest)
 }
 
-// split appends to chunks the waiters of each call: at most MaxBatch decisions and maxArgs keys
-// and arguments each, of one slot when calls are per slot.
+// split appends to chunks the waiters of each call: at most MaxBatch decisions, maxArgs keys and
+// arguments and MaxCost of work each, of one slot when calls are per slot.
 func (b *Batcher) split(chunks [][]*waiter, ws []*waiter) [][]*waiter {
 	for len(ws) > 0 {
-		n, size := 1, ws[0].size()
-		for n < len(ws) && n < b.opt.MaxBatch && size+ws[n].size() <= maxArgs && (!b.perSlot || ws[n].slot == ws[0].slot) {
+		n, size, work := 1, ws[0].size(), ws[0].work()
+		for n < len(ws) && n < b.opt.MaxBatch && size+ws[n].size() <= maxArgs && (!b.perSlot || ws[n].slot == ws[0].slot) &&
+			(b.opt.MaxCost <= 0 || work+ws[n].work() <= b.opt.MaxCost) {
 			size += ws[n].size()
+			work += ws[n].work()
 			n++
 		}
 		chunks = append(chunks, ws[:n:n])
@@ -117,6 +119,21 @@ func (b *Batcher) split(chunks [][]*waiter, ws []*waiter) [][]*waiter {
 
 // size is how many keys and arguments w's decision takes in a call.
 func (w *waiter) size() int { return len(w.keys) + 1 + len(w.args) }
+
+// work is what w's decision weighs against Options.MaxCost: its cost (its first argument) times
+// its limits. A cost that is not an integer above 0 weighs as 1.
+func (w *waiter) work() int64 {
+	cost := int64(1)
+	if len(w.args) > 0 {
+		switch c := w.args[0].(type) {
+		case int64:
+			cost = c
+		case int:
+			cost = int64(c)
+		}
+	}
+	return max(cost, 1) * int64(len(w.keys))
+}
 
 // build makes one EVALSHA per chunk, in bt.cmds: for one decision, the call of the algorithm's
 // script; for several, the call of the batch script (scripts/lib/batch.lua): its KEYS every
