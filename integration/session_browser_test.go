@@ -381,7 +381,10 @@ func TestSessionInBrowser(t *testing.T) {
 			}
 			click(t, tab, "logout")
 			pageAt(t, tab, "/")
-			run(t, tab, chromedp.Evaluate[chromedp.Void](`history.back()`))
+			// Back after the evaluation has answered: a navigation that starts inside it can
+			// destroy the page before its answer leaves ("Inspected target navigated or closed",
+			// seen on a loaded machine). pageAt waits for the page Back shows.
+			run(t, tab, chromedp.Evaluate[chromedp.Void](`setTimeout(() => history.back(), 0)`))
 			if who := pageAt(t, tab, "/account"); who != "signed out" {
 				t.Errorf("Back after sign-out shows %q", who)
 			}
