@@ -21,7 +21,7 @@
 -- ARGV[5]   with a sign-in, the absolute lifetime in ms: the deadline becomes now + lifetime
 -- ARGV[6]   with a sign-in, the idle timeout in ms, or "0" to keep the session's
 -- ARGV[7]   "" to keep the cookie's persistence (_p); "1" or "0" to set it
--- ARGV[8]   the most sessions one user may have, or "0" for no cap (eviction as session_create.lua)
+-- ARGV[8]   the most sessions one user may have, or "0" for no cap (eviction as session_activate.lua)
 -- Reply     {1, now, generation, deadline, idle} rotated;  {0} no such session (or signed out);
 --           {2} conflict (rotated away, another generation, or the new key exists);
 --           {4} read the index again
@@ -72,7 +72,7 @@ redis.call('PEXPIRE', new, math.min(idle, d - now))
 
 if capped then
   redis.call('ZREMRANGEBYSCORE', idx, '-inf', now)
-  evict_oldest(idx, user, 4, cap, old, new) -- the user's other live sessions, as session_create.lua
+  evict_oldest(idx, user, 4, cap, old, new) -- the user's other live sessions, as session_activate.lua
 end
 
 retire(old, new, now, grace)

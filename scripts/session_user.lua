@@ -2,7 +2,7 @@
 --
 -- Exact at the instant it runs: the index is authoritative (session_touch.lua): a signed-in
 -- session is live only while the index holds its key, every script that gives a user a session
--- (session_create.lua, session_rotate.lua) adds it to the index in the same call, and every change
+-- (session_activate.lua, session_rotate.lua) adds it to the index in the same call, and every change
 -- of a session's deadline moves its score (session_save.lua). So the index's members are exactly
 -- the user's live sessions (and dead ones, removed here), whatever was evicted: a session whose
 -- index entry is gone is signed out already. This script acts only if the index holds no member

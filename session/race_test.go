@@ -411,7 +411,7 @@ func TestSessionRaceCapUnderConcurrentSignIns(t *testing.T) {
 		ctx := context.Background()
 		const cap, signIns = 3, 8
 		st, prefix := sessiontest.NewStore(t, b, session.WithMaxSessionsPerUser(cap))
-		forced, h := interposed(t, b, prefix, "session_create", session.WithMaxSessionsPerUser(cap))
+		forced, h := interposed(t, b, prefix, "session_activate", session.WithMaxSessionsPerUser(cap))
 		n := raceTries()
 		broken := tryAll(n, func(i int) bool {
 			user := fmt.Sprintf("capped-%d", i)

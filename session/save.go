@@ -147,8 +147,13 @@ type createSpec struct {
 	allowed        int       // a size allowed over the cap (a record moved by a sign-in), or 0
 }
 
-// createLocked stores s, new, under its token with s.values and s.metaSet; with a user, indexes it
-// and applies the cap, reading the user's index again while other sign-ins overtake it.
+// pendingMargin is how long a sign-in's session stays pending (session_create.lua) beyond the
+// store's timeout, which bounds a whole Login: a Login that has not made it live by then fails, and
+// the pending session expires unseen.
+const pendingMargin = time.Minute
+
+// createLocked stores s, new, under its token with s.values and s.metaSet; with a user, pending,
+// for activateLocked to make live.
 func (st *Store) createLocked(ctx context.Context, s *Session, c createSpec) error {
 	size := s.size()
 	if c.user != "" && s.meta.UserID == "" {
@@ -164,12 +169,18 @@ func (st *Store) createLocked(ctx context.Context, s *Session, c createSpec) err
 	if !c.created.IsZero() {
 		created = c.created.UnixMilli()
 	}
+	var pending int64
+	if c.user != "" {
+		pending = (st.timeout + pendingMargin).Milliseconds()
+	}
 	pairs := s.appendRecord(make([]any, 0, 2+2*(len(s.values)+len(s.metaSet))))
 	args := append([]any{st.now(), c.idle.Milliseconds(), c.lifetime.Milliseconds(), deadline, created, c.auth,
-		c.user, st.maxPerUser, st.maxSize, c.allowed, len(pairs) / 2}, pairs...)
-	idx := st.indexOf(s.token.tag())
-	capped := c.user != "" && st.maxPerUser > 0
-	arr, status, err := st.runIndexed(ctx, st.create, "create", []string{string(s.key), idx}, idx, capped, statusRereadIndex, args...)
+		c.user, pending, st.maxSize, c.allowed, len(pairs) / 2}, pairs...)
+	v, err := st.create.Run(ctx, st.client, []string{string(s.key)}, args...)
+	if err != nil {
+		return scriptErr("create", err)
+	}
+	arr, status, err := reply(v)
 	switch {
 	case err != nil:
 		return err
@@ -194,6 +205,29 @@ func (st *Store) createLocked(ctx context.Context, s *Session, c createSpec) err
 	s.isNew, s.ver = false, ""
 	s.clearChanges()
 	s.base = s.size()
+	return nil
+}
+
+// activateLocked makes s live: a sign-in's session that createLocked stored pending, which no list
+// shows and the cap does not count until now. It indexes it under its user and applies the cap,
+// reading the user's index again while other sign-ins overtake it (session_activate.lua). Run
+// again after a lost reply, it never brings back a session signed out in between: ErrNotFound.
+func (st *Store) activateLocked(ctx context.Context, s *Session) error {
+	idx := st.indexOf(s.token.tag())
+	arr, status, err := st.runIndexed(ctx, st.activate, "login", []string{string(s.key), idx}, idx, st.maxPerUser > 0,
+		statusRereadIndex, st.now(), st.maxPerUser)
+	switch {
+	case err != nil:
+		return err
+	case status == statusNotFound:
+		return fmt.Errorf("session: login: the signed-in session expired or was signed out before it was made live: %w", ErrNotFound)
+	case status != statusOK || len(arr) < 4:
+		return fmt.Errorf("%w: activate reply %v", ErrCorrupt, arr)
+	}
+	now, _ := arr[1].(int64)
+	dl, _ := arr[3].(int64)
+	s.now = time.UnixMilli(now)
+	s.meta.LastSeen, s.meta.Deadline = s.now, time.UnixMilli(dl)
 	return nil
 }
 
