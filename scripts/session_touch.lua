@@ -38,7 +38,7 @@
 --           (now, too, for a pending sign-in, which is neither vouched for nor slid: the record
 --           read holds _pn, and package session reads it only through a grace pointer)
 --           an error reply "GATEHOUSE corrupt ..." when the record lacks its deadline or idle
---           timeout, or one of them or its last seen is not a number
+--           timeout, or one of them, its last seen or a pointer's grace deadline is not a number
 -- A read writes no payload: only the expiry, and _s when it is a second or more behind.
 
 --#include lib/time_ms
@@ -51,7 +51,9 @@ local m = redis.call('HMGET', KEYS[1], FIELD_DEADLINE, FIELD_IDLE, FIELD_USER, F
 if not m[1] then
   local p = redis.call('HMGET', KEYS[1], FIELD_MOVED_TO, FIELD_GRACE)
   if p[1] then
-    if tonumber(p[2] or '0') > now then return p[1] end
+    local grace = tonumber(p[2] or '0')
+    if not grace then return redis.error_reply('GATEHOUSE corrupt session record: grace deadline not a number') end
+    if grace > now then return p[1] end
     redis.call('DEL', KEYS[1])
     return STATUS_NOT_FOUND
   end

@@ -433,6 +433,12 @@ func TestSessionBadInput(t *testing.T) {
 			// deleting the key, and the last-seen write would make it again, without a TTL.
 			func(k string) { b.Client.HSet(ctx, k, "_i", "0", "_s", "1") },
 			func(k string) { b.Client.HSet(ctx, k, "_i", "-5000", "_s", "1") },
+			// A grace pointer whose grace deadline is not a number (the touch compared it as one).
+			func(k string) {
+				b.Client.Del(ctx, k)
+				b.Client.HSet(ctx, k, "_r", k, "_rg", "later")
+				b.Client.PExpire(ctx, k, time.Minute)
+			},
 			// A pending sign-in (read only through a grace pointer) whose deadline is not a number.
 			func(k string) { b.Client.HSet(ctx, k, "_pn", "1", "_d", "soon") },
 		} {
