@@ -19,13 +19,7 @@ func TestSessionClosedClient(t *testing.T) {
 	redistest.Each(t, func(t *testing.T, b *redistest.Backend) {
 		ctx := context.Background()
 		st, prefix := sessiontest.NewStore(t, b)
-		var c redis.UniversalClient
-		switch bc := b.Client.(type) {
-		case *redis.ClusterClient:
-			c = redis.NewClusterClient(&redis.ClusterOptions{Addrs: bc.Options().Addrs, DisableIdentity: true})
-		case *redis.Client:
-			c = redis.NewClient(&redis.Options{Addr: bc.Options().Addr, DisableIdentity: true})
-		}
+		c := ownClient(t, b)
 		cs, err := session.NewStore(c, session.WithKeyPrefix(prefix), session.WithMaxSessionsPerUser(3))
 		if err != nil {
 			t.Fatal(err)

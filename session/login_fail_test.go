@@ -183,16 +183,7 @@ func loginFailureLeavesNoPhantom(t *testing.T, b *redistest.Backend, grace, stor
 			if err := st.Save(ctx, other); err != nil {
 				t.Fatal(err)
 			}
-			var s *session.Session
-			if stored {
-				s = sessiontest.Stored(t, st, "a", "1")
-			} else {
-				var err error
-				if s, err = st.New(); err != nil {
-					t.Fatal(err)
-				}
-				s.Put("a", "1")
-			}
+			s := anonymous(t, st, stored)
 			if err := s.Put("b", "2"); err != nil { // this request's change, carried by a sign-in
 				t.Fatal(err)
 			}
@@ -280,6 +271,7 @@ func loginFailureLeavesNoPhantom(t *testing.T, b *redistest.Backend, grace, stor
 // key in the user's index) twice, as go-redis does when the first reply is lost, and runs between
 // the two a sign out everywhere of the user.
 type retryAfterSignOut struct {
+	passThrough
 	shas     map[string]bool
 	idx      string
 	rdb      redis.UniversalClient
@@ -290,10 +282,6 @@ type retryAfterSignOut struct {
 	err      error
 }
 
-func (h *retryAfterSignOut) DialHook(next redis.DialHook) redis.DialHook { return next }
-func (h *retryAfterSignOut) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return next
-}
 func (h *retryAfterSignOut) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
 		args := cmd.Args()
@@ -343,16 +331,7 @@ func TestLoginRetryAfterSignOutEverywhere(t *testing.T) {
 				}
 			}
 			hs := hookedStore(t, b, prefix, h)
-			var s *session.Session
-			if stored {
-				s = sessiontest.Stored(t, st, "a", "1")
-			} else {
-				var err error
-				if s, err = st.New(); err != nil {
-					t.Fatal(err)
-				}
-				s.Put("a", "1")
-			}
+			s := anonymous(t, st, stored)
 			err := hs.Login(ctx, s, user)
 			if !h.fired || h.err != nil {
 				t.Fatalf("stored %t: the sign out everywhere did not run between the two calls: %v", stored, h.err)
@@ -418,4 +397,20 @@ func TestLoginPendingReadThroughGrace(t *testing.T) {
 		}
 		redistest.AssertKeysExpire(t, b, prefix)
 	})
+}
+
+// anonymous returns an anonymous session holding a = "1": stored, or new (never stored).
+func anonymous(t *testing.T, st *session.Store, stored bool) *session.Session {
+	t.Helper()
+	if stored {
+		return sessiontest.Stored(t, st, "a", "1")
+	}
+	s, err := st.New()
+	if err == nil {
+		err = s.Put("a", "1")
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
 }
