@@ -1,9 +1,10 @@
 -- session_create.lua: store a new session; a signed-in one (a sign-in) pending, for
 -- session_activate.lua to make live.
 --
--- A signed-in session is stored pending (_pn): not in its user's index, so that no list shows it,
--- the cap does not count it, and no load or save accepts it but a read through the old token's
--- grace pointer (session_touch.lua); with an expiry of its own (ARGV[8]), short. A sign-in stores
+-- A signed-in session is stored pending (_pn): in its user's index, so that a sign out everywhere
+-- ends it (session_user.lua), but listed by nothing and counted by no cap, and no load or save
+-- accepts it but a read through the old token's grace pointer (session_touch.lua); with an expiry
+-- of its own (ARGV[8]), short. A sign-in stores
 -- it, retires the old key if it moves slots (session_seal.lua), then makes it live
 -- (session_activate.lua, which indexes it and applies the cap): a sign-in that fails at any step
 -- leaves no session that is listed or counted and that no client holds, and a create run again
@@ -11,6 +12,8 @@
 -- makes a session live, and it never re-creates one).
 --
 -- KEYS[1]   the new session's hash (layout in session_touch.lua)
+-- KEYS[2]   with a user, the index of its tag bucket (a sorted set of session keys scored by
+--           absolute deadline, ms)
 -- ARGV[1]   now in integer milliseconds since the Unix epoch; "0" to use the server's TIME (tests only)
 -- ARGV[2]   idle timeout, ms
 -- ARGV[3]   absolute lifetime, ms: the deadline is now + lifetime, unless ARGV[4] gives one
@@ -35,7 +38,7 @@
 --                                        and over the allowance
 
 --#include lib/time_ms
---#include lib/session
+--#include lib/session_index
 
 local now = clock_ms(ARGV[1])
 local idle = tonumber(ARGV[2])
@@ -77,4 +80,5 @@ for i = 12, 11 + 2 * n, 1000 do
   redis.call('HSET', key, unpack(ARGV, i, math.min(i + 999, 11 + 2 * n)))
 end
 redis.call('PEXPIRE', key, ttl)
+if user ~= '' then index_add(KEYS[2], key, deadline) end
 return {STATUS_OK, now, 0, deadline}

@@ -31,7 +31,7 @@ const (
 	statusConflict       = 2  // rotated away, another generation, or the new key exists
 	statusTooLarge       = 3  // session_save, session_create: over the size cap
 	statusVersionChanged = 3  // session_seal: a save landed since the record was copied
-	statusRereadIndex    = 4  // session_activate, session_rotate: the index changed; read it again
+	statusRereadIndex    = 4  // session_activate: the index changed; read it again
 	statusUserReread     = -1 // session_user: the index holds a member not given; read it again
 	statusKeepSignedOut  = -2 // session_user: the session to keep is signed out
 )

@@ -150,10 +150,10 @@ func (h *stepFailer) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.P
 // listed and counted (pushing out the other device) under a token nobody held.
 func TestLoginFailureLeavesNoPhantom(t *testing.T) {
 	for _, grace := range []bool{false, true} {
-		for _, stored := range []bool{true, false} {
-			t.Run(fmt.Sprintf("grace=%t/stored=%t", grace, stored), func(t *testing.T) {
+		for _, kind := range []string{"stored", "new", "again", "rotate"} {
+			t.Run(fmt.Sprintf("grace=%t/%s", grace, kind), func(t *testing.T) {
 				redistest.Each(t, func(t *testing.T, b *redistest.Backend) {
-					loginFailureLeavesNoPhantom(t, b, grace, stored)
+					loginFailureLeavesNoPhantom(t, b, grace, kind)
 				})
 			})
 		}
@@ -161,10 +161,18 @@ func TestLoginFailureLeavesNoPhantom(t *testing.T) {
 }
 
 // loginFailureLeavesNoPhantom fails each call of a sign-in in turn: of a stored anonymous session
-// (which moves slots), or of one never stored (stored false).
-func loginFailureLeavesNoPhantom(t *testing.T, b *redistest.Backend, grace, stored bool) {
+// (kind "stored", which moves slots), of one never stored ("new"), of a session signed in already
+// signing in again ("again": it stays in its slot), or of a Rotate of a signed-in session
+// ("rotate"). Under a cap of 1 for the first two (a sign-in ends the other device), of 2 for the
+// others (the user keeps both).
+func loginFailureLeavesNoPhantom(t *testing.T, b *redistest.Backend, grace bool, kind string) {
 	ctx := context.Background()
-	opts := []session.Option{session.WithMaxSessionsPerUser(1)}
+	stored, sameSlot := kind != "new", kind == "again" || kind == "rotate"
+	limit := 1
+	if sameSlot {
+		limit = 2
+	}
+	opts := []session.Option{session.WithMaxSessionsPerUser(limit)}
 	if grace {
 		opts = append(opts, session.WithRotationGrace(time.Minute))
 	}
@@ -184,12 +192,22 @@ func loginFailureLeavesNoPhantom(t *testing.T, b *redistest.Backend, grace, stor
 				t.Fatal(err)
 			}
 			s := anonymous(t, st, stored)
+			if sameSlot {
+				if err := st.Login(ctx, s, user); err != nil {
+					t.Fatal(err)
+				}
+			}
 			if err := s.Put("b", "2"); err != nil { // this request's change, carried by a sign-in
 				t.Fatal(err)
 			}
 			oldTok := s.Token()
 			h.arm(at, after)
-			err := hs.Login(ctx, s, user)
+			var err error
+			if kind == "rotate" {
+				err = hs.Rotate(ctx, s)
+			} else {
+				err = hs.Login(ctx, s, user)
+			}
 			fired := h.disarm()
 			if err == nil && !fired {
 				done = true // the sign-in made fewer calls than at: every step was tried
@@ -197,7 +215,11 @@ func loginFailureLeavesNoPhantom(t *testing.T, b *redistest.Backend, grace, stor
 			}
 			cases++
 			what := fmt.Sprintf("Redis gone at call %d (sent: %v; after it ran: %t), Login: %v", at, h.sent, after, err)
-			sealed := h.wasSent("session_seal")
+			sealed := h.wasSent("session_seal") || h.wasSent("session_rotate") // the old token retired
+			wantUser := ""
+			if sameSlot {
+				wantUser = user
+			}
 
 			// Where the client stands: the token s holds now.
 			var signedIn bool
@@ -206,7 +228,8 @@ func loginFailureLeavesNoPhantom(t *testing.T, b *redistest.Backend, grace, stor
 				switch {
 				case !stored && errors.Is(lerr, session.ErrNotFound):
 					// Never stored, and still not: the session is as it was.
-				case lerr == nil && got.UserID() == "" && got.GetString("a") == "1" && !got.ReadOnly():
+				case lerr == nil && got.UserID() == wantUser && got.GetString("a") == "1" && !got.ReadOnly():
+					signedIn = sameSlot // the session as it was, signed in already
 				case lerr == nil && got.ReadOnly() && grace && sealed:
 					// Through the grace pointer: read-only, for the grace window; signed out after.
 				case errors.Is(lerr, session.ErrNotFound) && sealed:
@@ -247,9 +270,9 @@ func loginFailureLeavesNoPhantom(t *testing.T, b *redistest.Backend, grace, stor
 			}
 			_, oerr := st.Load(ctx, other.Token())
 			switch {
-			case signedIn && !errors.Is(oerr, session.ErrNotFound):
+			case signedIn && !sameSlot && !errors.Is(oerr, session.ErrNotFound):
 				t.Errorf("%s: signed in under a cap of 1, and the other device's session loads: %v", what, oerr)
-			case !signedIn && oerr != nil:
+			case (!signedIn || sameSlot) && oerr != nil:
 				t.Errorf("%s: the sign-in failed, and the other device's session was ended: %v", what, oerr)
 			}
 		}
@@ -267,8 +290,8 @@ func loginFailureLeavesNoPhantom(t *testing.T, b *redistest.Backend, grace, stor
 	redistest.AssertKeysExpire(t, b, prefix)
 }
 
-// retryAfterSignOut sends the call that makes a signed-in session live (the first that puts its
-// key in the user's index) twice, as go-redis does when the first reply is lost, and runs between
+// retryAfterSignOut sends the call that makes a signed-in session live (the first after which its
+// key is in the user's index and not pending) twice, as go-redis does when the first reply is lost, and runs between
 // the two a sign out everywhere of the user.
 type retryAfterSignOut struct {
 	passThrough
@@ -294,8 +317,8 @@ func (h *retryAfterSignOut) ProcessHook(next redis.ProcessHook) redis.ProcessHoo
 		armed := !h.fired && h.shas[sha]
 		h.mu.Unlock()
 		err := next(ctx, cmd)
-		if !armed || err != nil || h.rdb.ZScore(ctx, h.idx, key).Err() != nil {
-			return err // not the call that made the session live
+		if !armed || err != nil || h.rdb.ZScore(ctx, h.idx, key).Err() != nil || h.rdb.HExists(ctx, key, "_pn").Val() {
+			return err // not the call that made the session live (indexed, and not pending)
 		}
 		h.mu.Lock()
 		h.fired = true
@@ -413,4 +436,58 @@ func anonymous(t *testing.T, st *session.Store, stored bool) *session.Session {
 		t.Fatal(err)
 	}
 	return s
+}
+
+// A sign out everywhere that lands while a sign-in or a rotation of the user is pending (between
+// its first call and the one that makes the session live) ends that session too: the last call
+// finds nothing, and the operation fails with ErrNotFound. Nothing of the user is left, and the
+// session never is listed.
+func TestSignOutEverywhereEndsPendingSessions(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, b *redistest.Backend) {
+		ctx := context.Background()
+		st, prefix := sessiontest.NewStore(t, b)
+		forced, h := interposed(t, b, prefix, "session_activate")
+		for _, kind := range []string{"stored", "new", "again", "rotate"} {
+			user := "pending-" + kind
+			probe := sessiontest.Stored(t, st, "p", "1")
+			if err := st.Login(ctx, probe, user); err != nil {
+				t.Fatal(err)
+			}
+			s := anonymous(t, st, kind != "new")
+			if kind == "again" || kind == "rotate" {
+				if err := st.Login(ctx, s, user); err != nil {
+					t.Fatal(err)
+				}
+			}
+			ended := 0
+			h.arm(indexKeyOf(probe.Key()), func() {
+				list, err := st.ListByUser(ctx, user)
+				if err != nil || len(list) != 1 || list[0].Key != probe.Key() {
+					t.Errorf("%s: pending, ListByUser = %d sessions, %v; want the probe alone", kind, len(list), err)
+				}
+				if ended, err = st.DestroyAllForUser(ctx, user); err != nil {
+					t.Error(err)
+				}
+			})
+			var err error
+			if kind == "rotate" {
+				err = forced.Rotate(ctx, s)
+			} else {
+				err = forced.Login(ctx, s, user)
+			}
+			if !errors.Is(err, session.ErrNotFound) {
+				t.Errorf("%s: signed out everywhere while pending: %v; want ErrNotFound", kind, err)
+			}
+			if ended != 2 {
+				t.Errorf("%s: DestroyAllForUser ended %d; want the probe and the pending session", kind, ended)
+			}
+			if _, lerr := st.Load(ctx, s.Token()); !errors.Is(lerr, session.ErrNotFound) {
+				t.Errorf("%s: the session's token loads after the sign out: %v", kind, lerr)
+			}
+			if list, _ := st.ListByUser(ctx, user); len(list) != 0 {
+				t.Errorf("%s: %d sessions listed after the sign out", kind, len(list))
+			}
+		}
+		redistest.AssertKeysExpire(t, b, prefix)
+	})
 }

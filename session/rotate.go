@@ -41,7 +41,8 @@ func UntilBrowserCloses() LoginOption {
 // for any change of privilege. The old token stops working at once (or, with WithRotationGrace,
 // can still read for the grace window; it can never write). The middleware sends the new cookie;
 // so Rotate must happen before the response's first byte, or it fails with ErrHeadersSent and
-// changes nothing. Through a read-only session it fails with ErrReadOnly.
+// changes nothing. Through a read-only session it fails with ErrReadOnly. A signed-in session is
+// moved pending and made live by a second call, with Login's guarantee when it fails.
 func (st *Store) Rotate(ctx context.Context, s *Session) (err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -63,7 +64,8 @@ func (st *Store) Rotate(ctx context.Context, s *Session) (err error) {
 // (ErrReadOnly).
 //
 // A Login that fails leaves no session that ListByUser lists or the cap counts and that no client
-// holds: the signed-in session is stored pending and made live by a last call. If it fails before
+// holds: the signed-in session is stored pending and made live by a last call (a sign out
+// everywhere meanwhile ends it: ErrNotFound). If it fails before
 // the old token was retired, s is as it was. If it fails after (the last call failed, or its reply
 // was lost), s moves to the new token all the same, and the middleware sends it: the user is
 // signed in on it if the last call landed, signed out (the token names nothing) if not.
@@ -116,7 +118,7 @@ func (st *Store) rotateLocked(ctx context.Context, s *Session, user string, cfg 
 		}
 		// Stored pending: made live now. If that fails, the session keeps its new token: signed
 		// in if the activation landed after all, signed out if not (the pending session expires).
-		return st.activate.Name(), st.activateLocked(ctx, s)
+		return st.activate.Name(), st.activateLocked(ctx, s, true)
 	}
 	if oldTag, _ := st.tagOfKey(s.key); tag != oldTag {
 		return st.activate.Name(), st.loginAcross(ctx, s, user, cfg)
@@ -142,11 +144,13 @@ func (st *Store) rotateSameSlot(ctx context.Context, s *Session, tok Token, user
 	if cfg.persist != 0 {
 		persist = persistFlag(cfg.persist)
 	}
-	// A user gaining a session under a cap: the script checks it saw all of the user's sessions.
-	capped := user != "" && user != s.meta.UserID && st.maxPerUser > 0
 	args := []any{st.now(), s.gen, st.grace.Milliseconds(), user, lifetime.Milliseconds(),
-		cfg.idle.Milliseconds(), persist, st.maxPerUser}
-	arr, status, err := st.runIndexed(ctx, st.rotate, "rotate", []string{string(s.key), string(newKey), idx}, idx, capped, statusRereadIndex, args...)
+		cfg.idle.Milliseconds(), persist, st.pendingTTL().Milliseconds()}
+	v, err := st.rotate.Run(ctx, st.client, []string{string(s.key), string(newKey), idx}, args...)
+	if err != nil {
+		return scriptErr("rotate", err)
+	}
+	arr, status, err := reply(v)
 	if err != nil {
 		return err
 	}
@@ -159,6 +163,7 @@ func (st *Store) rotateSameSlot(ctx context.Context, s *Session, tok Token, user
 	if status != statusOK || len(arr) < 5 {
 		return fmt.Errorf("%w: rotate reply %v", ErrCorrupt, arr)
 	}
+	joining := user != "" && user != s.meta.UserID
 	now, _ := arr[1].(int64)
 	gen, _ := arr[2].(int64)
 	deadline, _ := arr[3].(int64)
@@ -174,7 +179,13 @@ func (st *Store) rotateSameSlot(ctx context.Context, s *Session, tok Token, user
 		s.persist = cfg.persist
 	}
 	s.base = s.size()
-	return nil
+	if s.meta.UserID == "" {
+		return nil
+	}
+	// Signed in, the rotated session is pending until made live (the cap applies to a user
+	// gaining it). If that fails, s keeps its new token: signed in if the activation landed after
+	// all, signed out if not; the old token names nothing either way.
+	return st.activateLocked(ctx, s, joining)
 }
 
 // loginAcross signs s in by moving it to the user's slot, which one script cannot do on a
@@ -251,7 +262,7 @@ func (st *Store) loginAcross(ctx context.Context, s *Session, user string, cfg l
 		s.token, s.key, s.gen, s.ver, s.sendCookie = tok, moved.key, moved.gen, "", true
 		s.values, s.meta, s.now, s.persist, s.base = moved.values, moved.meta, moved.now, moved.persist, moved.base
 		s.clearChanges()
-		return st.activateLocked(ctx, s)
+		return st.activateLocked(ctx, s, true)
 	}
 	return fmt.Errorf("session: login: saves kept landing while the session moved: %w", ErrContended)
 }

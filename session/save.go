@@ -152,6 +152,9 @@ type createSpec struct {
 // the pending session expires unseen.
 const pendingMargin = time.Minute
 
+// pendingTTL is how long a signed-in session stays pending before it is made live.
+func (st *Store) pendingTTL() time.Duration { return st.timeout + pendingMargin }
+
 // createLocked stores s, new, under its token with s.values and s.metaSet; with a user, pending,
 // for activateLocked to make live.
 func (st *Store) createLocked(ctx context.Context, s *Session, c createSpec) error {
@@ -171,12 +174,16 @@ func (st *Store) createLocked(ctx context.Context, s *Session, c createSpec) err
 	}
 	var pending int64
 	if c.user != "" {
-		pending = (st.timeout + pendingMargin).Milliseconds()
+		pending = st.pendingTTL().Milliseconds()
 	}
 	pairs := s.appendRecord(make([]any, 0, 2+2*(len(s.values)+len(s.metaSet))))
 	args := append([]any{st.now(), c.idle.Milliseconds(), c.lifetime.Milliseconds(), deadline, created, c.auth,
 		c.user, pending, st.maxSize, c.allowed, len(pairs) / 2}, pairs...)
-	v, err := st.create.Run(ctx, st.client, []string{string(s.key)}, args...)
+	keys := []string{string(s.key)}
+	if c.user != "" {
+		keys = append(keys, st.indexOf(s.token.tag()))
+	}
+	v, err := st.create.Run(ctx, st.client, keys, args...)
 	if err != nil {
 		return scriptErr("create", err)
 	}
@@ -208,14 +215,18 @@ func (st *Store) createLocked(ctx context.Context, s *Session, c createSpec) err
 	return nil
 }
 
-// activateLocked makes s live: a sign-in's session that createLocked stored pending, which no list
-// shows and the cap does not count until now. It indexes it under its user and applies the cap,
-// reading the user's index again while other sign-ins overtake it (session_activate.lua). Run
-// again after a lost reply, it never brings back a session signed out in between: ErrNotFound.
-func (st *Store) activateLocked(ctx context.Context, s *Session) error {
+// activateLocked makes s live: a signed-in session that createLocked or a rotation stored pending,
+// which no list shows and no cap counts until now; with capped, it applies the cap, reading the
+// user's index again while other sign-ins overtake it (session_activate.lua). Run again after a
+// lost reply, it never brings back a session signed out in between: ErrNotFound.
+func (st *Store) activateLocked(ctx context.Context, s *Session, capped bool) error {
 	idx := st.indexOf(s.token.tag())
-	arr, status, err := st.runIndexed(ctx, st.activate, "login", []string{string(s.key), idx}, idx, st.maxPerUser > 0,
-		statusRereadIndex, st.now(), st.maxPerUser)
+	limit := 0
+	if capped {
+		limit = st.maxPerUser
+	}
+	arr, status, err := st.runIndexed(ctx, st.activate, "login", []string{string(s.key), idx}, idx, limit > 0,
+		statusRereadIndex, st.now(), limit)
 	switch {
 	case err != nil:
 		return err

@@ -27,7 +27,7 @@ local STATUS_OK = 1               -- done
 local STATUS_CONFLICT = 2         -- rotated away, another generation, or the new key exists
 local STATUS_TOO_LARGE = 3        -- session_save, session_create: over the size cap
 local STATUS_VERSION_CHANGED = 3  -- session_seal: a save landed since the record was copied
-local STATUS_REREAD_INDEX = 4     -- session_activate, session_rotate: the index changed; read it again
+local STATUS_REREAD_INDEX = 4     -- session_activate: the index changed; read it again
 local STATUS_USER_REREAD = -1     -- session_user: the index holds a member not given; read it again
 local STATUS_KEEP_SIGNED_OUT = -2 -- session_user: the session to keep is signed out
 
