@@ -16,7 +16,7 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-var errDown = errors.New("Redis gone (a test's hook)")
+var errDown = errors.New("redis gone (a test's hook)")
 
 // stepFailer lets a client's calls through until the at-th one since it was armed; from then on
 // every call fails with errDown, as when Redis goes away or the program closes its client in the
