@@ -26,7 +26,7 @@ type faultyRedis struct {
 	client *redis.Client
 }
 
-func newFaultyRedis(t *testing.T) *faultyRedis {
+func newFaultyRedis(t testing.TB) *faultyRedis {
 	t.Helper()
 	srv, _ := redistest.Private(t)
 	api := toxiproxy.NewServer(toxiproxy.NewMetricsContainer(prometheus.NewRegistry()), zerolog.Nop())
@@ -42,7 +42,7 @@ func newFaultyRedis(t *testing.T) *faultyRedis {
 }
 
 // toxic adds a toxic to every byte flowing in stream ("upstream": to Redis, "downstream": back).
-func (f *faultyRedis) toxic(t *testing.T, name, typ, stream, attrs string) {
+func (f *faultyRedis) toxic(t testing.TB, name, typ, stream, attrs string) {
 	t.Helper()
 	js := fmt.Sprintf(`{"name":%q,"type":%q,"stream":%q,"toxicity":1,"attributes":{%s}}`, name, typ, stream, attrs)
 	if _, err := f.proxy.Toxics.AddToxicJson(strings.NewReader(js)); err != nil {

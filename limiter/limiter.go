@@ -249,7 +249,11 @@ func New(client redis.UniversalClient, alg Algorithm, opts ...Option) (*Limiter,
 	l := &Limiter{client: client, via: client, alg: impl, prefix: c.prefix, clock: c.clock, shadow: c.shadow,
 		timeout: c.timeout, logger: c.logger, keyHash: c.keyHash}
 	if c.coalesce {
-		l.batch = coalesce.New(client, impl.script, impl.batch, coalesce.Options{})
+		var opt coalesce.Options
+		if alg == SlidingLog {
+			opt.MaxCost = MaxSlidingLogRate // a call adds no more members than one decision may
+		}
+		l.batch = coalesce.New(client, impl.script, impl.batch, opt)
 	}
 	var err error
 	if l.fail, err = c.policy.build(c.cooldown); err != nil {
@@ -573,7 +577,7 @@ func (l *Limiter) run(ctx context.Context, r *request, keys []string) error {
 		if lim, ok := corrupt(err, r.limits); ok {
 			return fmt.Errorf("limiter: %s: %w under %v: %w", l.alg.name, ErrCorruptState, lim, err)
 		}
-		if errors.Is(err, script.ErrNotIntegers) {
+		if errors.Is(err, script.ErrBadReply) {
 			return fmt.Errorf("limiter: %s: %w: %w", l.alg.name, ErrBadReply, err)
 		}
 		return fmt.Errorf("limiter: %s: %w", l.alg.name, err)

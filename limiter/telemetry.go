@@ -67,7 +67,7 @@ func newInstruments(mp metric.MeterProvider) instruments {
 	}
 	duration, err := m.Float64Histogram("gatehouse.limiter.duration",
 		metric.WithUnit("s"),
-		metric.WithDescription("Time to make a decision (one script call, unless the deny cache or the failure policy's cooldown answers), by algorithm and operation, with error.type when it failed or the failure policy stood in for Redis."),
+		metric.WithDescription("Time to make a decision (one script call, unless the deny cache or the failure policy's cooldown answers), by algorithm, operation and source (what decided; none on an error found before any was asked), with error.type when it failed or the failure policy stood in for Redis."),
 		metric.WithExplicitBucketBoundaries(telemetry.DurationBuckets...))
 	if err != nil {
 		otel.Handle(err)
@@ -181,8 +181,12 @@ func (l *Limiter) observe(ctx context.Context, span trace.Span, start time.Time,
 		l.inst.decisions.Add(ctx, 1, metric.WithAttributes(attrs[:n]...))
 	}
 	if recDuration {
-		attrs := [3]attribute.KeyValue{attrAlgorithm.String(l.alg.name), attrOperation.String(r.op.String())}
+		attrs := [4]attribute.KeyValue{attrAlgorithm.String(l.alg.name), attrOperation.String(r.op.String())}
 		n := 2
+		if sourced {
+			attrs[n] = attrSource.String(source.String())
+			n++
+		}
 		if errType != "" {
 			attrs[n] = telemetry.ErrorType.String(errType)
 			n++

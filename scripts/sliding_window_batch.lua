@@ -9,10 +9,12 @@
 -- KEYS      every decision's keys, one per limit (sliding_window.lua's KEYS), decision after decision.
 --           On a Cluster, every key of one call is in one slot (the caller groups decisions by
 --           slot); on a single server they may be in any.
--- ARGV      per decision: m (how many limits, >= 1), then sliding_window.lua's ARGV for it: cost,
---           flags, now ("0" for the server's TIME), then the rate and the window (ms) per limit.
--- Reply     one element per decision, in order: sliding_window.lua's reply for it, or its error
---           reply (CORRUPTSTATE <i>, WRONGTYPE ..., OOM ...) as an element of the array.
+-- ARGV      t, how many distinct requests the decisions make; then each request: m (how many
+--           limits, >= 1), then sliding_window.lua's ARGV for it: cost, flags, now ("0" for the
+--           server's TIME), then the rate and the window (ms) per limit; then, per decision, its request (1 to
+--           t). Decisions alike, most of a busy call's, share one request.
+-- Reply     one string: per decision, in order, sliding_window.lua's reply for it or its error
+--           reply (CORRUPTSTATE <i>, WRONGTYPE ..., OOM ...), packed as lib/batch describes.
 
 --#include lib/sliding_window
 --#include lib/batch

@@ -60,10 +60,6 @@ const (
 // that would pass it goes in the next call.
 const maxArgs = 4096
 
-// ErrBadReply is returned, wrapped, when a batch script's reply does not have one element per
-// decision.
-var ErrBadReply = errors.New("gatehouse: malformed batch reply from Redis")
-
 // Options tune a Batcher. The zero value means the defaults.
 type Options struct {
 	// MaxBatch is the most decisions one script call carries (default DefaultMaxBatch). A call
@@ -71,6 +67,11 @@ type Options struct {
 	MaxBatch int
 	// MaxInFlight is the most calls under way per node (default DefaultMaxInFlight).
 	MaxInFlight int
+	// MaxCost, when above 0, bounds the work of one call where a decision's work grows with its
+	// cost (the sliding log adds cost members to each limit's sorted set): the decisions of a call
+	// weigh at most MaxCost together, each weighing its cost (the first of its arguments) times
+	// its limits. A decision that weighs more goes in a call of its own.
+	MaxCost int64
 }
 
 // Stats counts what a Batcher sent.
@@ -135,7 +136,7 @@ func (b *Batcher) Stats() Stats {
 // returns it; or it returns an error, wrapped with the name of the script that carried the
 // decision, as that script's call would (the decision's error reply, such as CORRUPTSTATE, is a
 // redis.Error; a call that failed gives its error to each of its decisions; a reply that is not
-// an array of integers wraps script.ErrNotIntegers). Keys of several slots are refused with
+// an array of integers wraps script.ErrBadReply). Keys of several slots are refused with
 // script.ErrCrossSlot, nothing sent.
 func (b *Batcher) Do(ctx context.Context, keys []string, args []any, dst []int64) ([]int64, error) {
 	if len(keys) == 0 {
@@ -166,27 +167,13 @@ func (b *Batcher) Do(ctx context.Context, keys []string, args []any, dst []int64
 	return dst, err
 }
 
-// reply appends w's answer to dst: the reply of a call of w's decision alone, or w's element of a
-// batch script's reply, which must be an array of integers.
+// reply appends w's answer to dst: the reply of a call of w's decision alone, or w's part of a
+// batch script's reply.
 func (b *Batcher) reply(w *waiter, dst []int64) ([]int64, error) {
-	switch {
-	case w.err != nil:
+	if w.err != nil {
 		return nil, w.err
-	case w.ints != nil:
-		return append(dst, w.ints...), nil
 	}
-	elem, ok := w.elem.([]any)
-	if !ok {
-		return nil, wrap(b.batch, fmt.Errorf("%w: a decision's reply is %T", script.ErrNotIntegers, w.elem))
-	}
-	for i, v := range elem {
-		n, ok := v.(int64)
-		if !ok {
-			return nil, wrap(b.batch, fmt.Errorf("%w: element %d of a decision's reply is %T", script.ErrNotIntegers, i+1, v))
-		}
-		dst = append(dst, n)
-	}
-	return dst, nil
+	return append(dst, w.ints...), nil
 }
 
 // queueFor returns the queue of the node that serves key: its master on a Cluster, its shard on

@@ -176,6 +176,73 @@ func TestQueuedDecisionsShareTheNextCall(t *testing.T) {
 	})
 }
 
+// Decisions alike share one request in a call's arguments (lib/batch.lua): in one call of 40
+// decisions making 22 distinct requests (costs, bursts, peeking, one or two limits, more than
+// maxRequests of them), on keys that repeat, each decision's reply is exactly what the same
+// decision, made alone and in the same order, gets on keys of its own.
+func TestRequestsAreShared(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, be *redistest.Backend) {
+		ctx := context.Background()
+		p := redistest.Prefix(t)
+		const now = int64(1_700_000_000_000_000) // µs: every decision at one instant, so replies compare exactly
+		type decision struct {
+			key  string
+			args []any
+		}
+		var ds []decision
+		for i := range 40 {
+			cost, burst, flags := int64(1+i%3), int64(10), "0"
+			if i%5 == 0 {
+				flags = "1" // peek
+			}
+			if i >= 30 {
+				burst = int64(100 + i) // a request of its own each
+			}
+			args := []any{cost, flags, now, burst, int64(1), int64(86_400_000_000)}
+			if i%7 == 0 {
+				args = append(args, burst*2, int64(1), int64(86_400_000_000))
+			}
+			ds = append(ds, decision{fmt.Sprintf("k%d", i%6), args})
+		}
+		keysOf := func(prefix string, d decision) []string {
+			if len(d.args) > 6 {
+				return []string{prefix + d.key, prefix + d.key + ":2"}
+			}
+			return []string{prefix + d.key}
+		}
+
+		alone := New(be.Client, bucket, bucketBatch, Options{MaxInFlight: 1})
+		var want [][]int64
+		for _, d := range ds {
+			v, err := alone.Do(ctx, keysOf(p+"{alone}:", d), d.args, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want = append(want, v)
+		}
+
+		b := New(be.Client, bucket, bucketBatch, Options{MaxInFlight: 1})
+		g := hold(b, 1)
+		held := start(ctx, b, []string{p + "{shared}:first"}, take(10))
+		<-g.sending[0]
+		var chs []chan result
+		for _, d := range ds {
+			chs = append(chs, queued(t, ctx, b, keysOf(p+"{shared}:", d), d.args))
+		}
+		close(g.open[0])
+		<-held
+		for i, ch := range chs {
+			r := <-ch
+			if r.err != nil || !slices.Equal(r.val, want[i]) {
+				t.Errorf("decision %d (%v): %v, %v; alone it got %v", i, ds[i].args, r.val, r.err, want[i])
+			}
+		}
+		if s := b.Stats(); s.Calls != 2 {
+			t.Errorf("stats %+v: want the 40 decisions in one call", s)
+		}
+	})
+}
+
 // In one call, a decision on a key of another type, one on a key holding what no limit writes,
 // and one whose second limit is corrupt each get their own error, with nothing written for them;
 // the others are decided as if they were not there, two decisions on one key seeing each other.
@@ -241,19 +308,57 @@ func TestBadDecisionsAreTheirOwn(t *testing.T) {
 	})
 }
 
-// A reply that is no array of integers is the decision's error, wrapping script.ErrNotIntegers:
-// a lone call's reply, or a decision's element of a batch reply; the other decisions of the batch
-// get their replies.
-func TestRepliesNotIntegers(t *testing.T) {
+// A reply of the wrong shape is an error wrapping script.ErrBadReply, and Redis having answered,
+// no call counts as failed. A lone call's reply that is no array of integers is its decision's
+// error. In a batch reply (lib/batch.lua's packed string), a decision whose values are not
+// integers fails alone, and the others get their replies or their error replies; a reply that is
+// not made of one part per decision fails every decision of the call.
+func TestBadReplies(t *testing.T) {
 	be := redistest.Get(t, redistest.Names()[0])
 	ctx := context.Background()
 	p := redistest.Prefix(t) + "{one}:"
-	single := script.New("test_single", "return 'x' -- "+p)
-	batch := script.New("test_batch", "return {'x', {1, 'y'}, {1, 2, 300, -4, 5}} -- "+p)
-	b := New(be.Client, single, batch, Options{MaxInFlight: 1})
-	if v, err := b.Do(ctx, []string{p + "lone"}, take(10), nil); !errors.Is(err, script.ErrNotIntegers) {
-		t.Errorf("lone call: %v, %v; want ErrNotIntegers", v, err)
+	pack := func(lua string) string { return "return " + lua + " -- " + p }
+	single := script.New("test_single", pack("'x'"))
+	parts := "struct.pack('>BHd', 0, 1, 1.5) .. struct.pack('>BH', 1, 3) .. 'OOM' .. struct.pack('>BHddddd', 0, 5, 1, 2, 300, -4, 5)"
+	b := New(be.Client, single, script.New("test_batch", pack(parts)), Options{MaxInFlight: 1})
+	if v, err := b.Do(ctx, []string{p + "lone"}, take(10), nil); !errors.Is(err, script.ErrBadReply) {
+		t.Errorf("lone call: %v, %v; want ErrBadReply", v, err)
 	}
+	rs := batchOf3(t, ctx, b, p)
+	if !errors.Is(rs[0].err, script.ErrBadReply) {
+		t.Errorf("decision 0 (1.5): %v, %v; want ErrBadReply", rs[0].val, rs[0].err)
+	}
+	if !redis.HasErrorPrefix(rs[1].err, "OOM") {
+		t.Errorf("decision 1: %v, %v; want its error reply OOM", rs[1].val, rs[1].err)
+	}
+	if want := []int64{1, 2, 300, -4, 5}; rs[2].err != nil || !slices.Equal(rs[2].val, want) {
+		t.Errorf("decision 2: %v, %v; want %v", rs[2].val, rs[2].err, want)
+	}
+	if s := b.Stats(); s.Failed != 0 {
+		t.Errorf("stats %+v: Redis answered every call, none failed", s)
+	}
+	for _, body := range []string{
+		"{1, 2, 3}",                    // an array
+		"struct.pack('>BHd', 0, 1, 1)", // one part for three decisions
+		parts + " .. 'x'",              // bytes after the last part
+		"struct.pack('>BHd', 7, 1, 1) .. struct.pack('>BHd', 0, 1, 1) .. struct.pack('>BHd', 0, 1, 1)", // no such part
+		"struct.pack('>BHd', 0, 1, 1) .. struct.pack('>BHd', 0, 1, 1) .. struct.pack('>BHd', 0, 2, 1)", // a part longer than the reply
+	} {
+		b := New(be.Client, single, script.New("test_batch", pack(body)), Options{MaxInFlight: 1})
+		for i, r := range batchOf3(t, ctx, b, p) {
+			if !errors.Is(r.err, script.ErrBadReply) {
+				t.Errorf("%s: decision %d: %v, %v; want ErrBadReply", body, i, r.val, r.err)
+			}
+		}
+		if s := b.Stats(); s.Failed != 0 {
+			t.Errorf("%s: stats %+v: Redis answered every call, none failed", body, s)
+		}
+	}
+}
+
+// batchOf3 sends three decisions through b in one call (behind a held one) and returns their
+// results.
+func batchOf3(t *testing.T, ctx context.Context, b *Batcher, p string) []result {
 	g := hold(b, 1)
 	held := start(ctx, b, []string{p + "first"}, take(10))
 	<-g.sending[0]
@@ -263,18 +368,11 @@ func TestRepliesNotIntegers(t *testing.T) {
 	}
 	close(g.open[0])
 	<-held
-	for i, ch := range chs {
-		r := <-ch
-		if i < 2 && !errors.Is(r.err, script.ErrNotIntegers) {
-			t.Errorf("decision %d: %v, %v; want ErrNotIntegers", i, r.val, r.err)
-		}
-		if want := []int64{1, 2, 300, -4, 5}; i == 2 && (r.err != nil || !slices.Equal(r.val, want)) {
-			t.Errorf("decision %d: %v, %v; want %v", i, r.val, r.err, want)
-		}
+	var rs []result
+	for _, ch := range chs {
+		rs = append(rs, <-ch)
 	}
-	if s := b.Stats(); s.Failed != 0 {
-		t.Errorf("stats %+v: Redis answered every call, none failed", s)
-	}
+	return rs
 }
 
 // Calls carry at most MaxBatch decisions, the oldest first: ten decisions queued one after the
@@ -326,6 +424,9 @@ func TestSplit(t *testing.T) {
 	w := func(slot, limits int) *waiter {
 		return &waiter{slot: slot, keys: make([]string, limits), args: make([]any, 3+3*limits)}
 	}
+	cost := func(cost int64, limits int) *waiter {
+		return &waiter{slot: 1, keys: make([]string, limits), args: append([]any{cost}, make([]any, 2+2*limits)...)}
+	}
 	big := (maxArgs - 4) / 4 // limits of a decision of exactly maxArgs
 	for _, tt := range []struct {
 		name    string
@@ -341,10 +442,16 @@ func TestSplit(t *testing.T) {
 		{"up to max args", false, []*waiter{w(1, big/2), w(1, big/2), w(1, 1)}, "[2 1]"},
 		{"too large alone", false, []*waiter{w(1, 1), w(1, 2*big), w(1, 1)}, "[1 1 1]"},
 		{"exactly max args", false, []*waiter{w(1, big)}, "[1]"},
+		{"max cost", false, []*waiter{cost(600, 1), cost(400, 1), cost(1, 1), cost(500, 2), cost(1, 1)}, "[2 1 1 1]"},
+		{"cost above max alone", false, []*waiter{cost(1, 1), cost(5000, 1), cost(1, 1), cost(1, 1)}, "[1 1 2]"},
+		{"no max cost", false, []*waiter{cost(600, 1), cost(5000, 3), cost(1, 1)}, "[3]"},
 	} {
 		b := &Batcher{opt: Options{MaxBatch: 64}, perSlot: tt.perSlot}
-		if tt.name == "max batch" {
+		switch tt.name {
+		case "max batch":
 			b.opt.MaxBatch = 2
+		case "max cost", "cost above max alone":
+			b.opt.MaxCost = 1000
 		}
 		var sizes []int
 		for _, c := range b.split(nil, tt.ws) {

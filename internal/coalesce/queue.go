@@ -16,8 +16,7 @@ type waiter struct {
 	deadline    time.Time
 	hasDeadline bool
 
-	ints []int64 // the reply of a call of this decision alone
-	elem any     // or this decision's element of a batch script's reply
+	ints []int64 // the reply: of a call of this decision alone, or its part of a batch reply
 	err  error
 
 	// ready receives one signal: the answer is in, or (lead set) the waiter is to send the next
@@ -41,7 +40,7 @@ func (w *waiter) reset() {
 	clear(w.keys)
 	clear(w.args)
 	w.keys, w.args = w.keys[:0], w.args[:0]
-	w.ints, w.elem, w.err, w.lead = nil, nil, nil, false
+	w.ints, w.err, w.lead = nil, nil, false
 	w.deadline, w.hasDeadline = time.Time{}, false
 	w.state.Store(waiting)
 }

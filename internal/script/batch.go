@@ -126,10 +126,21 @@ func (s *Script) Cmd(ctx context.Context, args []any, numkeys int) *redis.Cmd {
 	return redis.NewCmd(ctx, args...)
 }
 
-// Exec sends cmds, EVALSHA commands of the scripts made by their Cmd or IntsCmd, in one round
+// StringCmd returns the EVALSHA command of one call of s whose reply is a string (the packed
+// replies of a batch script), for Exec. args is laid out as for Cmd.
+func (s *Script) StringCmd(ctx context.Context, args []any, numkeys int) *redis.StringCmd {
+	args[0], args[1], args[2] = argEvalSha, s.shaArg, numkeys
+	cmd := redis.NewStringCmd(ctx, args...)
+	if numkeys > 0 {
+		cmd.SetFirstKeyPos(3) // as go-redis' EvalSha: routes the command by its first key
+	}
+	return cmd
+}
+
+// Exec sends cmds, EVALSHA commands of the scripts made by their Cmd, IntsCmd or StringCmd, in one round
 // trip: one alone, several in one pipeline (which a Cluster splits by node, following MOVED and
 // ASK). Each command holds its outcome (Result); a command of IntsCmd answered with something
-// other than an array of integers holds an error wrapping ErrNotIntegers. Commands answered
+// other than an array of integers holds an error wrapping ErrBadReply. Commands answered
 // NOSCRIPT are recovered as RunBatch recovers calls: their script (the one of scripts with the
 // command's digest) is loaded once on each node that needs it, and just those commands are sent
 // again, as new commands of the same type that replace them in cmds. On a Cluster the script is
@@ -170,7 +181,8 @@ func Exec(ctx context.Context, c redis.UniversalClient, cmds []redis.Cmder, scri
 }
 
 // process sends cmds in one round trip: one alone, several in a pipeline. A command of IntsCmd
-// that could not read its reply as integers gets an error wrapping ErrNotIntegers.
+// that could not read its reply as integers, or of StringCmd as a string, gets an error wrapping
+// ErrBadReply.
 func process(ctx context.Context, c redis.UniversalClient, cmds []redis.Cmder) {
 	switch len(cmds) {
 	case 0:
@@ -185,16 +197,22 @@ func process(ctx context.Context, c redis.UniversalClient, cmds []redis.Cmder) {
 		failPipeline(cmds, err)
 	}
 	for _, cmd := range cmds {
-		if ints, ok := cmd.(*redis.IntSliceCmd); ok && ints.Err() != nil {
-			ints.SetErr(intsErr(ints.Err()))
+		switch cmd.(type) {
+		case *redis.IntSliceCmd, *redis.StringCmd:
+			if err := cmd.Err(); err != nil {
+				cmd.SetErr(shapeErr(err))
+			}
 		}
 	}
 }
 
 // resend returns a new command of cmd's type with its arguments, to send again.
 func resend(ctx context.Context, cmd redis.Cmder) redis.Cmder {
-	if _, ok := cmd.(*redis.IntSliceCmd); ok {
+	switch cmd.(type) {
+	case *redis.IntSliceCmd:
 		return redis.NewIntSliceCmd(ctx, cmd.Args()...)
+	case *redis.StringCmd:
+		return redis.NewStringCmd(ctx, cmd.Args()...)
 	}
 	return redis.NewCmd(ctx, cmd.Args()...)
 }

@@ -108,7 +108,7 @@ func nodeName(node redis.Cmdable) string {
 // reports whether it asked for a reload.
 func refreshRoutes(c redis.UniversalClient, err error) bool {
 	cc, ok := c.(*redis.ClusterClient)
-	if !ok || err == nil || errors.Is(err, context.Canceled) || errors.Is(err, ErrNotIntegers) {
+	if !ok || err == nil || errors.Is(err, context.Canceled) || errors.Is(err, ErrBadReply) {
 		return false // no error, the caller gave up, or Redis answered (a reply of the wrong shape)
 	}
 	var reply redis.Error

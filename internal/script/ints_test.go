@@ -65,13 +65,13 @@ func TestRunInts(t *testing.T) {
 		fail := script.New("test_fail", "return redis.error_reply('BADARG nope') -- "+prefix)
 		_, err = runInts(ctx, fail, b.Client, b.Client, []string{key})
 		var reply redis.Error
-		if !errors.As(err, &reply) || reply.Error() != "BADARG nope" || errors.Is(err, script.ErrNotIntegers) {
+		if !errors.As(err, &reply) || reply.Error() != "BADARG nope" || errors.Is(err, script.ErrBadReply) {
 			t.Errorf("an error reply: err = %v, want the redis.Error BADARG nope", err)
 		}
 	})
 }
 
-// A reply that is not an array of integers is an error wrapping ErrNotIntegers (Redis answered: no
+// A reply that is not an array of integers is an error wrapping ErrBadReply (Redis answered: no
 // route refresh, no failure of the server), and the client's next calls read their own replies:
 // the connection that held the rest of the bad reply is not reused.
 func TestRunIntsRefusesOtherReplies(t *testing.T) {
@@ -91,8 +91,8 @@ func TestRunIntsRefusesOtherReplies(t *testing.T) {
 		} {
 			bad := script.New("test_bad", body+" -- "+prefix)
 			_, err := runInts(ctx, bad, b.Client, b.Client, []string{key})
-			if !errors.Is(err, script.ErrNotIntegers) {
-				t.Errorf("%s: err = %v, want ErrNotIntegers", body, err)
+			if !errors.Is(err, script.ErrBadReply) {
+				t.Errorf("%s: err = %v, want ErrBadReply", body, err)
 			}
 			for range 3 { // on every connection of the pool the bad reply could have been left on
 				sum++

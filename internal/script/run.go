@@ -42,15 +42,16 @@ type Via interface {
 	Process(ctx context.Context, cmd redis.Cmder) error
 }
 
-// ErrNotIntegers is returned, wrapped, when a call of RunInts, or a command of IntsCmd, was
-// answered with something other than an array of integers. Redis answered: it says nothing of the
-// server's health.
-var ErrNotIntegers = errors.New("gatehouse: script reply is not an array of integers")
+// ErrBadReply is returned, wrapped, when a call of RunInts, or a command of IntsCmd, was
+// answered with something other than an array of integers, or a command of StringCmd with
+// something other than a string; internal/coalesce also wraps it for a batch reply it cannot
+// unpack. Redis answered: it says nothing of the server's health.
+var ErrBadReply = errors.New("gatehouse: script reply of the wrong shape")
 
 // RunInts runs a script whose reply is an array of integers, or an error reply, as Run does (the
 // same NOSCRIPT recovery, the same ErrCrossSlot check), and returns the array decoded by go-redis
 // into one []int64, without the []any and the boxed integers of Run's reply. A reply of another
-// shape is an error wrapping ErrNotIntegers; a nil element (Lua false) reads as 0. An error must be
+// shape is an error wrapping ErrBadReply; a nil element (Lua false) reads as 0. An error must be
 // the whole reply, never an element of the array: go-redis stops reading at such an element,
 // leaving the rest of the array on the connection.
 //
@@ -100,7 +101,7 @@ func (s *Script) sendInts(ctx context.Context, via Via, numkeys int, args []any)
 		err = via.Process(ctx, cmd)
 	}
 	if err != nil {
-		return nil, intsErr(err)
+		return nil, shapeErr(err)
 	}
 	return cmd.Val(), nil
 }
@@ -120,14 +121,14 @@ func newIntsCmd(ctx context.Context, args []any, numkeys int) *redis.IntSliceCmd
 	return cmd
 }
 
-// intsErr returns err, wrapping ErrNotIntegers when it is go-redis refusing to read the reply as
-// an array of integers: an array expected, an integer expected, or a number out of range. (go-redis
+// shapeErr returns err, wrapping ErrBadReply when it is go-redis refusing to read the reply in the
+// shape asked for: an array or a string expected, an integer expected, or a number out of range. (go-redis
 // closes the connection after such an error, since the rest of the reply is left unread.)
-func intsErr(err error) error {
+func shapeErr(err error) error {
 	var num *strconv.NumError
 	if errors.As(err, &num) || strings.HasPrefix(err.Error(), "redis: can't parse ") ||
 		strings.HasPrefix(err.Error(), "bigInt(") {
-		return fmt.Errorf("%w: %w", ErrNotIntegers, err)
+		return fmt.Errorf("%w: %w", ErrBadReply, err)
 	}
 	return err
 }

@@ -59,13 +59,13 @@ func (e replyError) Error() string { return string(e) }
 func (replyError) RedisError()     {}
 
 // A Cluster's routes are reloaded after a call got no reply, not after Redis answered: an error
-// reply, or a reply that is no array of integers (ErrNotIntegers); nor when the caller gave up.
+// reply, or a reply that is no array of integers (ErrBadReply); nor when the caller gave up.
 func TestRefreshRoutes(t *testing.T) {
 	cc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{"127.0.0.1:0"}}) // never reached
 	defer cc.Close()
-	notInts := intsErr(errors.New("redis: can't parse array/set/push reply: \"$1\""))
-	if !errors.Is(notInts, ErrNotIntegers) {
-		t.Fatalf("intsErr of a parse error = %v, want ErrNotIntegers", notInts)
+	notInts := shapeErr(errors.New("redis: can't parse array/set/push reply: \"$1\""))
+	if !errors.Is(notInts, ErrBadReply) {
+		t.Fatalf("shapeErr of a parse error = %v, want ErrBadReply", notInts)
 	}
 	for _, tt := range []struct {
 		err    error
