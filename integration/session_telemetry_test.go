@@ -206,12 +206,21 @@ func TestSessionTelemetryOutcomes(t *testing.T) {
 				t.Errorf("%s %s: db.system.name %q, want redis", c.op, c.outcome, sys.AsString())
 			}
 			if c.outcome == "ok" {
-				wantOp := "EVALSHA"
-				if c.op == "destroy" {
+				wantOp, wantBatch := "EVALSHA", int64(0)
+				switch c.op {
+				case "destroy":
 					wantOp = "DEL"
+				case "load": // a pipeline: HGETALL, then the touch's EVALSHA
+					wantOp, wantBatch = "BATCH", 2
 				}
 				if got, _ := spanAttr(sp, "db.operation.name"); got.AsString() != wantOp {
 					t.Errorf("%s: db.operation.name %q, want %q", c.op, got.AsString(), wantOp)
+				}
+				if got, ok := spanAttr(sp, "db.operation.batch.size"); got.AsInt64() != wantBatch || ok != (wantBatch > 0) {
+					t.Errorf("%s: db.operation.batch.size %v (set: %t), want %d", c.op, got.AsInt64(), ok, wantBatch)
+				}
+				if _, ok := spanAttr(sp, "db.stored_procedure.name"); ok == (c.op == "load" || c.op == "destroy") {
+					t.Errorf("%s: db.stored_procedure.name set: %t; want it on script calls, not on a batch or DEL", c.op, ok)
 				}
 			}
 		}

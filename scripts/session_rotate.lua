@@ -12,8 +12,6 @@
 -- KEYS[1]   the session's hash (layout in session_touch.lua)
 -- KEYS[2]   the new hash; must not exist
 -- KEYS[3]   the index of the tag bucket (both keys share it)
--- KEYS[4..] with a sign-in of a user the session did not belong to, under a cap: every member the
---           caller read from the index; if the index now holds another, nothing is written ({4})
 -- ARGV[1]   now in integer milliseconds since the Unix epoch; "0" to use the server's TIME (tests only)
 -- ARGV[2]   the generation the request read
 -- ARGV[3]   grace window in ms, or "0" to delete the old key at once
@@ -21,10 +19,16 @@
 -- ARGV[5]   with a sign-in, the absolute lifetime in ms: the deadline becomes now + lifetime
 -- ARGV[6]   with a sign-in, the idle timeout in ms, or "0" to keep the session's
 -- ARGV[7]   "" to keep the cookie's persistence (_p); "1" or "0" to set it
--- ARGV[8]   the most sessions one user may have, or "0" for no cap (eviction as session_create.lua)
+-- ARGV[8]   how long a signed-in session stays pending, ms (below)
 -- Reply     {1, now, generation, deadline, idle} rotated;  {0} no such session (or signed out);
---           {2} conflict (rotated away, another generation, or the new key exists);
---           {4} read the index again
+--           {2} conflict (rotated away, another generation, or the new key exists)
+--
+-- A signed-in session (one with a user after the move) is written pending (_pn, as
+-- session_create.lua writes a sign-in): in the index, so that a sign out everywhere ends it, but
+-- listed and counted by nothing, expiring after ARGV[8] ms unless session_activate.lua makes it
+-- live (and applies the cap, for a sign-in of a user the session did not belong to). If the reply
+-- is lost, the caller keeps the old token, which names nothing now: signed out, and nothing is left
+-- listed that no client holds.
 -- A rotation changes no attribute, so the size cap does not apply.
 
 --#include lib/time_ms
@@ -32,18 +36,18 @@
 
 local now = clock_ms(ARGV[1])
 local old, new, idx = KEYS[1], KEYS[2], KEYS[3]
-local grace, user, cap = tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[8])
+local grace, user, pending = tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[8])
 
 local h = redis.call('HGETALL', old)
 if #h == 0 then return {STATUS_NOT_FOUND} end
 local cur = {}
 for i = 1, #h, 2 do cur[h[i]] = h[i + 1] end
 if cur[FIELD_MOVED_TO] or cur[FIELD_GEN] ~= ARGV[2] then return {STATUS_CONFLICT} end
+if cur[FIELD_PENDING] then return {STATUS_NOT_FOUND} end -- never made live: nothing to move
 if redis.call('EXISTS', new) == 1 then return {STATUS_CONFLICT} end
 local d, idle, gone = live(old, cur, idx, now) -- signed out: session_touch.lua
 if gone then return gone end
 
-local joining = user ~= '' and cur[FIELD_USER] ~= user
 cur[FIELD_GEN], cur[FIELD_SEEN] = tostring((tonumber(cur[FIELD_GEN]) or 0) + 1), tostring(now)
 if user ~= '' then
   d = now + tonumber(ARGV[5])
@@ -54,26 +58,20 @@ if user ~= '' then
   end
 end
 if ARGV[7] ~= '' then cur[FIELD_PERSIST] = ARGV[7] end
+if cur[FIELD_USER] then cur[FIELD_PENDING] = '1' end
 local fields = {}
 for f, v in pairs(cur) do
   fields[#fields + 1] = f
   fields[#fields + 1] = v
 end
 
--- The cap's check reads only, and the first write is the new hash's: nothing is written when the
--- check asks for another read, nor when Redis refuses that write (noeviction, full).
-local capped = joining and cap > 0
-if capped and index_changed(idx, 4, now) then return {STATUS_REREAD_INDEX} end
-
+-- The first write is the new hash's: nothing is written when Redis refuses it (noeviction, full).
 for i = 1, #fields, 1000 do
   redis.call('HSET', new, unpack(fields, i, math.min(i + 999, #fields)))
 end
-redis.call('PEXPIRE', new, math.min(idle, d - now))
-
-if capped then
-  redis.call('ZREMRANGEBYSCORE', idx, '-inf', now)
-  evict_oldest(idx, user, 4, cap, old, new) -- the user's other live sessions, as session_create.lua
-end
+local ttl = math.min(idle, d - now)
+if cur[FIELD_USER] then ttl = math.min(pending, ttl) end
+redis.call('PEXPIRE', new, ttl)
 
 retire(old, new, now, grace)
 redis.call('ZREM', idx, old)

@@ -26,7 +26,7 @@
 -- ARGV[6+2S .. 5+2S+D]     the fields to delete
 -- Reply     1         saved, with the expiry slid to min(now + idle, deadline)
 --           0         no such session (missing, past its deadline, signed in and not vouched for
---                     by the index, or the new deadline is past)
+--                     by the index, a sign-in not made live yet, or the new deadline is past)
 --           2         conflict: rotated away (a pointer), or another generation
 --           {3, size} refused: the record would be size bytes, over the cap, and the fields this
 --                     save sets and deletes would grow it (a save that does not grow a session
@@ -52,7 +52,7 @@ local len = {[FIELD_SEEN] = false, [FIELD_VERSION] = false}
 for i = 6, first_del - 1, 2 do len[ARGV[i]] = false end
 for i = first_del, first_del + ndel - 1 do len[ARGV[i]] = false end
 -- The record's size, and the metadata the checks need, found as session_touch.lua finds it.
-local before, g, moved, ver, d, idle, user = 0
+local before, g, moved, ver, d, idle, user, pending = 0
 for i = 1, n, 2 do
   local f, v = h[i], h[i + 1]
   before = before + #f + #v
@@ -63,11 +63,13 @@ for i = 1, n, 2 do
     elseif f == FIELD_VERSION then ver = v
     elseif f == FIELD_USER then user = v
     elseif f == FIELD_MOVED_TO then moved = v
+    elseif f == FIELD_PENDING then pending = v
     end
   end
   if len[f] == false then len[f] = #v end
 end
 if moved or g ~= gen then return STATUS_CONFLICT end
+if pending then return STATUS_NOT_FOUND end -- a sign-in not made live (session_activate.lua) takes no save
 ver = tonumber(ver or '0')
 if not ver then return redis.error_reply('GATEHOUSE corrupt session record: version not a number') end
 local idx = KEYS[2]

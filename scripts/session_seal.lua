@@ -1,5 +1,6 @@
 -- session_seal.lua: retire a session's key after its record was copied to a key in another slot
--- (a sign-in that moves the session to the user's slot: session_create.lua stored the copy first).
+-- (a sign-in that moves the session to the user's slot: session_create.lua stored the copy first,
+-- pending; session_activate.lua makes it live after this seal).
 --
 -- A signed-in session (signing in as another user) is retired only while its index vouches for
 -- it (session_touch.lua); otherwise it was signed out meanwhile: the record is deleted and the

@@ -12,7 +12,8 @@
 -- (incremented by every save; absent means 0), _u user ID, _ip, _ua, _l label, _p the cookie's
 -- persistence ("1" outlives the browser, "0" does not; absent: the middleware's setting); a
 -- rotated session kept for a grace window holds only _r (the key it moved to) and _rg (the grace
--- deadline, ms).
+-- deadline, ms). A signed-in session stored by a sign-in that has not made it live yet also holds
+-- _pn (pending: session_create.lua, session_activate.lua).
 --
 -- The index of the tag bucket (<prefix>{<tag>}:ix, a sorted set of the bucket's signed-in session
 -- keys scored by absolute deadline) is authoritative for signed-in sessions: a record with a user
@@ -20,7 +21,7 @@
 -- index was evicted, or a per-user operation removed it) the user is signed out: the record is
 -- deleted and the reply is "no such session". Every script that accepts a signed-in session as
 -- live applies the same rule (session_save, session_rotate, session_seal, session_user,
--- session_create), so nothing works on a session the index does not vouch for, and "sign out
+-- session_activate), so nothing works on a session the index does not vouch for, and "sign out
 -- everywhere" cannot miss one whatever Redis evicts. Reading the index here also keeps it as
 -- recently used as the sessions it lists.
 --
@@ -34,8 +35,10 @@
 --           now          a live session, checked at now (ms since the epoch): it now expires at
 --                        min(now + idle, deadline); the record is what HGETALL read before
 --           key          the session was rotated to key less than its grace window ago
+--           (now, too, for a pending sign-in, which is neither vouched for nor slid: the record
+--           read holds _pn, and package session reads it only through a grace pointer)
 --           an error reply "GATEHOUSE corrupt ..." when the record lacks its deadline or idle
---           timeout, or one of them or its last seen is not a number
+--           timeout, or one of them, its last seen or a pointer's grace deadline is not a number
 -- A read writes no payload: only the expiry, and _s when it is a second or more behind.
 
 --#include lib/time_ms
@@ -44,17 +47,28 @@
 local now = clock_ms(ARGV[1])
 
 -- A rotation pointer holds only _r and _rg: they are read only for a record without a deadline.
-local m = redis.call('HMGET', KEYS[1], FIELD_DEADLINE, FIELD_IDLE, FIELD_USER, FIELD_SEEN)
+local m = redis.call('HMGET', KEYS[1], FIELD_DEADLINE, FIELD_IDLE, FIELD_USER, FIELD_SEEN, FIELD_PENDING)
 if not m[1] then
   local p = redis.call('HMGET', KEYS[1], FIELD_MOVED_TO, FIELD_GRACE)
   if p[1] then
-    if tonumber(p[2] or '0') > now then return p[1] end
+    local grace = tonumber(p[2] or '0')
+    if not grace then return redis.error_reply('GATEHOUSE corrupt session record: grace deadline not a number') end
+    if grace > now then return p[1] end
     redis.call('DEL', KEYS[1])
     return STATUS_NOT_FOUND
   end
   if redis.call('EXISTS', KEYS[1]) == 0 then return STATUS_NOT_FOUND end
 end
 
+if m[5] then
+  -- A sign-in not yet made live (session_create.lua): readable, as it is, only through the old
+  -- token's grace pointer (package session refuses it to a load of its own token). Not vouched
+  -- for by the index yet, and not slid: it keeps its short expiry until session_activate.lua.
+  local d = tonumber(m[1])
+  if not d then return redis.error_reply('GATEHOUSE corrupt session record: deadline not a number') end
+  if now >= d then return STATUS_NOT_FOUND end
+  return now
+end
 local d, idle, gone = live_fields(KEYS[1], m[1], m[2], m[3], KEYS[2], now) -- signed out: see above
 if gone then return gone[1] or gone end -- {STATUS_NOT_FOUND} as 0, an error reply as it is
 local seen = tonumber(m[4] or '0')

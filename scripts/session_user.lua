@@ -2,7 +2,7 @@
 --
 -- Exact at the instant it runs: the index is authoritative (session_touch.lua): a signed-in
 -- session is live only while the index holds its key, every script that gives a user a session
--- (session_create.lua, session_rotate.lua) adds it to the index in the same call, and every change
+-- (session_activate.lua, session_rotate.lua) adds it to the index in the same call, and every change
 -- of a session's deadline moves its score (session_save.lua). So the index's members are exactly
 -- the user's live sessions (and dead ones, removed here), whatever was evicted: a session whose
 -- index entry is gone is signed out already. This script acts only if the index holds no member
@@ -23,7 +23,9 @@
 --           {-1}     the index holds a member not in KEYS: read it again; nothing was done
 --           {-2}     the session to keep is signed out; nothing was done
 -- Members that are past their deadline, gone (idle expiry, destroyed), or rotated away are removed
--- from the index; the index then expires with its last deadline.
+-- from the index; the index then expires with its last deadline. A member pending (_pn: a sign-in
+-- or rotation that session_activate.lua has not made live) is not listed, and is destroyed: its
+-- activation then finds nothing.
 
 --#include lib/time_ms
 --#include lib/session
@@ -44,15 +46,17 @@ for i = 2, #KEYS do
   local k = KEYS[i]
   if redis.call('ZSCORE', idx, k) then
     local m = redis.call('HMGET', k, FIELD_USER, FIELD_CREATED, FIELD_SEEN, FIELD_DEADLINE, FIELD_AUTH, FIELD_IDLE,
-      FIELD_IP, FIELD_UA, FIELD_LABEL)
+      FIELD_IP, FIELD_UA, FIELD_LABEL, FIELD_PENDING)
     if not m[2] or not m[4] or tonumber(m[4]) <= now then
       redis.call('ZREM', idx, k) -- gone, a rotation pointer, or past its deadline
     elseif m[1] == user then
       if mode == 'list' then
-        n = n + 1
-        out[#out + 1] = k
-        for j = 2, 9 do out[#out + 1] = m[j] or '' end
-      elseif k ~= keep then
+        if not m[10] then -- a sign-in or rotation not made live yet is not listed
+          n = n + 1
+          out[#out + 1] = k
+          for j = 2, 9 do out[#out + 1] = m[j] or '' end
+        end
+      elseif k ~= keep then -- a pending one too: it never becomes live
         redis.call('DEL', k)
         redis.call('ZREM', idx, k)
         n = n + 1

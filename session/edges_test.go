@@ -23,14 +23,7 @@ import (
 // commands that client sends.
 func counted(t *testing.T, b *redistest.Backend, prefix string, opts ...session.Option) (*session.Store, *redistest.Calls) {
 	t.Helper()
-	var c redis.UniversalClient
-	switch bc := b.Client.(type) {
-	case *redis.ClusterClient:
-		c = redis.NewClusterClient(&redis.ClusterOptions{Addrs: bc.Options().Addrs, DisableIdentity: true})
-	case *redis.Client:
-		c = redis.NewClient(&redis.Options{Addr: bc.Options().Addr, DisableIdentity: true})
-	}
-	t.Cleanup(func() { c.Close() })
+	c := ownClient(t, b)
 	n := &redistest.Calls{}
 	c.AddHook(n)
 	st, err := session.NewStore(c, append([]session.Option{session.WithKeyPrefix(prefix)}, opts...)...)

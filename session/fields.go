@@ -20,6 +20,7 @@ const (
 	fieldPersist  = "_p"  // the cookie's persistence: "1" outlives the browser, "0" does not
 	fieldMovedTo  = "_r"  // a rotated session kept for a grace window: the key it moved to
 	fieldGrace    = "_rg" // and the end of that grace window, ms
+	fieldPending  = "_pn" // a signed-in session stored, not yet live (session_create.lua)
 )
 
 // The statuses that lead a session script's reply; each script's header says which it answers.
@@ -30,7 +31,7 @@ const (
 	statusConflict       = 2  // rotated away, another generation, or the new key exists
 	statusTooLarge       = 3  // session_save, session_create: over the size cap
 	statusVersionChanged = 3  // session_seal: a save landed since the record was copied
-	statusRereadIndex    = 4  // session_create, session_rotate: the index changed; read it again
+	statusRereadIndex    = 4  // session_activate: the index changed; read it again
 	statusUserReread     = -1 // session_user: the index holds a member not given; read it again
 	statusKeepSignedOut  = -2 // session_user: the session to keep is signed out
 )

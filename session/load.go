@@ -57,6 +57,9 @@ func (st *Store) load(ctx context.Context, tok Token) (*Session, error) {
 		return nil, err
 	}
 	s.readOnly, s.meta.Key = target != key, target
+	if s.pending && !s.readOnly {
+		return nil, ErrNotFound // a sign-in not made live: no token of its own loads it
+	}
 	return s, nil
 }
 

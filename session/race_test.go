@@ -53,6 +53,7 @@ func tryAll(n int, try func(i int) bool) int {
 // operation (between its reading an index and its script, between a copy and its seal), every
 // time. Each arming fires once.
 type interposer struct {
+	passThrough
 	sha   string
 	mu    sync.Mutex
 	armed map[string]func()
@@ -72,10 +73,6 @@ func (h *interposer) take(key string) func() {
 	return fn
 }
 
-func (h *interposer) DialHook(next redis.DialHook) redis.DialHook { return next }
-func (h *interposer) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return next
-}
 func (h *interposer) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
 		// EVALSHA sha numkeys key...
@@ -108,6 +105,18 @@ func interposed(t *testing.T, b *redistest.Backend, prefix, name string, opts ..
 // hookedStore returns a store over a client of its own to b's servers, under prefix, with hook.
 func hookedStore(t *testing.T, b *redistest.Backend, prefix string, hook redis.Hook, opts ...session.Option) *session.Store {
 	t.Helper()
+	c := ownClient(t, b)
+	c.AddHook(hook)
+	st, err := session.NewStore(c, append([]session.Option{session.WithKeyPrefix(prefix)}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+// ownClient returns a client of its own to b's servers, closed at the end of the test.
+func ownClient(t *testing.T, b *redistest.Backend) redis.UniversalClient {
+	t.Helper()
 	var c redis.UniversalClient
 	switch bc := b.Client.(type) {
 	case *redis.ClusterClient:
@@ -118,12 +127,15 @@ func hookedStore(t *testing.T, b *redistest.Backend, prefix string, hook redis.H
 		t.Fatalf("unexpected client %T", b.Client)
 	}
 	t.Cleanup(func() { c.Close() })
-	c.AddHook(hook)
-	st, err := session.NewStore(c, append([]session.Option{session.WithKeyPrefix(prefix)}, opts...)...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return st
+	return c
+}
+
+// passThrough is the part of a redis.Hook that a hook of single commands leaves alone.
+type passThrough struct{}
+
+func (passThrough) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (passThrough) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
 }
 
 // indexKeyOf returns the key of the index of a session key's slot bucket.
@@ -411,7 +423,7 @@ func TestSessionRaceCapUnderConcurrentSignIns(t *testing.T) {
 		ctx := context.Background()
 		const cap, signIns = 3, 8
 		st, prefix := sessiontest.NewStore(t, b, session.WithMaxSessionsPerUser(cap))
-		forced, h := interposed(t, b, prefix, "session_create", session.WithMaxSessionsPerUser(cap))
+		forced, h := interposed(t, b, prefix, "session_activate", session.WithMaxSessionsPerUser(cap))
 		n := raceTries()
 		broken := tryAll(n, func(i int) bool {
 			user := fmt.Sprintf("capped-%d", i)

@@ -33,6 +33,8 @@ func (s *Session) fill(now int64, rec map[string]string) error {
 			if v == "1" {
 				s.persist = 1
 			}
+		case fieldPending:
+			s.pending = true
 		case fieldSeen:
 			// Last seen by an earlier request, checked only: this request's time is now.
 			if _, err := strconv.ParseInt(v, 10, 64); err != nil {

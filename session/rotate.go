@@ -41,7 +41,8 @@ func UntilBrowserCloses() LoginOption {
 // for any change of privilege. The old token stops working at once (or, with WithRotationGrace,
 // can still read for the grace window; it can never write). The middleware sends the new cookie;
 // so Rotate must happen before the response's first byte, or it fails with ErrHeadersSent and
-// changes nothing. Through a read-only session it fails with ErrReadOnly.
+// changes nothing. Through a read-only session it fails with ErrReadOnly. A signed-in session is
+// moved pending and made live by a second call, with Login's guarantee when it fails.
 func (st *Store) Rotate(ctx context.Context, s *Session) (err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -61,6 +62,13 @@ func (st *Store) Rotate(ctx context.Context, s *Session) (err error) {
 // any other, and this request's unsaved changes. Like Rotate, Login must happen before the
 // response's first byte (else ErrHeadersSent), and is refused through a read-only session
 // (ErrReadOnly).
+//
+// A Login that fails leaves no session that ListByUser lists or the cap counts and that no client
+// holds: the signed-in session is stored pending and made live by a last call (a sign out
+// everywhere meanwhile ends it: ErrNotFound). If it fails before
+// the old token was retired, s is as it was. If it fails after (the last call failed, or its reply
+// was lost), s moves to the new token all the same, and the middleware sends it: the user is
+// signed in on it if the last call landed, signed out (the token names nothing) if not.
 func (st *Store) Login(ctx context.Context, s *Session, userID string, opts ...LoginOption) (err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -105,10 +113,15 @@ func (st *Store) rotateLocked(ctx context.Context, s *Session, user string, cfg 
 			return st.create.Name(), err
 		}
 		s.sendCookie = true
-		return st.create.Name(), nil
+		if user == "" {
+			return st.create.Name(), nil
+		}
+		// Stored pending: made live now. If that fails, the session keeps its new token: signed
+		// in if the activation landed after all, signed out if not (the pending session expires).
+		return st.activate.Name(), st.activateLocked(ctx, s, true)
 	}
 	if oldTag, _ := st.tagOfKey(s.key); tag != oldTag {
-		return st.seal.Name(), st.loginAcross(ctx, s, user, cfg)
+		return st.activate.Name(), st.loginAcross(ctx, s, user, cfg)
 	}
 	// Pending changes go first, into the session as read; the move copies the record as it is
 	// then, with every save that landed before it.
@@ -131,11 +144,13 @@ func (st *Store) rotateSameSlot(ctx context.Context, s *Session, tok Token, user
 	if cfg.persist != 0 {
 		persist = persistFlag(cfg.persist)
 	}
-	// A user gaining a session under a cap: the script checks it saw all of the user's sessions.
-	capped := user != "" && user != s.meta.UserID && st.maxPerUser > 0
 	args := []any{st.now(), s.gen, st.grace.Milliseconds(), user, lifetime.Milliseconds(),
-		cfg.idle.Milliseconds(), persist, st.maxPerUser}
-	arr, status, err := st.runIndexed(ctx, st.rotate, "rotate", []string{string(s.key), string(newKey), idx}, idx, capped, statusRereadIndex, args...)
+		cfg.idle.Milliseconds(), persist, st.pendingTTL().Milliseconds()}
+	v, err := st.rotate.Run(ctx, st.client, []string{string(s.key), string(newKey), idx}, args...)
+	if err != nil {
+		return scriptErr("rotate", err)
+	}
+	arr, status, err := reply(v)
 	if err != nil {
 		return err
 	}
@@ -148,6 +163,7 @@ func (st *Store) rotateSameSlot(ctx context.Context, s *Session, tok Token, user
 	if status != statusOK || len(arr) < 5 {
 		return fmt.Errorf("%w: rotate reply %v", ErrCorrupt, arr)
 	}
+	joining := user != "" && user != s.meta.UserID
 	now, _ := arr[1].(int64)
 	gen, _ := arr[2].(int64)
 	deadline, _ := arr[3].(int64)
@@ -163,16 +179,25 @@ func (st *Store) rotateSameSlot(ctx context.Context, s *Session, tok Token, user
 		s.persist = cfg.persist
 	}
 	s.base = s.size()
-	return nil
+	if s.meta.UserID == "" {
+		return nil
+	}
+	// Signed in, the rotated session is pending until made live (the cap applies to a user
+	// gaining it). If that fails, s keeps its new token: signed in if the activation landed after
+	// all, signed out if not; the old token names nothing either way.
+	return st.activateLocked(ctx, s, joining)
 }
 
 // loginAcross signs s in by moving it to the user's slot, which one script cannot do on a
 // cluster: it reads the record as stored now, stores a copy with this request's pending changes
-// under the new token (session_create.lua), then retires the old key (session_seal.lua) if it is
-// still the generation and the version that were copied. When a save landed in between (another
+// under the new token, pending (session_create.lua: not listed, not counted, short-lived), retires
+// the old key (session_seal.lua) if it is still the generation and the version that were copied,
+// then makes the copy live (session_activate.lua). When a save landed before the seal (another
 // version), the copy is deleted and the move starts again, so that no save that completed before
 // Login returns is lost; when the session was destroyed or rotated, the copy is deleted and
-// Login fails. Nothing is duplicated or revived.
+// Login fails. Nothing is duplicated or revived, and a failure at any step leaves no session
+// listed that no client holds: before the seal, the copy stays pending until it expires; after
+// it, s holds the copy's token.
 func (st *Store) loginAcross(ctx context.Context, s *Session, user string, cfg loginConfig) error {
 	for attempt := 0; attempt < maxAttempts; attempt++ {
 		oldIdx, _ := st.indexOfKey(s.key)
@@ -188,6 +213,9 @@ func (st *Store) loginAcross(ctx context.Context, s *Session, user string, cfg l
 		cur := st.blank(s.token, s.key)
 		if err := cur.fill(now, rec); err != nil {
 			return err
+		}
+		if cur.pending {
+			return ErrNotFound // a sign-in that never became live
 		}
 		if cur.gen != s.gen {
 			return ErrConflict
@@ -229,10 +257,12 @@ func (st *Store) loginAcross(ctx context.Context, s *Session, user string, cfg l
 		case status != statusOK:
 			return ErrNotFound
 		}
+		// The old key is retired: the session is the new token's from now on, signed in once the
+		// activation lands; if it never does, signed out (the pending session expires unseen).
 		s.token, s.key, s.gen, s.ver, s.sendCookie = tok, moved.key, moved.gen, "", true
 		s.values, s.meta, s.now, s.persist, s.base = moved.values, moved.meta, moved.now, moved.persist, moved.base
 		s.clearChanges()
-		return nil
+		return st.activateLocked(ctx, s, true)
 	}
 	return fmt.Errorf("session: login: saves kept landing while the session moved: %w", ErrContended)
 }

@@ -147,8 +147,16 @@ type createSpec struct {
 	allowed        int       // a size allowed over the cap (a record moved by a sign-in), or 0
 }
 
-// createLocked stores s, new, under its token with s.values and s.metaSet; with a user, indexes it
-// and applies the cap, reading the user's index again while other sign-ins overtake it.
+// pendingMargin is how long a sign-in's session stays pending (session_create.lua) beyond the
+// store's timeout, which bounds a whole Login: a Login that has not made it live by then fails, and
+// the pending session expires unseen.
+const pendingMargin = time.Minute
+
+// pendingTTL is how long a signed-in session stays pending before it is made live.
+func (st *Store) pendingTTL() time.Duration { return st.timeout + pendingMargin }
+
+// createLocked stores s, new, under its token with s.values and s.metaSet; with a user, pending,
+// for activateLocked to make live.
 func (st *Store) createLocked(ctx context.Context, s *Session, c createSpec) error {
 	size := s.size()
 	if c.user != "" && s.meta.UserID == "" {
@@ -164,12 +172,22 @@ func (st *Store) createLocked(ctx context.Context, s *Session, c createSpec) err
 	if !c.created.IsZero() {
 		created = c.created.UnixMilli()
 	}
+	var pending int64
+	if c.user != "" {
+		pending = st.pendingTTL().Milliseconds()
+	}
 	pairs := s.appendRecord(make([]any, 0, 2+2*(len(s.values)+len(s.metaSet))))
 	args := append([]any{st.now(), c.idle.Milliseconds(), c.lifetime.Milliseconds(), deadline, created, c.auth,
-		c.user, st.maxPerUser, st.maxSize, c.allowed, len(pairs) / 2}, pairs...)
-	idx := st.indexOf(s.token.tag())
-	capped := c.user != "" && st.maxPerUser > 0
-	arr, status, err := st.runIndexed(ctx, st.create, "create", []string{string(s.key), idx}, idx, capped, statusRereadIndex, args...)
+		c.user, pending, st.maxSize, c.allowed, len(pairs) / 2}, pairs...)
+	keys := []string{string(s.key)}
+	if c.user != "" {
+		keys = append(keys, st.indexOf(s.token.tag()))
+	}
+	v, err := st.create.Run(ctx, st.client, keys, args...)
+	if err != nil {
+		return scriptErr("create", err)
+	}
+	arr, status, err := reply(v)
 	switch {
 	case err != nil:
 		return err
@@ -194,6 +212,33 @@ func (st *Store) createLocked(ctx context.Context, s *Session, c createSpec) err
 	s.isNew, s.ver = false, ""
 	s.clearChanges()
 	s.base = s.size()
+	return nil
+}
+
+// activateLocked makes s live: a signed-in session that createLocked or a rotation stored pending,
+// which no list shows and no cap counts until now; with capped, it applies the cap, reading the
+// user's index again while other sign-ins overtake it (session_activate.lua). Run again after a
+// lost reply, it never brings back a session signed out in between: ErrNotFound.
+func (st *Store) activateLocked(ctx context.Context, s *Session, capped bool) error {
+	idx := st.indexOf(s.token.tag())
+	limit := 0
+	if capped {
+		limit = st.maxPerUser
+	}
+	arr, status, err := st.runIndexed(ctx, st.activate, "login", []string{string(s.key), idx}, idx, limit > 0,
+		statusRereadIndex, st.now(), limit)
+	switch {
+	case err != nil:
+		return err
+	case status == statusNotFound:
+		return fmt.Errorf("session: login: the signed-in session expired or was signed out before it was made live: %w", ErrNotFound)
+	case status != statusOK || len(arr) < 4:
+		return fmt.Errorf("%w: activate reply %v", ErrCorrupt, arr)
+	}
+	now, _ := arr[1].(int64)
+	dl, _ := arr[3].(int64)
+	s.now = time.UnixMilli(now)
+	s.meta.LastSeen, s.meta.Deadline = s.now, time.UnixMilli(dl)
 	return nil
 }
 

@@ -32,6 +32,9 @@ type Session struct {
 	// through it (ErrReadOnly), and its key is the old token's pointer, which every script refuses
 	// to write through.
 	readOnly bool
+	// pending: a sign-in's session not made live yet (session_create.lua), as read: readable only
+	// through the old token's grace pointer.
+	pending bool
 
 	values  map[string]string   // attribute name -> encoded value (the codec's bytes), as read plus local changes
 	changed map[string]struct{} // attributes set since the last save

@@ -19,7 +19,7 @@ type Store struct {
 	client redis.UniversalClient
 	config
 
-	touch, save, create, rotate, seal, user *script.Script
+	touch, save, create, activate, rotate, seal, user *script.Script
 
 	tracer *telemetry.Tracer
 	inst   instruments
@@ -39,7 +39,8 @@ func NewStore(client redis.UniversalClient, opts ...Option) (*Store, error) {
 	}
 	for name, dst := range map[string]**script.Script{
 		"session_touch": &st.touch, "session_save": &st.save, "session_create": &st.create,
-		"session_rotate": &st.rotate, "session_seal": &st.seal, "session_user": &st.user,
+		"session_activate": &st.activate, "session_rotate": &st.rotate, "session_seal": &st.seal,
+		"session_user": &st.user,
 	} {
 		s, ok := script.Lookup(name)
 		if !ok {

@@ -433,6 +433,14 @@ func TestSessionBadInput(t *testing.T) {
 			// deleting the key, and the last-seen write would make it again, without a TTL.
 			func(k string) { b.Client.HSet(ctx, k, "_i", "0", "_s", "1") },
 			func(k string) { b.Client.HSet(ctx, k, "_i", "-5000", "_s", "1") },
+			// A grace pointer whose grace deadline is not a number (the touch compared it as one).
+			func(k string) {
+				b.Client.Del(ctx, k)
+				b.Client.HSet(ctx, k, "_r", k, "_rg", "later")
+				b.Client.PExpire(ctx, k, time.Minute)
+			},
+			// A pending sign-in (read only through a grace pointer) whose deadline is not a number.
+			func(k string) { b.Client.HSet(ctx, k, "_pn", "1", "_d", "soon") },
 		} {
 			s := sessiontest.Stored(t, st, "a", "1")
 			corrupt(string(s.Key()))
@@ -493,8 +501,7 @@ func TestSessionCreateIsIdempotent(t *testing.T) {
 		create, _ := script.Lookup("session_create")
 		before := b.Client.HGetAll(ctx, string(s.Key())).Val()
 		k := string(s.Key())
-		idx := k[:strings.Index(k, "}:s:")+1] + ":ix" // the index of the session's slot tag
-		v, err := create.Run(ctx, b.Client, []string{k, idx}, 0, 60000, 60000, 0, 0, 0, "", 0, session.DefaultMaxSize, 0, 1, "a:a", `"2"`)
+		v, err := create.Run(ctx, b.Client, []string{k}, 0, 60000, 60000, 0, 0, 0, "", 0, session.DefaultMaxSize, 0, 1, "a:a", `"2"`)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -114,6 +114,11 @@ func (st *Store) end(o *op, err error) error {
 	if o.span.IsRecording() {
 		o.span.SetAttributes(telemetry.RedisSystem, attrOperation.String(o.name), attrOutcome.String(outcome))
 		switch {
+		case o.name == "load":
+			// A pipeline of two commands (HGETALL, and EVALSHA of session_touch): a batch, by the
+			// database conventions, of operations of different names, so without a stored
+			// procedure of its own.
+			o.span.SetAttributes(telemetry.DBOperationName.String("BATCH"), telemetry.DBOperationBatchSize.Int(2))
 		case o.script != "":
 			o.span.SetAttributes(telemetry.DBOperationName.String("EVALSHA"), telemetry.DBStoredProcedureName.String(o.script))
 		case o.name == "destroy":

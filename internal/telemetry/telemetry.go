@@ -31,6 +31,7 @@ const SchemaURL = semconv.SchemaURL
 const (
 	DBSystemName          = semconv.DBSystemNameKey          // db.system.name
 	DBOperationName       = semconv.DBOperationNameKey       // db.operation.name
+	DBOperationBatchSize  = semconv.DBOperationBatchSizeKey  // db.operation.batch.size
 	DBStoredProcedureName = semconv.DBStoredProcedureNameKey // db.stored_procedure.name
 	ErrorType             = semconv.ErrorTypeKey             // error.type
 	ServerAddress         = semconv.ServerAddressKey         // server.address

@@ -19,6 +19,7 @@ local FIELD_LABEL = '_l'     -- label
 local FIELD_PERSIST = '_p'   -- the cookie's persistence: "1" outlives the browser, "0" does not
 local FIELD_MOVED_TO = '_r'  -- a rotated session kept for a grace window: the key it moved to
 local FIELD_GRACE = '_rg'    -- and the end of that grace window, ms
+local FIELD_PENDING = '_pn'  -- a signed-in session stored, not yet live (session_create.lua)
 
 -- Reply statuses: the first element of a reply (each script's header says which it answers).
 local STATUS_NOT_FOUND = 0        -- no such session (or signed out, or past its deadline)
@@ -26,7 +27,7 @@ local STATUS_OK = 1               -- done
 local STATUS_CONFLICT = 2         -- rotated away, another generation, or the new key exists
 local STATUS_TOO_LARGE = 3        -- session_save, session_create: over the size cap
 local STATUS_VERSION_CHANGED = 3  -- session_seal: a save landed since the record was copied
-local STATUS_REREAD_INDEX = 4     -- session_create, session_rotate: the index changed; read it again
+local STATUS_REREAD_INDEX = 4     -- session_activate: the index changed; read it again
 local STATUS_USER_REREAD = -1     -- session_user: the index holds a member not given; read it again
 local STATUS_KEEP_SIGNED_OUT = -2 -- session_user: the session to keep is signed out
 

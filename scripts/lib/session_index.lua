@@ -17,16 +17,17 @@ end
 -- evict_oldest(idx, user, first, cap, keep1, keep2) ends user's sessions among KEYS[first..]
 -- (except keep1 and keep2, the session being given to the user) beyond the cap - 1 most recently
 -- signed in, oldest sign-in first (authenticated at; equal instants by key), and removes from idx
--- every member it finds gone or a rotation pointer. It returns how many it ended.
+-- every member it finds gone or a rotation pointer. Sessions pending (_pn: a sign-in or rotation
+-- not made live yet) are neither counted nor ended. It returns how many it ended.
 local function evict_oldest(idx, user, first, cap, keep1, keep2)
   local mine = {}
   for i = first, #KEYS do
     local k = KEYS[i]
     if k ~= keep1 and k ~= keep2 and redis.call('ZSCORE', idx, k) then
-      local m = redis.call('HMGET', k, FIELD_USER, FIELD_CREATED, FIELD_AUTH)
+      local m = redis.call('HMGET', k, FIELD_USER, FIELD_CREATED, FIELD_AUTH, FIELD_PENDING)
       if not m[2] then
         redis.call('ZREM', idx, k) -- gone, or a rotation pointer
-      elseif m[1] == user then
+      elseif m[1] == user and not m[4] then -- a sign-in not made live counts when it is
         mine[#mine + 1] = {k, tonumber(m[3]) or 0}
       end
     end
