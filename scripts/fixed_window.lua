@@ -25,4 +25,4 @@
 
 --#include lib/fixed_window
 
-return decide(fixed, 2, 0, #KEYS, 4, tonumber(ARGV[1]), ARGV[2], clock_us(ARGV[3]))
+return decide(fixed, 2, 0, #KEYS, 4, ARGV[1] + 0, ARGV[2], ARGV[3] + 0)

@@ -27,4 +27,4 @@
 
 --#include lib/sliding_log
 
-return decide(slog, 2, 0, #KEYS, 4, tonumber(ARGV[1]), ARGV[2], clock_us(ARGV[3]))
+return decide(slog, 2, 0, #KEYS, 4, ARGV[1] + 0, ARGV[2], ARGV[3] + 0)

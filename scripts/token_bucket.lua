@@ -36,4 +36,4 @@
 
 --#include lib/token_bucket
 
-return decide(bucket, 3, 0, #KEYS, 4, tonumber(ARGV[1]), ARGV[2], clock_us(ARGV[3]))
+return decide(bucket, 3, 0, #KEYS, 4, ARGV[1] + 0, ARGV[2], ARGV[3] + 0)

@@ -6,18 +6,18 @@
 -- batch(alg, params) makes every decision ARGV holds, in order, and returns their replies, in
 -- order. Each decision in ARGV is: m (its limits), cost, flags, now, then params values per limit;
 -- its keys are the next m of KEYS. A decision whose now is "0" is made at the server's TIME, read
--- once for the whole call.
+-- once for the whole call (by the first such decision).
 local function batch(alg, params)
   local tonumber = tonumber
-  local out, i, k, a, nargs, server = {}, 0, 0, 1, #ARGV, nil
+  local out, i, k, a, nargs, server = {}, 0, 0, 1, #ARGV, 0
   while a <= nargs do
     local m, now = tonumber(ARGV[a]), tonumber(ARGV[a + 3])
-    if now == 0 then
-      if not server then server = clock_us('0') end
-      now = server
-    end
     i = i + 1
-    out[i] = decide(alg, params, k, m, a + 4, tonumber(ARGV[a + 1]), ARGV[a + 2], now)
+    if now == 0 then
+      out[i], server = decide(alg, params, k, m, a + 4, tonumber(ARGV[a + 1]), ARGV[a + 2], server)
+    else
+      out[i] = decide(alg, params, k, m, a + 4, tonumber(ARGV[a + 1]), ARGV[a + 2], now)
+    end
     k, a = k + m, a + 4 + params * m
   end
   return out

@@ -8,24 +8,29 @@
 -- requests per window of ARGV[x + 1] ms at ARGV[x]. The counts are cur in [s, s + p) and prev in
 -- the window before it; an admitted cost is counted in the window of now, and counts made under
 -- another period, or ahead of now, start it with their estimate, rounded up.
-local function sliding(key, x, cost, now, j, take, out, read)
+local function sliding(key, x, cost, now, j, take, report, read)
   local tonumber, floor = tonumber, math.floor
   local AHEAD = 630720000000             -- ms: two MaxPeriods; no window starts later than that after now
   local LONGEST = 315360000000           -- ms: MaxPeriod
-  local rate, window = tonumber(ARGV[x]), tonumber(ARGV[x + 1])
+  local rate, window = ARGV[x] + 0, ARGV[x + 1] + 0
   local now_ms = floor(now / 1000)
   local start = floor(now_ms / window) * window -- this limit's window (ms)
   local v, err = get(key, read)
   if v == nil then return nil, err end
   local s, p, cur, prev = start, window, 0, 0
   if v then
-    local a, b, c, d = string.match(v, '^v2:([0-9]+):([0-9]+):([0-9]+):([0-9]+)$')
-    if a then
-      s, p, cur, prev = tonumber(a), tonumber(b), tonumber(c), tonumber(d)
+    if #v == 26 and string.byte(v) == 195 then -- v3: byte 0xC3, then s, p, cur, prev (6, 5, 7, 7 bytes)
+      local _
+      _, s, p, cur, prev = struct.unpack('>BI6I5I7I7', v)
     else
-      a, c, d = string.match(v, '^([0-9]+):([0-9]+):([0-9]+)$')
-      if not a then return nil, redis.error_reply('CORRUPTSTATE ' .. j) end
-      s, cur, prev = tonumber(a) * window, tonumber(c), tonumber(d)
+      local a, b, c, d = string.match(v, '^v2:([0-9]+):([0-9]+):([0-9]+):([0-9]+)$')
+      if a then
+        s, p, cur, prev = tonumber(a), tonumber(b), tonumber(c), tonumber(d)
+      else
+        a, c, d = string.match(v, '^([0-9]+):([0-9]+):([0-9]+)$')
+        if not a then return nil, redis.error_reply('CORRUPTSTATE ' .. j) end
+        s, cur, prev = tonumber(a) * window, tonumber(c), tonumber(d)
+      end
     end
     if p < 1 or p > LONGEST or s > now_ms + AHEAD or (cur + prev) * p > 9007199254740992 then
       return nil, redis.error_reply('CORRUPTSTATE ' .. j)
@@ -68,11 +73,10 @@ local function sliding(key, x, cost, now, j, take, out, read)
     s, p, cur = start, window, cur + cost
     scaled = prev * (p - (now_ms - s)) + cur * p
     -- PXAT as a string: cheaper for Redis to take than a number, and exact.
-    local format = string.format
-    local ok = redis.pcall('SET', key, format('v2:%d:%d:%d:%d', s, p, cur, prev), 'PXAT', format('%d', s + 2 * p))
+    local ok = redis.pcall('SET', key, struct.pack('>BI6I5I7I7', 195, s, p, cur, prev), 'PXAT', string.format('%d', s + 2 * p))
     if type(ok) == 'table' and ok.err then return nil, ok end
   end
-  if out then
+  if report then
     -- Fully replenished when nothing counts any more: the end of the next window while the
     -- current window has requests, else the end of this one while the previous window still weighs.
     local reset = 0
@@ -82,7 +86,7 @@ local function sliding(key, x, cost, now, j, take, out, read)
       reset = (s + p) * 1000 - now
     end
     local left = rate - idiv(scaled + p - 1, p)
-    report(out, j, allowed, left, retry, reset)
+    return allowed, v, left, retry, reset
   end
   return allowed, v
 end
