@@ -44,7 +44,7 @@ local function fixed(key, x, cost, now, j, take, report, read)
     count, ends = count + cost, (floor(now_ms / window) + 1) * window
     -- PXAT as a string: cheaper for Redis to take than a number, and exact.
     local ok = redis.pcall('SET', key, struct.pack('>BI7I7', 243, ends, count), 'PXAT', string.format('%d', ends))
-    if type(ok) == 'table' and ok.err then return nil, ok end
+    if ok.err then return nil, ok end -- SET answers a status, or an error
   end
   if report then
     local reset, left = 0, rate - count

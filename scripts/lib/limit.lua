@@ -12,6 +12,12 @@
 --     (below 0 is read as 0), the retry time and the reset time (µs). Or it returns nil and the
 --     error reply of the decision (CORRUPTSTATE <j>, WRONGTYPE, a refused write).
 --
+-- Quotients of integers are exact as the parts take them: ceil(a / b) for integers 0 <= a < 2^53
+-- and b >= 1 (a quotient that is not whole is at least 1/b from the next integer, which is more
+-- than a double's rounding of it, at most a / b * 2^-53, when a < 2^53), a floor as
+-- ceil((a + 1) / b) - 1, and floor(a / b) where a + b < 2^53 (a quotient is then at least 1/b
+-- below the next integer, more than its rounding).
+--
 -- A script runs its whole text on every call, so each function it defines (a closure, and each
 -- upvalue it captures) costs Redis time on every call, whether it is used or not: the parts define
 -- few functions, and look up what they use inside them. Numbers in ARGV are taken by arithmetic
@@ -28,8 +34,7 @@
 -- first error reply (a limit's read failing fails the decision before anything is written); and
 -- the instant it decided at.
 local function decide(alg, params, k, m, a, cost, flags, now)
-  local byte = string.byte
-  local peek = byte(flags) == 49
+  local peek = flags ~= '0' and string.byte(flags) == 49 -- "0", the usual flags, compares at once
   if now == 0 then
     local t = redis.call('TIME')
     now = t[1] * 1000000 + t[2] -- exact for integers
@@ -39,10 +44,11 @@ local function decide(alg, params, k, m, a, cost, flags, now)
     if ok == nil then return v, now end
     if left < 0 then left = 0 end
     -- The reply made at once: a table grown one by one is copied as it grows.
-    return {(ok or byte(flags, 2) == 115) and 1 or 0, ok and 1 or 0, left, retry, reset}, now
+    return {(ok or string.byte(flags, 2) == 115) and 1 or 0, ok and 1 or 0, left, retry, reset}, now
   end
   -- Several limits: each is read and decided first, writing nothing, then decided again from what
   -- it read (nothing ran in between) to take the cost and report.
+  local byte = string.byte
   local out, all, read = {0}, 1, {}
   for j = 1, m do
     local ok, v = alg(KEYS[k + j], a + params * (j - 1), cost, now, j, false, false, nil)

@@ -1,7 +1,6 @@
 -- lib/sliding_window.lua: the sliding window's decision, the one code sliding_window.lua runs for
 -- its call and sliding_window_batch.lua runs for each decision of a batch. sliding_window.lua's
 -- header states the state, the arithmetic and the reply.
---#include lib/idiv
 --#include lib/limit
 
 -- sliding is the sliding window's decision of one limit (lib/limit's alg): the limit is rate
@@ -9,7 +8,7 @@
 -- the window before it; an admitted cost is counted in the window of now, and counts made under
 -- another period, or ahead of now, start it with their estimate, rounded up.
 local function sliding(key, x, cost, now, j, take, report, read)
-  local tonumber, floor = tonumber, math.floor
+  local tonumber, floor, ceil = tonumber, math.floor, math.ceil -- exact here (lib/limit)
   local AHEAD = 630720000000             -- ms: two MaxPeriods; no window starts later than that after now
   local LONGEST = 315360000000           -- ms: MaxPeriod
   local rate, window = ARGV[x] + 0, ARGV[x + 1] + 0
@@ -32,7 +31,7 @@ local function sliding(key, x, cost, now, j, take, report, read)
         s, cur, prev = tonumber(a) * window, tonumber(c), tonumber(d)
       end
     end
-    if p < 1 or p > LONGEST or s > now_ms + AHEAD or (cur + prev) * p > 9007199254740992 then
+    if p < 1 or p > LONGEST or s > now_ms + AHEAD or (cur + prev) * p >= 9007199254740992 then
       return nil, redis.error_reply('CORRUPTSTATE ' .. j)
     end
     if now_ms - s >= 2 * p then -- nothing counts any more
@@ -54,12 +53,12 @@ local function sliding(key, x, cost, now, j, take, report, read)
     if cur + cost <= rate then
       -- Later in this window, once prev's weight has shrunk enough:
       -- prev * (p - x) <= (rate - cur - cost) * p.
-      at = s + p - idiv((rate - cur - cost) * p, prev)
+      at = s + p - (ceil(((rate - cur - cost) * p + 1) / prev) - 1) -- the floor of the quotient
     else
       -- In the next window, where cur becomes the previous count: cur * (p - x) <= (rate - cost) * p.
       local shift = 0
       if cur > 0 then
-        shift = p - idiv((rate - cost) * p, cur)
+        shift = p - (ceil(((rate - cost) * p + 1) / cur) - 1) -- the floor of the quotient
         if shift < 0 then shift = 0 end
       end
       at = s + p + shift
@@ -68,13 +67,13 @@ local function sliding(key, x, cost, now, j, take, report, read)
   end
   if allowed and take then
     if s ~= start or p ~= window then -- counted under another period, or ahead of now
-      cur, prev = idiv(scaled + p - 1, p), 0
+      cur, prev = ceil(scaled / p), 0
     end
     s, p, cur = start, window, cur + cost
     scaled = prev * (p - (now_ms - s)) + cur * p
     -- PXAT as a string: cheaper for Redis to take than a number, and exact.
     local ok = redis.pcall('SET', key, struct.pack('>BI6I5I7I7', 195, s, p, cur, prev), 'PXAT', string.format('%d', s + 2 * p))
-    if type(ok) == 'table' and ok.err then return nil, ok end
+    if ok.err then return nil, ok end -- SET answers a status, or an error
   end
   if report then
     -- Fully replenished when nothing counts any more: the end of the next window while the
@@ -85,7 +84,7 @@ local function sliding(key, x, cost, now, j, take, report, read)
     elseif prev > 0 then
       reset = (s + p) * 1000 - now
     end
-    local left = rate - idiv(scaled + p - 1, p)
+    local left = rate - ceil(scaled / p)
     return allowed, v, left, retry, reset
   end
   return allowed, v

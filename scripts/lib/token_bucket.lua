@@ -1,13 +1,12 @@
 -- lib/token_bucket.lua: the token bucket's decision, the one code token_bucket.lua runs for its
 -- call and token_bucket_batch.lua runs for each decision of a batch. token_bucket.lua's header
 -- states the state, the arithmetic and the reply.
---#include lib/idiv
 --#include lib/limit
 
 -- bucket is the token bucket's decision of one limit (lib/limit's alg): the limit is burst, r, p
 -- at ARGV[x], ARGV[x + 1], ARGV[x + 2].
 local function bucket(key, x, cost, now, j, take, report, read)
-  local tonumber, format, floor = tonumber, string.format, math.floor
+  local ceil = math.ceil                 -- exact for integers below EXACT (lib/limit)
   local EXACT = 9007199254740992         -- 2^53: integers up to it are exact in a double
   local AHEAD = 630720000000000          -- µs: two MaxPeriods; no state is written later than that after now
   local burst, r, p = ARGV[x] + 0, ARGV[x + 1] + 0, ARGV[x + 2] + 0
@@ -28,13 +27,13 @@ local function bucket(key, x, cost, now, j, take, report, read)
       if sr ~= r or sp ~= p then
         if sr < 1 or sp < 1 or sr > EXACT or sp > EXACT then return nil, redis.error_reply('CORRUPTSTATE ' .. j) end
       end
-      if sd > EXACT or t > now + AHEAD then return nil, redis.error_reply('CORRUPTSTATE ' .. j) end
+      if sd >= EXACT or t > now + AHEAD then return nil, redis.error_reply('CORRUPTSTATE ' .. j) end
       local e = now - t
       if e < 0 then e, base = 0, t end -- written at a later instant (a clock behind): as of then
       if e * sr < sd then -- not yet refilled under the limit that wrote it
         if sr ~= r or sp ~= p then
-          gone = t + idiv(sd + sr - 1, sr)
-          sd = idiv(sd + sp - 1, sp)
+          gone = t + ceil(sd / sr)
+          sd = ceil(sd / sp)
           if sd > burst then sd = burst end
           sd = sd * p
         elseif sd > burst * p then
@@ -48,8 +47,8 @@ local function bucket(key, x, cost, now, j, take, report, read)
       if not tat then return nil, redis.error_reply('CORRUPTSTATE ' .. j) end
       tat = tonumber(tat)
       if tat > now then
-        local iv = idiv(p + r - 1, r)
-        d = idiv(tat - now + iv - 1, iv)
+        local iv = ceil(p / r)
+        d = ceil((tat - now) / iv)
         if d > burst then d = burst end
         d = d * p
       end
@@ -61,23 +60,22 @@ local function bucket(key, x, cost, now, j, take, report, read)
   else
     local over = d + cost * p - burst * p
     if over > 0 then
-      allowed, retry = false, base - now + idiv(over + r - 1, r)
+      allowed, retry = false, base - now + ceil(over / r)
       if gone and gone - now < retry then retry = gone - now end
     end
   end
   local full -- when the bucket is full again (µs), once computed
   if allowed and take then
     d, gone = d + cost * p, false
-    full = base + idiv(d + r - 1, r)
-    -- PXAT as a string: cheaper for Redis to take than a number, and exact. full + 1999 < 2^53, so
-    -- floor of the quotient is exact (see lib/idiv).
-    local ok = redis.pcall('SET', key, struct.pack('>BI7I7I7I7', 179, d, base, r, p), 'PXAT', format('%d', floor((full + 999) / 1000)))
-    if type(ok) == 'table' and ok.err then return nil, ok end
+    full = base + ceil(d / r)
+    -- PXAT as a string: cheaper for Redis to take than a number, and exact.
+    local ok = redis.pcall('SET', key, struct.pack('>BI7I7I7I7', 179, d, base, r, p), 'PXAT', string.format('%d', ceil(full / 1000)))
+    if ok.err then return nil, ok end -- SET answers a status, or an error
   end
   if report then
-    local left, reset = burst - idiv(d + p - 1, p), 0
+    local left, reset = burst - ceil(d / p), 0
     if d > 0 then
-      reset = (full or base + idiv(d + r - 1, r)) - now
+      reset = (full or base + ceil(d / r)) - now
       if gone and gone - now < reset then reset = gone - now end
     end
     return allowed, v, left, retry, reset
