@@ -5,8 +5,9 @@
 -- than the limit's requests plus the ones that have aged out since the last admitted call, which
 -- that call removes.
 --
--- KEYS[i]   state of limit i: a sorted set, member "<time>:<sequence>", score = time in microseconds;
---           it expires one window after its newest member
+-- KEYS[i]   state of limit i: a sorted set, member "<time>#<sequence>" (earlier versions:
+--           "<time>:<sequence>"), score = time in microseconds; it expires one window after its
+--           newest member
 -- ARGV[1]   cost: how many requests this call asks for, an integer >= 1 (one member each)
 -- ARGV[2]   "1" to peek (decide, write nothing, report the state before the cost), "0" to consume;
 --           then, when any limit is in shadow mode, one character per limit: "s" for shadow mode
