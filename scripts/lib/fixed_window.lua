@@ -43,7 +43,10 @@ local function fixed(key, x, cost, now, j, take, report, read)
   if allowed and take then
     count, ends = count + cost, (floor(now_ms / window) + 1) * window
     -- PXAT as a string: cheaper for Redis to take than a number, and exact.
-    local ok = redis.pcall('SET', key, struct.pack('>BI7I7', 243, ends, count), 'PXAT', string.format('%d', ends))
+    -- A server without Lua's struct library (a stand-in such as miniredis) gets the v2 text.
+    local st = rawget(_G, 'struct')
+    local state = st and st.pack('>BI7I7', 243, ends, count) or string.format('v2:%d:%d', ends, count)
+    local ok = redis.pcall('SET', key, state, 'PXAT', string.format('%d', ends))
     if ok.err then return nil, ok end -- SET answers a status, or an error
   end
   if report then

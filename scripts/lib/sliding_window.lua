@@ -72,7 +72,10 @@ local function sliding(key, x, cost, now, j, take, report, read)
     s, p, cur = start, window, cur + cost
     scaled = prev * (p - (now_ms - s)) + cur * p
     -- PXAT as a string: cheaper for Redis to take than a number, and exact.
-    local ok = redis.pcall('SET', key, struct.pack('>BI6I5I7I7', 195, s, p, cur, prev), 'PXAT', string.format('%d', s + 2 * p))
+    -- A server without Lua's struct library (a stand-in such as miniredis) gets the v2 text.
+    local st = rawget(_G, 'struct')
+    local state = st and st.pack('>BI6I5I7I7', 195, s, p, cur, prev) or string.format('v2:%d:%d:%d:%d', s, p, cur, prev)
+    local ok = redis.pcall('SET', key, state, 'PXAT', string.format('%d', s + 2 * p))
     if ok.err then return nil, ok end -- SET answers a status, or an error
   end
   if report then

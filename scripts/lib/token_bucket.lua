@@ -69,7 +69,10 @@ local function bucket(key, x, cost, now, j, take, report, read)
     d, gone = d + cost * p, false
     full = base + ceil(d / r)
     -- PXAT as a string: cheaper for Redis to take than a number, and exact.
-    local ok = redis.pcall('SET', key, struct.pack('>BI7I7I7I7', 179, d, base, r, p), 'PXAT', string.format('%d', ceil(full / 1000)))
+    -- A server without Lua's struct library (a stand-in such as miniredis) gets the v2 text.
+    local st = rawget(_G, 'struct')
+    local state = st and st.pack('>BI7I7I7I7', 179, d, base, r, p) or string.format('v2:%d:%d:%d:%d', d, base, r, p)
+    local ok = redis.pcall('SET', key, state, 'PXAT', string.format('%d', ceil(full / 1000)))
     if ok.err then return nil, ok end -- SET answers a status, or an error
   end
   if report then
