@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gatehouse/gatehouse/internal/limitertest"
 	"github.com/gatehouse/gatehouse/internal/redistest"
 	"github.com/gatehouse/gatehouse/limiter"
 )
@@ -97,4 +98,42 @@ func TestWithClockSkewOnAFixedWindow(t *testing.T) {
 	if r, err := a.AllowN(ctx, "c", limit, 2); err != nil || !r.Allowed {
 		t.Errorf("ahead, after the host behind moved the window back: %+v, %v; want a fresh quota (4 in one window)", r, err)
 	}
+}
+
+// The sliding log names a request's member after its instant and the live count it was admitted
+// at, which at one instant only grows while the window stays the same. Under a named limit whose
+// window changes, calls at one instant can see different counts (a shorter window's call removes
+// members a longer window still counts) and pick a name already taken: each request still gets a
+// member of its own, so none goes uncounted.
+func TestSlidingLogCountsEveryRequestAtOneInstant(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, b *redistest.Backend) {
+		ctx := context.Background()
+		prefix := redistest.Prefix(t)
+		at := time.Now().Add(time.Hour)
+		lim, err := limiter.New(b.Client, limiter.SlidingLog, limiter.WithKeyPrefix(prefix), limiter.WithClock(func() time.Time { return at }))
+		if err != nil {
+			t.Fatal(err)
+		}
+		hour, second := limiter.PerHour(10).WithName("x"), limiter.PerSecond(10).WithName("x")
+		allow := func(lim *limiter.Limiter, l limiter.Limit, n, left int64) {
+			t.Helper()
+			if r, err := lim.AllowN(ctx, "user", l, n); err != nil || !r.Allowed || r.Remaining != left {
+				t.Fatalf("AllowN(%d) under %v = %+v, %v; want admitted with %d left", n, l, r, err, left)
+			}
+		}
+		later := at
+		at = at.Add(-2 * time.Second)
+		allow(lim, hour, 2, 8) // two members 2 s before the instant
+		at = later
+		allow(lim, hour, 1, 7)   // the third, named after the count 2
+		allow(lim, second, 1, 8) // 1 s counts only that one; named after the count 1; removes the first two
+		allow(lim, hour, 2, 6)   // the count is 2 again: the name of the third is taken
+		if n := b.Client.ZCard(ctx, limitertest.Key(prefix, limiter.SlidingLog, "user", hour)).Val(); n != 4 {
+			t.Errorf("the log holds %d members; want 4, one per request of the last second", n)
+		}
+		if r, err := lim.Peek(ctx, "user", hour); err != nil || r.Remaining != 6 {
+			t.Errorf("Peek under %v = %+v, %v; want 6 left", hour, r, err)
+		}
+		redistest.AssertKeysExpire(t, b, prefix)
+	})
 }

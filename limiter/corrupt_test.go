@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"math"
+	"strings"
 	"testing"
 	"time"
 
@@ -14,15 +15,39 @@ import (
 )
 
 // corruptValues are, per algorithm, values a limit's key may be found holding that the limiter
-// never writes: garbage, partial values, numbers no limit could have written.
+// never writes: garbage, partial values, numbers no limit could have written, in the text formats
+// (v1, v2) and the binary one (v3: a tag byte, then big-endian integers; docs/algorithms.md).
 var corruptValues = map[limiter.Algorithm][]string{
 	limiter.FixedWindow: {"", "garbage", "\xff\x00", "-1:3", "1e5:3", " 12:3", "12:3 ", "12", "12:", ":3", "v2:", "v2:123",
-		"v2:123:", "v2::5", "v2:1:2:3", "v3:1:2", "v2:99999999999999999999:1", "v2:1:99999999999999999999"},
+		"v2:123:", "v2::5", "v2:1:2:3", "v3:1:2", "v2:99999999999999999999:1", "v2:1:99999999999999999999",
+		"\xf3", "\xf3" + zeros(13), "\xf3" + zeros(15), // the tag and a wrong length
+		"\xf3" + ones(7) + zeros(7), // a window ending centuries ahead
+		"\xf3" + zeros(7) + ones(7), // a count past 2^53
+		"\xb3" + zeros(14),          // another algorithm's tag
+	},
 	limiter.SlidingWindow: {"", "garbage", "1:2", "1:2:", "1:2:3:", "v2:1:2:3", "v2:1:2:3:", "v2:1:0:3:4",
-		"v2:1:999999999999999:3:4", "v2:99999999999999999:1000:1:1", "v2:1:1000:99999999999999:0", "1.5:2:3"},
+		"v2:1:999999999999999:3:4", "v2:99999999999999999:1000:1:1", "v2:1:1000:99999999999999:0", "1.5:2:3",
+		"\xc3" + zeros(24), "\xc3" + zeros(26), // the tag and a wrong length
+		"\xc3" + zeros(25),                                              // a window of 0 ms
+		"\xc3" + zeros(6) + ones(5) + zeros(14),                         // a window longer than MaxPeriod
+		"\xc3" + ones(6) + "\x00\x00\x00\xea\x60" + zeros(14),           // a window starting centuries ahead
+		"\xc3" + zeros(6) + "\x00\x00\x00\xea\x60" + ones(7) + zeros(7), // counts past 2^53 with the window
+		"\xb3" + zeros(25),                                              // another algorithm's tag
+	},
 	limiter.TokenBucket: {"", "garbage", "-5", "1.5", "12:34", "v2:1:2:3", "v2:1:2:3:", "v2:1:2:0:1", "v2:1:2:1:0",
-		"v2:99999999999999999999:2:1:1", "v2:1:99999999999999999:1:1", "v2:x:2:1:1"},
+		"v2:99999999999999999999:2:1:1", "v2:1:99999999999999999:1:1", "v2:x:2:1:1",
+		"\xb3" + zeros(27), "\xb3" + zeros(29), // the tag and a wrong length
+		"\xb3" + zeros(14) + zeros(6) + "\x01" + zeros(7),                   // r = 1, p = 0
+		"\xb3" + zeros(14) + zeros(7) + zeros(6) + "\x01",                   // r = 0, p = 1
+		"\xb3" + ones(7) + zeros(7) + zeros(6) + "\x01" + zeros(6) + "\x01", // a debt past 2^53
+		"\xb3" + zeros(7) + ones(7) + zeros(6) + "\x01" + zeros(6) + "\x01", // written centuries ahead
+		"\xf3" + zeros(28), // another algorithm's tag
+	},
 }
+
+// zeros and ones are n bytes 0x00 and 0xff.
+func zeros(n int) string { return strings.Repeat("\x00", n) }
+func ones(n int) string  { return strings.Repeat("\xff", n) }
 
 // writeCorrupt puts a value of the corrupt kind into key, with an expiry like the limiter's.
 func writeCorrupt(t *testing.T, ctx context.Context, c redis.UniversalClient, key, kind, value string) {

@@ -12,27 +12,38 @@ import (
 	"github.com/gatehouse/gatehouse/limiter"
 )
 
-// Keys written by the scripts of the previous release (testdata/v1, kept as they were) are read for
-// what they say: the first decisions after an upgrade neither forget what was used nor fail. A
-// token bucket's state, kept then at one token per whole microseconds, is read as the whole tokens
-// it owed, rounded up.
+// Keys written by the scripts of earlier versions (testdata/<version>, kept as they were) are read
+// for what they say: the first decisions after an upgrade neither forget what was used nor fail.
+// v1 is the previous release, whose token bucket, kept at one token per whole microseconds, is
+// read as the whole tokens it owed, rounded up; v2 is the text state the binary one replaced, read
+// exactly.
 func TestLimiterReadsStateOfThePreviousRelease(t *testing.T) {
+	for _, version := range []string{"v1", "v2"} {
+		t.Run(version, func(t *testing.T) { readsStateOf(t, version) })
+	}
+}
+
+// readsStateOf checks TestLimiterReadsStateOfThePreviousRelease for the scripts of one version.
+func readsStateOf(t *testing.T, version string) {
 	redistest.Each(t, func(t *testing.T, b *redistest.Backend) {
 		ctx := context.Background()
 		minute := (time.Now().UnixMicro()/60e6 + 2) * 60e6 // a minute ahead of the server's clock
 		for _, a := range algorithms {
 			t.Run(a.alg.String(), func(t *testing.T) {
 				prefix := redistest.Prefix(t)
-				src, err := os.ReadFile("testdata/v1/" + a.alg.String() + ".lua")
+				src, err := os.ReadFile("testdata/" + version + "/" + a.alg.String() + ".lua")
 				if err != nil {
 					t.Fatal(err)
 				}
-				old := script.New("v1_"+a.alg.String(), string(src))
+				old := script.New(version+"_"+a.alg.String(), string(src))
 				limit := limiter.PerMinute(5)
 				args := []any{limit.Rate, limit.Period.Milliseconds()}
 				if a.alg == limiter.TokenBucket {
 					limit = limiter.Per(2, 10*time.Minute).WithBurst(5) // one token per 300 s
-					args = []any{limit.Capacity(), int64(300e6)}
+					args = []any{limit.Capacity(), int64(300e6)}        // v1: burst, interval (µs)
+					if version != "v1" {
+						args = []any{limit.Capacity(), int64(1), int64(300e6)} // burst, r, p
+					}
 				}
 				now := minute + 10e6
 				key := limitertest.Key(prefix, a.alg, "user", limit)
@@ -56,9 +67,13 @@ func TestLimiterReadsStateOfThePreviousRelease(t *testing.T) {
 				if a.alg == limiter.TokenBucket {
 					r, err = lim.AllowN(ctx, "user", limit, 3)
 					expect("3 more at once", r, err, false, 2, 300*time.Second)
-					now += 150e6 // 2.5 tokens owed, read as 3
+					now += 150e6 // 2.5 tokens owed: read as 3 from v1, exactly from v2
 					r, err = lim.AllowN(ctx, "user", limit, 3)
-					expect("3 more 150 s later", r, err, false, 2, 300*time.Second)
+					if version == "v1" {
+						expect("3 more 150 s later", r, err, false, 2, 300*time.Second)
+					} else {
+						expect("3 more 150 s later", r, err, false, 2, 150*time.Second)
+					}
 				}
 				r, err = lim.Allow(ctx, "user", limit)
 				expect("one more", r, err, true, 1, 0)

@@ -5,6 +5,6 @@
 -- Reply    integer: seconds * 1000000 + microseconds, from TIME
 --
 -- Used to measure the offset between a host's clock and the server's, and by tests of the script runtime.
---#include lib/time_us
 
-return clock_us("0")
+local t = redis.call('TIME')
+return t[1] * 1000000 + t[2] -- TIME's strings are coerced by the arithmetic, exactly

@@ -6,10 +6,12 @@
 -- end of its own window. So a limit whose period changed (a named limit) keeps the count of a
 -- window that has not ended, until that window ends or a request is admitted under the new period.
 --
--- KEYS[i]   state of limit i: "v2:<window end in ms>:<count>", which expires at the window's end.
---           Earlier versions stored "<window index>:<count>", the index under the limit's period:
---           it is read as the window of that index. Any other value (or numbers no limit could
---           have written) is corrupt: the call fails with "CORRUPTSTATE <i>" and writes nothing.
+-- KEYS[i]   state of limit i: 15 bytes, struct.pack('>BI7I7', 0xF3, window end in ms, count) (a tag
+--           byte, then unsigned big-endian integers), which expires at the window's end. Earlier
+--           versions stored "v2:<window end in ms>:<count>", read the same, and before it
+--           "<window index>:<count>", the index under the limit's period: it is read as the window
+--           of that index. Any other value (or numbers no limit could have written) is corrupt: the
+--           call fails with "CORRUPTSTATE <i>" and writes nothing.
 -- ARGV[1]   cost: how many requests this call asks for, an integer >= 1
 -- ARGV[2]   "1" to peek (decide, write nothing, report the state before the cost), "0" to consume;
 --           then, when any limit is in shadow mode, one character per limit: "s" for shadow mode
@@ -25,4 +27,6 @@
 
 --#include lib/fixed_window
 
-return decide(fixed, 2, 0, #KEYS, 4, tonumber(ARGV[1]), ARGV[2], clock_us(ARGV[3]))
+-- The usual cost ("1") and now ("0": the server's TIME) are compared, not converted.
+local cost, now = ARGV[1], ARGV[3]
+return decide(fixed, 2, 0, #KEYS, 4, cost == '1' and 1 or cost + 0, ARGV[2], now == '0' and 0 or now + 0)

@@ -5,8 +5,9 @@
 -- than the limit's requests plus the ones that have aged out since the last admitted call, which
 -- that call removes.
 --
--- KEYS[i]   state of limit i: a sorted set, member "<time>:<sequence>", score = time in microseconds;
---           it expires one window after its newest member
+-- KEYS[i]   state of limit i: a sorted set, member "<time>#<sequence>" (earlier versions:
+--           "<time>:<sequence>"), score = time in microseconds; it expires one window after its
+--           newest member
 -- ARGV[1]   cost: how many requests this call asks for, an integer >= 1 (one member each)
 -- ARGV[2]   "1" to peek (decide, write nothing, report the state before the cost), "0" to consume;
 --           then, when any limit is in shadow mode, one character per limit: "s" for shadow mode
@@ -27,4 +28,6 @@
 
 --#include lib/sliding_log
 
-return decide(slog, 2, 0, #KEYS, 4, tonumber(ARGV[1]), ARGV[2], clock_us(ARGV[3]))
+-- The usual cost ("1") and now ("0": the server's TIME) are compared, not converted.
+local cost, now = ARGV[1], ARGV[3]
+return decide(slog, 2, 0, #KEYS, 4, cost == '1' and 1 or cost + 0, ARGV[2], now == '0' and 0 or now + 0)

@@ -10,9 +10,11 @@
 -- the current count to the previous one. One admitted under another period (a named limit whose
 -- period changed) starts its own window's count with the stored estimate, rounded up.
 --
--- KEYS[i]   state of limit i: "v2:<window start ms>:<window ms>:<current count>:<previous count>",
+-- KEYS[i]   state of limit i: 26 bytes, struct.pack('>BI6I5I7I7', 0xC3, window start ms, window ms,
+--           current count, previous count) (a tag byte, then unsigned big-endian integers),
 --           expiring at the end of the window after its own (the count is then the previous one).
---           Earlier versions stored "<window index>:<current count>:<previous count>", the index
+--           Earlier versions stored "v2:<window start ms>:<window ms>:<current>:<previous>", read
+--           the same, and before it "<window index>:<current count>:<previous count>", the index
 --           under the limit's period: it is read as that window. Any other value (or numbers no
 --           limit could have written) is corrupt: the call fails with "CORRUPTSTATE <i>" and
 --           writes nothing.
@@ -35,4 +37,6 @@
 
 --#include lib/sliding_window
 
-return decide(sliding, 2, 0, #KEYS, 4, tonumber(ARGV[1]), ARGV[2], clock_us(ARGV[3]))
+-- The usual cost ("1") and now ("0": the server's TIME) are compared, not converted.
+local cost, now = ARGV[1], ARGV[3]
+return decide(sliding, 2, 0, #KEYS, 4, cost == '1' and 1 or cost + 0, ARGV[2], now == '0' and 0 or now + 0)

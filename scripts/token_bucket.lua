@@ -12,12 +12,14 @@
 --   - another burst only: the debt, capped at the new burst;
 --   - a state the limit that wrote it would have refilled by now is empty (its key expires then).
 --
--- KEYS[i]   state of limit i: "v2:<d>:<t>:<r>:<p>", t in integer microseconds since the Unix epoch,
---           r and p those of the limit that wrote it; it expires when the bucket is full. Earlier
---           versions stored "<tat>", the instant the bucket is full again at one token per
---           ceil(p / r) microseconds: it is read as the whole tokens it stood for, rounded up.
---           Any other value (or numbers no limit could have written) is corrupt: the call fails
---           with "CORRUPTSTATE <i>" and writes nothing.
+-- KEYS[i]   state of limit i: 29 bytes, struct.pack('>BI7I7I7I7', 0xB3, d, t, r, p) (a tag byte, then
+--           unsigned big-endian integers of 7 bytes), t in integer microseconds since the Unix
+--           epoch, r and p those of the limit that wrote it; it expires when the bucket is full.
+--           Earlier versions stored "v2:<d>:<t>:<r>:<p>", read the same, and before it "<tat>",
+--           the instant the bucket is full again at one token per ceil(p / r) microseconds: it is
+--           read as the whole tokens it stood for, rounded up. Any other value (or numbers no limit
+--           could have written) is corrupt: the call fails with "CORRUPTSTATE <i>" and writes
+--           nothing.
 -- ARGV[1]   cost: how many tokens this call takes, an integer >= 1
 -- ARGV[2]   "1" to peek (decide, write nothing, report the state before the cost), "0" to consume;
 --           then, when any limit is in shadow mode, one character per limit: "s" for shadow mode
@@ -36,4 +38,6 @@
 
 --#include lib/token_bucket
 
-return decide(bucket, 3, 0, #KEYS, 4, tonumber(ARGV[1]), ARGV[2], clock_us(ARGV[3]))
+-- The usual cost ("1") and now ("0": the server's TIME) are compared, not converted.
+local cost, now = ARGV[1], ARGV[3]
+return decide(bucket, 3, 0, #KEYS, 4, cost == '1' and 1 or cost + 0, ARGV[2], now == '0' and 0 or now + 0)

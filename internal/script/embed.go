@@ -14,7 +14,7 @@ import (
 var files = scripts.FS()
 
 // includeDirective starts a line of a script (or of a part) that compose replaces with the text of
-// a shared part: "--#include lib/time_us" is replaced by scripts/lib/time_us.lua. docs/runtime.md
+// a shared part: "--#include lib/time_ms" is replaced by scripts/lib/time_ms.lua. docs/runtime.md
 // describes the composition.
 const includeDirective = "--#include "
 

@@ -7,36 +7,48 @@
 -- in one string. ARGV is: t, the number of distinct requests; then each request: m (its limits),
 -- cost, flags, now, then params values per limit; then, per decision, the request it makes (1 to
 -- t). A decision's keys are the next m of KEYS. A request whose now is "0" is made at the
--- server's TIME, read once for the whole call.
+-- server's TIME, read once for the whole call (by the first decision that needs it).
 --
 -- The reply is, per decision in order, the single script's reply as byte 0, its length n (two
 -- bytes, big-endian) and n big-endian doubles (each an integer, exact below 2^53); or its error
 -- reply as byte 1, the message's length (two bytes) and the message. One string costs Redis less
--- to build, and the client less to read, than an array of arrays.
+-- to build, and the client less to read, than an array of arrays. A server whose Lua lacks the
+-- struct library (a stand-in such as miniredis) answers text instead: "t", then per decision
+-- "i<integer>,<integer>,...;" or "e<length>:<message>".
 local function batch(alg, params)
-  local tonumber, pack = tonumber, struct.pack
+  local tonumber = tonumber
+  local st = rawget(_G, 'struct')
   local nargs, t = #ARGV, tonumber(ARGV[1])
   -- Each request's values, read once: its limits, cost, flags, now, and where its limits start.
   local ms, costs, flags, nows, starts = {}, {}, {}, {}, {}
-  local a, server = 2, nil
+  local a = 2
   for r = 1, t do
-    local m, now = tonumber(ARGV[a]), tonumber(ARGV[a + 3])
-    if now == 0 then
-      if not server then server = clock_us('0') end
-      now = server
-    end
-    ms[r], costs[r], flags[r], nows[r], starts[r] = m, tonumber(ARGV[a + 1]), ARGV[a + 2], now, a + 4
+    local m = tonumber(ARGV[a])
+    ms[r], costs[r], flags[r], nows[r], starts[r] = m, tonumber(ARGV[a + 1]), ARGV[a + 2], tonumber(ARGV[a + 3]), a + 4
     a = a + 4 + params * m
   end
-  local out, fmt, k = {}, {}, 0
+  local out, fmt, k, server, o = {}, {}, 0, 0, 0
+  if not st then out[1], o = 't', 1 end
   for i = 1, nargs - a + 1 do
     local r = tonumber(ARGV[a + i - 1])
-    local m = ms[r]
-    local v = decide(alg, params, k, m, starts[r], costs[r], flags[r], nows[r])
+    local m, now, v = ms[r], nows[r], nil
+    if now == 0 then
+      v, server = decide(alg, params, k, m, starts[r], costs[r], flags[r], server)
+    else
+      v = decide(alg, params, k, m, starts[r], costs[r], flags[r], now)
+    end
     local e = v.err
-    if e then
+    if not st then
+      if e then
+        out[o + i] = 'e' .. #e .. ':' .. e
+      else
+        local s = {}
+        for j = 1, #v do s[j] = string.format('%d', v[j]) end
+        out[o + i] = 'i' .. table.concat(s, ',') .. ';'
+      end
+    elseif e then
       if #e > 65535 then e = string.sub(e, 1, 65535) end
-      out[i] = pack('>BH', 1, #e) .. e
+      out[i] = st.pack('>BH', 1, #e) .. e
     else
       local n = #v
       local f = fmt[n]
@@ -44,7 +56,7 @@ local function batch(alg, params)
         f = '>BH' .. string.rep('d', n)
         fmt[n] = f
       end
-      out[i] = pack(f, 0, n, unpack(v))
+      out[i] = st.pack(f, 0, n, unpack(v))
     end
     k = k + m
   end

@@ -4,60 +4,68 @@
 -- An algorithm's part (lib/token_bucket, ...) defines one function that decides a cost against
 -- one limit:
 --
---   alg(key, x, cost, now, j, take, out, read) reads limit j's state in key (its parameters at
---     ARGV[x], ...), unless read is what an earlier call of it read there, and decides cost
---     against it at now. When take is true and the limit admits the cost, it takes it, writing the
---     state. When out is a table, it puts the limit's part of the reply there (report below). It
---     returns whether the limit admits the cost and what it read; or nil and the error reply of
---     the decision (CORRUPTSTATE <j>, WRONGTYPE, a refused write).
+--   alg(key, x, cost, now, j, take, report, read) reads limit j's state in key (its parameters
+--     at ARGV[x], ...), unless read is what an earlier call of it read there (not nil), and
+--     decides cost against it at now. When take is true and the limit admits the cost, it takes
+--     it, writing the state. It returns whether the limit admits the cost and what it read, and
+--     when report is true the limit's part of the reply after them: the requests or tokens left
+--     (below 0 is read as 0), the retry time and the reset time (µs). Or it returns nil and the
+--     error reply of the decision (CORRUPTSTATE <j>, WRONGTYPE, a refused write).
+--
+-- Quotients of integers are exact as the parts take them: ceil(a / b) for integers 0 <= a < 2^53
+-- and b >= 1 (a quotient that is not whole is at least 1/b from the next integer, which is more
+-- than a double's rounding of it, at most a / b * 2^-53, when a < 2^53), a floor as
+-- ceil((a + 1) / b) - 1, and floor(a / b) where a + b < 2^53 (a quotient is then at least 1/b
+-- below the next integer, more than its rounding).
 --
 -- A script runs its whole text on every call, so each function it defines (a closure, and each
 -- upvalue it captures) costs Redis time on every call, whether it is used or not: the parts define
--- few functions, and look up what they use inside them. docs/runtime.md has the figures.
---#include lib/time_us
+-- few functions, and look up what they use inside them. Numbers in ARGV are taken by arithmetic
+-- (ARGV[i] + 0), as TIME's are: tonumber of a string parses it twice. docs/runtime.md has the
+-- figures.
 
 -- decide makes one decision of m limits, all or nothing, with the algorithm's function alg: limit
 -- j's key is KEYS[k + j] and its parameters (params values each) start at ARGV[a + params(j - 1)];
--- cost, flags and now (µs) as the scripts' ARGV[1..3] give them ("1" first in flags to peek; then
--- "s" in place j + 1 for a limit in shadow mode, whose refusal does not refuse the decision). The
--- limits that enforce must all admit the cost for any to take it; then each limit that admits it
--- does. It returns the reply {allowed, then allowed_j, remaining_j, retry_j, reset_j per limit},
--- or the first error reply: a limit's read failing fails the decision before anything is written.
+-- cost and flags as the scripts' ARGV[1..2] give them ("1" first in flags to peek; then "s" in
+-- place j + 1 for a limit in shadow mode, whose refusal does not refuse the decision); now in
+-- integer microseconds since the Unix epoch, or 0 for the server's TIME, read here. The limits
+-- that enforce must all admit the cost for any to take it; then each limit that admits it does.
+-- It returns the reply {allowed, then allowed_j, remaining_j, retry_j, reset_j per limit}, or the
+-- first error reply (a limit's read failing fails the decision before anything is written); and
+-- the instant it decided at.
 local function decide(alg, params, k, m, a, cost, flags, now)
-  local byte = string.byte
-  local peek = byte(flags) == 49
+  local peek = flags ~= '0' and string.byte(flags) == 49 -- "0", the usual flags, compares at once
+  if now == 0 then
+    local t = redis.call('TIME')
+    now = t[1] * 1000000 + t[2] -- exact for integers
+  end
   if m == 1 then
-    local out = {0, 0, 0, 0, 0} -- sized at once: a table grown one by one is copied as it grows
-    local ok, err = alg(KEYS[k + 1], a, cost, now, 1, not peek, out)
-    if ok == nil then return err end
-    if ok or byte(flags, 2) == 115 then out[1] = 1 end
-    return out
+    local ok, v, left, retry, reset = alg(KEYS[k + 1], a, cost, now, 1, not peek, true)
+    if ok == nil then return v, now end
+    if left < 0 then left = 0 end
+    -- The reply made at once: a table grown one by one is copied as it grows.
+    return {(ok or string.byte(flags, 2) == 115) and 1 or 0, ok and 1 or 0, left, retry, reset}, now
   end
   -- Several limits: each is read and decided first, writing nothing, then decided again from what
   -- it read (nothing ran in between) to take the cost and report.
+  local byte = string.byte
   local out, all, read = {0}, 1, {}
   for j = 1, m do
-    local ok, v = alg(KEYS[k + j], a + params * (j - 1), cost, now, j, false, nil, nil)
-    if ok == nil then return v end
+    local ok, v = alg(KEYS[k + j], a + params * (j - 1), cost, now, j, false, false, nil)
+    if ok == nil then return v, now end
     if not ok and byte(flags, 1 + j) ~= 115 then all = 0 end
     read[j] = v
   end
   out[1] = all
   local take = all == 1 and not peek
   for j = 1, m do
-    local ok, err = alg(KEYS[k + j], a + params * (j - 1), cost, now, j, take, out, read[j])
-    if ok == nil then return err end
+    local ok, err, left, retry, reset = alg(KEYS[k + j], a + params * (j - 1), cost, now, j, take, true, read[j])
+    if ok == nil then return err, now end
+    if left < 0 then left = 0 end
+    local n = 4 * j - 3
+    out[n + 1], out[n + 2], out[n + 3], out[n + 4] = ok and 1 or 0, left, retry, reset
   end
-  return out
-end
-
--- report(out, j, allowed, left, retry, reset) puts limit j's part of the reply in out: allowed (a
--- boolean) as 1 or 0, the requests or tokens left (0 when below), the retry time and the reset time
--- (µs).
-local function report(out, j, allowed, left, retry, reset)
-  local n = 4 * j - 3
-  if left < 0 then left = 0 end
-  out[n + 1], out[n + 2], out[n + 3], out[n + 4] = allowed and 1 or 0, left, retry, reset
+  return out, now
 end
 
 -- get(key, read) is read when it is not nil (what an earlier call read from key), else the string

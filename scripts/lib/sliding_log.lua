@@ -7,12 +7,13 @@
 -- per window of ARGV[x + 1] ms at ARGV[x]. A score it reads that is not a whole number of
 -- microseconds a request could have is corrupt; the scores it may need are read before anything is
 -- written, so that a corrupt one fails the decision with nothing written.
-local function slog(key, x, cost, now, j, take, out, read)
+local function slog(key, x, cost, now, j, take, report, read)
   local tonumber, format, floor = tonumber, string.format, math.floor
   local EXACT = 9007199254740992         -- 2^53: integers up to it are exact in a double
   local CHUNK = 1000                     -- members per ZADD
-  local rate, span = tonumber(ARGV[x]), tonumber(ARGV[x + 1]) * 1000
-  local live = '(' .. format('%d', now - span) -- members newer than now - span still count
+  local rate, span = ARGV[x] + 0, ARGV[x + 1] * 1000
+  local cut = format('%d', now - span)
+  local live = '(' .. cut -- members newer than now - span (cut) still count
   local count = read
   if count == nil then
     count = redis.pcall('ZCOUNT', key, live, '+inf')
@@ -33,26 +34,34 @@ local function slog(key, x, cost, now, j, take, out, read)
   end
   local last -- the newest request's time, for the reset
   if allowed and take then
-    -- Members are "<now>:<k>" with k counting this instant's members, which the removal below
-    -- never touches, so k + i is new. At most CHUNK members per ZADD: unpack of a long table passes
-    -- Lua's stack. ZADD comes first: Redis refuses a script's first write when it is out of memory
-    -- (maxmemory with noeviction), but lets any write through once the script has written.
+    -- Members are "<now>#<k>", k counting on from the live count: at one instant, under one
+    -- window, that count only grows by what each admitted call adds (the removal below never
+    -- touches a live member), so the names are new, and no ZCOUNT of this instant's members is
+    -- needed. A name already taken (calls at one instant under different windows, whose removals
+    -- differ) is seen in ZADD's answer, the members it added: the call then goes on counting until
+    -- it has added cost members. Earlier versions named members "<now>:<k>", never equal to these.
+    -- At most CHUNK members per ZADD: unpack of a long table passes Lua's stack. ZADD comes first:
+    -- Redis refuses a script's first write when it is out of memory (maxmemory with noeviction),
+    -- but lets any write through once the script has written.
     local at = format('%d', now)
-    local seq = redis.call('ZCOUNT', key, at, at)
-    local args = {}
+    local added, n, args = 0, 0, {}
     for i = 1, cost do
-      args[#args + 1] = at
-      args[#args + 1] = at .. ':' .. (seq + i)
-      if #args == 2 * CHUNK or i == cost then
-        local ok = redis.pcall('ZADD', key, unpack(args))
-        if type(ok) == 'table' and ok.err then return nil, ok end
-        args = {}
+      args[n + 1], args[n + 2], n = at, format('%s#%d', at, count + i), n + 2
+      if n == 2 * CHUNK or i == cost then
+        local ok = redis.pcall('ZADD', key, unpack(args, 1, n))
+        if type(ok) == 'table' then return nil, ok end -- an error: ZADD answers an integer
+        added, n = added + ok, 0
       end
     end
-    redis.call('ZREMRANGEBYSCORE', key, '-inf', format('%d', now - span))
+    local k = count + cost
+    while added < cost do -- a name taken: the next ones, one at a time
+      k = k + 1
+      added = added + redis.call('ZADD', key, at, format('%s#%d', at, k))
+    end
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', cut)
     redis.call('PEXPIREAT', key, format('%d', math.ceil((now + span) / 1000)))
     count, last = count + cost, now
-  elseif count > 0 and (out or not allowed) then
+  elseif count > 0 and (report or not allowed) then
     local r = redis.call('ZREVRANGEBYSCORE', key, '+inf', '-inf', 'WITHSCORES', 'LIMIT', 0, 1)
     if r[2] then
       last = tonumber(r[2])
@@ -61,10 +70,10 @@ local function slog(key, x, cost, now, j, take, out, read)
       end
     end
   end
-  if out then
+  if report then
     local reset, left = 0, rate - count
     if count > 0 and last then reset = last + span - now end
-    report(out, j, allowed, left, retry, reset)
+    return allowed, counted, left, retry, reset
   end
   return allowed, counted
 end
