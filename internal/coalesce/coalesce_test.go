@@ -337,7 +337,25 @@ func TestBadReplies(t *testing.T) {
 	if s := b.Stats(); s.Failed != 0 {
 		t.Errorf("stats %+v: Redis answered every call, none failed", s)
 	}
+	// The text a server whose Lua lacks the struct library answers (lib/batch.lua).
+	text := New(be.Client, single, script.New("test_batch", pack(`"ti1,-2,300;e3:OOMi1,2,300,-4,5;"`)), Options{MaxInFlight: 1})
+	rs = batchOf3(t, ctx, text, p)
+	if want := []int64{1, -2, 300}; rs[0].err != nil || !slices.Equal(rs[0].val, want) {
+		t.Errorf("text, decision 0: %v, %v; want %v", rs[0].val, rs[0].err, want)
+	}
+	if !redis.HasErrorPrefix(rs[1].err, "OOM") {
+		t.Errorf("text, decision 1: %v, %v; want its error reply OOM", rs[1].val, rs[1].err)
+	}
+	if want := []int64{1, 2, 300, -4, 5}; rs[2].err != nil || !slices.Equal(rs[2].val, want) {
+		t.Errorf("text, decision 2: %v, %v; want %v", rs[2].val, rs[2].err, want)
+	}
 	for _, body := range []string{
+		`"ti1;i1.5;i2;"`,               // not an integer
+		`"ti1;e9:OOM;i2;"`,             // a message shorter than its length
+		`"ti1;i2;"`,                    // two parts for three decisions
+		`"ti1;i2;i3;x"`,                // bytes after the last part
+		`"ti1;x2;i3;"`,                 // no such part
+		`"ti1;i2;i3"`,                  // a part without its end
 		"{1, 2, 3}",                    // an array
 		"struct.pack('>BHd', 0, 1, 1)", // one part for three decisions
 		parts + " .. 'x'",              // bytes after the last part

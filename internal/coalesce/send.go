@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -273,6 +275,9 @@ func (b *Batcher) answer(cmd redis.Cmder, ws []*waiter, again []*waiter) []*wait
 // decision whose values are not all integers gets an error wrapping script.ErrBadReply; unpack
 // returns one when the reply is not made of ws' parts.
 func unpack(reply string, ws []*waiter) error {
+	if strings.HasPrefix(reply, "t") {
+		return unpackText(reply[1:], ws)
+	}
 	vals := make([]int64, 0, len(reply)/8) // the integers of every decision: one allocation per call
 	s := reply
 	for i, w := range ws {
@@ -303,6 +308,53 @@ func unpack(reply string, ws []*waiter) error {
 		}
 	}
 	if len(s) > 0 {
+		return fmt.Errorf("%w: %d bytes after %d decisions", script.ErrBadReply, len(s), len(ws))
+	}
+	return nil
+}
+
+// unpackText is unpack for the text a server whose Lua lacks the struct library answers (a
+// stand-in such as miniredis; lib/batch.lua): per decision, "i", integers separated by commas,
+// and ";"; or "e", the message's length, ":" and the message.
+func unpackText(s string, ws []*waiter) error {
+	var vals []int64
+	for i, w := range ws {
+		bad := fmt.Errorf("%w: decision %d of %d is malformed", script.ErrBadReply, i+1, len(ws))
+		if s == "" {
+			return bad
+		}
+		switch s[0] {
+		case 'i':
+			end := strings.IndexByte(s, ';')
+			if end < 0 {
+				return bad
+			}
+			from := len(vals)
+			for f := range strings.SplitSeq(s[1:end], ",") {
+				v, err := strconv.ParseInt(f, 10, 64)
+				if err != nil {
+					return bad
+				}
+				vals = append(vals, v)
+			}
+			w.ints = vals[from:len(vals):len(vals)]
+			s = s[end+1:]
+		case 'e':
+			colon := strings.IndexByte(s, ':')
+			if colon < 0 {
+				return bad
+			}
+			n, err := strconv.Atoi(s[1:colon])
+			if err != nil || n < 0 || len(s) < colon+1+n {
+				return bad
+			}
+			w.err = replyError(s[colon+1 : colon+1+n])
+			s = s[colon+1+n:]
+		default:
+			return bad
+		}
+	}
+	if s != "" {
 		return fmt.Errorf("%w: %d bytes after %d decisions", script.ErrBadReply, len(s), len(ws))
 	}
 	return nil
