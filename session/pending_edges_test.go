@@ -1,0 +1,93 @@
+package session_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/gatehouse/gatehouse/internal/redistest"
+	"github.com/gatehouse/gatehouse/internal/sessiontest"
+	"github.com/gatehouse/gatehouse/session"
+)
+
+// A rotation of a signed-in session (Rotate, or a Login of the same user again) leaves the session
+// pending between its two calls: the cap does not count it. A sign-in of the same user that lands
+// in that window finds room for itself; the rotated session must still count when it is made
+// live, or the user ends up with more sessions than the cap. The cap ends the oldest sign-ins
+// first: when that is the rotated session itself (Rotate keeps authenticated-at), it is the one
+// ended, and the rotation fails with ErrNotFound, as if the sign-in had landed after it.
+func TestCapHoldsAcrossPendingRotation(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, b *redistest.Backend) {
+		ctx := context.Background()
+		const limit = 3
+		opts := []session.Option{session.WithMaxSessionsPerUser(limit)}
+		st, prefix := sessiontest.NewStore(t, b, opts...)
+		forced, h := interposed(t, b, prefix, "session_activate", opts...)
+		for _, kind := range []string{"rotate", "again"} {
+			user := "cap-rotation-" + kind
+			var held []*session.Session // the user's sessions, oldest sign-in first
+			for range limit {
+				s := sessiontest.Stored(t, st, "a", "1")
+				if err := st.Login(ctx, s, user); err != nil {
+					t.Fatal(err)
+				}
+				held = append(held, s)
+				time.Sleep(2 * time.Millisecond) // distinct authenticated-at instants (ms)
+			}
+			rotated := held[0]
+			var late *session.Session
+			h.arm(indexKeyOf(rotated.Key()), func() {
+				late = sessiontest.Stored(t, st, "a", "late")
+				if err := st.Login(ctx, late, user); err != nil {
+					t.Errorf("%s: the sign-in while a rotation is pending: %v", kind, err)
+				}
+			})
+			var err error
+			if kind == "rotate" {
+				err = forced.Rotate(ctx, rotated)
+			} else {
+				err = forced.Login(ctx, rotated, user)
+			}
+			if late == nil {
+				t.Fatalf("%s: the activation was not interposed", kind)
+			}
+			held = append(held, late)
+			list, lerr := st.ListByUser(ctx, user)
+			if lerr != nil {
+				t.Fatal(lerr)
+			}
+			var alive, dead []session.Metadata
+			for _, s := range held {
+				if _, err := st.Load(ctx, s.Token()); err == nil {
+					alive = append(alive, s.Metadata())
+				} else {
+					dead = append(dead, s.Metadata())
+				}
+			}
+			if len(list) > limit || len(alive) > limit {
+				t.Errorf("%s: %d sessions listed, %d load, after a sign-in during a rotation; the cap is %d",
+					kind, len(list), len(alive), limit)
+			}
+			for _, d := range dead {
+				for _, a := range alive {
+					if d.AuthenticatedAt.After(a.AuthenticatedAt) {
+						t.Errorf("%s: a sign-in at %v was ended while an older one (%v) lives", kind,
+							d.AuthenticatedAt.UnixMilli(), a.AuthenticatedAt.UnixMilli())
+					}
+				}
+			}
+			switch kind {
+			case "rotate": // the rotated session is the oldest sign-in: the cap ends it
+				if !errors.Is(err, session.ErrNotFound) {
+					t.Errorf("rotate: the oldest sign-in rotated while the cap was reached: %v; want ErrNotFound", err)
+				}
+			case "again": // signed in again, it is newer than held[1]: that one goes
+				if err != nil {
+					t.Errorf("again: %v", err)
+				}
+			}
+		}
+		redistest.AssertKeysExpire(t, b, prefix)
+	})
+}
