@@ -91,3 +91,46 @@ func TestCapHoldsAcrossPendingRotation(t *testing.T) {
 		redistest.AssertKeysExpire(t, b, prefix)
 	})
 }
+
+// The index vouches for every signed-in session, pending ones too: when a user's index is lost
+// (evicted under an LRU policy) while a sign-in is pending, the old token's grace pointer must not
+// read the pending copy as a signed-in session, which the activation then finds signed out.
+func TestPendingReadThroughGraceNeedsTheIndex(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, b *redistest.Backend) {
+		ctx := context.Background()
+		opts := []session.Option{session.WithRotationGrace(time.Minute)}
+		st, prefix := sessiontest.NewStore(t, b, opts...)
+		const user = "pending-unvouched"
+		probe := sessiontest.Stored(t, st, "p", "1")
+		if err := st.Login(ctx, probe, user); err != nil {
+			t.Fatal(err)
+		}
+		forced, h := interposed(t, b, prefix, "session_activate", opts...)
+		s := sessiontest.Stored(t, st, "a", "1")
+		oldTok := s.Token()
+		ran := false
+		h.arm(indexKeyOf(probe.Key()), func() {
+			ran = true
+			if err := b.Client.Del(ctx, indexKeyOf(probe.Key())).Err(); err != nil { // as an eviction
+				t.Error(err)
+			}
+			if got, err := st.Load(ctx, oldTok); !errors.Is(err, session.ErrNotFound) {
+				user := ""
+				if got != nil {
+					user = got.UserID()
+				}
+				t.Errorf("the old token, its copy pending and not vouched for: %v, user %q; want ErrNotFound", err, user)
+			}
+		})
+		if err := forced.Login(ctx, s, user); !errors.Is(err, session.ErrNotFound) {
+			t.Errorf("Login with the index lost before its activation: %v; want ErrNotFound", err)
+		}
+		if !ran {
+			t.Fatal("the activation was not interposed")
+		}
+		if _, err := st.Load(ctx, oldTok); !errors.Is(err, session.ErrNotFound) {
+			t.Errorf("the old token after the Login failed: %v; want ErrNotFound", err)
+		}
+		redistest.AssertKeysExpire(t, b, prefix)
+	})
+}
