@@ -134,3 +134,49 @@ func TestPendingReadThroughGraceNeedsTheIndex(t *testing.T) {
 		redistest.AssertKeysExpire(t, b, prefix)
 	})
 }
+
+// A Login whose last call never landed leaves s on the new token, which names a pending copy that
+// never becomes live: signed out. DestroyOthers through it (a handler that signs the other
+// devices out right after a sign-in) must end nothing, as through any signed-out session: else
+// the user is signed out everywhere, this device included.
+func TestDestroyOthersThroughPendingEndsNothing(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, b *redistest.Backend) {
+		ctx := context.Background()
+		st, prefix := sessiontest.NewStore(t, b)
+		h := newStepFailer()
+		hs := hookedStore(t, b, prefix, h)
+		const user = "others-through-pending"
+		other := sessiontest.Stored(t, st, "device", "other")
+		if err := st.Login(ctx, other, user); err != nil {
+			t.Fatal(err)
+		}
+		s, err := st.New()
+		if err == nil {
+			err = s.Put("a", "1")
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		warm := sessiontest.Stored(t, hs, "a", "1") // the scripts loaded: each step is one call
+		if err := hs.Login(ctx, warm, "someone-else"); err != nil {
+			t.Fatal(err)
+		}
+		h.arm(2, false) // a session never stored signs in: session_create, then session_activate
+		err = hs.Login(ctx, s, user)
+		h.disarm()
+		if err == nil || h.wasSent("session_activate") || !h.wasSent("session_create") {
+			t.Fatalf("Login = %v (sent %v); want it failed before its activation was sent", err, h.sent)
+		}
+		if _, err := st.Load(ctx, s.Token()); !errors.Is(err, session.ErrNotFound) {
+			t.Fatalf("the token of a Login that was never made live loads: %v", err)
+		}
+		n, err := st.DestroyOthers(ctx, s)
+		if n != 0 || !errors.Is(err, session.ErrNotFound) {
+			t.Errorf("DestroyOthers through the pending session = %d, %v; want 0, ErrNotFound", n, err)
+		}
+		if _, err := st.Load(ctx, other.Token()); err != nil {
+			t.Errorf("the user's other device after DestroyOthers through a signed-out session: %v", err)
+		}
+		redistest.AssertKeysExpire(t, b, prefix)
+	})
+}
