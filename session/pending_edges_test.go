@@ -180,3 +180,133 @@ func TestDestroyOthersThroughPendingEndsNothing(t *testing.T) {
 		redistest.AssertKeysExpire(t, b, prefix)
 	})
 }
+
+// What a sign-in or rotation sets is carried from pending to live: the live key expires at its
+// idle timeout (RememberMe's, not the pending expiry), its index score is its deadline
+// (RememberMe's lifetime from the sign-in; a rotation keeps it), and no _pn is left.
+func TestPendingToLiveKeepsLifetimes(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, b *redistest.Backend) {
+		ctx := context.Background()
+		const idle, lifetime = 2 * time.Hour, 30 * 24 * time.Hour
+		st, prefix := sessiontest.NewStore(t, b, session.WithMaxSessionsPerUser(5))
+		for _, kind := range []string{"new", "stored", "again", "rotate"} {
+			user := "lifetimes-" + kind
+			s := anonymous(t, st, kind != "new")
+			var want time.Time // the deadline a rotation keeps
+			if kind == "again" || kind == "rotate" {
+				if err := st.Login(ctx, s, user, session.RememberMe(idle, lifetime)); err != nil {
+					t.Fatal(err)
+				}
+				want = s.Metadata().Deadline
+			}
+			before := time.Now()
+			var err error
+			if kind == "rotate" {
+				err = st.Rotate(ctx, s)
+			} else {
+				err = st.Login(ctx, s, user, session.RememberMe(idle, lifetime))
+			}
+			after := time.Now()
+			if err != nil {
+				t.Fatalf("%s: %v", kind, err)
+			}
+			dl := s.Metadata().Deadline
+			if kind == "rotate" {
+				if !dl.Equal(want) {
+					t.Errorf("rotate: deadline %v; want the one kept, %v", dl, want)
+				}
+			} else if dl.Before(before.Add(lifetime-time.Second)) || dl.After(after.Add(lifetime+time.Second)) {
+				t.Errorf("%s: deadline %v; want now + %v", kind, dl, lifetime)
+			}
+			key := string(s.Key())
+			ttl, err := b.Client.PTTL(ctx, key).Result()
+			if err != nil || ttl > idle || ttl < idle-time.Minute {
+				t.Errorf("%s: the live key expires in %v (%v); want its idle timeout, %v", kind, ttl, err, idle)
+			}
+			score, err := b.Client.ZScore(ctx, indexKeyOf(s.Key()), key).Result()
+			if err != nil || int64(score) != dl.UnixMilli() {
+				t.Errorf("%s: index score %v (%v); want the deadline %d", kind, int64(score), err, dl.UnixMilli())
+			}
+			if n, err := b.Client.HExists(ctx, key, "_pn").Result(); err != nil || n {
+				t.Errorf("%s: _pn left on the live record (%v)", kind, err)
+			}
+			if got := sessiontest.MustLoad(t, st, s.Token()); !got.Metadata().Deadline.Equal(dl) || got.Metadata().IdleTimeout != idle {
+				t.Errorf("%s: loaded deadline %v idle %v; want %v, %v", kind, got.Metadata().Deadline, got.Metadata().IdleTimeout, dl, idle)
+			}
+		}
+		redistest.AssertKeysExpire(t, b, prefix)
+	})
+}
+
+// A pending copy that expires just before its activation (a Login slower than the pending expiry)
+// is not made live: the Login fails with ErrNotFound, nothing is listed, and neither token loads.
+// The grace window of the old token ending while the copy is pending changes nothing for the
+// sign-in.
+func TestPendingExpiryAndGraceEndBeforeActivation(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, b *redistest.Backend) {
+		ctx := context.Background()
+		opts := []session.Option{session.WithRotationGrace(time.Minute), session.WithMaxSessionsPerUser(2)}
+		st, prefix := sessiontest.NewStore(t, b, opts...)
+		forced, h := interposed(t, b, prefix, "session_activate", opts...)
+		for _, kind := range []string{"expired", "grace-over"} {
+			user := "window-" + kind
+			probe := sessiontest.Stored(t, st, "p", "1")
+			if err := st.Login(ctx, probe, user); err != nil {
+				t.Fatal(err)
+			}
+			s := sessiontest.Stored(t, st, "a", "1")
+			oldTok, oldKey := s.Token(), s.Key()
+			h.arm(indexKeyOf(probe.Key()), func() {
+				members, err := b.Client.ZRange(ctx, indexKeyOf(probe.Key()), 0, -1).Result()
+				if err != nil {
+					t.Error(err)
+				}
+				target := string(oldKey) // the grace pointer
+				if kind == "expired" {
+					for _, m := range members {
+						if m != string(probe.Key()) {
+							target = m // the pending copy
+						}
+					}
+				}
+				if err := b.Client.PExpire(ctx, target, time.Millisecond).Err(); err != nil {
+					t.Error(err)
+				}
+				for b.Client.Exists(ctx, target).Val() == 1 {
+					time.Sleep(time.Millisecond)
+				}
+			})
+			err := forced.Login(ctx, s, user)
+			list, lerr := st.ListByUser(ctx, user)
+			if lerr != nil {
+				t.Fatal(lerr)
+			}
+			if _, err := st.Load(ctx, oldTok); !errors.Is(err, session.ErrNotFound) {
+				t.Errorf("%s: the old token after the sign-in: %v; want ErrNotFound", kind, err)
+			}
+			switch kind {
+			case "expired":
+				if !errors.Is(err, session.ErrNotFound) {
+					t.Errorf("expired: Login = %v; want ErrNotFound", err)
+				}
+				if len(list) != 1 || list[0].Key != probe.Key() {
+					t.Errorf("expired: %d listed; want the probe alone", len(list))
+				}
+				if _, err := st.Load(ctx, s.Token()); !errors.Is(err, session.ErrNotFound) {
+					t.Errorf("expired: the copy's token loads: %v", err)
+				}
+			case "grace-over":
+				if err != nil {
+					t.Errorf("grace-over: Login = %v", err)
+				}
+				if len(list) != 2 {
+					t.Errorf("grace-over: %d listed; want 2", len(list))
+				}
+				if got := sessiontest.MustLoad(t, st, s.Token()); got.UserID() != user || got.GetString("a") != "1" {
+					t.Errorf("grace-over: %+v", got.Metadata())
+				}
+			}
+		}
+		redistest.AssertKeysExpire(t, b, prefix)
+	})
+}
