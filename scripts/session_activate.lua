@@ -14,14 +14,19 @@
 --           holds a member that is not among them (a sign-in or rotation since), nothing is
 --           written and the caller reads the index again ({4})
 -- ARGV[1]   now in integer milliseconds since the Unix epoch; "0" to use the server's TIME (tests only)
--- ARGV[2]   the most sessions one user may have, or "0" for no cap (a rotation that does not sign
---           a user in): a sign-in beyond it ends the user's oldest sessions by sign-in
---           (authenticated at; equal instants by key), never the one being made live
+-- ARGV[2]   the most sessions one user may have, or "0" for no cap: beyond it, the user's oldest
+--           sessions by sign-in (authenticated at; equal instants by key) are ended
+-- ARGV[3]   "1" for a session the user gains (a sign-in): never ended by the cap; "0" for a
+--           session the user had (a rotation, or a sign-in of the same user again): it counts
+--           with the others, by its own sign-in, and the cap may end it too. A rotated session
+--           was not counted while it was pending: a sign-in of the same user in that window had
+--           room for itself, and the cap is only kept if the rotated session counts now.
 -- Reply     {1, now, evicted, deadline}  live; evicted is how many sessions the cap ended (0 when
 --                                        it was live already)
 --           {0}                          no such session: the pending session expired (or is past
 --                                        its deadline), or it was signed out since (its index
---                                        entry is gone: DestroyAllForUser, an eviction)
+--                                        entry is gone: DestroyAllForUser, an eviction), or, with
+--                                        ARGV[3] "0", the cap ended it now (the oldest sign-in)
 --           {4}                          the index changed since the caller read it: read it again
 --           an error reply "GATEHOUSE corrupt ..." for a record without its deadline, idle timeout
 --           or user
@@ -49,5 +54,10 @@ redis.call('HDEL', key, FIELD_PENDING)
 redis.call('PEXPIRE', key, string.format('%d', math.min(idle, d - now)))
 redis.call('ZREMRANGEBYSCORE', idx, '-inf', now)
 local evicted = 0
-if cap > 0 then evicted = evict_oldest(idx, m[3], 3, cap, key) end -- the user's other live sessions
+if cap > 0 and ARGV[3] == '1' then
+  evicted = evict_oldest(idx, m[3], 3, cap, key) -- the user's other live sessions: cap - 1 stay
+elseif cap > 0 then
+  evicted = evict_oldest(idx, m[3], 3, cap + 1) -- this one among them: cap stay
+  if redis.call('EXISTS', key) == 0 then return {STATUS_NOT_FOUND} end -- the oldest: ended
+end
 return {STATUS_OK, now, evicted, d}

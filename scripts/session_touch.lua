@@ -35,8 +35,8 @@
 --           now          a live session, checked at now (ms since the epoch): it now expires at
 --                        min(now + idle, deadline); the record is what HGETALL read before
 --           key          the session was rotated to key less than its grace window ago
---           (now, too, for a pending sign-in, which is neither vouched for nor slid: the record
---           read holds _pn, and package session reads it only through a grace pointer)
+--           (now, too, for a pending sign-in the index vouches for, not slid: the record read
+--           holds _pn, and package session reads it only through a grace pointer)
 --           an error reply "GATEHOUSE corrupt ..." when the record lacks its deadline or idle
 --           timeout, or one of them, its last seen or a pointer's grace deadline is not a number
 -- A read writes no payload: only the expiry, and _s when it is a second or more behind.
@@ -62,11 +62,16 @@ end
 
 if m[5] then
   -- A sign-in not yet made live (session_create.lua): readable, as it is, only through the old
-  -- token's grace pointer (package session refuses it to a load of its own token). Not vouched
-  -- for by the index yet, and not slid: it keeps its short expiry until session_activate.lua.
+  -- token's grace pointer (package session refuses it to a load of its own token), while the
+  -- index vouches for it (it is in the index from the start); not slid: it keeps its short expiry
+  -- until session_activate.lua.
   local d = tonumber(m[1])
   if not d then return redis.error_reply('GATEHOUSE corrupt session record: deadline not a number') end
   if now >= d then return STATUS_NOT_FOUND end
+  if not vouched(KEYS[2], KEYS[1], now) then -- signed out (above): activate would find it so
+    redis.call('DEL', KEYS[1])
+    return STATUS_NOT_FOUND
+  end
   return now
 end
 local d, idle, gone = live_fields(KEYS[1], m[1], m[2], m[3], KEYS[2], now) -- signed out: see above

@@ -16,12 +16,13 @@
 -- ARGV[2]   the user ID
 -- ARGV[3]   "list" or "destroy"
 -- ARGV[4]   with "destroy", a session key to keep (DestroyOthers), or "": a session the index
---           does not vouch for (signed out) cannot end the others ({-2}, nothing done)
+--           does not vouch for (signed out), or pending (never made live), cannot end the others
+--           ({-2}, nothing done)
 -- Reply     list:    {n, then per session: key, created, last seen, deadline, authenticated at,
 --                    idle ms, ip, user agent, label}  (times in ms since the epoch; "" when unset)
 --           destroy: {n destroyed}
 --           {-1}     the index holds a member not in KEYS: read it again; nothing was done
---           {-2}     the session to keep is signed out; nothing was done
+--           {-2}     the session to keep is signed out (or pending); nothing was done
 -- Members that are past their deadline, gone (idle expiry, destroyed), or rotated away are removed
 -- from the index; the index then expires with its last deadline. A member pending (_pn: a sign-in
 -- or rotation that session_activate.lua has not made live) is not listed, and is destroyed: its
@@ -39,7 +40,11 @@ for i = 2, #KEYS do known[KEYS[i]] = true end
 for _, k in ipairs(redis.call('ZRANGE', idx, 0, -1)) do
   if not known[k] then return {STATUS_USER_REREAD} end
 end
-if keep ~= '' and not redis.call('ZSCORE', idx, keep) then return {STATUS_KEEP_SIGNED_OUT} end
+-- The session to keep must be live: vouched for, and not pending (a sign-in never made live: its
+-- token loads nothing). It is then one of KEYS[2..], checked just above.
+if keep ~= '' and (not redis.call('ZSCORE', idx, keep) or redis.call('HEXISTS', keep, FIELD_PENDING) == 1) then
+  return {STATUS_KEEP_SIGNED_OUT}
+end
 
 local out, n = {0}, 0
 for i = 2, #KEYS do

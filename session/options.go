@@ -120,7 +120,10 @@ func WithHMACKey(key []byte) Option {
 // WithMaxSessionsPerUser caps how many sessions one user may have: a sign-in beyond the cap ends
 // the user's oldest sessions by sign-in (the earliest authenticated-at; sessions signed in in the
 // same millisecond by key order), never the one signing in. The cap holds however many sign-ins
-// race: each checks, in the script that stores it, that it saw every session of the user. The
+// race: each checks, in the script that makes it live, that it saw every session of the user. A
+// rotation of a signed-in session (Rotate, or Login of the same user) applies it too, counting the
+// rotated session by its own sign-in: a sign-in may have landed while it was in between its two
+// calls, and when it is the oldest, the cap ends it (the rotation fails with ErrNotFound). The
 // default, 0, sets no cap.
 func WithMaxSessionsPerUser(n int) Option { return optionFunc(func(c *config) { c.maxPerUser = n }) }
 

@@ -42,7 +42,8 @@ func UntilBrowserCloses() LoginOption {
 // can still read for the grace window; it can never write). The middleware sends the new cookie;
 // so Rotate must happen before the response's first byte, or it fails with ErrHeadersSent and
 // changes nothing. Through a read-only session it fails with ErrReadOnly. A signed-in session is
-// moved pending and made live by a second call, with Login's guarantee when it fails.
+// moved pending and made live by a second call, with Login's guarantee when it fails, and under
+// WithMaxSessionsPerUser the cap may end it then (ErrNotFound; see there).
 func (st *Store) Rotate(ctx context.Context, s *Session) (err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -182,9 +183,10 @@ func (st *Store) rotateSameSlot(ctx context.Context, s *Session, tok Token, user
 	if s.meta.UserID == "" {
 		return nil
 	}
-	// Signed in, the rotated session is pending until made live (the cap applies to a user
-	// gaining it). If that fails, s keeps its new token: signed in if the activation landed after
-	// all, signed out if not; the old token names nothing either way.
+	// Signed in, the rotated session is pending until made live, under the cap (for a session the
+	// user had, by its own sign-in: a sign-in may have taken its place meanwhile). If that fails, s
+	// keeps its new token: signed in if the activation landed after all, signed out if not; the
+	// old token names nothing either way.
 	return st.activateLocked(ctx, s, joining)
 }
 

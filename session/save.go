@@ -216,22 +216,25 @@ func (st *Store) createLocked(ctx context.Context, s *Session, c createSpec) err
 }
 
 // activateLocked makes s live: a signed-in session that createLocked or a rotation stored pending,
-// which no list shows and no cap counts until now; with capped, it applies the cap, reading the
-// user's index again while other sign-ins overtake it (session_activate.lua). Run again after a
-// lost reply, it never brings back a session signed out in between: ErrNotFound.
-func (st *Store) activateLocked(ctx context.Context, s *Session, capped bool) error {
+// which no list shows and no cap counts until now; under a cap, it applies the cap, reading the
+// user's index again while other sign-ins overtake it (session_activate.lua). A session the user
+// gains (joining: a sign-in) is never ended by the cap; one the user had (a rotation) counts with
+// the others by its own sign-in, since a sign-in may have taken its place while it was pending,
+// and when it is the oldest the cap ends it: ErrNotFound. Run again after a lost reply, it never
+// brings back a session signed out in between: ErrNotFound.
+func (st *Store) activateLocked(ctx context.Context, s *Session, joining bool) error {
 	idx := st.indexOf(s.token.tag())
-	limit := 0
-	if capped {
-		limit = st.maxPerUser
+	join := "0"
+	if joining {
+		join = "1"
 	}
-	arr, status, err := st.runIndexed(ctx, st.activate, "login", []string{string(s.key), idx}, idx, limit > 0,
-		statusRereadIndex, st.now(), limit)
+	arr, status, err := st.runIndexed(ctx, st.activate, "login", []string{string(s.key), idx}, idx, st.maxPerUser > 0,
+		statusRereadIndex, st.now(), st.maxPerUser, join)
 	switch {
 	case err != nil:
 		return err
 	case status == statusNotFound:
-		return fmt.Errorf("session: login: the signed-in session expired or was signed out before it was made live: %w", ErrNotFound)
+		return fmt.Errorf("session: login: the signed-in session expired or was signed out before it was made live, or the cap ended it: %w", ErrNotFound)
 	case status != statusOK || len(arr) < 4:
 		return fmt.Errorf("%w: activate reply %v", ErrCorrupt, arr)
 	}

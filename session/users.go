@@ -42,7 +42,8 @@ func (st *Store) DestroyAllForUser(ctx context.Context, userID string) (int, err
 // DestroyOthers ends every other session of s's user ("sign out other devices") and returns how
 // many, with the guarantee of DestroyAllForUser. Through a read-only session it fails with
 // ErrReadOnly; through a session that is signed out meanwhile (ended by DestroyAllForUser, or its
-// index entry evicted) with ErrNotFound: in both cases it ends nothing.
+// index entry evicted), or that a failed Login left on a token never made live, with ErrNotFound:
+// in both cases it ends nothing.
 func (st *Store) DestroyOthers(ctx context.Context, s *Session) (int, error) {
 	s.mu.Lock()
 	user, key, readOnly := s.meta.UserID, s.key, s.readOnly

@@ -14,16 +14,16 @@ local function index_changed(idx, first, now)
   return false
 end
 
--- evict_oldest(idx, user, first, cap, keep1, keep2) ends user's sessions among KEYS[first..]
--- (except keep1 and keep2, the session being given to the user) beyond the cap - 1 most recently
+-- evict_oldest(idx, user, first, cap, keep) ends user's sessions among KEYS[first..] (except
+-- keep, when given: the session being given to the user) beyond the cap - 1 most recently
 -- signed in, oldest sign-in first (authenticated at; equal instants by key), and removes from idx
 -- every member it finds gone or a rotation pointer. Sessions pending (_pn: a sign-in or rotation
 -- not made live yet) are neither counted nor ended. It returns how many it ended.
-local function evict_oldest(idx, user, first, cap, keep1, keep2)
+local function evict_oldest(idx, user, first, cap, keep)
   local mine = {}
   for i = first, #KEYS do
     local k = KEYS[i]
-    if k ~= keep1 and k ~= keep2 and redis.call('ZSCORE', idx, k) then
+    if k ~= keep and redis.call('ZSCORE', idx, k) then
       local m = redis.call('HMGET', k, FIELD_USER, FIELD_CREATED, FIELD_AUTH, FIELD_PENDING)
       if not m[2] then
         redis.call('ZREM', idx, k) -- gone, or a rotation pointer
