@@ -6,6 +6,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/gatehouse/gatehouse/internal/redistest"
 	"github.com/gatehouse/gatehouse/limiter"
 	"github.com/redis/go-redis/v9"
 )
@@ -22,7 +23,7 @@ func TestCoalescingOnStandIn(t *testing.T) {
 	defer s.Close()
 	c := redis.NewClient(&redis.Options{Addr: s.Addr(), PoolSize: 64})
 	defer c.Close()
-	calls := &evalCounter{}
+	calls := &redistest.Calls{}
 	c.AddHook(calls)
 	ctx := context.Background()
 	for _, alg := range []limiter.Algorithm{limiter.TokenBucket, limiter.FixedWindow, limiter.SlidingWindow, limiter.SlidingLog} {
@@ -33,7 +34,7 @@ func TestCoalescingOnStandIn(t *testing.T) {
 			}
 			const callers, each, keys, rate = 32, 20, 4, 100
 			limit := limiter.PerHour(rate)
-			before := calls.n.Load()
+			before := calls.N.Load()
 			var admitted [keys]atomic.Int64
 			var wg sync.WaitGroup
 			for g := range callers {
@@ -57,36 +58,9 @@ func TestCoalescingOnStandIn(t *testing.T) {
 					t.Errorf("identifier %d: %d admitted of %d, want %d", k, n, callers*each/keys, rate)
 				}
 			}
-			if n := calls.n.Load() - before; n >= callers*each {
-				t.Errorf("%d script calls for %d decisions: none carried several, so no batch script ran", n, callers*each)
+			if n := calls.N.Load() - before; n >= callers*each {
+				t.Errorf("%d commands for %d decisions: no call carried several, so no batch script ran", n, callers*each)
 			}
 		})
-	}
-}
-
-// evalCounter is a go-redis hook counting the EVALSHA commands a client sends.
-type evalCounter struct{ n atomic.Int64 }
-
-func (h *evalCounter) DialHook(next redis.DialHook) redis.DialHook { return next }
-
-func (h *evalCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
-		h.count(cmd)
-		return next(ctx, cmd)
-	}
-}
-
-func (h *evalCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error {
-		for _, cmd := range cmds {
-			h.count(cmd)
-		}
-		return next(ctx, cmds)
-	}
-}
-
-func (h *evalCounter) count(cmd redis.Cmder) {
-	if cmd.Name() == "evalsha" {
-		h.n.Add(1)
 	}
 }

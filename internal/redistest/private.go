@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -48,20 +49,46 @@ func IsTimeout(err error) bool {
 	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded)
 }
 
-// Calls is a go-redis hook that counts the commands a client sends, pipelines included.
-type Calls struct{ N atomic.Int64 }
+// Calls is a go-redis hook that counts the commands a client sends, pipelines included: all of
+// them in N, and the EVALSHA commands by digest (Evals).
+type Calls struct {
+	N     atomic.Int64
+	evals sync.Map // digest -> *atomic.Int64
+}
+
+// Evals returns how many EVALSHA commands of the script with digest sha were sent.
+func (c *Calls) Evals(sha string) int64 {
+	if n, ok := c.evals.Load(sha); ok {
+		return n.(*atomic.Int64).Load()
+	}
+	return 0
+}
+
+func (c *Calls) count(cmd redis.Cmder) {
+	c.N.Add(1)
+	if args := cmd.Args(); len(args) > 1 && cmd.Name() == "evalsha" {
+		sha, _ := args[1].(string)
+		n, _ := c.evals.LoadOrStore(sha, new(atomic.Int64))
+		n.(*atomic.Int64).Add(1)
+	}
+}
 
 // DialHook implements redis.Hook.
 func (c *Calls) DialHook(next redis.DialHook) redis.DialHook { return next }
 
 // ProcessHook implements redis.Hook.
 func (c *Calls) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error { c.N.Add(1); return next(ctx, cmd) }
+	return func(ctx context.Context, cmd redis.Cmder) error { c.count(cmd); return next(ctx, cmd) }
 }
 
 // ProcessPipelineHook implements redis.Hook.
 func (c *Calls) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error { c.N.Add(int64(len(cmds))); return next(ctx, cmds) }
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		for _, cmd := range cmds {
+			c.count(cmd)
+		}
+		return next(ctx, cmds)
+	}
 }
 
 // WaitClients waits, at most 10 seconds, until the server c talks to has n clients connected
