@@ -65,7 +65,8 @@ func (st *Store) load(ctx context.Context, tok Token) (*Session, error) {
 
 // read makes a load's round trip on key, whose tag bucket's index is idx: it reads the record
 // (HGETALL) and then runs session_touch, whose verdict holds for the record read, since a session
-// that is not live never becomes live again (script.RunHGetAll). It returns the record and the
+// that is not live never becomes live again (script.RunHGetAll), but for a pending sign-in, which
+// load refuses through its own token (docs/sessions.md). It returns the record and the
 // verdict: the instant a live session was read at, or the key a rotated session moved to; neither
 // for no such session. A live verdict with a read that found no session (nothing, or a rotation
 // pointer) means the two commands ran in the other order (a Cluster's redirection can do that):

@@ -161,19 +161,15 @@ func (b *Batcher) Do(ctx context.Context, keys []string, args []any, dst []int64
 	if err := q.do(ctx, w); err != nil {
 		return nil, err // w belongs to the call that carries it, or is back in the pool
 	}
-	dst, err = b.reply(w, dst)
+	// w's answer: the reply of a call of its decision alone, or its part of a batch reply.
+	if err = w.err; err == nil {
+		dst = append(dst, w.ints...)
+	} else {
+		dst = nil
+	}
 	w.reset()
 	waiters.Put(w)
 	return dst, err
-}
-
-// reply appends w's answer to dst: the reply of a call of w's decision alone, or w's part of a
-// batch script's reply.
-func (b *Batcher) reply(w *waiter, dst []int64) ([]int64, error) {
-	if w.err != nil {
-		return nil, w.err
-	}
-	return append(dst, w.ints...), nil
 }
 
 // queueFor returns the queue of the node that serves key: its master on a Cluster, its shard on

@@ -349,6 +349,11 @@ func TestBadReplies(t *testing.T) {
 	if want := []int64{1, 2, 300, -4, 5}; rs[2].err != nil || !slices.Equal(rs[2].val, want) {
 		t.Errorf("text, decision 2: %v, %v; want %v", rs[2].val, rs[2].err, want)
 	}
+	// A part of no integers reads as none in text, as in the packed form.
+	empty := New(be.Client, single, script.New("test_batch", pack(`"ti;i1;i2;"`)), Options{MaxInFlight: 1})
+	if rs := batchOf3(t, ctx, empty, p); rs[0].err != nil || len(rs[0].val) != 0 || !slices.Equal(rs[2].val, []int64{2}) {
+		t.Errorf("text with an empty part: %+v; want no integers, then [1] and [2]", rs)
+	}
 	for _, body := range []string{
 		`"ti1;i1.5;i2;"`,               // not an integer
 		`"ti1;e9:OOM;i2;"`,             // a message shorter than its length

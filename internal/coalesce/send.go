@@ -319,21 +319,26 @@ func unpack(reply string, ws []*waiter) error {
 func unpackText(s string, ws []*waiter) error {
 	var vals []int64
 	for i, w := range ws {
-		bad := fmt.Errorf("%w: decision %d of %d is malformed", script.ErrBadReply, i+1, len(ws))
+		bad := func() error {
+			return fmt.Errorf("%w: decision %d of %d is malformed", script.ErrBadReply, i+1, len(ws))
+		}
 		if s == "" {
-			return bad
+			return bad()
 		}
 		switch s[0] {
 		case 'i':
 			end := strings.IndexByte(s, ';')
 			if end < 0 {
-				return bad
+				return bad()
 			}
 			from := len(vals)
 			for f := range strings.SplitSeq(s[1:end], ",") {
+				if end == 1 {
+					break // "i;": no integers
+				}
 				v, err := strconv.ParseInt(f, 10, 64)
 				if err != nil {
-					return bad
+					return bad()
 				}
 				vals = append(vals, v)
 			}
@@ -342,16 +347,16 @@ func unpackText(s string, ws []*waiter) error {
 		case 'e':
 			colon := strings.IndexByte(s, ':')
 			if colon < 0 {
-				return bad
+				return bad()
 			}
 			n, err := strconv.Atoi(s[1:colon])
 			if err != nil || n < 0 || len(s) < colon+1+n {
-				return bad
+				return bad()
 			}
 			w.err = replyError(s[colon+1 : colon+1+n])
 			s = s[colon+1+n:]
 		default:
-			return bad
+			return bad()
 		}
 	}
 	if s != "" {
