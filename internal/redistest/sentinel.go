@@ -91,7 +91,18 @@ func (s *Sentinel) start(replicas int) error {
 // startSentinelProcess starts one Sentinel with a configuration file of its own, which Sentinel
 // rewrites as it learns the topology.
 func startSentinelProcess(bin string, mode []string, name string, masterPort int) (*Server, error) {
-	port, err := freePort()
+	var err error
+	for range 5 {
+		var sn *Server
+		if sn, err = startSentinelOnce(bin, mode, name, masterPort); !errors.Is(err, errPortTaken) {
+			return sn, err
+		}
+	}
+	return nil, err
+}
+
+func startSentinelOnce(bin string, mode []string, name string, masterPort int) (*Server, error) {
+	port, err := freePort(0)
 	if err != nil {
 		return nil, err
 	}

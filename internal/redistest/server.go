@@ -36,7 +36,27 @@ func StartServer(extra ...string) (*Server, error) {
 	if _, err := exec.LookPath("redis-server"); err != nil {
 		return nil, errNoRedis
 	}
-	port, err := freePort()
+	// A cluster node also listens on its bus port, port+10000, which freePort checks too. Another
+	// process may still take either port between the check and the bind (the Linux ephemeral range
+	// covers most bus ports), so a start that loses a port tries again on new ones.
+	busOffset := 0
+	for i := 0; i+1 < len(extra); i++ {
+		if extra[i] == "--cluster-enabled" && extra[i+1] == "yes" {
+			busOffset = clusterBusOffset
+		}
+	}
+	var err error
+	for range 5 {
+		var s *Server
+		if s, err = startServerOnce(busOffset, extra); !errors.Is(err, errPortTaken) {
+			return s, err
+		}
+	}
+	return nil, err
+}
+
+func startServerOnce(busOffset int, extra []string) (*Server, error) {
+	port, err := freePort(busOffset)
 	if err != nil {
 		return nil, err
 	}
@@ -80,7 +100,8 @@ func (s *Server) Start() error {
 		return fmt.Errorf("redistest: starting %s: %w", bin, err)
 	}
 	s.cmd, s.log = cmd, &out
-	go func() { _ = cmd.Wait() }()
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
 
 	c := redis.NewClient(&redis.Options{Addr: s.Addr, DisableIdentity: true, MaxRetries: -1})
 	defer c.Close()
@@ -91,6 +112,15 @@ func (s *Server) Start() error {
 		cancel()
 		if err == nil {
 			return nil
+		}
+		select {
+		case <-exited:
+			s.cmd = nil
+			if bytes.Contains(out.Bytes(), []byte("Address already in use")) {
+				return fmt.Errorf("%w: %s on %s exited:\n%s", errPortTaken, bin, s.Addr, out.String())
+			}
+			return fmt.Errorf("redistest: %s on %s exited before answering PING:\n%s", bin, s.Addr, out.String())
+		default:
 		}
 		if time.Now().After(deadline) {
 			_ = cmd.Process.Kill()
@@ -131,13 +161,34 @@ func (s *Server) Close() {
 // Path returns a path inside the server's data directory.
 func (s *Server) Path(name string) string { return filepath.Join(s.dir, name) }
 
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("redistest: finding a free port: %w", err)
+// clusterBusOffset is how far above its port a cluster node listens for the cluster bus.
+const clusterBusOffset = 10000
+
+// errPortTaken says a server could not bind its port: another process took it after freePort.
+var errPortTaken = errors.New("redistest: port taken")
+
+// freePort returns a loopback port nothing listens on; with offset > 0, port+offset is free too.
+func freePort(offset int) (int, error) {
+	for range 100 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return 0, fmt.Errorf("redistest: finding a free port: %w", err)
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		if offset == 0 {
+			l.Close()
+			return port, nil
+		}
+		if port+offset <= 65535 {
+			if l2, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port+offset))); err == nil {
+				l2.Close()
+				l.Close()
+				return port, nil
+			}
+		}
+		l.Close()
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	return 0, fmt.Errorf("redistest: no free loopback port with port+%d free too", offset)
 }
 
 var errNoRedis = errors.New(`redistest: no Redis server for the integration tests; get one of:
