@@ -180,6 +180,20 @@ func Limiters() []harness.Contender {
 			New: newHTTPRate,
 		},
 	}
+	cs = append(cs,
+		harness.Contender{
+			ID: "floor-coalesced-getset", Name: "gatehouse's coalescer, a script that only GETs and SETs each key (floor)",
+			Kind: harness.Limiter, Modules: []string{modGatehouse}, Pool: "the shared client", Gatehouse: true,
+			Notes: "WithCoalescing's calls, each decision a GET and a SET ... PXAT of its key and nothing decided: the most any exact coalesced algorithm can reach",
+			New:   newCoalescedFloor("floor_getset", floorGetSetOne, floorGetSet),
+		},
+		harness.Contender{
+			ID: "floor-coalesced-none", Name: "gatehouse's coalescer, a script that touches no key (floor)",
+			Kind: harness.Limiter, Modules: []string{modGatehouse}, Pool: "the shared client", Gatehouse: true,
+			Notes: "WithCoalescing's calls with nothing read or written: the coalescer's and the round trips' own cost",
+			New:   newCoalescedFloor("floor_none", floorNoneOne, floorNone),
+		},
+	)
 	for _, a := range gatehouseAlgorithms {
 		for _, send := range []sending{oneCallEach, autoPipeline, coalesced} {
 			c := harness.Contender{
