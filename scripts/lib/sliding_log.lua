@@ -4,14 +4,14 @@
 --#include lib/limit
 
 -- slog is the sliding log's decision of one limit (lib/limit's alg): the limit is rate requests
--- per window of ARGV[x + 1] ms at ARGV[x]. A score it reads that is not a whole number of
+-- per window of P[x + 1] ms at P[x]. A score it reads that is not a whole number of
 -- microseconds a request could have is corrupt; the scores it may need are read before anything is
 -- written, so that a corrupt one fails the decision with nothing written.
-local function slog(key, x, cost, now, j, take, report, read)
+local function slog(key, P, x, cost, now, j, take, report, read)
   local tonumber, format, floor = tonumber, string.format, math.floor
   local EXACT = 9007199254740992         -- 2^53: integers up to it are exact in a double
   local CHUNK = 1000                     -- members per ZADD
-  local rate, span = ARGV[x] + 0, ARGV[x + 1] * 1000
+  local rate, span = P[x] + 0, P[x + 1] * 1000
   local cut = format('%d', now - span)
   local live = '(' .. cut -- members newer than now - span (cut) still count
   local count = read
