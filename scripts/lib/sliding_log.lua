@@ -43,14 +43,19 @@ local function slog(key, P, x, cost, now, j, take, report, read)
     -- At most CHUNK members per ZADD: unpack of a long table passes Lua's stack. ZADD comes first:
     -- Redis refuses a script's first write when it is out of memory (maxmemory with noeviction),
     -- but lets any write through once the script has written.
-    local at = format('%d', now)
-    local added, n, args = 0, 0, {}
-    for i = 1, cost do
-      args[n + 1], args[n + 2], n = at, format('%s#%d', at, count + i), n + 2
-      if n == 2 * CHUNK or i == cost then
-        local ok = redis.pcall('ZADD', key, unpack(args, 1, n))
-        if type(ok) == 'table' then return nil, ok end -- an error: ZADD answers an integer
-        added, n = added + ok, 0
+    local at, added = format('%d', now), 0
+    if cost == 1 then -- the usual cost: one member, with no table of arguments to build and unpack
+      added = redis.pcall('ZADD', key, at, format('%s#%d', at, count + 1))
+      if type(added) == 'table' then return nil, added end -- an error: ZADD answers an integer
+    else
+      local n, args = 0, {}
+      for i = 1, cost do
+        args[n + 1], args[n + 2], n = at, format('%s#%d', at, count + i), n + 2
+        if n == 2 * CHUNK or i == cost then
+          local ok = redis.pcall('ZADD', key, unpack(args, 1, n))
+          if type(ok) == 'table' then return nil, ok end -- an error: ZADD answers an integer
+          added, n = added + ok, 0
+        end
       end
     end
     local k = count + cost
