@@ -39,4 +39,4 @@
 
 -- The usual cost ("1") and now ("0": the server's TIME) are compared, not converted.
 local cost, now = ARGV[1], ARGV[3]
-return decide(sliding, 2, 0, #KEYS, 4, cost == '1' and 1 or cost + 0, ARGV[2], now == '0' and 0 or now + 0)
+return decide(sliding, 2, 0, #KEYS, ARGV, 4, cost == '1' and 1 or cost + 0, ARGV[2], now == '0' and 0 or now + 0)

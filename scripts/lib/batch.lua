@@ -17,28 +17,39 @@
 -- "i<integer>,<integer>,...;" or "e<length>:<message>".
 local function batch(alg, params)
   local tonumber = tonumber
-  local st = rawget(_G, 'struct')
   local nargs, t = #ARGV, tonumber(ARGV[1])
   -- Each request's values, read once: its limits, cost, flags, now, and where its limits start.
-  local ms, costs, flags, nows, starts = {}, {}, {}, {}, {}
+  -- Its limits' parameters are taken as numbers here, once, into P (at their places in ARGV), not
+  -- by each of its decisions.
+  local ms, costs, flags, nows, starts, P = {}, {}, {}, {}, {}, {}
   local a = 2
   for r = 1, t do
     local m = tonumber(ARGV[a])
     ms[r], costs[r], flags[r], nows[r], starts[r] = m, tonumber(ARGV[a + 1]), ARGV[a + 2], tonumber(ARGV[a + 3]), a + 4
+    for x = a + 4, a + 3 + params * m do P[x] = ARGV[x] + 0 end
     a = a + 4 + params * m
   end
   local out, fmt, k, server, o = {}, {}, 0, 0, 0
-  if not st then out[1], o = 't', 1 end
+  local pack = struct and struct.pack -- decide packs a one-limit reply itself
+  if not struct then out[1], o = 't', 1 end
+  local req = {} -- request numbers by their text in ARGV: each text is taken as a number once
   for i = 1, nargs - a + 1 do
-    local r = tonumber(ARGV[a + i - 1])
-    local m, now, v = ms[r], nows[r], nil
-    if now == 0 then
-      v, server = decide(alg, params, k, m, starts[r], costs[r], flags[r], server)
-    else
-      v = decide(alg, params, k, m, starts[r], costs[r], flags[r], now)
+    local q = ARGV[a + i - 1]
+    local r = req[q]
+    if not r then
+      r = q + 0
+      req[q] = r
     end
-    local e = v.err
-    if not st then
+    local m, now, v, bad, _ = ms[r], nows[r], nil, nil, nil
+    if now == 0 then
+      v, server, bad = decide(alg, params, k, m, P, starts[r], costs[r], flags[r], server, pack)
+    else
+      v, _, bad = decide(alg, params, k, m, P, starts[r], costs[r], flags[r], now, pack)
+    end
+    local e = bad and v.err
+    if not bad and pack and m == 1 then
+      out[i] = v -- packed by decide
+    elseif not struct then
       if e then
         out[o + i] = 'e' .. #e .. ':' .. e
       else
@@ -48,7 +59,7 @@ local function batch(alg, params)
       end
     elseif e then
       if #e > 65535 then e = string.sub(e, 1, 65535) end
-      out[i] = st.pack('>BH', 1, #e) .. e
+      out[i] = pack('>BH', 1, #e) .. e
     else
       local n = #v
       local f = fmt[n]
@@ -56,7 +67,7 @@ local function batch(alg, params)
         f = '>BH' .. string.rep('d', n)
         fmt[n] = f
       end
-      out[i] = st.pack(f, 0, n, unpack(v))
+      out[i] = pack(f, 0, n, unpack(v))
     end
     k = k + m
   end

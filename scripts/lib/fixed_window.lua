@@ -4,15 +4,15 @@
 --#include lib/limit
 
 -- fixed is the fixed window's decision of one limit (lib/limit's alg): the limit is rate requests
--- per window of ARGV[x + 1] ms at ARGV[x]. An admitted cost is counted in the window of now, which
+-- per window of P[x + 1] ms at P[x]. An admitted cost is counted in the window of now, which
 -- the state then ends with.
-local function fixed(key, x, cost, now, j, take, report, read)
+local function fixed(key, P, x, cost, now, j, take, report, read)
   local tonumber, floor = tonumber, math.floor
   local AHEAD = 630720000000             -- ms: two MaxPeriods; no window ends later than that after now
-  local rate, window = ARGV[x] + 0, ARGV[x + 1] + 0
+  local rate, window = P[x] + 0, P[x + 1] + 0
   local now_ms = floor(now / 1000)
-  local v, err = get(key, read)
-  if v == nil then return nil, err end
+  local v = read
+  if v == nil then v = redis.pcall('GET', key) end -- its error reply (WRONGTYPE) is a table
   local count, ends = 0, 0 -- the count, and when it stops counting (ms; 0 when nothing counts)
   if v then
     local e, c
@@ -20,6 +20,7 @@ local function fixed(key, x, cost, now, j, take, report, read)
       local _
       _, e, c = struct.unpack('>BI7I7', v)
     else
+      if type(v) == 'table' then return nil, v end -- GET's error: seen here, past the usual state
       e, c = string.match(v, '^v2:([0-9]+):([0-9]+)$')
       if e then
         e = tonumber(e)
@@ -44,8 +45,7 @@ local function fixed(key, x, cost, now, j, take, report, read)
     count, ends = count + cost, (floor(now_ms / window) + 1) * window
     -- PXAT as a string: cheaper for Redis to take than a number, and exact.
     -- A server without Lua's struct library (a stand-in such as miniredis) gets the v2 text.
-    local st = rawget(_G, 'struct')
-    local state = st and st.pack('>BI7I7', 243, ends, count) or string.format('v2:%d:%d', ends, count)
+    local state = struct and struct.pack('>BI7I7', 243, ends, count) or string.format('v2:%d:%d', ends, count)
     local ok = redis.pcall('SET', key, state, 'PXAT', string.format('%d', ends))
     if ok.err then return nil, ok end -- SET answers a status, or an error
   end

@@ -4,14 +4,14 @@
 --#include lib/limit
 
 -- slog is the sliding log's decision of one limit (lib/limit's alg): the limit is rate requests
--- per window of ARGV[x + 1] ms at ARGV[x]. A score it reads that is not a whole number of
+-- per window of P[x + 1] ms at P[x]. A score it reads that is not a whole number of
 -- microseconds a request could have is corrupt; the scores it may need are read before anything is
 -- written, so that a corrupt one fails the decision with nothing written.
-local function slog(key, x, cost, now, j, take, report, read)
+local function slog(key, P, x, cost, now, j, take, report, read)
   local tonumber, format, floor = tonumber, string.format, math.floor
   local EXACT = 9007199254740992         -- 2^53: integers up to it are exact in a double
   local CHUNK = 1000                     -- members per ZADD
-  local rate, span = ARGV[x] + 0, ARGV[x + 1] * 1000
+  local rate, span = P[x] + 0, P[x + 1] * 1000
   local cut = format('%d', now - span)
   local live = '(' .. cut -- members newer than now - span (cut) still count
   local count = read
@@ -43,14 +43,19 @@ local function slog(key, x, cost, now, j, take, report, read)
     -- At most CHUNK members per ZADD: unpack of a long table passes Lua's stack. ZADD comes first:
     -- Redis refuses a script's first write when it is out of memory (maxmemory with noeviction),
     -- but lets any write through once the script has written.
-    local at = format('%d', now)
-    local added, n, args = 0, 0, {}
-    for i = 1, cost do
-      args[n + 1], args[n + 2], n = at, format('%s#%d', at, count + i), n + 2
-      if n == 2 * CHUNK or i == cost then
-        local ok = redis.pcall('ZADD', key, unpack(args, 1, n))
-        if type(ok) == 'table' then return nil, ok end -- an error: ZADD answers an integer
-        added, n = added + ok, 0
+    local at, added = format('%d', now), 0
+    if cost == 1 then -- the usual cost: one member, with no table of arguments to build and unpack
+      added = redis.pcall('ZADD', key, at, format('%s#%d', at, count + 1))
+      if type(added) == 'table' then return nil, added end -- an error: ZADD answers an integer
+    else
+      local n, args = 0, {}
+      for i = 1, cost do
+        args[n + 1], args[n + 2], n = at, format('%s#%d', at, count + i), n + 2
+        if n == 2 * CHUNK or i == cost then
+          local ok = redis.pcall('ZADD', key, unpack(args, 1, n))
+          if type(ok) == 'table' then return nil, ok end -- an error: ZADD answers an integer
+          added, n = added + ok, 0
+        end
       end
     end
     local k = count + cost

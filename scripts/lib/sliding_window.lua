@@ -4,24 +4,25 @@
 --#include lib/limit
 
 -- sliding is the sliding window's decision of one limit (lib/limit's alg): the limit is rate
--- requests per window of ARGV[x + 1] ms at ARGV[x]. The counts are cur in [s, s + p) and prev in
+-- requests per window of P[x + 1] ms at P[x]. The counts are cur in [s, s + p) and prev in
 -- the window before it; an admitted cost is counted in the window of now, and counts made under
 -- another period, or ahead of now, start it with their estimate, rounded up.
-local function sliding(key, x, cost, now, j, take, report, read)
+local function sliding(key, P, x, cost, now, j, take, report, read)
   local tonumber, floor, ceil = tonumber, math.floor, math.ceil -- exact here (lib/limit)
   local AHEAD = 630720000000             -- ms: two MaxPeriods; no window starts later than that after now
   local LONGEST = 315360000000           -- ms: MaxPeriod
-  local rate, window = ARGV[x] + 0, ARGV[x + 1] + 0
+  local rate, window = P[x] + 0, P[x + 1] + 0
   local now_ms = floor(now / 1000)
   local start = floor(now_ms / window) * window -- this limit's window (ms)
-  local v, err = get(key, read)
-  if v == nil then return nil, err end
+  local v = read
+  if v == nil then v = redis.pcall('GET', key) end -- its error reply (WRONGTYPE) is a table
   local s, p, cur, prev = start, window, 0, 0
   if v then
     if #v == 26 and string.byte(v) == 195 then -- v3: byte 0xC3, then s, p, cur, prev (6, 5, 7, 7 bytes)
       local _
       _, s, p, cur, prev = struct.unpack('>BI6I5I7I7', v)
     else
+      if type(v) == 'table' then return nil, v end -- GET's error: seen here, past the usual state
       local a, b, c, d = string.match(v, '^v2:([0-9]+):([0-9]+):([0-9]+):([0-9]+)$')
       if a then
         s, p, cur, prev = tonumber(a), tonumber(b), tonumber(c), tonumber(d)
@@ -73,8 +74,7 @@ local function sliding(key, x, cost, now, j, take, report, read)
     scaled = prev * (p - (now_ms - s)) + cur * p
     -- PXAT as a string: cheaper for Redis to take than a number, and exact.
     -- A server without Lua's struct library (a stand-in such as miniredis) gets the v2 text.
-    local st = rawget(_G, 'struct')
-    local state = st and st.pack('>BI6I5I7I7', 195, s, p, cur, prev) or string.format('v2:%d:%d:%d:%d', s, p, cur, prev)
+    local state = struct and struct.pack('>BI6I5I7I7', 195, s, p, cur, prev) or string.format('v2:%d:%d:%d:%d', s, p, cur, prev)
     local ok = redis.pcall('SET', key, state, 'PXAT', string.format('%d', s + 2 * p))
     if ok.err then return nil, ok end -- SET answers a status, or an error
   end

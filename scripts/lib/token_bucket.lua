@@ -4,14 +4,14 @@
 --#include lib/limit
 
 -- bucket is the token bucket's decision of one limit (lib/limit's alg): the limit is burst, r, p
--- at ARGV[x], ARGV[x + 1], ARGV[x + 2].
-local function bucket(key, x, cost, now, j, take, report, read)
+-- at P[x], P[x + 1], P[x + 2].
+local function bucket(key, P, x, cost, now, j, take, report, read)
   local ceil = math.ceil                 -- exact for integers below EXACT (lib/limit)
   local EXACT = 9007199254740992         -- 2^53: integers up to it are exact in a double
   local AHEAD = 630720000000000          -- µs: two MaxPeriods; no state is written later than that after now
-  local burst, r, p = ARGV[x] + 0, ARGV[x + 1] + 0, ARGV[x + 2] + 0
-  local v, err = get(key, read)
-  if v == nil then return nil, err end
+  local burst, r, p = P[x] + 0, P[x + 1] + 0, P[x + 2] + 0
+  local v = read
+  if v == nil then v = redis.pcall('GET', key) end -- its error reply (WRONGTYPE) is a table
   local d, base, gone = 0, now, false -- the debt as of base; when the state vanishes, if earlier
   if v then
     local sd, t, sr, sp
@@ -19,6 +19,7 @@ local function bucket(key, x, cost, now, j, take, report, read)
       local _
       _, sd, t, sr, sp = struct.unpack('>BI7I7I7I7', v)
     else
+      if type(v) == 'table' then return nil, v end -- GET's error: seen here, past the usual state
       -- Patterns use [0-9], not %d: Lua matches a set twice as fast as a class.
       sd, t, sr, sp = string.match(v, '^v2:([0-9]+):([0-9]+):([0-9]+):([0-9]+)$')
       if sd then sd, t, sr, sp = tonumber(sd), tonumber(t), tonumber(sr), tonumber(sp) end
@@ -70,8 +71,7 @@ local function bucket(key, x, cost, now, j, take, report, read)
     full = base + ceil(d / r)
     -- PXAT as a string: cheaper for Redis to take than a number, and exact.
     -- A server without Lua's struct library (a stand-in such as miniredis) gets the v2 text.
-    local st = rawget(_G, 'struct')
-    local state = st and st.pack('>BI7I7I7I7', 179, d, base, r, p) or string.format('v2:%d:%d:%d:%d', d, base, r, p)
+    local state = struct and struct.pack('>BI7I7I7I7', 179, d, base, r, p) or string.format('v2:%d:%d:%d:%d', d, base, r, p)
     local ok = redis.pcall('SET', key, state, 'PXAT', string.format('%d', ceil(full / 1000)))
     if ok.err then return nil, ok end -- SET answers a status, or an error
   end
