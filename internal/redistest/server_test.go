@@ -45,19 +45,3 @@ func TestStartReportsATakenBusPort(t *testing.T) {
 		t.Errorf("Start took %v to see the exit", d)
 	}
 }
-
-func TestFreePortLeavesTheBusPortFree(t *testing.T) {
-	for range 20 {
-		port, err := freePort(clusterBusOffset)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, p := range []int{port, port + clusterBusOffset} {
-			l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p)))
-			if err != nil {
-				t.Fatalf("port %d not free: %v", p, err)
-			}
-			l.Close()
-		}
-	}
-}
