@@ -6,7 +6,7 @@ TC_ENV := GATEHOUSE_TEST_BACKENDS=testcontainers TESTCONTAINERS_RYUK_DISABLED=tr
 
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: test vet lint lean redis redis-sentinel chromium test-short test-containers redis-image docker bench bench-peers bench-why fuzz
+.PHONY: space test vet lint lean redis redis-sentinel chromium test-short test-containers redis-image docker bench bench-peers bench-why fuzz
 
 ## The modules of this repository. The root module is what users require; the others hold what has
 ## heavy dependencies of its own (gRPC, the integration suite's testcontainers and toxiproxy, the demo's
@@ -19,9 +19,14 @@ RACE_MODULES := . limiter/limitgrpc integration examples
 ## test: gofmt, go vet, staticcheck and the lean-module check, then every test of every module with the
 ## race detector, against real Redis (standalone, cluster and Sentinel, started here) and a real
 ## browser (Chromium); then the tests of bench/.
-test: redis redis-sentinel chromium vet lint lean
+test: space redis redis-sentinel chromium vet lint lean
 	@set -e; for m in $(RACE_MODULES); do echo "test: $$m"; (cd $$m && $(GO) test -race -count=1 ./...); done
 	cd bench && $(GO) test -count=1 ./...
+
+## space: room on the disk for the race-enabled builds; empties Go's build cache when the disk is short
+## (.ci/space.sh).
+space:
+	@bash .ci/space.sh
 
 vet:
 	@unformatted=$$(gofmt -l .); if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted" >&2; exit 1; fi
@@ -37,12 +42,12 @@ lean:
 	@bash .ci/lean.sh
 
 ## test-short: the tests that need no Redis.
-test-short: vet
+test-short: space vet
 	@set -e; for m in $(RACE_MODULES); do (cd $$m && $(GO) test -short -race -count=1 ./...); done
 	cd bench && $(GO) test -short -count=1 ./...
 
 ## test-containers: the integration suite once more, against Redis in a container (testcontainers-go).
-test-containers: redis docker redis-image
+test-containers: space redis docker redis-image
 	cd integration && $(TC_ENV) $(GO) test -race -count=1 ./...
 
 ## redis: make sure redis-server and redis-cli are on PATH; installs Debian's redis-server as root with apt-get.
