@@ -8,6 +8,7 @@ import (
 	"github.com/gatehouse/gatehouse/internal/limitertest"
 	"github.com/gatehouse/gatehouse/internal/redistest"
 	"github.com/gatehouse/gatehouse/limiter"
+	"github.com/redis/go-redis/v9"
 )
 
 // A server clock that jumped back (an NTP step, a failover to a host behind): the sliding log
@@ -49,4 +50,42 @@ func TestSlidingLogClockBackKeepsKey(t *testing.T) {
 				exp.Milliseconds(), time.Duration(want-exp.Milliseconds())*time.Millisecond, want)
 		}
 	})
+}
+
+// FailLocal, with Redis unreachable, keeps what was used when a limit changes, as Redis does: a
+// client whose requests alternate between two limits that share a key (per-route limits of one
+// identifier, a tier changing) is still limited. It used to start afresh at each change.
+func TestLocalFallbackChangedLimitKeepsWhatWasUsed(t *testing.T) {
+	srv, _ := redistest.Private(t)
+	addr := srv.Addr
+	srv.Stop()
+	rdb := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1, DialTimeout: 200 * time.Millisecond})
+	defer rdb.Close()
+	lim, err := limiter.New(rdb, limiter.TokenBucket, limiter.WithFailurePolicy(limiter.FailLocal(limiter.LocalFallback{})),
+		limiter.WithLogger(limitertest.Discard))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	a, b := limiter.PerHour(3), limiter.PerHour(4) // one key: the same period, no name
+	admitted := 0
+	for i := range 40 {
+		l := a
+		if i%2 == 1 {
+			l = b
+		}
+		res, err := lim.Allow(ctx, "alternating", l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Source != limiter.SourceLocal {
+			t.Fatalf("request %d: source %v, want local", i, res.Source)
+		}
+		if res.Allowed {
+			admitted++
+		}
+	}
+	if admitted > 4 {
+		t.Errorf("%d of 40 requests admitted under PerHour(3) and PerHour(4) alternating; want at most 4", admitted)
+	}
 }

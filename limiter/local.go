@@ -23,7 +23,9 @@ type LocalFallback struct {
 // limits are enforced as token buckets in memory (Rate per Period, holding Capacity, divided by
 // Instances), whatever the algorithm, and the Result has Source SourceLocal and Err holding the
 // failure. Such decisions are approximate (each process counts only what it sees, from the moment
-// Redis failed) but keep abusive clients limited and ordinary ones served while Redis is away. When
+// Redis failed) but keep abusive clients limited and ordinary ones served while Redis is away. A
+// limit changed while its state exists keeps what was used, as in Redis (docs/algorithms.md,
+// "Changing a limit"): the tokens owed, rounded up and capped at the new capacity. When
 // Redis answers again it decides again, with what it counted before; the local state is not copied
 // back. Each Limiter keeps its own state. A negative MaxKeys or Instances makes New return an error.
 func FailLocal(f LocalFallback) FailurePolicy { return FailurePolicy{source: SourceLocal, local: f} }
@@ -72,16 +74,23 @@ func (ll *localLimiter) decide(r *request, keys []string, shadowMode bool, now i
 	ll.mu.Lock()
 	defer ll.mu.Unlock()
 	st, ok := ll.states.get(k)
-	if !ok || !slices.Equal(st.limits, limits) {
+	if !ok || len(st.limits) != len(limits) {
 		st = &localState{limits: slices.Clone(limits), tat: make([]int64, len(limits))}
 		ll.states.put(k, st)
+	}
+	// Each limit's state as the limits asked for read it: st's own, or, for limits changed since
+	// it was written, carried over to them, which an admission writes (a refusal writes nothing,
+	// as in Redis).
+	tats, changed := st.tat, !slices.Equal(st.limits, limits)
+	if changed {
+		tats = ll.carryOver(st, limits, now)
 	}
 	all := true
 	next := make([]int64, len(limits))
 	for i, lim := range limits {
 		emission, capacity := ll.bucket(lim)
 		tolerance := satMul(emission, capacity)
-		tat := max(st.tat[i], now)
+		tat := max(tats[i], now)
 		next[i] = satAdd(tat, satMul(emission, n))
 		r := Result{Limit: lim, Source: SourceLocal}
 		switch {
@@ -95,16 +104,38 @@ func (ll *localLimiter) decide(r *request, keys []string, shadowMode bool, now i
 		all = all && (r.Allowed || shadowMode || lim.Shadow)
 		out[i] = r
 	}
+	if changed && all && !r.peek {
+		st.limits, st.tat = slices.Clone(limits), tats
+	}
 	for i := range limits {
 		emission, capacity := ll.bucket(limits[i])
-		tat := max(st.tat[i], now)
+		tat := max(tats[i], now)
 		if all && !r.peek && out[i].Allowed {
 			tat = next[i]
-			st.tat[i] = tat
+			tats[i] = tat
 		}
 		out[i].Remaining = max(0, (satMul(emission, capacity)-(tat-now))/emission)
 		out[i].ResetAfter = roundUpMicros(tat - now)
 	}
+}
+
+// carryOver returns the state of st (written under st.limits) read under limits, changed since (a
+// tier changed, or limits of one identifier that share keys alternate), at now: limit i has limit
+// i's key, and keeps what was used under the old limit, as the scripts do: the tokens it owed,
+// rounded up and capped at the new capacity, owed under the new limit from now on. Starting afresh
+// instead would give a client whose requests alternate between two such limits a full bucket at
+// every request.
+func (ll *localLimiter) carryOver(st *localState, limits []Limit, now int64) []int64 {
+	tats := slices.Clone(st.tat)
+	for i, lim := range limits {
+		oldEmission, oldCapacity := ll.bucket(st.limits[i])
+		emission, capacity := ll.bucket(lim)
+		if debt := tats[i] - now; debt > 0 && (emission != oldEmission || capacity != oldCapacity) {
+			owed := min(debt/oldEmission+min(debt%oldEmission, 1), capacity)
+			tats[i] = satAdd(now, satMul(owed, emission))
+		}
+	}
+	return tats
 }
 
 // roundUpMicros returns ns nanoseconds as a Duration rounded up to a microsecond, as the scripts'.
