@@ -31,7 +31,7 @@ func WithDenyCache(maxEntries int) Option {
 // denyCache holds recent refusals, least recently used first to go.
 type denyCache struct {
 	mu      sync.Mutex
-	entries lru[*denied]
+	entries lru[entryKey, *denied]
 	seed    maphash.Seed // of the identifiers' hashes
 }
 
@@ -48,7 +48,7 @@ func newDenyCache(max int) (*denyCache, error) {
 	if max < 1 {
 		return nil, fmt.Errorf("limiter: WithDenyCache(%d): want at least one entry", max)
 	}
-	return &denyCache{entries: newLRU[*denied](max), seed: maphash.MakeSeed()}, nil
+	return &denyCache{entries: newLRU[entryKey, *denied](max), seed: maphash.MakeSeed()}, nil
 }
 
 // lookup fills r.out from a live entry for the same keys, limits and cost at now (local

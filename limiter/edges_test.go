@@ -2,6 +2,9 @@ package limiter_test
 
 import (
 	"context"
+	"fmt"
+	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -88,4 +91,58 @@ func TestLocalFallbackChangedLimitKeepsWhatWasUsed(t *testing.T) {
 	if admitted > 4 {
 		t.Errorf("%d of 40 requests admitted under PerHour(3) and PerHour(4) alternating; want at most 4", admitted)
 	}
+}
+
+// The deny cache and the local fallback bound their memory by entries, and an entry must not keep
+// its identifier: identifiers are the clients' (an API key header, up to the server's 1 MiB of
+// header), so keeping them would let clients fill the process with MaxKeys or maxEntries times
+// whatever they send.
+func TestInProcessStateKeepsNoIdentifier(t *testing.T) {
+	b := redistest.Get(t, "standalone")
+	srv, _ := redistest.Private(t)
+	down := srv.Addr
+	srv.Stop()
+	gone := redis.NewClient(&redis.Options{Addr: down, MaxRetries: -1, DialTimeout: 200 * time.Millisecond})
+	defer gone.Close()
+	ctx := context.Background()
+	const entries, size = 32, 1 << 20
+	denying, err := limiter.New(b.Client, limiter.TokenBucket, limiter.WithKeyPrefix(redistest.Prefix(t)), limiter.WithDenyCache(entries))
+	if err != nil {
+		t.Fatal(err)
+	}
+	local, err := limiter.New(gone, limiter.TokenBucket, limiter.WithFailurePolicy(limiter.FailLocal(limiter.LocalFallback{MaxKeys: entries})),
+		limiter.WithLogger(limitertest.Discard))
+	if err != nil {
+		t.Fatal(err)
+	}
+	limit := limiter.PerHour(1)
+	heap := func() uint64 {
+		runtime.GC()
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		return m.HeapAlloc
+	}
+	decide := func(id string) {
+		denying.Allow(ctx, id, limit)
+		if res, err := denying.Allow(ctx, id, limit); err != nil || res.Allowed {
+			t.Fatalf("second request: %+v, %v; want refused", res, err)
+		}
+		if res, err := local.Allow(ctx, id, limit); err != nil || res.Source != limiter.SourceLocal {
+			t.Fatalf("local: %+v, %v", res, err)
+		}
+	}
+	decide(strings.Repeat("w", size)) // connections' buffers grown once
+	before := heap()
+	for i := range entries {
+		decide(fmt.Sprint(i) + strings.Repeat("x", size))
+	}
+	after := heap()
+	if mapped, _, _ := limiter.DenyCacheSize(denying); mapped < entries/2 {
+		t.Fatalf("the deny cache holds %d entries", mapped)
+	}
+	if grown := int64(after) - int64(before); grown > 8<<20 {
+		t.Errorf("the heap grew by %d MiB for %d entries of each cache: the identifiers (%d MiB each) are kept", grown>>20, entries, size>>20)
+	}
+	runtime.KeepAlive(denying)
+	runtime.KeepAlive(local)
 }

@@ -2,8 +2,10 @@ package limiter
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"log/slog"
 	"math"
 	"strconv"
@@ -463,12 +465,38 @@ type request struct {
 	asked  bool     // Redis was asked (run was called), whatever it answered
 }
 
-// cacheKey names a request's entry in the deny cache and the local fallback: its Redis keys.
-func cacheKey(keys []string) string {
+// entryKey names a request's entry in the deny cache and the local fallback: a hash of its Redis
+// keys, 128 bits, so that two requests' entries never meet by chance. Not the keys themselves:
+// they hold the identifier, which is the client's (an API key from a header, say) and can be as
+// long as a request is, so that entries kept by their keys would let clients fill the process
+// with MaxKeys times whatever they send (TestInProcessStateKeepsNoIdentifier).
+type entryKey [2]uint64
+
+// entrySeeds key the hashes of entryKey, fresh in each process.
+var entrySeeds = [2]maphash.Seed{maphash.MakeSeed(), maphash.MakeSeed()}
+
+// cacheKey returns the entryKey of a request whose Redis keys are keys.
+func cacheKey(keys []string) entryKey {
+	var k entryKey
 	if len(keys) == 1 {
-		return keys[0]
+		for i := range k {
+			k[i] = maphash.String(entrySeeds[i], keys[0])
+		}
+		return k
 	}
-	return strings.Join(keys, "\x00")
+	for i := range k {
+		var h maphash.Hash
+		h.SetSeed(entrySeeds[i])
+		for _, key := range keys {
+			// Each key's length first, so that no two lists of keys write the same bytes.
+			var n [8]byte
+			binary.LittleEndian.PutUint64(n[:], uint64(len(key)))
+			h.Write(n[:])
+			h.WriteString(key)
+		}
+		k[i] = h.Sum64()
+	}
+	return k
 }
 
 // decide makes one decision, inside a span, and records its metrics. It fills r.out, one Result

@@ -35,7 +35,7 @@ func FailLocal(f LocalFallback) FailurePolicy { return FailurePolicy{source: Sou
 type localLimiter struct {
 	mu        sync.Mutex
 	instances int64
-	states    lru[*localState]
+	states    lru[entryKey, *localState]
 }
 
 type localState struct {
@@ -53,7 +53,7 @@ func newLocalLimiter(f LocalFallback) (*localLimiter, error) {
 	if f.MaxKeys < 0 || f.Instances < 0 {
 		return nil, fmt.Errorf("limiter: FailLocal(%+v): want positive MaxKeys and Instances", f)
 	}
-	return &localLimiter{instances: int64(f.Instances), states: newLRU[*localState](f.MaxKeys)}, nil
+	return &localLimiter{instances: int64(f.Instances), states: newLRU[entryKey, *localState](f.MaxKeys)}, nil
 }
 
 // bucket returns a limit's local token bucket: nanoseconds per token and the capacity in tokens.
