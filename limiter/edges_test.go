@@ -146,3 +146,39 @@ func TestInProcessStateKeepsNoIdentifier(t *testing.T) {
 	runtime.KeepAlive(denying)
 	runtime.KeepAlive(local)
 }
+
+// FailLocal enforces each limit of an identifier once, whatever other limits a request names with
+// it, as Redis (one key per limit) does: a client spreading its requests over routes whose limits
+// share a global one is held to the global one while Redis is down.
+func TestLocalFallbackLimitSharedAcrossLimitSets(t *testing.T) {
+	srv, _ := redistest.Private(t)
+	addr := srv.Addr
+	srv.Stop()
+	rdb := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1, DialTimeout: 200 * time.Millisecond})
+	defer rdb.Close()
+	lim, err := limiter.New(rdb, limiter.TokenBucket, limiter.WithFailurePolicy(limiter.FailLocal(limiter.LocalFallback{})),
+		limiter.WithLogger(limitertest.Discard))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	global := limiter.PerHour(3).WithName("global")
+	admitted := 0
+	for round := range 3 {
+		for route := range 10 {
+			res, err := lim.AllowAll(ctx, "spread", 1, global, limiter.PerHour(100).WithName(fmt.Sprint("route", route)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Source != limiter.SourceLocal {
+				t.Fatalf("round %d, route %d: source %v, want local", round, route, res.Source)
+			}
+			if res.Allowed {
+				admitted++
+			}
+		}
+	}
+	if admitted != 3 {
+		t.Errorf("%d of 30 requests over 10 routes admitted under a global PerHour(3); want 3", admitted)
+	}
+}

@@ -472,18 +472,24 @@ type request struct {
 // with MaxKeys times whatever they send (TestInProcessStateKeepsNoIdentifier).
 type entryKey [2]uint64
 
+// hashKey returns the entryKey of one string: a Redis key, or an identifier.
+func hashKey(s string) entryKey {
+	var k entryKey
+	for i := range k {
+		k[i] = maphash.String(entrySeeds[i], s)
+	}
+	return k
+}
+
 // entrySeeds key the hashes of entryKey, fresh in each process.
 var entrySeeds = [2]maphash.Seed{maphash.MakeSeed(), maphash.MakeSeed()}
 
 // cacheKey returns the entryKey of a request whose Redis keys are keys.
 func cacheKey(keys []string) entryKey {
-	var k entryKey
 	if len(keys) == 1 {
-		for i := range k {
-			k[i] = maphash.String(entrySeeds[i], keys[0])
-		}
-		return k
+		return hashKey(keys[0])
 	}
+	var k entryKey
 	for i := range k {
 		var h maphash.Hash
 		h.SetSeed(entrySeeds[i])
