@@ -182,3 +182,93 @@ func TestLocalFallbackLimitSharedAcrossLimitSets(t *testing.T) {
 		t.Errorf("%d of 30 requests over 10 routes admitted under a global PerHour(3); want 3", admitted)
 	}
 }
+
+// Edges that hold, on every algorithm and backend: the N-th and N+1-th request at one instant,
+// the last microsecond of a window, periods of 1 ms, of a prime number of ms and of MaxPeriod;
+// RetryAfter exact to the microsecond; AllowAll over more limits than one coalesced call carries,
+// charging none when the last refuses; identifiers of 1 MiB and of escapes kept apart.
+func TestLimiterEdgesHold(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, b *redistest.Backend) {
+		ctx := context.Background()
+		srvNow, err := b.Client.Time(ctx).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, alg := range limitertest.Algorithms {
+			t.Run(alg.String(), func(t *testing.T) {
+				for _, limit := range []limiter.Limit{limiter.Per(3, time.Millisecond), limiter.Per(3, 7*time.Millisecond),
+					limiter.Per(1, time.Millisecond).WithBurst(1), limiter.Per(2, limiter.MaxPeriod)} {
+					// The last µs of a window, an hour ahead of the server, whose clock expires keys.
+					p := limit.Period.Microseconds()
+					start := ((srvNow.UnixMicro()+3600e6)/p+2)*p - 1
+					at := start
+					lim, err := limiter.New(b.Client, alg, limiter.WithKeyPrefix(redistest.Prefix(t)),
+						limiter.WithClock(func() time.Time { return time.UnixMicro(at) }))
+					if err != nil {
+						t.Fatal(err)
+					}
+					for i := range limit.Capacity() {
+						if res, err := lim.Allow(ctx, "edge", limit); err != nil || !res.Allowed || res.Remaining != limit.Capacity()-1-i {
+							t.Fatalf("%v: request %d at one instant: %+v, %v", limit, i+1, res, err)
+						}
+					}
+					res, err := lim.Allow(ctx, "edge", limit)
+					if err != nil || res.Allowed || res.RetryAfter <= 0 || res.RetryAfter == limiter.InfDuration {
+						t.Fatalf("%v: request %d at the same instant: %+v, %v; want refused for a while", limit, limit.Capacity()+1, res, err)
+					}
+					at = start + res.RetryAfter.Microseconds() - 1
+					if early, err := lim.Allow(ctx, "edge", limit); err != nil || early.Allowed {
+						t.Fatalf("%v: 1µs before RetryAfter %v: %+v, %v; want refused", limit, res.RetryAfter, early, err)
+					}
+					at++
+					if then, err := lim.Allow(ctx, "edge", limit); err != nil || !then.Allowed {
+						t.Fatalf("%v: at RetryAfter %v: %+v, %v; want admitted", limit, res.RetryAfter, then, err)
+					}
+				}
+			})
+		}
+		for _, alg := range limitertest.Algorithms {
+			for _, opts := range [][]limiter.Option{nil, {limiter.WithCoalescing()}} {
+				lim, err := limiter.New(b.Client, alg, append(opts, limiter.WithKeyPrefix(redistest.Prefix(t)))...)
+				if err != nil {
+					t.Fatal(err)
+				}
+				var limits []limiter.Limit
+				for i := range 1499 {
+					limits = append(limits, limiter.PerHour(5).WithName(fmt.Sprint("l", i)))
+				}
+				last := limiter.PerHour(1).WithName("last")
+				limits = append(limits, last)
+				if res, err := lim.Allow(ctx, "many", last); err != nil || !res.Allowed {
+					t.Fatalf("%v: %+v, %v", alg, res, err)
+				}
+				res, err := lim.AllowAll(ctx, "many", 1, limits...)
+				if err != nil || res.Allowed || res.Limit != last || len(res.All) != len(limits) {
+					t.Fatalf("%v %d options: AllowAll of %d limits, the last spent: %+v, %v", alg, len(opts), len(limits), res.Limit, err)
+				}
+				for _, l := range limits[:3] {
+					if p, err := lim.Peek(ctx, "many", l); err != nil || p.Remaining != 5 {
+						t.Errorf("%v: %v charged by a refused AllowAll: %d left, %v", alg, l, p.Remaining, err)
+					}
+				}
+			}
+		}
+		lim, err := limiter.New(b.Client, limiter.FixedWindow, limiter.WithKeyPrefix(redistest.Prefix(t)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		limit := limiter.PerHour(3)
+		ids := []string{"a", "{a}", "%7Ba%7D", "%257Ba%257D", "a}", "{a", "}{", "{}", "\xff\xfe\x00", "\x00",
+			strings.Repeat("x", 1<<20), strings.Repeat("x", 1<<20-1) + "y", strings.Repeat("{", 1000)}
+		for i, id := range ids {
+			if _, err := lim.AllowN(ctx, id, limit, int64(1+i%3)); err != nil {
+				t.Fatalf("identifier %d: %v", i, err)
+			}
+		}
+		for i, id := range ids {
+			if p, err := lim.Peek(ctx, id, limit); err != nil || p.Remaining != int64(2-i%3) {
+				t.Errorf("identifier %d: %d left, %v; want %d", i, p.Remaining, err, 2-i%3)
+			}
+		}
+	})
+}
