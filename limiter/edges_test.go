@@ -59,16 +59,7 @@ func TestSlidingLogClockBackKeepsKey(t *testing.T) {
 // client whose requests alternate between two limits that share a key (per-route limits of one
 // identifier, a tier changing) is still limited. It used to start afresh at each change.
 func TestLocalFallbackChangedLimitKeepsWhatWasUsed(t *testing.T) {
-	srv, _ := redistest.Private(t)
-	addr := srv.Addr
-	srv.Stop()
-	rdb := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1, DialTimeout: 200 * time.Millisecond})
-	defer rdb.Close()
-	lim, err := limiter.New(rdb, limiter.TokenBucket, limiter.WithFailurePolicy(limiter.FailLocal(limiter.LocalFallback{})),
-		limiter.WithLogger(limitertest.Discard))
-	if err != nil {
-		t.Fatal(err)
-	}
+	lim := localOnly(t, limiter.LocalFallback{})
 	ctx := context.Background()
 	a, b := limiter.PerHour(3), limiter.PerHour(4) // one key: the same period, no name
 	admitted := 0
@@ -99,22 +90,13 @@ func TestLocalFallbackChangedLimitKeepsWhatWasUsed(t *testing.T) {
 // whatever they send.
 func TestInProcessStateKeepsNoIdentifier(t *testing.T) {
 	b := redistest.Get(t, "standalone")
-	srv, _ := redistest.Private(t)
-	down := srv.Addr
-	srv.Stop()
-	gone := redis.NewClient(&redis.Options{Addr: down, MaxRetries: -1, DialTimeout: 200 * time.Millisecond})
-	defer gone.Close()
 	ctx := context.Background()
 	const entries, size = 32, 1 << 20
 	denying, err := limiter.New(b.Client, limiter.TokenBucket, limiter.WithKeyPrefix(redistest.Prefix(t)), limiter.WithDenyCache(entries))
 	if err != nil {
 		t.Fatal(err)
 	}
-	local, err := limiter.New(gone, limiter.TokenBucket, limiter.WithFailurePolicy(limiter.FailLocal(limiter.LocalFallback{MaxKeys: entries})),
-		limiter.WithLogger(limitertest.Discard))
-	if err != nil {
-		t.Fatal(err)
-	}
+	local := localOnly(t, limiter.LocalFallback{MaxKeys: entries})
 	limit := limiter.PerHour(1)
 	heap := func() uint64 {
 		runtime.GC()
@@ -151,16 +133,7 @@ func TestInProcessStateKeepsNoIdentifier(t *testing.T) {
 // it, as Redis (one key per limit) does: a client spreading its requests over routes whose limits
 // share a global one is held to the global one while Redis is down.
 func TestLocalFallbackLimitSharedAcrossLimitSets(t *testing.T) {
-	srv, _ := redistest.Private(t)
-	addr := srv.Addr
-	srv.Stop()
-	rdb := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1, DialTimeout: 200 * time.Millisecond})
-	defer rdb.Close()
-	lim, err := limiter.New(rdb, limiter.TokenBucket, limiter.WithFailurePolicy(limiter.FailLocal(limiter.LocalFallback{})),
-		limiter.WithLogger(limitertest.Discard))
-	if err != nil {
-		t.Fatal(err)
-	}
+	lim := localOnly(t, limiter.LocalFallback{})
 	ctx := context.Background()
 	global := limiter.PerHour(3).WithName("global")
 	admitted := 0
@@ -271,4 +244,19 @@ func TestLimiterEdgesHold(t *testing.T) {
 			}
 		}
 	})
+}
+
+// localOnly returns a token-bucket limiter deciding with FailLocal(f) on a Redis that is down.
+func localOnly(t *testing.T, f limiter.LocalFallback) *limiter.Limiter {
+	t.Helper()
+	srv, _ := redistest.Private(t)
+	addr := srv.Addr
+	srv.Stop()
+	rdb := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1, DialTimeout: 200 * time.Millisecond})
+	t.Cleanup(func() { rdb.Close() })
+	lim, err := limiter.New(rdb, limiter.TokenBucket, limiter.WithFailurePolicy(limiter.FailLocal(f)), limiter.WithLogger(limitertest.Discard))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return lim
 }
