@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -259,4 +260,69 @@ func localOnly(t *testing.T, f limiter.LocalFallback) *limiter.Limiter {
 		t.Fatal(err)
 	}
 	return lim
+}
+
+// holdReply is a redis.Hook that, once armed, holds the reply of the next EVALSHA: it signals
+// held when the reply has come, and returns it when release is closed.
+type holdReply struct {
+	armed   atomic.Bool
+	held    chan struct{}
+	release chan struct{}
+}
+
+func (h *holdReply) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h *holdReply) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		err := next(ctx, cmd)
+		if cmd.Name() == "evalsha" && h.armed.CompareAndSwap(true, false) {
+			close(h.held)
+			<-h.release
+		}
+		return err
+	}
+}
+
+func (h *holdReply) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+// Reset through the Limiter clears its deny cache, also of a refusal Redis made before the reset
+// and that reaches the cache after it (a client hammering while refused has one in flight): the
+// cache must not refuse what Redis, reset, admits.
+func TestDenyCacheResetRacingARefusal(t *testing.T) {
+	_, rdb := redistest.Private(t)
+	hook := &holdReply{held: make(chan struct{}), release: make(chan struct{})}
+	rdb.AddHook(hook)
+	ctx := context.Background()
+	for _, alg := range limitertest.Algorithms {
+		t.Run(alg.String(), func(t *testing.T) {
+			lim, err := limiter.New(rdb, alg, limiter.WithDenyCache(16), limiter.WithKeyPrefix(redistest.Prefix(t)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			limit := limiter.PerHour(1)
+			if res, err := lim.Allow(ctx, "reset", limit); err != nil || !res.Allowed {
+				t.Fatalf("first: %+v, %v", res, err)
+			}
+			hook.held, hook.release = make(chan struct{}), make(chan struct{})
+			hook.armed.Store(true)
+			refused := make(chan limiter.Result, 1)
+			go func() {
+				res, _ := lim.Allow(ctx, "reset", limit) // refused by Redis; its reply held
+				refused <- res
+			}()
+			<-hook.held
+			if err := lim.Reset(ctx, "reset", limit); err != nil {
+				t.Fatal(err)
+			}
+			close(hook.release)
+			if res := <-refused; res.Allowed || res.Source != limiter.SourceRedis {
+				t.Fatalf("the request in flight: %+v; want refused by Redis", res)
+			}
+			if res, err := lim.Allow(ctx, "reset", limit); err != nil || !res.Allowed {
+				t.Errorf("after Reset: %+v, %v; want admitted, as Redis admits it", res, err)
+			}
+		})
+	}
 }

@@ -359,10 +359,14 @@ func (l *Limiter) Reset(ctx context.Context, key string, limits ...Limit) (err e
 	if len(keys) == 0 {
 		return nil
 	}
+	err = l.client.Del(ctx, keys...).Err()
 	if l.denied != nil {
+		// After the DEL (failed or not: it may have run), so that no refusal Redis made before
+		// the DEL is cached after it: forget keeps out those of requests already under way,
+		// which would otherwise outlive the reset (TestDenyCacheResetRacingARefusal).
 		l.denied.forget(key)
 	}
-	if err := l.client.Del(ctx, keys...).Err(); err != nil {
+	if err != nil {
 		return fmt.Errorf("limiter: reset: %w", err)
 	}
 	return nil
@@ -522,8 +526,9 @@ func (l *Limiter) decide(ctx context.Context, r *request, buf []string) error {
 // moments ago) by the failure policy. keys are r's Redis keys.
 func (l *Limiter) consult(ctx context.Context, r *request, keys []string) error {
 	var sent int64
+	var epoch uint64
 	if l.denied != nil {
-		sent = l.localNow()
+		epoch, sent = l.denied.epoch(), l.localNow()
 		if l.denied.lookup(r, keys, sent) {
 			return nil
 		}
@@ -563,7 +568,7 @@ func (l *Limiter) consult(ctx context.Context, r *request, keys []string) error 
 		l.breaker.answered()
 	}
 	if l.denied != nil {
-		l.denied.remember(r, keys, sent)
+		l.denied.remember(r, keys, sent, epoch)
 	}
 	return nil
 }
