@@ -64,18 +64,8 @@ local function slog(key, P, x, cost, now, j, take, report, read)
       added = added + redis.call('ZADD', key, at, format('%s#%d', at, k))
     end
     redis.call('ZREMRANGEBYSCORE', key, '-inf', cut)
-    -- The key lives until the newest request ages out: now's, or one logged at a later instant
-    -- (the server's clock jumped back since), which still counts. Only a log that held live
-    -- requests can hold one; its newest score is read after the write, so a corrupt one is not
-    -- taken (the key then lives one span after now).
-    last = now
-    if counted > 0 then
-      local r = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
-      local t = tonumber(r[2])
-      if t and t > now and t == floor(t) and t < EXACT then last = t end
-    end
-    redis.call('PEXPIREAT', key, format('%d', math.ceil((last + span) / 1000)))
-    count = count + cost
+    redis.call('PEXPIREAT', key, format('%d', math.ceil((now + span) / 1000)))
+    count, last = count + cost, now
   elseif count > 0 and (report or not allowed) then
     local r = redis.call('ZREVRANGEBYSCORE', key, '+inf', '-inf', 'WITHSCORES', 'LIMIT', 0, 1)
     if r[2] then
