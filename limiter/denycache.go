@@ -5,6 +5,7 @@ import (
 	"hash/maphash"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -17,7 +18,8 @@ import (
 // the limit up, never give capacity back, so Redis would refuse the request until then too; the
 // cached moment is taken from before the request was sent, so the cache stops refusing a little
 // early, never late. Two things can give capacity back: Reset (through this Limiter it clears the
-// cache for that identifier; through another process it is not seen here until the entry ends),
+// cache for that identifier, refusals of requests under way as it runs included; through another
+// process it is not seen here until the entry ends),
 // and a Redis failover that loses recent writes. What it saves is the round trip, and the load on
 // Redis, for clients that keep knocking while refused: with FailOpen, even while Redis is
 // down, they are still refused.
@@ -31,8 +33,9 @@ func WithDenyCache(maxEntries int) Option {
 // denyCache holds recent refusals, least recently used first to go.
 type denyCache struct {
 	mu      sync.Mutex
-	entries lru[*denied]
-	seed    maphash.Seed // of the identifiers' hashes
+	entries lru[entryKey, *denied]
+	seed    maphash.Seed  // of the identifiers' hashes
+	resets  atomic.Uint64 // how many times forget ran: a refusal asked for before one is not kept
 }
 
 type denied struct {
@@ -48,7 +51,7 @@ func newDenyCache(max int) (*denyCache, error) {
 	if max < 1 {
 		return nil, fmt.Errorf("limiter: WithDenyCache(%d): want at least one entry", max)
 	}
-	return &denyCache{entries: newLRU[*denied](max), seed: maphash.MakeSeed()}, nil
+	return &denyCache{entries: newLRU[entryKey, *denied](max), seed: maphash.MakeSeed()}, nil
 }
 
 // lookup fills r.out from a live entry for the same keys, limits and cost at now (local
@@ -80,10 +83,16 @@ func (c *denyCache) lookup(r *request, keys []string, now int64) bool {
 	return true
 }
 
-// remember keeps the refusal in r.out of a request sent at at (local nanoseconds), unless it can
-// never be admitted. The entry holds a hash of the identifier, not the identifier: nothing of r
-// that lives on its caller's stack may be kept (see request).
-func (c *denyCache) remember(r *request, keys []string, at int64) {
+// epoch returns what remember needs to know that no Reset came between: take it before asking
+// Redis.
+func (c *denyCache) epoch() uint64 { return c.resets.Load() }
+
+// remember keeps the refusal in r.out of a request sent at at (local nanoseconds), whose epoch
+// was taken before it was sent, unless it can never be admitted, or a Reset (forget) came since
+// the epoch: Redis may have refused it before the reset, which the refusal would then outlive.
+// The entry holds a hash of the identifier, not the identifier: nothing of r that lives on its
+// caller's stack may be kept (see request).
+func (c *denyCache) remember(r *request, keys []string, at int64, epoch uint64) {
 	var wait time.Duration
 	for _, res := range r.out {
 		if !res.Allowed {
@@ -97,15 +106,20 @@ func (c *denyCache) remember(r *request, keys []string, at int64) {
 		at: at, until: at + int64(wait)}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.resets.Load() != epoch {
+		return
+	}
 	c.entries.put(cacheKey(keys), d)
 }
 
 // forget drops every entry of the identifier id, and of any identifier whose hash is the same
-// (harmless: a dropped entry only sends the request to Redis again).
+// (harmless: a dropped entry only sends the request to Redis again), and keeps out the refusals
+// of requests asked for before it (see remember). Reset calls it once Redis has deleted the state.
 func (c *denyCache) forget(id string) {
 	h := maphash.String(c.seed, id)
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.resets.Add(1)
 	c.entries.deleteIf(func(d *denied) bool { return d.id == h })
 }
 

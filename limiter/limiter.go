@@ -2,8 +2,10 @@ package limiter
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"log/slog"
 	"math"
 	"strconv"
@@ -357,10 +359,14 @@ func (l *Limiter) Reset(ctx context.Context, key string, limits ...Limit) (err e
 	if len(keys) == 0 {
 		return nil
 	}
+	err = l.client.Del(ctx, keys...).Err()
 	if l.denied != nil {
+		// After the DEL (failed or not: it may have run), so that no refusal Redis made before
+		// the DEL is cached after it: forget keeps out those of requests already under way,
+		// which would otherwise outlive the reset (TestDenyCacheResetRacingARefusal).
 		l.denied.forget(key)
 	}
-	if err := l.client.Del(ctx, keys...).Err(); err != nil {
+	if err != nil {
 		return fmt.Errorf("limiter: reset: %w", err)
 	}
 	return nil
@@ -463,12 +469,44 @@ type request struct {
 	asked  bool     // Redis was asked (run was called), whatever it answered
 }
 
-// cacheKey names a request's entry in the deny cache and the local fallback: its Redis keys.
-func cacheKey(keys []string) string {
-	if len(keys) == 1 {
-		return keys[0]
+// entryKey names a request's entry in the deny cache and the local fallback: a hash of its Redis
+// keys, 128 bits, so that two requests' entries never meet by chance. Not the keys themselves:
+// they hold the identifier, which is the client's (an API key from a header, say) and can be as
+// long as a request is, so that entries kept by their keys would let clients fill the process
+// with MaxKeys times whatever they send (TestInProcessStateKeepsNoIdentifier).
+type entryKey [2]uint64
+
+// hashKey returns the entryKey of one string: a Redis key, or an identifier.
+func hashKey(s string) entryKey {
+	var k entryKey
+	for i := range k {
+		k[i] = maphash.String(entrySeeds[i], s)
 	}
-	return strings.Join(keys, "\x00")
+	return k
+}
+
+// entrySeeds key the hashes of entryKey, fresh in each process.
+var entrySeeds = [2]maphash.Seed{maphash.MakeSeed(), maphash.MakeSeed()}
+
+// cacheKey returns the entryKey of a request whose Redis keys are keys.
+func cacheKey(keys []string) entryKey {
+	if len(keys) == 1 {
+		return hashKey(keys[0])
+	}
+	var k entryKey
+	for i := range k {
+		var h maphash.Hash
+		h.SetSeed(entrySeeds[i])
+		for _, key := range keys {
+			// Each key's length first, so that no two lists of keys write the same bytes.
+			var n [8]byte
+			binary.LittleEndian.PutUint64(n[:], uint64(len(key)))
+			h.Write(n[:])
+			h.WriteString(key)
+		}
+		k[i] = h.Sum64()
+	}
+	return k
 }
 
 // decide makes one decision, inside a span, and records its metrics. It fills r.out, one Result
@@ -488,8 +526,9 @@ func (l *Limiter) decide(ctx context.Context, r *request, buf []string) error {
 // moments ago) by the failure policy. keys are r's Redis keys.
 func (l *Limiter) consult(ctx context.Context, r *request, keys []string) error {
 	var sent int64
+	var epoch uint64
 	if l.denied != nil {
-		sent = l.localNow()
+		epoch, sent = l.denied.epoch(), l.localNow()
 		if l.denied.lookup(r, keys, sent) {
 			return nil
 		}
@@ -529,7 +568,7 @@ func (l *Limiter) consult(ctx context.Context, r *request, keys []string) error 
 		l.breaker.answered()
 	}
 	if l.denied != nil {
-		l.denied.remember(r, keys, sent)
+		l.denied.remember(r, keys, sent, epoch)
 	}
 	return nil
 }

@@ -8,7 +8,11 @@ import (
 func localDecide(t *testing.T, ll *localLimiter, key string, n int64, peek bool, now time.Duration, limits ...Limit) []Result {
 	t.Helper()
 	r := request{key: key, n: n, peek: peek, limits: limits, out: make([]Result, len(limits))}
-	ll.decide(&r, []string{key}, false, int64(now))
+	keys := make([]string, len(limits)) // as redisKey names them: by name, or by period
+	for i, l := range limits {
+		keys[i] = key + ":" + l.Name + ":" + l.Period.String()
+	}
+	ll.decide(&r, keys, false, int64(now))
 	return r.out
 }
 
@@ -86,7 +90,7 @@ func TestLocalFallbackShadow(t *testing.T) {
 	if !rs[0].Allowed || rs[1].Allowed || rs[0].Remaining != 3 || rs[1].Remaining != 0 {
 		t.Fatalf("second: %+v; want api counting it (3 left), the shadow limit refusing", rs)
 	}
-	r := request{n: 1, limits: []Limit{PerHour(1)}, out: make([]Result, 1)}
+	r := request{key: "m", n: 1, limits: []Limit{PerHour(1)}, out: make([]Result, 1)}
 	ll.decide(&r, []string{"m"}, true, 0)
 	ll.decide(&r, []string{"m"}, true, 0)
 	if r.out[0].Allowed || r.out[0].Remaining != 0 {

@@ -25,6 +25,6 @@ func LocalFallbackSize(l *Limiter) (mapped, listed, bound int) {
 	return l.fail.local.states.size()
 }
 
-func (c *lru[V]) size() (mapped, listed, bound int) {
+func (c *lru[K, V]) size() (mapped, listed, bound int) {
 	return len(c.entries), c.order.Len(), c.max
 }
