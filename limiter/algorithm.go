@@ -44,7 +44,7 @@ type algorithm struct {
 	name   string
 	tag    string // the algorithm's part of a key
 	script *script.Script
-	batch  *script.Script                  // the script making many decisions in one call (WithCoalescing)
+	batch  *script.Script                  // the script making many decisions in one call (coalescing)
 	check  func(Limit) error               // what this algorithm needs of a limit beyond Limit.validate
 	nargs  int                             // how many ARGV values a limit takes
 	args   func(args []any, l Limit) []any // appends the limit's ARGV values to args

@@ -63,7 +63,7 @@ func BenchmarkEvalshaBaseline(b *testing.B) {
 }
 
 // One caller, one key at a time: the latency of a decision, one round trip, sent as a call of its
-// own and through WithCoalescing (where a lone caller's decision is one call of one decision).
+// own (WithoutCoalescing) and coalesced (the default, where a lone caller's decision is one call of one decision).
 func BenchmarkAllow(b *testing.B) {
 	for _, a := range algorithms {
 		for _, send := range sendModes {
@@ -85,7 +85,7 @@ func allow(b *testing.B, alg limiter.Algorithm, opts []limiter.Option) {
 }
 
 // Many concurrent callers over many keys: decisions per second through one client, each decision
-// its own round trip, then with WithCoalescing and with WithAutoPipeline.
+// its own round trip (WithoutCoalescing), then coalesced (the default) and with WithAutoPipeline.
 func BenchmarkAllowParallel(b *testing.B) {
 	for _, a := range algorithms {
 		for _, send := range append(sendModes, sendMode{"/auto-pipeline", []limiter.Option{limiter.WithAutoPipeline()}}) {

@@ -22,10 +22,10 @@ type sendMode struct {
 }
 
 // sendModes are the ways of sending decisions the algorithm tests run under: one script call per
-// decision, and WithCoalescing.
+// decision (WithoutCoalescing), and coalesced, the default.
 var sendModes = []sendMode{
-	{"", nil},
-	{"/coalesced", []limiter.Option{limiter.WithCoalescing()}},
+	{"", []limiter.Option{limiter.WithoutCoalescing()}},
+	{"/coalesced", nil},
 }
 
 // noise makes decisions for identifier id under limits of its own (so on keys of their own, in
@@ -77,7 +77,7 @@ func TestCoalescedBadKeysFailAlone(t *testing.T) {
 			t.Run(a.alg.String(), func(t *testing.T) {
 				ctx := context.Background()
 				prefix := redistest.Prefix(t)
-				lim, err := limiter.New(b.Client, a.alg, limiter.WithCoalescing(), limiter.WithKeyPrefix(prefix))
+				lim, err := limiter.New(b.Client, a.alg, limiter.WithKeyPrefix(prefix))
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -136,7 +136,7 @@ func TestCoalescedBadKeysFailAlone(t *testing.T) {
 // decision standing in for the timeout; once Redis answers again, decisions are Redis' again.
 func TestCoalescedTimeoutFallsBack(t *testing.T) {
 	_, rdb := redistest.Private(t)
-	lim, err := limiter.New(rdb, limiter.TokenBucket, limiter.WithCoalescing(), limiter.WithFailurePolicy(limiter.FailOpen()),
+	lim, err := limiter.New(rdb, limiter.TokenBucket, limiter.WithFailurePolicy(limiter.FailOpen()),
 		limiter.WithTimeout(200*time.Millisecond), limiter.WithCooldown(0), limiter.WithLogger(limitertest.Discard))
 	if err != nil {
 		t.Fatal(err)
@@ -170,9 +170,32 @@ func TestCoalescedTimeoutFallsBack(t *testing.T) {
 	}
 }
 
-// WithCoalescing and WithAutoPipeline are two ways of sending decisions: New refuses both.
-func TestCoalescingOrAutoPipeline(t *testing.T) {
+// Decisions are coalesced by default; WithoutCoalescing and WithAutoPipeline send each in a call
+// of its own (the auto-pipeliner may share a round trip). WithCoalescing, deprecated, asks for the
+// default, and New refuses it with WithAutoPipeline.
+func TestCoalescingIsTheDefault(t *testing.T) {
 	_, rdb := redistest.Private(t)
+	for name, c := range map[string]struct {
+		opts      []limiter.Option
+		coalesced bool
+	}{
+		"default":            {nil, true},
+		"WithCoalescing":     {[]limiter.Option{limiter.WithCoalescing()}, true},
+		"WithoutCoalescing":  {[]limiter.Option{limiter.WithoutCoalescing()}, false},
+		"WithAutoPipeline":   {[]limiter.Option{limiter.WithAutoPipeline()}, false},
+		"Without, then With": {[]limiter.Option{limiter.WithoutCoalescing(), limiter.WithCoalescing()}, true},
+	} {
+		lim, err := limiter.New(rdb, limiter.TokenBucket, c.opts...)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if _, err := lim.Allow(context.Background(), "k", limiter.PerSecond(10)); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if _, ok := limiter.CoalesceStats(lim); ok != c.coalesced {
+			t.Errorf("%s: coalesced %v, want %v", name, ok, c.coalesced)
+		}
+	}
 	if _, err := limiter.New(rdb, limiter.TokenBucket, limiter.WithCoalescing(), limiter.WithAutoPipeline()); err == nil {
 		t.Error("New accepted WithCoalescing and WithAutoPipeline together")
 	}

@@ -19,7 +19,7 @@ import (
 // next) so the count per window is known exactly, while the contention on the key is real.
 //
 // The same again with WithAutoPipeline, where the 64 goroutines' decisions share pipelines, and
-// with WithCoalescing, where they share script calls (many decisions on the one key in one call).
+// coalesced (the default), where they share script calls (many decisions on the one key in one call).
 func TestLimiterExactUnderConcurrency(t *testing.T) {
 	redistest.Each(t, func(t *testing.T, b *redistest.Backend) {
 		for _, a := range algorithms {

@@ -1,9 +1,10 @@
 // Package limiter is a rate limiter over Redis: fixed window, sliding window (weighted counter),
 // sliding log and token bucket (GCRA).
 //
-// Every decision is one atomic Lua script call timed by the Redis server's clock, so any number of
-// processes that share a Redis enforce one limit exactly, whatever their own clocks say. Limits are
-// values passed with each call:
+// Every decision is made atomically by one Lua script timed by the Redis server's clock, so any
+// number of processes that share a Redis enforce one limit exactly, whatever their own clocks say.
+// Decisions that many goroutines ask for at once share script calls (coalescing, the default;
+// WithoutCoalescing sends each in a call of its own). Limits are values passed with each call:
 //
 //	lim, err := limiter.New(rdb, limiter.TokenBucket)
 //	...
@@ -26,7 +27,7 @@
 //   - Invalid limits, costs and keys are refused with ErrInvalidLimit, ErrInvalidCost and
 //     ErrInvalidKey before Redis is asked.
 //   - AllowAll checks several limits (10 per second and 1000 per hour) and counts the request
-//     against all of them or none, in one script call.
+//     against all of them or none, atomically.
 //
 // # When Redis fails
 //

@@ -161,7 +161,7 @@ func TestLimiterEdgesHold(t *testing.T) {
 			})
 		}
 		for _, alg := range limitertest.Algorithms {
-			for _, opts := range [][]limiter.Option{nil, {limiter.WithCoalescing()}} {
+			for _, opts := range [][]limiter.Option{{limiter.WithoutCoalescing()}, nil} {
 				lim, err := limiter.New(b.Client, alg, append(opts, limiter.WithKeyPrefix(redistest.Prefix(t)))...)
 				if err != nil {
 					t.Fatal(err)

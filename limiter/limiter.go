@@ -198,15 +198,15 @@ type Result struct {
 	Err error
 }
 
-// Limiter makes rate-limit decisions in Redis with one algorithm. Every decision is one atomic
-// script call, timed by the Redis server's clock, so any number of processes sharing the Redis
-// enforce one limit exactly. A Limiter is safe for concurrent use; make one per algorithm and share it.
+// Limiter makes rate-limit decisions in Redis with one algorithm. Every decision is made
+// atomically by one script, timed by the Redis server's clock, so any number of processes sharing
+// the Redis enforce one limit exactly; concurrent decisions share script calls (WithoutCoalescing). A Limiter is safe for concurrent use; make one per algorithm and share it.
 //
 // Allow is what most callers want.
 type Limiter struct {
 	client redis.UniversalClient
 	via    script.Via        // where EVALSHA goes: the client, or its auto-pipeliner
-	batch  *coalesce.Batcher // WithCoalescing
+	batch  *coalesce.Batcher // nil with WithoutCoalescing or WithAutoPipeline
 	alg    *algorithm
 	args   argCache // the ARGV values of recent limits
 	prefix string
@@ -245,12 +245,12 @@ func New(client redis.UniversalClient, alg Algorithm, opts ...Option) (*Limiter,
 	if strings.ContainsAny(c.prefix, "{}") {
 		return nil, fmt.Errorf("limiter: key prefix %q contains a brace; the hash tag is the identifier's", c.prefix)
 	}
-	if c.auto && c.coalesce {
-		return nil, errors.New("limiter: WithAutoPipeline and WithCoalescing: choose one")
+	if c.auto && c.coalesce > 0 {
+		return nil, errors.New("limiter: WithAutoPipeline and WithCoalescing: choose one (WithAutoPipeline alone turns coalescing off)")
 	}
 	l := &Limiter{client: client, via: client, alg: impl, prefix: c.prefix, clock: c.clock, shadow: c.shadow,
 		timeout: c.timeout, logger: c.logger, keyHash: c.keyHash}
-	if c.coalesce {
+	if c.coalesce > 0 || (c.coalesce == 0 && !c.auto) {
 		var opt coalesce.Options
 		if alg == SlidingLog {
 			opt.MaxCost = MaxSlidingLogRate // a call adds no more members than one decision may

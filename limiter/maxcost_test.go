@@ -15,7 +15,7 @@ func TestCoalescedSlidingLogBoundsMembersPerCall(t *testing.T) {
 	_, c := redistest.Private(t)
 	calls := &redistest.Calls{}
 	c.AddHook(calls)
-	l, err := New(c, SlidingLog, WithCoalescing())
+	l, err := New(c, SlidingLog)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -408,8 +408,8 @@ func modelStart(seed uint64) int64 {
 	return base + off
 }
 
-// runModel drives one model run. With WithCoalescing among opts, other goroutines decide through
-// the same limiter all along, so that the run's decisions share script calls with theirs.
+// runModel drives one model run. When the limiter coalesces (opts without WithoutCoalescing),
+// other goroutines decide through the same limiter all along, so that the run's decisions share script calls with theirs.
 func runModel(t *testing.T, b *redistest.Backend, prefix string, alg limiter.Algorithm, newModel func(int) model, seed uint64, mode modelLimits, opts []limiter.Option) {
 	changes := mode == changingLimits
 	ctx := context.Background()
@@ -421,7 +421,7 @@ func runModel(t *testing.T, b *redistest.Backend, prefix string, alg limiter.Alg
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(opts) > 0 {
+	if _, coalesced := limiter.CoalesceStats(lim); coalesced {
 		// The run's identifier: keys of this run's own (its clock may be centuries from another
 		// run's), in the slot of the run's keys, so that they share calls on a Cluster too.
 		defer noise(t, lim, fmt.Sprintf("user-%d", seed))()

@@ -19,7 +19,7 @@ type config struct {
 	clock      func() time.Time
 	shadow     bool
 	auto       bool
-	coalesce   bool // WithCoalescing
+	coalesce   int8 // 0 the default (on unless WithAutoPipeline), 1 WithCoalescing, -1 WithoutCoalescing
 	policy     FailurePolicy
 	cooldown   time.Duration
 	timeout    time.Duration
@@ -68,6 +68,9 @@ func WithShadowMode() Option { return optionFunc(func(c *config) { c.shadow = tr
 // allows, even when the batch ahead of it is stuck on a stalled server. The auto-pipeliner is the
 // client's, shared with its other users, and ends when the client is closed. The client's
 // AutoPipelineOptions, if set, configure it.
+//
+// It replaces coalescing, the default (WithoutCoalescing), and cannot be combined with
+// WithCoalescing.
 func WithAutoPipeline() Option { return optionFunc(func(c *config) { c.auto = true }) }
 
 // WithLogger sets where the limiter logs (default: slog.Default(), as it is at each record; nil

@@ -184,13 +184,13 @@ func Limiters() []harness.Contender {
 		harness.Contender{
 			ID: "floor-coalesced-getset", Name: "gatehouse's coalescer, a script that only GETs and SETs each key (floor)",
 			Kind: harness.Limiter, Modules: []string{modGatehouse}, Pool: "the shared client", Gatehouse: true,
-			Notes: "WithCoalescing's calls, each decision a GET and a SET ... PXAT of its key and nothing decided: the most any exact coalesced algorithm can reach",
+			Notes: "the coalescer's calls, each decision a GET and a SET ... PXAT of its key and nothing decided: the most any exact coalesced algorithm can reach",
 			New:   newCoalescedFloor("floor_getset", floorGetSetOne, floorGetSet),
 		},
 		harness.Contender{
 			ID: "floor-coalesced-none", Name: "gatehouse's coalescer, a script that touches no key (floor)",
 			Kind: harness.Limiter, Modules: []string{modGatehouse}, Pool: "the shared client", Gatehouse: true,
-			Notes: "WithCoalescing's calls with nothing read or written: the coalescer's and the round trips' own cost",
+			Notes: "the coalescer's calls with nothing read or written: the coalescer's and the round trips' own cost",
 			New:   newCoalescedFloor("floor_none", floorNoneOne, floorNone),
 		},
 	)
@@ -202,13 +202,15 @@ func Limiters() []harness.Contender {
 				New: newGatehouseLimiter(a.alg, send),
 			}
 			switch send {
+			case oneCallEach:
+				c.Name += ", WithoutCoalescing"
 			case autoPipeline:
 				c.ID += "-auto"
 				c.Name += ", WithAutoPipeline"
 				c.Pool = "the shared client's AutoPipeliner"
 			case coalesced:
 				c.ID += "-coalesced"
-				c.Name += ", WithCoalescing"
+				c.Name += ", coalesced (the default)"
 				c.Notes = "concurrent decisions share script calls (one call of many decisions per round trip)"
 			}
 			cs = append(cs, c)

@@ -1,6 +1,6 @@
 package contenders
 
-// The floors of coalescing: gatehouse's coalescer (internal/coalesce, what WithCoalescing sends
+// The floors of coalescing: gatehouse's coalescer (internal/coalesce, what a coalescing limiter sends
 // through) carrying scripts that decide nothing, so that the harness measures in the same run what
 // any coalesced algorithm could reach at best on this machine.
 

@@ -42,9 +42,9 @@ func gatehouseLimit(alg limiter.Algorithm, mode harness.LimitMode) limiter.Limit
 type sending int
 
 const (
-	oneCallEach  sending = iota // one script call, one round trip, per decision
+	oneCallEach  sending = iota // WithoutCoalescing: one script call, one round trip, per decision
 	autoPipeline                // WithAutoPipeline
-	coalesced                   // WithCoalescing
+	coalesced                   // the default: concurrent decisions share script calls
 )
 
 // newGatehouseLimiter returns a constructor of a gatehouse limiter with alg, its decisions sent
@@ -53,10 +53,10 @@ func newGatehouseLimiter(alg limiter.Algorithm, send sending) func(context.Conte
 	return func(ctx context.Context, env harness.Env) (*harness.Instance, error) {
 		var opts []limiter.Option
 		switch send {
+		case oneCallEach:
+			opts = append(opts, limiter.WithoutCoalescing())
 		case autoPipeline:
 			opts = append(opts, limiter.WithAutoPipeline())
-		case coalesced:
-			opts = append(opts, limiter.WithCoalescing())
 		}
 		lim, err := limiter.New(env.Client, alg, opts...)
 		if err != nil {

@@ -28,7 +28,7 @@ func TestCoalescingOnStandIn(t *testing.T) {
 	ctx := context.Background()
 	for _, alg := range []limiter.Algorithm{limiter.TokenBucket, limiter.FixedWindow, limiter.SlidingWindow, limiter.SlidingLog} {
 		t.Run(alg.String(), func(t *testing.T) {
-			lim, err := limiter.New(c, alg, limiter.WithCoalescing(), limiter.WithKeyPrefix("standin:"+alg.String()+":"))
+			lim, err := limiter.New(c, alg, limiter.WithKeyPrefix("standin:"+alg.String()+":"))
 			if err != nil {
 				t.Fatal(err)
 			}

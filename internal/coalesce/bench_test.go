@@ -22,7 +22,7 @@ func BenchmarkDo(b *testing.B) {
 	for i := range keys {
 		keys[i] = prefix + "{" + strconv.Itoa(i) + "}"
 	}
-	for _, opt := range []Options{{MaxInFlight: 1}, {MaxInFlight: 2}, {MaxInFlight: 4}, {MaxInFlight: 2, MaxBatch: 16}, {MaxInFlight: 2, MaxBatch: 256}} {
+	for _, opt := range []Options{{}, {MaxInFlight: 1}, {MaxInFlight: 2}, {MaxInFlight: 4}, {MaxInFlight: 2, MaxBatch: 16}, {MaxInFlight: 2, MaxBatch: 256}} {
 		b.Run(fmt.Sprintf("inflight=%d/batch=%d", opt.MaxInFlight, opt.MaxBatch), func(b *testing.B) {
 			bt := New(be.Client, bucket, bucketBatch, opt)
 			b.ReportAllocs()

@@ -52,6 +52,45 @@ type queue struct {
 	pending  []*waiter // pending[head:] wait to be sent, oldest first
 	head     int
 	inflight int // calls under way, plus a call handed to a waiter and not yet sent
+	window   int // the most calls under way: Options.MaxInFlight, or adapted to the node's distance
+	rtt      rttMin
+}
+
+// Adaptive window (Options.MaxInFlight 0): a node's window is one call per rttPerCall of the
+// shortest round trip of a call of one decision lately seen, from minWindow to maxWindow.
+const (
+	minWindow  = 2
+	maxWindow  = 16
+	rttPerCall = 250 * time.Microsecond
+	rttEpoch   = 10 * time.Second
+)
+
+// rttMin is the shortest round trip of a lone decision over the last one or two epochs: the
+// distance to the node, without the work of a batch. An epoch without a sample keeps the last
+// estimate, so that a node too busy for lone calls keeps its window.
+type rttMin struct {
+	cur, prev time.Duration // 0: no sample
+	since     time.Time     // the start of cur's epoch
+}
+
+// observe records the round trip d of a call of one decision that ended at now, and returns the
+// estimate.
+func (r *rttMin) observe(d time.Duration, now time.Time) time.Duration {
+	if now.Sub(r.since) >= rttEpoch && r.cur > 0 {
+		r.prev, r.cur, r.since = r.cur, 0, now
+	}
+	if r.cur == 0 || d < r.cur {
+		r.cur = d
+	}
+	if r.prev > 0 && r.prev < r.cur {
+		return r.prev
+	}
+	return r.cur
+}
+
+// windowFor returns the window for a node at round trip rtt.
+func windowFor(rtt time.Duration) int {
+	return min(max(int(rtt/rttPerCall), minWindow), maxWindow)
 }
 
 // do sends w at once when the node has room for another call, else queues it until a returning
@@ -59,7 +98,7 @@ type queue struct {
 // else, when the caller gave up (w is then no longer the caller's).
 func (q *queue) do(ctx context.Context, w *waiter) error {
 	q.mu.Lock()
-	if q.inflight < q.b.opt.MaxInFlight {
+	if q.inflight < q.window {
 		q.inflight++
 		bt := q.take(w)
 		q.mu.Unlock()
@@ -96,7 +135,7 @@ func (q *queue) do(ctx context.Context, w *waiter) error {
 		}
 		<-w.ready // answered already, or handed the next call
 		if w.lead {
-			q.release() // pass the call on to the next waiter, without this decision
+			q.release(0) // pass the call on to the next waiter, without this decision
 			w.reset()
 			waiters.Put(w)
 			return ctx.Err()
@@ -129,7 +168,8 @@ func (q *queue) take(w *waiter) *batch {
 // lead sends bt, answers its waiters (the first, the caller's own, reads its answer when lead
 // returns), and hands the node's call on to the oldest queued waiter, or frees it.
 func (q *queue) lead(ctx context.Context, bt *batch) {
-	defer q.release()
+	var took time.Duration
+	defer func() { q.release(took) }()
 	defer func() {
 		for _, w := range bt.ws[1:] {
 			deliver(w)
@@ -137,13 +177,25 @@ func (q *queue) lead(ctx context.Context, bt *batch) {
 		bt.reset()
 		batches.Put(bt)
 	}()
-	q.b.send(ctx, bt)
+	if len(bt.ws) > 1 || q.b.opt.MaxInFlight > 0 {
+		q.b.send(ctx, bt)
+		return
+	}
+	start := time.Now() // a lone decision: its round trip measures the distance to the node
+	if q.b.send(ctx, bt) {
+		took = time.Since(start)
+	}
 }
 
-// release hands the call a caller sent, or was to send, to the oldest queued waiter, or frees it.
-func (q *queue) release() {
+// release hands the call a caller sent, or was to send, to the oldest queued waiter, or frees it:
+// also when the node has more calls under way than its window, which took, the round trip of a
+// call of one decision (0 for none), may have just narrowed.
+func (q *queue) release(took time.Duration) {
 	q.mu.Lock()
-	if q.head == len(q.pending) {
+	if took > 0 {
+		q.window = windowFor(q.rtt.observe(took, time.Now()))
+	}
+	if q.head == len(q.pending) || q.inflight > q.window {
 		q.inflight--
 		q.mu.Unlock()
 		return

@@ -39,8 +39,9 @@ func (bt *batch) reset() {
 	bt.reqs, bt.of = bt.reqs[:0], bt.of[:0]
 }
 
-// send decides every waiter of bt, filling its val or err.
-func (b *Batcher) send(ctx context.Context, bt *batch) {
+// send decides every waiter of bt, filling its val or err. It reports whether it took one round
+// trip that answered every call (refused or not: a reply), as a measure of the node's distance.
+func (b *Batcher) send(ctx context.Context, bt *batch) bool {
 	if b.beforeSend != nil {
 		b.beforeSend(len(bt.ws))
 	}
@@ -55,7 +56,9 @@ func (b *Batcher) send(ctx context.Context, bt *batch) {
 	}
 	bt.chunks = b.split(bt.chunks[:0], ws)
 	bt.build(ctx, b)
+	first := bt.cmds[0]
 	script.Exec(ctx, b.client, bt.cmds, b.single, b.batch)
+	replied := bt.cmds[0] == first // else sent again after NOSCRIPT: more than one round trip
 	b.decisions.Add(int64(len(ws)))
 	b.calls.Add(int64(len(bt.cmds)))
 	b.trips.Add(1)
@@ -63,9 +66,12 @@ func (b *Batcher) send(ctx context.Context, bt *batch) {
 	var again []*waiter
 	for i, cmd := range bt.cmds {
 		again = b.answer(cmd, bt.chunks[i], again)
+		if err := cmd.Err(); err != nil && !isReply(err) {
+			replied = false
+		}
 	}
 	if len(again) == 0 {
-		return
+		return replied
 	}
 	// Calls refused with TRYAGAIN: a slot split between two nodes while it migrates. Each decision
 	// again on its own, going where its keys are.
@@ -81,6 +87,7 @@ func (b *Batcher) send(ctx context.Context, bt *batch) {
 	for i, cmd := range bt.cmds {
 		b.answer(cmd, bt.chunks[i], nil)
 	}
+	return false
 }
 
 // callContext returns the context of a call carrying the decisions of ws, sent by the caller of
