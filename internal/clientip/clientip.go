@@ -81,7 +81,13 @@ func parseTrusted(s string) (netip.Prefix, error) {
 		a = a.WithZone("")
 		p = netip.PrefixFrom(a, a.BitLen())
 	}
-	if a := p.Addr(); a.Is4In6() && p.Bits() >= 96 {
+	if a := p.Addr(); a.Is4In6() {
+		// "::ffff:10.0.0.0/8" means 10.0.0.0/8 to whoever writes it, and ::/8 to netip, which
+		// would trust no IPv4 proxy and every IPv6 address in ::/8, loopback included.
+		if p.Bits() < 96 {
+			return p, fmt.Errorf("an IPv4-mapped prefix of %d bits is no IPv4 range (::ffff:0.0.0.0/96 is all of IPv4): write %s/%d, or ::ffff:%s/%d",
+				p.Bits(), a.Unmap(), max(p.Bits(), 0), a.Unmap(), 96+p.Bits())
+		}
 		p = netip.PrefixFrom(a.Unmap(), p.Bits()-96)
 	}
 	return p.Masked(), nil

@@ -126,6 +126,8 @@ func TestResolverPrefixAndConfig(t *testing.T) {
 		bits6   int
 	}{
 		{trusted: []string{"10.0.0.0/33"}},
+		{trusted: []string{"::ffff:10.0.0.0/8"}}, // ::/8 to netip: no IPv4 trusted, ::1 trusted
+		{trusted: []string{"::ffff:0.0.0.0/95"}},
 		{trusted: []string{"proxy.internal"}},
 		{trusted: []string{""}},
 		{header: "X-Real-IP"},

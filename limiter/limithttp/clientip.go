@@ -11,9 +11,10 @@ import (
 // between it and the server.
 type ClientIP struct {
 	// TrustedProxies lists the proxies in front of the server, each a CIDR prefix ("10.0.0.0/8",
-	// "2001:db8::/32") or a single address. The forwarding header is read only on requests from
-	// one of them, and only as far as they vouch for it. None: the header is never read, and the
-	// client is RemoteAddr.
+	// "2001:db8::/32") or a single address. An IPv4-mapped prefix is its IPv4 range
+	// ("::ffff:10.0.0.0/104" is 10.0.0.0/8); one of fewer than 96 bits, which names no IPv4 range,
+	// is an error. The forwarding header is read only on requests from one of them, and only as
+	// far as they vouch for it. None: the header is never read, and the client is RemoteAddr.
 	TrustedProxies []string
 	// Header is the field the trusted proxies set: "X-Forwarded-For" (the default) or "Forwarded"
 	// (RFC 7239). The other is never read, since a proxy that sets one passes the other on as the
