@@ -1,0 +1,31 @@
+-- session_destroy.lua: end a session (a sign-out), following it through the rotations it went
+-- through since the caller read it.
+--
+-- A request that loaded the session before another request rotated it (Rotate, Login) holds the
+-- old key, which is now a pointer to the new one: a grace pointer, or a tombstone after the grace
+-- window or without one (lib/session.lua retire). Deleting only that would leave the session alive
+-- under the new token, which the other request hands the browser: the user who signed out would
+-- still be signed in. So on a pointer this script ends the pointer's reads (it becomes a
+-- tombstone: _rg = 0, kept until it expires) and answers the key it names; the caller runs it again
+-- on that key, which may be in another slot (a sign-in moves the session to the user's slot), and
+-- so on along a chain of rotations. It ends a pointer's reads without deleting it, so that the
+-- caller, sending a call again after its reply was lost, still finds where to go; a rotation or
+-- seal run again after its own lost reply finds the new record gone, and fails.
+--
+-- KEYS[1]   the session's hash (layout in session_touch.lua), or a pointer left by a rotation
+-- KEYS[2]   the index of its tag bucket: a signed-in session's entry is removed
+-- Reply     1     a session (live, pending or past its deadline) was there, and is deleted
+--           0     nothing was there
+--           key   KEYS[1] is a rotation's pointer to key, whose reads are ended now: end key too
+-- Nothing here depends on the time.
+
+--#include lib/session
+
+local m = redis.call('HMGET', KEYS[1], FIELD_MOVED_TO, FIELD_GRACE, FIELD_USER)
+if m[1] then
+  if m[2] ~= '0' then redis.call('HSET', KEYS[1], FIELD_GRACE, '0') end
+  return m[1]
+end
+local n = redis.call('DEL', KEYS[1])
+if m[3] then redis.call('ZREM', KEYS[2], KEYS[1]) end
+return n
