@@ -6,11 +6,13 @@
 -- window or without one (lib/session.lua retire). Deleting only that would leave the session alive
 -- under the new token, which the other request hands the browser: the user who signed out would
 -- still be signed in. So on a pointer this script ends the pointer's reads (it becomes a
--- tombstone: _rg = 0, kept until it expires) and answers the key it names; the caller runs it again
--- on that key, which may be in another slot (a sign-in moves the session to the user's slot), and
--- so on along a chain of rotations. It ends a pointer's reads without deleting it, so that the
--- caller, sending a call again after its reply was lost, still finds where to go; a rotation or
--- seal run again after its own lost reply finds the new record gone, and fails.
+-- tombstone: its grace deadline _rg is removed, and it is kept until it expires) and answers the
+-- key it names; the caller runs it again on that key, which may be in another slot (a sign-in
+-- moves the session to the user's slot), and so on along a chain of rotations. It keeps the
+-- pointer, so that the caller, sending a call again after its reply was lost, still finds where to
+-- go; a rotation or seal run again after its own lost reply finds the new record gone, and fails.
+-- Nothing is written but deletions (DEL, HDEL, ZREM), which Redis allows when it is full under
+-- noeviction.
 --
 -- KEYS[1]   the session's hash (layout in session_touch.lua), or a pointer left by a rotation
 -- KEYS[2]   the index of its tag bucket: a signed-in session's entry is removed
@@ -23,7 +25,7 @@
 
 local m = redis.call('HMGET', KEYS[1], FIELD_MOVED_TO, FIELD_GRACE, FIELD_USER)
 if m[1] then
-  if m[2] ~= '0' then redis.call('HSET', KEYS[1], FIELD_GRACE, '0') end
+  if m[2] then redis.call('HDEL', KEYS[1], FIELD_GRACE) end -- (frees memory: allowed when Redis is full)
   return m[1]
 end
 local n = redis.call('DEL', KEYS[1])
