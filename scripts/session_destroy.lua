@@ -16,10 +16,10 @@
 --
 -- KEYS[1]   the session's hash (layout in session_touch.lua), or a pointer left by a rotation
 -- KEYS[2]   the index of its tag bucket: a signed-in session's entry is removed
+-- ARGV      none (nothing here depends on the time)
 -- Reply     1     a session (live, pending or past its deadline) was there, and is deleted
 --           0     nothing was there
 --           key   KEYS[1] is a rotation's pointer to key, whose reads are ended now: end key too
--- Nothing here depends on the time.
 
 --#include lib/session
 
