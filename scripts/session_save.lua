@@ -27,7 +27,8 @@
 -- Reply     1         saved, with the expiry slid to min(now + idle, deadline)
 --           0         no such session (missing, past its deadline, signed in and not vouched for
 --                     by the index, a sign-in not made live yet, or the new deadline is past)
---           2         conflict: rotated away (a pointer), or another generation
+--           2         conflict: rotated away (a pointer, within its grace window; after it, a
+--                     tombstone: 0), or another generation
 --           {3, size} refused: the record would be size bytes, over the cap, and the fields this
 --                     save sets and deletes would grow it (a save that does not grow a session
 --                     passes over the cap, so that a session can be trimmed after the cap was
@@ -68,7 +69,13 @@ for i = 1, n, 2 do
   end
   if len[f] == false then len[f] = #v end
 end
-if moved or g ~= gen then return STATUS_CONFLICT end
+if moved then -- within the grace window, rotated away; after it, a tombstone: no session
+  for i = 1, n, 2 do
+    if h[i] == FIELD_GRACE then return retired_status(h[i + 1], now) end
+  end
+  return STATUS_NOT_FOUND
+end
+if g ~= gen then return STATUS_CONFLICT end
 if pending then return STATUS_NOT_FOUND end -- a sign-in not made live (session_activate.lua) takes no save
 ver = tonumber(ver or '0')
 if not ver then return redis.error_reply('GATEHOUSE corrupt session record: version not a number') end

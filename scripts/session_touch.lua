@@ -11,8 +11,9 @@
 -- epoch), _i idle timeout (ms), _g generation (incremented by every rotation), _v version
 -- (incremented by every save; absent means 0), _u user ID, _ip, _ua, _l label, _p the cookie's
 -- persistence ("1" outlives the browser, "0" does not; absent: the middleware's setting); a
--- rotated session kept for a grace window holds only _r (the key it moved to) and _rg (the grace
--- deadline, ms). A signed-in session stored by a sign-in that has not made it live yet also holds
+-- rotated session's old key holds only _r (the key it moved to) and _rg (the grace deadline, ms):
+-- read through for the grace window, then a tombstone, no session, until it expires
+-- (lib/session.lua retire). A signed-in session stored by a sign-in that has not made it live yet also holds
 -- _pn (pending: session_create.lua, session_activate.lua).
 --
 -- The index of the tag bucket (<prefix>{<tag>}:ix, a sorted set of the bucket's signed-in session
@@ -30,8 +31,9 @@
 -- ARGV[1]   now in integer milliseconds since the Unix epoch; "0" to use the server's TIME (tests only)
 -- Reply     an integer or a string, not a table: building and sending a table reply costs Redis
 --           several times what an integer costs
---           0            no such session (missing; or past its absolute deadline, or signed in and
---                        not vouched for by the index: deleted now)
+--           0            no such session (missing; a tombstone: rotated away longer ago than its
+--                        grace window, or without one; or past its absolute deadline, or signed in
+--                        and not vouched for by the index: deleted now)
 --           now          a live session, checked at now (ms since the epoch): it now expires at
 --                        min(now + idle, deadline); the record is what HGETALL read before
 --           key          the session was rotated to key less than its grace window ago
@@ -54,8 +56,7 @@ if not m[1] then
     local grace = tonumber(p[2] or '0')
     if not grace then return redis.error_reply('GATEHOUSE corrupt session record: grace deadline not a number') end
     if grace > now then return p[1] end
-    redis.call('DEL', KEYS[1])
-    return STATUS_NOT_FOUND
+    return STATUS_NOT_FOUND -- a tombstone: kept for session_destroy.lua, until it expires
   end
   if redis.call('EXISTS', KEYS[1]) == 0 then return STATUS_NOT_FOUND end
 end

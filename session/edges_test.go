@@ -34,8 +34,8 @@ func counted(t *testing.T, b *redistest.Backend, prefix string, opts ...session.
 }
 
 // Item 1, the issue's own steps: within the grace window a session loaded through the old token
-// reads, and every write through it is refused before Redis is asked; after the window nothing of
-// the old token remains.
+// reads, and every write through it is refused before Redis is asked (but Destroy, a sign-out:
+// TestDestroyThroughOldTokenWithinGrace); after the window nothing of the old token remains.
 func TestSessionOldTokenIsReadOnly(t *testing.T) {
 	redistest.Each(t, func(t *testing.T, b *redistest.Backend) {
 		ctx := context.Background()
@@ -54,10 +54,9 @@ func TestSessionOldTokenIsReadOnly(t *testing.T) {
 			t.Fatal(err)
 		}
 		for name, op := range map[string]func(o *session.Session) error{
-			"Save":    func(o *session.Session) error { o.Put("evil", 1); return cst.Save(ctx, o) },
-			"Rotate":  func(o *session.Session) error { return cst.Rotate(ctx, o) },
-			"Login":   func(o *session.Session) error { return cst.Login(ctx, o, "attacker") },
-			"Destroy": func(o *session.Session) error { return cst.Destroy(ctx, o) },
+			"Save":   func(o *session.Session) error { o.Put("evil", 1); return cst.Save(ctx, o) },
+			"Rotate": func(o *session.Session) error { return cst.Rotate(ctx, o) },
+			"Login":  func(o *session.Session) error { return cst.Login(ctx, o, "attacker") },
 			"DestroyOthers": func(o *session.Session) error {
 				_, err := cst.DestroyOthers(ctx, o)
 				return err

@@ -17,6 +17,7 @@ var (
 	ErrConflict = errors.New("session: conflict: rotated or replaced since it was read")
 	// ErrReadOnly: the session was loaded through a token rotated less than the grace window ago
 	// (WithRotationGrace). It can be read; nothing is written through it, and Redis is not asked.
+	// (Destroy is not refused: it ends the session, a sign-out.)
 	ErrReadOnly = errors.New("session: read-only: loaded through a rotated token within its grace window")
 	// ErrHeadersSent: Rotate or Login (or Put after Destroy) was called after the middleware sent
 	// the response's headers, when the new token's cookie can no longer be sent. Nothing was

@@ -45,7 +45,7 @@ func (g *gates) get(id string) *gate {
 	return g.m[id]
 }
 
-// sessionServer serves: /set?k=&v=[&gate=] puts an attribute; /logout destroys; /login?user= signs
+// sessionServer serves: /set?k=&v=[&gate=] puts an attribute; /logout[?gate=] destroys; /login?user= signs
 // in; /rotate rotates; /get?k= prints an attribute; /nothing reads only.
 func sessionServer(t *testing.T, st *session.Store, opts ...session.MiddlewareOption) (*httptest.Server, *gates) {
 	g := &gates{m: map[string]*gate{}}
@@ -69,6 +69,11 @@ func sessionServer(t *testing.T, st *session.Store, opts ...session.MiddlewareOp
 		}
 	})
 	mux.HandleFunc("/logout", func(w http.ResponseWriter, r *http.Request) {
+		if id := r.URL.Query().Get("gate"); id != "" {
+			x := g.get(id)
+			x.loaded <- struct{}{}
+			<-x.proceed
+		}
 		if err := st.Destroy(r.Context(), sess(r)); err != nil {
 			http.Error(w, err.Error(), 500)
 		}

@@ -169,9 +169,9 @@ func newSignedIn(st *session.Store, user string, attrs ...string) (*session.Sess
 }
 
 // Item 1: within the grace window, the old token can read and nothing more, while the rightful
-// client keeps using (and rotating) the session. The attacker's Save, Rotate, Login and Destroy
-// through the old token all fail with ErrReadOnly; nothing of theirs lands, no token of theirs
-// works, and the rightful client keeps the session.
+// client keeps using (and rotating) the session. The attacker's Save, Rotate, Login and
+// DestroyOthers through the old token all fail with ErrReadOnly; nothing of theirs lands, no token
+// of theirs works, and the rightful client keeps the session.
 func TestSessionRaceOldTokenWithinGrace(t *testing.T) {
 	redistest.Each(t, func(t *testing.T, b *redistest.Backend) {
 		ctx := context.Background()
@@ -229,8 +229,8 @@ func TestSessionRaceOldTokenWithinGrace(t *testing.T) {
 					attackErr = st.Rotate(ctx, o)
 				case 2:
 					attackErr = st.Login(ctx, o, "attacker")
-				case 3:
-					attackErr = st.Destroy(ctx, o)
+				case 3: // (Destroy through the old token ends the session: TestDestroyThroughOldTokenWithinGrace)
+					_, attackErr = st.DestroyOthers(ctx, o)
 				}
 			})
 			refused := errors.Is(attackErr, session.ErrReadOnly) || (i%2 == 1 && attacker == nil && errors.Is(attackErr, session.ErrNotFound))

@@ -66,10 +66,13 @@ func (st *Store) Rotate(ctx context.Context, s *Session) (err error) {
 //
 // A Login that fails leaves no session that ListByUser lists or the cap counts and that no client
 // holds: the signed-in session is stored pending and made live by a last call (a sign out
-// everywhere meanwhile ends it: ErrNotFound). If it fails before
-// the old token was retired, s is as it was. If it fails after (the last call failed, or its reply
-// was lost), s moves to the new token all the same, and the middleware sends it: the user is
-// signed in on it if the last call landed, signed out (the token names nothing) if not.
+// everywhere meanwhile ends it: ErrNotFound). The call that retires the old token is sent once
+// more when its reply is lost (the connection failed or timed out, and ctx is not done): run
+// again, it answers as it did. If Login fails before the old token was retired, s is as it was. If
+// the retiring call ran and no reply came back at all, s keeps the old token, which names nothing
+// now: the user is signed out. If it fails after (the last call failed, or its reply was lost), s
+// moves to the new token all the same, and the middleware sends it: the user is signed in on it if
+// the last call landed, signed out (the token names nothing) if not.
 func (st *Store) Login(ctx context.Context, s *Session, userID string, opts ...LoginOption) (err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -146,8 +149,13 @@ func (st *Store) rotateSameSlot(ctx context.Context, s *Session, tok Token, user
 		persist = persistFlag(cfg.persist)
 	}
 	args := []any{st.now(), s.gen, st.grace.Milliseconds(), user, lifetime.Milliseconds(),
-		cfg.idle.Milliseconds(), persist, st.pendingTTL().Milliseconds()}
-	v, err := st.rotate.Run(ctx, st.client, []string{string(s.key), string(newKey), idx}, args...)
+		cfg.idle.Milliseconds(), persist, st.pendingTTL().Milliseconds(), st.retiredTTL().Milliseconds()}
+	keys := []string{string(s.key), string(newKey), idx}
+	v, err := st.rotate.Run(ctx, st.client, keys, args...)
+	if resendable(ctx, err) {
+		// The reply may be lost after the rotation ran: run again, it answers as it did.
+		v, err = st.rotate.Run(ctx, st.client, keys, args...)
+	}
 	if err != nil {
 		return scriptErr("rotate", err)
 	}
@@ -241,7 +249,13 @@ func (st *Store) loginAcross(ctx context.Context, s *Session, user string, cfg l
 		if ver == "" {
 			ver = "0"
 		}
-		v, err := st.seal.Run(ctx, st.client, []string{string(s.key), oldIdx}, st.now(), cur.gen, st.grace.Milliseconds(), string(moved.key), ver)
+		keys := []string{string(s.key), oldIdx}
+		args := []any{st.now(), cur.gen, st.grace.Milliseconds(), string(moved.key), ver, st.retiredTTL().Milliseconds()}
+		v, err := st.seal.Run(ctx, st.client, keys, args...)
+		if resendable(ctx, err) {
+			// The reply may be lost after the seal ran: run again, it answers as it did.
+			v, err = st.seal.Run(ctx, st.client, keys, args...)
+		}
 		var status int64
 		if err == nil {
 			_, status, err = reply(v)

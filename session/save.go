@@ -1,12 +1,15 @@
 package session
 
 // Save writes a session's changes (session_save), or stores a new session whole (session_create);
-// Destroy and DestroyKey delete one.
+// Destroy ends one, following its rotations (session_destroy), and DestroyKey deletes one.
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // Save writes what changed in s since it was read: a new session is created with everything in
@@ -247,25 +250,73 @@ func (st *Store) activateLocked(ctx context.Context, s *Session, joining bool) e
 
 // Destroy ends the session at once, and empties it. Requests still in flight with it cannot bring
 // it back: their saves fail with ErrNotFound. A Put after Destroy starts a new session, with a new
-// token. A read-only session (Session.ReadOnly) is refused with ErrReadOnly.
+// token.
+//
+// It ends the session the token led to, whatever rotation happened since s was read: when another
+// request rotated it (Rotate, Login) in between, the session under the new token is ended too, and
+// so along a chain of rotations, so that the user who signs out is not left signed in by the new
+// cookie the other request sends. That holds for a Destroy up to 5 minutes plus the store's timeout (WithTimeout), and at
+// least the grace window, after the rotation: the old key's pointer is kept that long. A read-only
+// session (loaded through a rotated token within the grace window) is destroyed the same way:
+// sign-out is the one write the old token may make, since it can only end the session; so a
+// stolen old token can sign the user out within that window, no more.
 func (st *Store) Destroy(ctx context.Context, s *Session) (err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.readOnly {
-		return ErrReadOnly
-	}
-	ctx, o := st.begin(ctx, "destroy", "")
+	ctx, o := st.begin(ctx, "destroy", st.destroy.Name())
 	o.key = s.key
 	defer func() { err = st.end(&o, err) }()
 	wasNew := s.isNew
-	s.destroyed = true
+	s.destroyed, s.readOnly = true, false
 	clear(s.values)
 	s.clearChanges()
 	s.meta = Metadata{IP: s.meta.IP, UserAgent: s.meta.UserAgent}
 	if wasNew {
 		return nil
 	}
-	return st.del(ctx, s.key)
+	return st.destroyFrom(ctx, s.key)
+}
+
+// destroyFrom ends the session stored under key and, when key is a rotation's pointer, the one it
+// moved to, one script call a hop (session_destroy.lua; the next may be in another slot). A call
+// whose reply is lost is sent once more: it answers the same.
+func (st *Store) destroyFrom(ctx context.Context, key Key) error {
+	for range maxAttempts {
+		idx, ok := st.indexOfKey(key)
+		if !ok {
+			return fmt.Errorf("session: destroy: %w: moved to a key of another shape", ErrCorrupt)
+		}
+		keys := []string{string(key), idx}
+		v, err := st.destroy.Run(ctx, st.client, keys)
+		if resendable(ctx, err) {
+			v, err = st.destroy.Run(ctx, st.client, keys)
+		}
+		if err != nil {
+			return scriptErr("destroy", err)
+		}
+		next, ok := v.(string)
+		if !ok {
+			return nil
+		}
+		key = Key(next)
+	}
+	return fmt.Errorf("session: destroy: the session kept rotating: %w", ErrContended)
+}
+
+// retiredMargin is how long the old key of a rotated session is kept beyond the store's timeout,
+// as a tombstone after its grace window (session_rotate.lua, session_seal.lua): the time a request
+// that read the session before the rotation has to Destroy it, and a lost reply to be resent.
+const retiredMargin = 5 * time.Minute
+
+// retiredTTL is how long the old key of a rotated session is kept.
+func (st *Store) retiredTTL() time.Duration { return max(st.grace, st.timeout+retiredMargin) }
+
+// resendable reports whether a script call that failed with err may have run on the server with
+// its reply lost (the connection failed or timed out), and may be sent once more: not a reply of
+// Redis (a refusal), and ctx still allows it.
+func resendable(ctx context.Context, err error) bool {
+	var reply redis.Error
+	return err != nil && ctx.Err() == nil && !errors.As(err, &reply) && !errors.Is(err, redis.ErrClosed)
 }
 
 // DestroyKey ends the session stored under key, as listed by ListByUser: for an "active sessions"

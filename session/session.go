@@ -91,8 +91,8 @@ func (s *Session) IsNew() bool { s.mu.Lock(); defer s.mu.Unlock(); return s.isNe
 
 // ReadOnly reports whether the session was loaded through a token that was rotated less than the
 // store's grace window ago (WithRotationGrace). Such a session can be read, but Save, Rotate,
-// Login, Destroy and DestroyOthers refuse it with ErrReadOnly: only the holder of the new token
-// may change the session.
+// Login and DestroyOthers refuse it with ErrReadOnly: only the holder of the new token may change
+// the session. Destroy ends it (the session the token was rotated to): a sign-out.
 func (s *Session) ReadOnly() bool { s.mu.Lock(); defer s.mu.Unlock(); return s.readOnly }
 
 // Deadline returns the session's absolute deadline: it ends then, however active it is. It is

@@ -19,7 +19,7 @@ type Store struct {
 	client redis.UniversalClient
 	config
 
-	touch, save, create, activate, rotate, seal, user *script.Script
+	touch, save, create, activate, rotate, seal, user, destroy *script.Script
 
 	tracer *telemetry.Tracer
 	inst   instruments
@@ -40,7 +40,7 @@ func NewStore(client redis.UniversalClient, opts ...Option) (*Store, error) {
 	for name, dst := range map[string]**script.Script{
 		"session_touch": &st.touch, "session_save": &st.save, "session_create": &st.create,
 		"session_activate": &st.activate, "session_rotate": &st.rotate, "session_seal": &st.seal,
-		"session_user": &st.user,
+		"session_user": &st.user, "session_destroy": &st.destroy,
 	} {
 		s, ok := script.Lookup(name)
 		if !ok {

@@ -62,3 +62,28 @@ func BenchmarkSessionSave(b *testing.B) {
 		}
 	}
 }
+
+// Destroy of a stored 1.5 KB signed-in session that was not rotated: one script call
+// (session_destroy; it follows the old key's pointer only after a rotation).
+func BenchmarkSessionDestroy(b *testing.B) {
+	st, _ := benchStore(b)
+	ctx := context.Background()
+	sessions := make([]*session.Session, b.N)
+	for i := range sessions {
+		s, _ := st.New()
+		for _, k := range []string{"user", "roles", "prefs", "cart"} {
+			s.Put(k, strings.Repeat(k[:1], 370))
+		}
+		if err := st.Login(ctx, s, "bench-user"); err != nil {
+			b.Fatal(err)
+		}
+		sessions[i] = s
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for _, s := range sessions {
+		if err := st.Destroy(ctx, s); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

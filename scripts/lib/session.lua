@@ -62,13 +62,24 @@ local function live(key, rec, idx, now)
   return live_fields(key, rec[FIELD_DEADLINE], rec[FIELD_IDLE], rec[FIELD_USER], idx, now)
 end
 
--- retire(key, to, now, grace) deletes key; for a grace window of grace ms (when > 0) it leaves
--- there a pointer to the key to, so that requests in flight with the old token still read the
--- session, and no write goes through.
-local function retire(key, to, now, grace)
+-- retire(key, to, now, grace, keep) retires key, whose session moved to the key to: it leaves there
+-- a pointer {_r = to, _rg = now + grace} kept keep ms (at least grace). For the grace window (when
+-- grace > 0), requests in flight with the old token still read the session through it, and no
+-- write goes through; after it, or at once without a grace window, it is a tombstone: every script
+-- takes it as no session at all (retired_status), but session_destroy.lua follows it, so that a
+-- sign-out by a request that read the session before the rotation ends the session it moved to,
+-- and the retiring call, sent again after its reply was lost, finds that it ran (to names a key
+-- the caller chose at random before the call).
+local function retire(key, to, now, grace, keep)
   redis.call('DEL', key)
-  if grace > 0 then
-    redis.call('HSET', key, FIELD_MOVED_TO, to, FIELD_GRACE, now + grace)
-    redis.call('PEXPIRE', key, grace)
-  end
+  redis.call('HSET', key, FIELD_MOVED_TO, to, FIELD_GRACE, string.format('%d', now + grace))
+  redis.call('PEXPIRE', key, string.format('%d', math.max(grace, keep, 1)))
+end
+
+-- retired_status(grace, now) is the status for a write on a retired key whose grace deadline (_rg,
+-- a string, or nil) is grace: within the window, STATUS_CONFLICT (rotated away); after it, a
+-- tombstone, STATUS_NOT_FOUND, as for a key deleted.
+local function retired_status(grace, now)
+  if (tonumber(grace) or 0) > now then return STATUS_CONFLICT end
+  return STATUS_NOT_FOUND
 end
