@@ -19,6 +19,9 @@ type Resolver struct {
 	bits6     int
 }
 
+// Unknown is the identifier of a request whose peer address is empty: all such requests share it.
+const Unknown = "unknown"
+
 // New returns a Resolver that trusts the proxies trusted (CIDR prefixes or single addresses),
 // reads the field header ("X-Forwarded-For" when empty, or "Forwarded"; any case), and groups
 // IPv6 clients by prefixes of ipv6Prefix bits (64 when 0, else 1 to 128). It returns an error for
@@ -56,8 +59,12 @@ func (c *Resolver) Header() string { return c.header }
 // Key returns the identifier of the client of a request from the peer address remote (an address
 // with or without a port) whose forwarding field has the lines lines: the client address in
 // canonical text form, IPv6 as the prefix that holds it; remote itself when it is not an IP
-// address (a Unix socket).
+// address (a Unix socket); Unknown when remote is empty, which no net/http server gives but an
+// adapter may (an empty identifier would exempt the request from every limit).
 func (c *Resolver) Key(remote string, lines []string) string {
+	if remote == "" {
+		return Unknown
+	}
 	peer, ok := parseHostPort(remote)
 	if !ok {
 		return remote

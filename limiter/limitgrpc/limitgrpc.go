@@ -34,7 +34,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"strconv"
 	"strings"
 	"time"
@@ -57,19 +56,23 @@ import (
 // authenticated identity) and full method name. An empty identifier exempts the call.
 type KeyFunc func(ctx context.Context, fullMethod string) string
 
-// ByPeerIP limits each client address (the peer's IP, without its port). Behind a proxy the peer
-// is the proxy: use ByClientIP, which reads the metadata your proxies set, and only from them.
+// ByPeerIP limits each client address: the peer's IP without its port, IPv4 as "192.0.2.1" (also
+// when it came IPv4-mapped), IPv6 as the /64 that holds it ("2001:db8:1:2::/64"), since a single
+// host is commonly given a whole /64 and could otherwise take a fresh quota with every address. A
+// peer that is not an IP address (a Unix socket) is its own identifier, and a call without a peer
+// is "unknown", so that such calls share one quota rather than escape the limits. Behind a proxy
+// the peer is the proxy: use ByClientIP, which reads the metadata your proxies set, and only from
+// them; ByPeerIP is ByClientIP with no trusted proxy.
 func ByPeerIP(ctx context.Context, _ string) string {
 	p, ok := peer.FromContext(ctx)
 	if !ok || p.Addr == nil {
-		return ""
+		return clientip.Unknown
 	}
-	addr := p.Addr.String()
-	if host, _, err := net.SplitHostPort(addr); err == nil {
-		return host
-	}
-	return addr
+	return peerOnly.Key(p.Addr.String(), nil)
 }
+
+// peerOnly is the resolver of ByPeerIP: no proxy trusted, IPv6 by /64.
+var peerOnly, _ = clientip.New(nil, "", 0)
 
 // ClientIP configures ByClientIP: where a call's client address is found when proxies (Envoy,
 // a gRPC-aware load balancer) stand between it and the server.
@@ -94,8 +97,8 @@ type ClientIP struct {
 // so a client cannot choose its identity by sending the metadata itself. An entry of a trusted
 // proxy that names no address limits the call under that proxy. The identifier is an IPv4 address,
 // or the IPv6 prefix of IPv6Prefix bits that holds the address ("2001:db8:1:2::/64"). A call
-// without a peer is exempt (""); a peer that is not an IP address (a Unix socket) is its own
-// identifier.
+// without a peer is "unknown", as with ByPeerIP; a peer that is not an IP address (a Unix socket)
+// is its own identifier.
 //
 // ByClientIP returns an error for an invalid prefix, header name or IPv6Prefix.
 func ByClientIP(c ClientIP) (KeyFunc, error) {
@@ -107,7 +110,7 @@ func ByClientIP(c ClientIP) (KeyFunc, error) {
 	return func(ctx context.Context, _ string) string {
 		p, ok := peer.FromContext(ctx)
 		if !ok || p.Addr == nil {
-			return ""
+			return clientip.Unknown
 		}
 		md, _ := metadata.FromIncomingContext(ctx)
 		return res.Key(p.Addr.String(), md[key])

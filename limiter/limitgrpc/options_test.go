@@ -3,6 +3,7 @@ package limitgrpc_test
 import (
 	"context"
 	"log/slog"
+	"net"
 	"strconv"
 	"strings"
 	"sync"
@@ -17,6 +18,7 @@ import (
 	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 )
 
@@ -151,6 +153,33 @@ func TestLimiterGRPCShadow(t *testing.T) {
 		if _, err := alone.Check(ctx, &healthpb.HealthCheckRequest{}, grpc.Header(&header)); err != nil ||
 			len(header.Get("ratelimit")) != 0 || len(header.Get("ratelimit-policy")) != 0 {
 			t.Errorf("a shadow limit alone, call %d: %v, header %v; want admitted, no rate-limit metadata", i, err, header)
+		}
+	}
+}
+
+// ByPeerIP gives one identifier per IPv4 address, in whatever form it came, and per IPv6 /64 (a
+// host given a /64 cannot take a fresh quota with each address); a call without a peer is limited
+// under "unknown", not exempted.
+func TestByPeerIP(t *testing.T) {
+	tcp := func(ip string) net.Addr { return &net.TCPAddr{IP: net.ParseIP(ip), Port: 4000} }
+	for _, c := range []struct {
+		addr net.Addr
+		want string
+	}{
+		{tcp("192.0.2.1"), "192.0.2.1"},
+		{&net.TCPAddr{IP: net.ParseIP("::ffff:192.0.2.1").To16(), Port: 1}, "192.0.2.1"},
+		{tcp("2001:db8::1"), "2001:db8::/64"},
+		{tcp("2001:db8::ffff:9"), "2001:db8::/64"},
+		{&net.TCPAddr{IP: net.ParseIP("fe80::1"), Port: 1, Zone: "eth0"}, "fe80::/64"},
+		{&net.UnixAddr{Name: "/run/app.sock", Net: "unix"}, "/run/app.sock"},
+		{nil, "unknown"},
+	} {
+		ctx := context.Background()
+		if c.addr != nil {
+			ctx = peer.NewContext(ctx, &peer.Peer{Addr: c.addr})
+		}
+		if got := limitgrpc.ByPeerIP(ctx, "/svc/Method"); got != c.want {
+			t.Errorf("ByPeerIP(%v): %q, want %q", c.addr, got, c.want)
 		}
 	}
 }

@@ -41,7 +41,7 @@ type ClientIP struct {
 // The identifier is the address in its canonical text form: an IPv4 address ("192.0.2.1"), also
 // when it came as IPv4-mapped IPv6 ("::ffff:192.0.2.1"), or for IPv6 the prefix of IPv6Prefix bits
 // that holds it ("2001:db8:1:2::/64"), zones dropped. A RemoteAddr that is not an IP address (a
-// Unix socket) is returned as it is, as ByRemoteIP does.
+// Unix socket) is returned as it is, and an empty one is "unknown", as ByRemoteIP does.
 //
 // ByClientIP returns an error for an invalid prefix, header name or IPv6Prefix.
 func ByClientIP(c ClientIP) (KeyFunc, error) {

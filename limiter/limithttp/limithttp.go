@@ -18,11 +18,11 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"net"
 	"net/http"
 	"strconv"
 	"time"
 
+	"github.com/gatehouse/gatehouse/internal/clientip"
 	"github.com/gatehouse/gatehouse/internal/faillog"
 	"github.com/gatehouse/gatehouse/internal/ratelimitfield"
 	"github.com/gatehouse/gatehouse/limiter"
@@ -32,15 +32,18 @@ import (
 // client address. An empty identifier exempts the request from the middleware's limits.
 type KeyFunc func(r *http.Request) string
 
-// ByRemoteIP limits each client address (RemoteAddr without its port). Behind a proxy RemoteAddr
-// is the proxy's: use ByClientIP, which reads the header your proxies set, and only from them.
-func ByRemoteIP(r *http.Request) string {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		return r.RemoteAddr
-	}
-	return host
-}
+// ByRemoteIP limits each client address: RemoteAddr without its port, IPv4 as "192.0.2.1" (also
+// when it came IPv4-mapped), IPv6 as the /64 that holds it ("2001:db8:1:2::/64"), since a single
+// host is commonly given a whole /64 and could otherwise take a fresh quota with every address.
+// A RemoteAddr that is not an IP address (a Unix socket) is its own identifier, and an empty one
+// (which an adapter may give; net/http never does) is "unknown", so that such requests share one
+// quota rather than escape the limits. Behind a proxy RemoteAddr is the proxy's: use ByClientIP,
+// which reads the header your proxies set, and only from them; ByRemoteIP is ByClientIP with no
+// trusted proxy.
+func ByRemoteIP(r *http.Request) string { return remoteOnly.Key(r.RemoteAddr, nil) }
+
+// remoteOnly is the resolver of ByRemoteIP: no proxy trusted, IPv6 by /64.
+var remoteOnly, _ = clientip.New(nil, "", 0)
 
 // Option configures Middleware.
 type Option interface{ apply(*config) }

@@ -10,9 +10,16 @@ import (
 	"github.com/gatehouse/gatehouse/limiter"
 )
 
+// ByRemoteIP gives one identifier per IPv4 address, in whatever form it came, and per IPv6 /64 (a
+// host given a /64 cannot take a fresh quota with each address); an empty RemoteAddr is limited,
+// not exempted.
 func TestByRemoteIP(t *testing.T) {
 	r := httptest.NewRequest("GET", "/", nil)
-	for addr, want := range map[string]string{"192.0.2.1:1234": "192.0.2.1", "[2001:db8::1]:80": "2001:db8::1", "odd": "odd"} {
+	for addr, want := range map[string]string{
+		"192.0.2.1:1234": "192.0.2.1", "192.0.2.1": "192.0.2.1", "[::ffff:192.0.2.1]:80": "192.0.2.1",
+		"[2001:db8::1]:80": "2001:db8::/64", "[2001:db8::ffff:1]:443": "2001:db8::/64", "[2001:db8:0:1::1]:80": "2001:db8:0:1::/64",
+		"[fe80::1%eth0]:80": "fe80::/64", "@": "@", "odd": "odd", "": "unknown",
+	} {
 		r.RemoteAddr = addr
 		if got := ByRemoteIP(r); got != want {
 			t.Errorf("%s: %s, want %s", addr, got, want)
