@@ -255,11 +255,11 @@ func (st *Store) activateLocked(ctx context.Context, s *Session, joining bool) e
 // It ends the session the token led to, whatever rotation happened since s was read: when another
 // request rotated it (Rotate, Login) in between, the session under the new token is ended too, and
 // so along a chain of rotations, so that the user who signs out is not left signed in by the new
-// cookie the other request sends. That holds for a Destroy up to 5 minutes plus the store's timeout (WithTimeout), and at
-// least the grace window, after the rotation: the old key's pointer is kept that long. A read-only
-// session (loaded through a rotated token within the grace window) is destroyed the same way:
-// sign-out is the one write the old token may make, since it can only end the session; so a
-// stolen old token can sign the user out within that window, no more.
+// cookie the other request sends. That holds for a Destroy up to 5 minutes plus the store's
+// timeout (WithTimeout), and at least the grace window, after the rotation: the old key's pointer
+// is kept that long. A read-only session (loaded through a rotated token within the grace window)
+// is destroyed the same way: sign-out is the one write the old token may make, since it can only
+// end the session; so a stolen old token can sign the user out within that window, no more.
 func (st *Store) Destroy(ctx context.Context, s *Session) (err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
