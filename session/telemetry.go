@@ -171,8 +171,11 @@ func (st *Store) end(o *op, err error) error {
 // verdicts are not, even when they wrap an I/O error: a corrupt record (a value cut short), an
 // oversized session, a malformed token.
 func failure(err error) redisfail.Kind {
-	if err == nil || errors.Is(err, ErrCorrupt) || errors.Is(err, ErrTooLarge) || errors.Is(err, ErrMalformed) {
+	if err == nil {
 		return redisfail.None
+	}
+	if errors.Is(err, ErrCorrupt) || errors.Is(err, ErrTooLarge) || errors.Is(err, ErrMalformed) {
+		return redisfail.Other
 	}
 	return redisfail.Classify(err)
 }
@@ -186,7 +189,7 @@ func outcomeOf(err error, kind redisfail.Kind) (outcome string, failed bool) {
 	case err == nil:
 		return "ok", false
 	case kind.Failed():
-		return kind.ErrorType(), true // "timeout" or "unavailable", as the limiter says them
+		return kind.ErrorType(), true // timeout, unavailable or oom, as the limiter says them
 	case errors.Is(err, ErrNotFound):
 		return "not_found", false
 	case errors.Is(err, ErrConflict):
@@ -203,10 +206,8 @@ func outcomeOf(err error, kind redisfail.Kind) (outcome string, failed bool) {
 		return "corrupt", true
 	case isInvalidArgument(err):
 		return "invalid_argument", true
-	case errors.Is(err, context.Canceled):
-		return "canceled", true // the caller gave up, as the limiter's error.type says it
 	default:
-		return "error", true
+		return kind.ErrorType(), true // canceled, closed, error_reply or _OTHER, as the limiter says them
 	}
 }
 
