@@ -117,8 +117,8 @@ func TestLimiterScriptErrorsAreNotAbsorbed(t *testing.T) {
 				t.Fatalf("peek as the restricted user: %+v, %v", res, err)
 			}
 			p.refuse(t, ctx, "acl", limit)
-			if got := p.errorTypes(t); got["redis"] != 4 || len(got) != 1 {
-				t.Errorf("decisions with error.type: %v, want 4 of type redis", got)
+			if got := p.errorTypes(t); got["error_reply"] != 4 || len(got) != 1 {
+				t.Errorf("decisions with error.type: %v, want 4 of type error_reply", got)
 			}
 		})
 	}

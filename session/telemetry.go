@@ -40,11 +40,11 @@ func newInstruments(mp metric.MeterProvider) instruments {
 	in.ops, errs[0] = m.Int64Counter("gatehouse.session.operations",
 		metric.WithUnit("{operation}"),
 		metric.WithDescription("Session operations, by operation and outcome (ok, not_found, conflict, read_only, malformed; "+
-			"failures, also as error.type: contended, too_large, corrupt, invalid_argument, canceled, timeout, unavailable, error)."))
+			"failures, also as error.type: contended, too_large, corrupt, invalid_argument, canceled, closed, timeout, unavailable, oom, error_reply, _OTHER)."))
 	in.duration, errs[1] = m.Float64Histogram("gatehouse.session.duration",
 		metric.WithUnit("s"),
 		metric.WithDescription("Time of a session operation, by operation, and by error.type when it failed "+
-			"(contended, too_large, corrupt, invalid_argument, canceled, timeout, unavailable, error)."),
+			"(contended, too_large, corrupt, invalid_argument, canceled, closed, timeout, unavailable, oom, error_reply, _OTHER)."),
 		metric.WithExplicitBucketBoundaries(telemetry.DurationBuckets...))
 	in.size, errs[2] = m.Int64Histogram("gatehouse.session.size",
 		metric.WithUnit("By"),
