@@ -65,16 +65,17 @@ const defaultCooldown = time.Second
 //
 // A policy stands in only when Redis is unavailable: a refused dial, a timeout (WithTimeout's, or
 // the client's read timeout), a reset or closed connection, or a reply saying that the server
-// cannot serve now (LOADING, BUSY, MASTERDOWN, CLUSTERDOWN, READONLY, TRYAGAIN, NOREPLICAS, OOM,
-// or the maximum number of clients reached). The decision then has a nil error and a Result whose
+// cannot serve now (LOADING, BUSY, MASTERDOWN, CLUSTERDOWN, READONLY, TRYAGAIN, NOREPLICAS, MISCONF,
+// OOM, or the maximum number of clients reached). The decision then has a nil error and a Result whose
 // Source names the policy and whose Err holds the failure; the failure is recorded on the span,
 // in the decisions metric and in the log (WithLogger), never silently. Pair a policy with
 // WithTimeout, so that a slow Redis costs a bounded wait; after a failure, Redis is left alone for
 // a cooldown (WithCooldown).
 //
 // Everything else is returned as the error, whatever the policy: invalid arguments, corrupt state
-// (ErrCorruptState), a malformed reply (ErrBadReply), an error of the script itself, and a failure
-// after the caller's own context has ended. Such errors are counted in the decisions metric with
+// (ErrCorruptState), a malformed reply (ErrBadReply), an error of the script itself, a client the
+// program closed (redis.ErrClosed), an error of no known kind, and a failure after the caller's
+// own context has ended. Such errors are counted in the decisions metric with
 // decision "error" and their error.type.
 type FailurePolicy struct {
 	source     Source        // SourceRedis: return the error
