@@ -148,6 +148,11 @@ func TestClassifyReal(t *testing.T) {
 			}
 			return replica.Get(ctx, "redisfail:k").Err()
 		}, redisfail.CannotServe, "unavailable", redisfail.None},
+		{"writes stopped after a failed snapshot (MISCONF)", func(t *testing.T) error {
+			_, c := redistest.Private(t, "--enable-protected-configs", "yes", "--save", "3600 1")
+			redistest.FailSnapshot(t, c)
+			return c.Eval(ctx, "return redis.call('SET', KEYS[1], 'x')", []string{"redisfail:k"}).Err()
+		}, redisfail.CannotServe, "unavailable", redisfail.None},
 		{"a cluster node serving no slot (CLUSTERDOWN)", func(t *testing.T) error {
 			_, node := redistest.Private(t, "--cluster-enabled", "yes")
 			return node.Get(ctx, "redisfail:k").Err()
