@@ -338,3 +338,32 @@ func TestLimiterLogRecords(t *testing.T) {
 		}
 	}
 }
+
+// refusingHook is a go-redis hook that fails every command with err, without sending it.
+type refusingHook struct{ err error }
+
+func (h refusingHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h refusingHook) ProcessHook(redis.ProcessHook) redis.ProcessHook {
+	return func(_ context.Context, cmd redis.Cmder) error { cmd.SetErr(h.err); return h.err }
+}
+func (h refusingHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+// An error of no known kind (here a hook's own) is not Redis being unavailable: every policy
+// returns it, as the session store does, rather than admitting or refusing by the policy.
+func TestLimiterUnknownErrorNotAbsorbed(t *testing.T) {
+	_, rdb := redistest.Private(t)
+	ctx := context.Background()
+	refused := errors.New("a hook's own error")
+	rdb.AddHook(refusingHook{refused})
+	for _, p := range []limiter.FailurePolicy{limiter.FailOpen(), limiter.FailClosed(time.Second)} {
+		lim, err := limiter.New(rdb, limiter.TokenBucket, limiter.WithFailurePolicy(p))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res, err := lim.Allow(ctx, "k", limiter.PerMinute(2)); !errors.Is(err, refused) {
+			t.Errorf("%+v, %v; want the hook's error returned", res, err)
+		}
+	}
+}
