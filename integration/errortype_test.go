@@ -40,7 +40,7 @@ func TestErrorTypeSameInLimiterAndSessions(t *testing.T) {
 				// The pool's one connection waits in BLPOP until the test ends.
 				done := make(chan struct{})
 				go func() { defer close(done); client.BLPop(context.Background(), 0, "errortype:never") }()
-				id := waitBlocked(t, admin)
+				id := strconv.FormatInt(redistest.WaitBlocked(t, admin), 10)
 				t.Cleanup(func() { admin.ClientKillByFilter(context.Background(), "ID", id); <-done })
 			}},
 		{name: "read timeout (CLIENT PAUSE)", want: "timeout",
@@ -128,31 +128,6 @@ func TestErrorTypeSameInLimiterAndSessions(t *testing.T) {
 				t.Errorf("error.type on duration histograms: %v; want %q on both", hist, c.want)
 			}
 		})
-	}
-}
-
-// waitBlocked returns the ID of the client that waits in BLPOP on admin's server, once there is one.
-func waitBlocked(t *testing.T, admin *redis.Client) string {
-	t.Helper()
-	for {
-		list, err := admin.ClientList(context.Background()).Result()
-		if err != nil {
-			t.Fatal(err)
-		}
-		for line := range strings.SplitSeq(strings.TrimSpace(list), "\n") {
-			if !strings.Contains(line, " cmd=blpop") {
-				continue
-			}
-			for f := range strings.FieldsSeq(line) {
-				if v, ok := strings.CutPrefix(f, "id="); ok {
-					if _, err := strconv.ParseInt(v, 10, 64); err != nil {
-						t.Fatal(err)
-					}
-					return v
-				}
-			}
-		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }
 

@@ -13,35 +13,12 @@ import (
 )
 
 // blocked starts BLPOP on a key nothing pushes to, through c, and returns once the server shows the
-// call waiting (CLIENT LIST, through admin), with a channel that gets the call's error.
+// call waiting, with the client's ID and a channel that gets the call's error.
 func blocked(t *testing.T, c, admin *redis.Client) (id int64, done <-chan error) {
 	t.Helper()
 	ch := make(chan error, 1)
 	go func() { ch <- c.BLPop(context.Background(), 0, "redisfail:never").Err() }()
-	for {
-		list, err := admin.ClientList(context.Background()).Result()
-		if err != nil {
-			t.Fatal(err)
-		}
-		for line := range strings.SplitSeq(strings.TrimSpace(list), "\n") {
-			if strings.Contains(line, " cmd=blpop") {
-				for f := range strings.FieldsSeq(line) {
-					if v, ok := strings.CutPrefix(f, "id="); ok {
-						id, err := strconv.ParseInt(v, 10, 64)
-						if err != nil {
-							t.Fatal(err)
-						}
-						return id, ch
-					}
-				}
-			}
-		}
-		select {
-		case err := <-ch:
-			t.Fatalf("BLPOP returned before it blocked: %v", err)
-		case <-time.After(5 * time.Millisecond):
-		}
-	}
+	return redistest.WaitBlocked(t, admin), ch
 }
 
 // Classify on the errors that a real go-redis client gets from real servers, each broken the way

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -136,4 +137,33 @@ func FailSnapshot(t testing.TB, c *redis.Client) {
 		}
 	}
 	t.Fatalf("the snapshot did not fail within 10s:\n%s", info)
+}
+
+// WaitBlocked returns the ID of a client of admin's server that waits in BLPOP, once there is one
+// (CLIENT LIST), failing the test if none shows within 10s.
+func WaitBlocked(t testing.TB, admin *redis.Client) int64 {
+	t.Helper()
+	var list string
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		var err error
+		if list, err = admin.ClientList(context.Background()).Result(); err != nil {
+			t.Fatal(err)
+		}
+		for line := range strings.SplitSeq(strings.TrimSpace(list), "\n") {
+			if !strings.Contains(line, " cmd=blpop") {
+				continue
+			}
+			for f := range strings.FieldsSeq(line) {
+				if v, ok := strings.CutPrefix(f, "id="); ok {
+					id, err := strconv.ParseInt(v, 10, 64)
+					if err != nil {
+						t.Fatal(err)
+					}
+					return id
+				}
+			}
+		}
+	}
+	t.Fatalf("no client waits in BLPOP after 10s:\n%s", list)
+	return 0
 }
