@@ -21,7 +21,7 @@ import (
 )
 
 // A decision made by the failure policy is a span with the decision, the source and the Redis
-// error (status Error, error.type redis), and counts in the decisions metric by source.
+// error (status Error, error.type unavailable), and counts in the decisions metric by source.
 func TestLimiterFailurePolicyTelemetry(t *testing.T) {
 	srv, rdb := redistest.Private(t)
 	ctx := context.Background()

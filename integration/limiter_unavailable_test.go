@@ -117,8 +117,8 @@ func TestLimiterScriptErrorsAreNotAbsorbed(t *testing.T) {
 				t.Fatalf("peek as the restricted user: %+v, %v", res, err)
 			}
 			p.refuse(t, ctx, "acl", limit)
-			if got := p.errorTypes(t); got["redis"] != 4 || len(got) != 1 {
-				t.Errorf("decisions with error.type: %v, want 4 of type redis", got)
+			if got := p.errorTypes(t); got["error_reply"] != 4 || len(got) != 1 {
+				t.Errorf("decisions with error.type: %v, want 4 of type error_reply", got)
 			}
 		})
 	}
@@ -237,6 +237,13 @@ func TestLimiterUnavailableKinds(t *testing.T) {
 			begin: config("min-replicas-to-write", "1"), end: config("min-replicas-to-write", "0")},
 		{name: "OOM (maxmemory, noeviction)", client: debugServer, cooldown: true,
 			begin: config("maxmemory-policy", "noeviction", "maxmemory", "1"), end: config("maxmemory", "0")},
+		{name: "MISCONF (a snapshot failed)", cooldown: true,
+			client: func(t *testing.T) redis.UniversalClient {
+				srv, debug = redistest.Private(t, "--enable-protected-configs", "yes", "--save", "3600 1")
+				return debug
+			},
+			begin: func(t *testing.T) { redistest.FailSnapshot(t, debug) },
+			end:   config("stop-writes-on-bgsave-error", "no")},
 		{name: "READONLY (a replica)", cooldown: true,
 			client: func(t *testing.T) redis.UniversalClient {
 				master, _ := redistest.Private(t)

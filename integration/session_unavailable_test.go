@@ -131,7 +131,7 @@ func TestSessionStoreUnavailable(t *testing.T) {
 			breakIt: func(t *testing.T, _ *redistest.Server, admin *redis.Client) { replicaOfNothing(t, admin, "yes") }},
 		"MASTERDOWN": {client: standalone(false), errorType: "unavailable", cause: replyPrefix("MASTERDOWN", "READONLY"), // READONLY: a plain DEL
 			breakIt: func(t *testing.T, _ *redistest.Server, admin *redis.Client) { replicaOfNothing(t, admin, "no") }},
-		"OOM under noeviction": {client: standalone(false), errorType: "unavailable", cause: replyPrefix("OOM"), writes: true,
+		"OOM under noeviction": {client: standalone(false), errorType: "oom", cause: replyPrefix("OOM"), writes: true,
 			breakIt: func(t *testing.T, _ *redistest.Server, admin *redis.Client) {
 				do(t, admin, "CONFIG", "SET", "maxmemory-policy", "noeviction")
 				do(t, admin, "CONFIG", "SET", "maxmemory", "1")

@@ -545,7 +545,7 @@ func (l *Limiter) consult(ctx context.Context, r *request, keys []string) error 
 	case l.fail.absorbs(ctx, err):
 		if asked {
 			var cooldown time.Duration
-			if _, serverWide := isUnavailable(err); serverWide && l.fail.cooldown > 0 {
+			if failureOf(err).ServerWide() && l.fail.cooldown > 0 {
 				cooldown = l.fail.cooldown
 				l.breaker.failed(time.Now().UnixNano(), cooldown)
 			}

@@ -5,13 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
-	"strings"
 	"sync/atomic"
 	"time"
 
+	"github.com/gatehouse/gatehouse/internal/redisfail"
 	"github.com/gatehouse/gatehouse/internal/script"
-	"github.com/redis/go-redis/v9"
 )
 
 // Source says what made a decision: Redis, or the limiter's failure policy standing in for a Redis
@@ -67,16 +65,17 @@ const defaultCooldown = time.Second
 //
 // A policy stands in only when Redis is unavailable: a refused dial, a timeout (WithTimeout's, or
 // the client's read timeout), a reset or closed connection, or a reply saying that the server
-// cannot serve now (LOADING, BUSY, MASTERDOWN, CLUSTERDOWN, READONLY, TRYAGAIN, NOREPLICAS, OOM,
-// or the maximum number of clients reached). The decision then has a nil error and a Result whose
+// cannot serve now (LOADING, BUSY, MASTERDOWN, CLUSTERDOWN, READONLY, TRYAGAIN, NOREPLICAS, MISCONF,
+// OOM, or the maximum number of clients reached). The decision then has a nil error and a Result whose
 // Source names the policy and whose Err holds the failure; the failure is recorded on the span,
 // in the decisions metric and in the log (WithLogger), never silently. Pair a policy with
 // WithTimeout, so that a slow Redis costs a bounded wait; after a failure, Redis is left alone for
 // a cooldown (WithCooldown).
 //
 // Everything else is returned as the error, whatever the policy: invalid arguments, corrupt state
-// (ErrCorruptState), a malformed reply (ErrBadReply), an error of the script itself, and a failure
-// after the caller's own context has ended. Such errors are counted in the decisions metric with
+// (ErrCorruptState), a malformed reply (ErrBadReply), an error of the script itself, a client the
+// program closed (redis.ErrClosed), an error of no known kind, and a failure after the caller's
+// own context has ended. Such errors are counted in the decisions metric with
 // decision "error" and their error.type.
 type FailurePolicy struct {
 	source     Source        // SourceRedis: return the error
@@ -159,8 +158,7 @@ func (p failurePolicy) absorbs(ctx context.Context, err error) bool {
 	if p.source == SourceRedis || err == nil || ctx.Err() != nil {
 		return false
 	}
-	ok, _ := isUnavailable(err)
-	return ok
+	return failureOf(err).Failed()
 }
 
 // report logs err, which the failure policy stood in for; cooldown is how long Redis will now be
@@ -179,39 +177,33 @@ func (l *Limiter) report(ctx context.Context, err error, cooldown time.Duration)
 	logger.LogAttrs(ctx, slog.LevelWarn, "limiter: Redis unavailable", attrs[:n]...)
 }
 
-// isUnavailable reports whether err means that Redis could not make the decision, rather than made
-// it wrong or was asked wrongly, and whether the condition is the server's (a cooldown spares it)
-// rather than one slot's.
+// failureOf returns the kind of failure of Redis that err is (redisfail.Classify), Other for the
+// limiter's own verdicts (invalid arguments, corrupt state, a malformed reply, keys of different
+// slots) and Unreachable for ErrUnavailable (Redis not asked during a cooldown). The policy stands
+// in when the kind is a failure (Failed); the cooldown starts when it is the server's
+// (ServerWide).
 //
-// Unavailable: no reply at all (a refused dial, a timeout, a reset or closed connection, bytes
-// that are not RESP, a cooldown), and the replies of a server that cannot serve now. Not: every
-// other reply (a script error, a key of another type, a refused command), a reply of the wrong
-// shape, corrupt state, invalid arguments, a client closed by the program, a cancellation.
+// Failures: no reply at all (a refused dial, a timeout, a reset or closed connection, bytes that
+// are not a reply), and the replies of a server that cannot serve now. Not: every other reply (a
+// script error, a key of another type, a refused command), a reply of the wrong shape, corrupt
+// state, invalid arguments, a client closed by the program, a cancellation, an error of no known
+// kind.
 //
 // A connection this process closed under the call (net.ErrClosed: the program closing its client
-// while the call waited for its reply) is unavailable but not server-wide: the call got no reply,
+// while the call waited for its reply) is a failure but not the server's: the call got no reply,
 // but that says nothing of the server, so it starts no cooldown, and the next call finds the
 // client closed.
-func isUnavailable(err error) (ok, serverWide bool) {
-	var reply redis.Error
-	if errors.As(err, &reply) {
-		msg := reply.Error()
-		code, _, _ := strings.Cut(msg, " ")
-		switch code {
-		case "LOADING", "BUSY", "MASTERDOWN", "CLUSTERDOWN", "READONLY", "NOREPLICAS", "OOM":
-			return true, true
-		case "TRYAGAIN":
-			return true, false
-		}
-		return strings.HasPrefix(msg, "ERR max number of clients reached"), true
-	}
+func failureOf(err error) redisfail.Kind {
 	for _, e := range [...]error{ErrBadReply, ErrCorruptState, ErrInvalidLimit, ErrInvalidCost, ErrInvalidKey,
-		errInvalidClock, redis.ErrClosed, script.ErrCrossSlot, context.Canceled} {
+		errInvalidClock, script.ErrCrossSlot} {
 		if errors.Is(err, e) {
-			return false, false
+			return redisfail.Other
 		}
 	}
-	return true, !errors.Is(err, net.ErrClosed)
+	if errors.Is(err, ErrUnavailable) {
+		return redisfail.Unreachable
+	}
+	return redisfail.Classify(err)
 }
 
 // breaker is the cooldown's state: while skipUntil (Unix nanoseconds) is ahead, decisions skip

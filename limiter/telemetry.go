@@ -3,7 +3,6 @@ package limiter
 import (
 	"context"
 	"errors"
-	"os"
 	"strings"
 	"time"
 
@@ -205,24 +204,20 @@ func policyName(l Limit) string {
 	return l.String()
 }
 
-// errorType classifies an error for the error.type attribute.
+// errorType classifies an error for the error.type attribute: the limiter's own verdicts
+// (invalid_argument, corrupt_state, bad_reply), else redisfail's type, which the session store
+// records for the same failure.
 func errorType(err error) string {
 	switch {
 	case err == nil:
 		return ""
-	case errors.Is(err, ErrInvalidLimit), errors.Is(err, ErrInvalidCost), errors.Is(err, ErrInvalidKey), errors.Is(err, errInvalidClock):
+	case errors.Is(err, ErrInvalidLimit), errors.Is(err, ErrInvalidCost), errors.Is(err, ErrInvalidKey),
+		errors.Is(err, errInvalidClock):
 		return "invalid_argument"
 	case errors.Is(err, ErrCorruptState):
 		return "corrupt_state"
 	case errors.Is(err, ErrBadReply):
 		return "bad_reply"
-	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, os.ErrDeadlineExceeded):
-		return "timeout" // the caller's deadline, WithTimeout's, or the client's read timeout
-	case errors.Is(err, context.Canceled):
-		return "canceled"
 	}
-	if ok, _ := isUnavailable(err); ok {
-		return "unavailable" // no answer, or a server that cannot serve now
-	}
-	return "redis" // any other error Redis replied with, such as the script's own
+	return failureOf(err).ErrorType()
 }

@@ -40,11 +40,11 @@ func newInstruments(mp metric.MeterProvider) instruments {
 	in.ops, errs[0] = m.Int64Counter("gatehouse.session.operations",
 		metric.WithUnit("{operation}"),
 		metric.WithDescription("Session operations, by operation and outcome (ok, not_found, conflict, read_only, malformed; "+
-			"failures, also as error.type: contended, too_large, corrupt, invalid_argument, canceled, timeout, unavailable, error)."))
+			"failures, also as error.type: contended, too_large, corrupt, invalid_argument, canceled, closed, timeout, unavailable, oom, error_reply, _OTHER)."))
 	in.duration, errs[1] = m.Float64Histogram("gatehouse.session.duration",
 		metric.WithUnit("s"),
 		metric.WithDescription("Time of a session operation, by operation, and by error.type when it failed "+
-			"(contended, too_large, corrupt, invalid_argument, canceled, timeout, unavailable, error)."),
+			"(contended, too_large, corrupt, invalid_argument, canceled, closed, timeout, unavailable, oom, error_reply, _OTHER)."),
 		metric.WithExplicitBucketBoundaries(telemetry.DurationBuckets...))
 	in.size, errs[2] = m.Int64Histogram("gatehouse.session.size",
 		metric.WithUnit("By"),
@@ -171,8 +171,11 @@ func (st *Store) end(o *op, err error) error {
 // verdicts are not, even when they wrap an I/O error: a corrupt record (a value cut short), an
 // oversized session, a malformed token.
 func failure(err error) redisfail.Kind {
-	if err == nil || errors.Is(err, ErrCorrupt) || errors.Is(err, ErrTooLarge) || errors.Is(err, ErrMalformed) {
+	if err == nil {
 		return redisfail.None
+	}
+	if errors.Is(err, ErrCorrupt) || errors.Is(err, ErrTooLarge) || errors.Is(err, ErrMalformed) {
+		return redisfail.Other
 	}
 	return redisfail.Classify(err)
 }
@@ -186,7 +189,7 @@ func outcomeOf(err error, kind redisfail.Kind) (outcome string, failed bool) {
 	case err == nil:
 		return "ok", false
 	case kind.Failed():
-		return kind.ErrorType(), true // "timeout" or "unavailable", as the limiter says them
+		return kind.ErrorType(), true // timeout, unavailable or oom, as the limiter says them
 	case errors.Is(err, ErrNotFound):
 		return "not_found", false
 	case errors.Is(err, ErrConflict):
@@ -203,10 +206,8 @@ func outcomeOf(err error, kind redisfail.Kind) (outcome string, failed bool) {
 		return "corrupt", true
 	case isInvalidArgument(err):
 		return "invalid_argument", true
-	case errors.Is(err, context.Canceled):
-		return "canceled", true // the caller gave up, as the limiter's error.type says it
 	default:
-		return "error", true
+		return kind.ErrorType(), true // canceled, closed, error_reply or _OTHER, as the limiter says them
 	}
 }
 

@@ -39,7 +39,10 @@ func TestClassify(t *testing.T) {
 		{fmt.Errorf("session: save: %w", io.ErrUnexpectedEOF), Unreachable},
 		{fmt.Errorf("session: save: %w", syscall.ECONNRESET), Unreachable},
 		{fmt.Errorf("session: save: %w", syscall.EPIPE), Unreachable},
-		{fmt.Errorf("session: save: %w", net.ErrClosed), Unreachable},
+		{fmt.Errorf("session: save: %w", net.ErrClosed), Interrupted},
+		{fmt.Errorf("x: %w", &net.OpError{Op: "read", Net: "tcp", Err: net.ErrClosed}), Interrupted},
+		{errors.New("redis: invalid reply: \"?\""), Unreachable},
+		{errors.New("redis: connection not available for write operation"), Unreachable},
 		{fmt.Errorf("session: save: %w", redis.ErrPoolExhausted), Unreachable},
 		{errors.New("redis: all ring shards are down"), Unreachable},
 		{fmt.Errorf("x: %w", errors.New("redis: all sentinels specified in configuration are unreachable")), Unreachable},
@@ -51,17 +54,18 @@ func TestClassify(t *testing.T) {
 		{script("READONLY You can't write against a read only replica."), CannotServe},
 		{script("NOREPLICAS Not enough good replicas to write."), CannotServe},
 		{script("MISCONF Redis is configured to save RDB snapshots, but it's currently unable to persist to disk."), CannotServe},
-		{script("OOM command not allowed when used memory > 'maxmemory'."), CannotServe},
+		{script("OOM command not allowed when used memory > 'maxmemory'."), OutOfMemory},
 		{script("ERR max number of clients reached"), CannotServe},
-		{script("BUSYKEY Target key name already exists."), None},
-		{script("BUSYGROUP Consumer Group name already exists"), None},
-		{script("ERR Error running script: bad argument"), None},
-		{script("NOPERM this user has no permissions"), None},
-		{script("GATEHOUSE corrupt session record"), None},
-		{context.Canceled, None},
-		{fmt.Errorf("session: save: %w", redis.ErrClosed), None}, // closed by the program
-		{fmt.Errorf("%w (%w)", context.Canceled, io.EOF), None},  // the caller gave up first
-		{errors.New("session: create: status 3"), None},
+		{script("BUSYKEY Target key name already exists."), ErrorReply},
+		{script("BUSYGROUP Consumer Group name already exists"), ErrorReply},
+		{script("ERR Error running script: bad argument"), ErrorReply},
+		{script("NOPERM this user has no permissions"), ErrorReply},
+		{script("GATEHOUSE corrupt session record"), ErrorReply},
+		{context.Canceled, Canceled},
+		{fmt.Errorf("session: save: %w", redis.ErrClosed), Closed},  // closed by the program
+		{fmt.Errorf("%w (%w)", context.Canceled, io.EOF), Canceled}, // the caller gave up first
+		{errors.New("session: create: status 3"), Other},
+		{fmt.Errorf("x: %w", redis.Nil), Other},
 	} {
 		if got := Classify(c.err); got != c.want {
 			t.Errorf("Classify(%v) = %v, want %v", c.err, got, c.want)
@@ -71,19 +75,25 @@ func TestClassify(t *testing.T) {
 
 func TestKind(t *testing.T) {
 	for _, c := range []struct {
-		k                            Kind
-		failed, answered, serverWide bool
-		errorType                    string
+		k                  Kind
+		failed, serverWide bool
+		errorType          string
 	}{
-		{None, false, false, false, ""},
-		{Timeout, true, false, true, "timeout"},
-		{Unreachable, true, false, true, "unavailable"},
-		{CannotServe, true, true, true, "unavailable"},
-		{SlotMoving, true, true, false, "unavailable"},
+		{None, false, false, ""},
+		{Other, false, false, "_OTHER"},
+		{Canceled, false, false, "canceled"},
+		{Closed, false, false, "closed"},
+		{Timeout, true, true, "timeout"},
+		{Unreachable, true, true, "unavailable"},
+		{Interrupted, true, false, "unavailable"},
+		{CannotServe, true, true, "unavailable"},
+		{SlotMoving, true, false, "unavailable"},
+		{OutOfMemory, true, true, "oom"},
+		{ErrorReply, false, false, "error_reply"},
 	} {
-		if c.k.Failed() != c.failed || c.k.Answered() != c.answered || c.k.ServerWide() != c.serverWide || c.k.ErrorType() != c.errorType {
-			t.Errorf("%v: Failed %v, Answered %v, ServerWide %v, ErrorType %q; want %v, %v, %v, %q", c.k,
-				c.k.Failed(), c.k.Answered(), c.k.ServerWide(), c.k.ErrorType(), c.failed, c.answered, c.serverWide, c.errorType)
+		if c.k.Failed() != c.failed || c.k.ServerWide() != c.serverWide || c.k.ErrorType() != c.errorType {
+			t.Errorf("%v: Failed %v, ServerWide %v, ErrorType %q; want %v, %v, %q", c.k,
+				c.k.Failed(), c.k.ServerWide(), c.k.ErrorType(), c.failed, c.serverWide, c.errorType)
 		}
 	}
 }

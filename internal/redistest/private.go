@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -107,4 +108,62 @@ func WaitClients(t testing.TB, c *redis.Client, n int) {
 		}
 	}
 	t.Fatalf("the server still has other clients than %d after 10s:\n%s", n, list)
+}
+
+// FailSnapshot makes the server of c fail a snapshot, so that it refuses writes with MISCONF
+// (it sets stop-writes-on-bgsave-error, the default, again): the server must have been started with
+// "--enable-protected-configs yes" (to move its dir) and a save point ("--save", "3600 1"). Its
+// dir becomes /proc, where nobody can create a file, and a BGSAVE fails there.
+func FailSnapshot(t testing.TB, c *redis.Client) {
+	t.Helper()
+	ctx := context.Background()
+	if err := c.ConfigSet(ctx, "dir", "/proc").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.ConfigSet(ctx, "stop-writes-on-bgsave-error", "yes").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.BgSave(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	var info string
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		var err error
+		if info, err = c.Info(ctx, "persistence").Result(); err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(info, "rdb_bgsave_in_progress:0") && strings.Contains(info, "rdb_last_bgsave_status:err") {
+			return
+		}
+	}
+	t.Fatalf("the snapshot did not fail within 10s:\n%s", info)
+}
+
+// WaitBlocked returns the ID of a client of admin's server that waits in BLPOP, once there is one
+// (CLIENT LIST), failing the test if none shows within 10s.
+func WaitBlocked(t testing.TB, admin *redis.Client) int64 {
+	t.Helper()
+	var list string
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		var err error
+		if list, err = admin.ClientList(context.Background()).Result(); err != nil {
+			t.Fatal(err)
+		}
+		for line := range strings.SplitSeq(strings.TrimSpace(list), "\n") {
+			if !strings.Contains(line, " cmd=blpop") {
+				continue
+			}
+			for f := range strings.FieldsSeq(line) {
+				if v, ok := strings.CutPrefix(f, "id="); ok {
+					id, err := strconv.ParseInt(v, 10, 64)
+					if err != nil {
+						t.Fatal(err)
+					}
+					return id
+				}
+			}
+		}
+	}
+	t.Fatalf("no client waits in BLPOP after 10s:\n%s", list)
+	return 0
 }
