@@ -350,20 +350,36 @@ func (h refusingHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.
 	return next
 }
 
-// An error of no known kind (here a hook's own) is not Redis being unavailable: every policy
-// returns it, as the session store does, rather than admitting or refusing by the policy.
-func TestLimiterUnknownErrorNotAbsorbed(t *testing.T) {
+// An error of no known kind (here a hook's own, as a circuit breaker's would be) comes from between
+// the client and Redis: the policy stands in for it, with the error in Result.Err, and FailError
+// returns it.
+func TestLimiterUnknownErrorAbsorbed(t *testing.T) {
 	_, rdb := redistest.Private(t)
 	ctx := context.Background()
 	refused := errors.New("a hook's own error")
 	rdb.AddHook(refusingHook{refused})
-	for _, p := range []limiter.FailurePolicy{limiter.FailOpen(), limiter.FailClosed(time.Second)} {
-		lim, err := limiter.New(rdb, limiter.TokenBucket, limiter.WithFailurePolicy(p))
+	for _, c := range []struct {
+		policy  limiter.FailurePolicy
+		allowed bool
+		source  limiter.Source
+	}{
+		{limiter.FailOpen(), true, limiter.SourceFailOpen},
+		{limiter.FailClosed(time.Second), false, limiter.SourceFailClosed},
+	} {
+		lim, err := limiter.New(rdb, limiter.TokenBucket, limiter.WithFailurePolicy(c.policy), limiter.WithLogger(limitertest.Discard))
 		if err != nil {
 			t.Fatal(err)
 		}
-		if res, err := lim.Allow(ctx, "k", limiter.PerMinute(2)); !errors.Is(err, refused) {
-			t.Errorf("%+v, %v; want the hook's error returned", res, err)
+		res, err := lim.Allow(ctx, "k", limiter.PerMinute(2))
+		if err != nil || res.Allowed != c.allowed || res.Source != c.source || !errors.Is(res.Err, refused) {
+			t.Errorf("%v: %+v, %v; want allowed %v by %v, the hook's error in Err", c.source, res, err, c.allowed, c.source)
 		}
+	}
+	lim, err := limiter.New(rdb, limiter.TokenBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res, err := lim.Allow(ctx, "k", limiter.PerMinute(2)); !errors.Is(err, refused) {
+		t.Errorf("FailError: %+v, %v; want the hook's error returned", res, err)
 	}
 }

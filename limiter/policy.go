@@ -74,8 +74,10 @@ const defaultCooldown = time.Second
 //
 // Everything else is returned as the error, whatever the policy: invalid arguments, corrupt state
 // (ErrCorruptState), a malformed reply (ErrBadReply), an error of the script itself, a client the
-// program closed (redis.ErrClosed), an error of no known kind, and a failure after the caller's
-// own context has ended. Such errors are counted in the decisions metric with
+// program closed (redis.ErrClosed), and a failure after the caller's own context has ended. An
+// error of no known kind, which comes from between the client and Redis (a go-redis hook's own,
+// such as a circuit breaker's; a TLS handshake that failed), is taken as Redis unavailable: the
+// policy stands in (error.type "_OTHER"), without a cooldown. Such errors are counted in the decisions metric with
 // decision "error" and their error.type.
 type FailurePolicy struct {
 	source     Source        // SourceRedis: return the error
@@ -155,10 +157,23 @@ func (p FailurePolicy) build(cooldown time.Duration) (failurePolicy, error) {
 // absorbs reports whether the policy decides in place of Redis after err: Redis unavailable,
 // while the caller still waits for an answer.
 func (p failurePolicy) absorbs(ctx context.Context, err error) bool {
-	if p.source == SourceRedis || err == nil || ctx.Err() != nil {
+	if p.source == SourceRedis || err == nil || ctx.Err() != nil || ownVerdict(err) {
 		return false
 	}
-	return failureOf(err).Failed()
+	k := failureOf(err)
+	return k.Failed() || k == redisfail.Other
+}
+
+// ownVerdict reports whether err is the limiter's own verdict, not a failure to reach Redis:
+// invalid arguments, corrupt state, a malformed reply, keys of different slots.
+func ownVerdict(err error) bool {
+	for _, e := range [...]error{ErrBadReply, ErrCorruptState, ErrInvalidLimit, ErrInvalidCost, ErrInvalidKey,
+		errInvalidClock, script.ErrCrossSlot} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
 }
 
 // report logs err, which the failure policy stood in for; cooldown is how long Redis will now be
@@ -180,25 +195,22 @@ func (l *Limiter) report(ctx context.Context, err error, cooldown time.Duration)
 // failureOf returns the kind of failure of Redis that err is (redisfail.Classify), Other for the
 // limiter's own verdicts (invalid arguments, corrupt state, a malformed reply, keys of different
 // slots) and Unreachable for ErrUnavailable (Redis not asked during a cooldown). The policy stands
-// in when the kind is a failure (Failed); the cooldown starts when it is the server's
-// (ServerWide).
+// in when the kind is a failure (Failed), or Other and not the limiter's own verdict (absorbs);
+// the cooldown starts when it is the server's (ServerWide).
 //
 // Failures: no reply at all (a refused dial, a timeout, a reset or closed connection, bytes that
 // are not a reply), and the replies of a server that cannot serve now. Not: every other reply (a
 // script error, a key of another type, a refused command), a reply of the wrong shape, corrupt
-// state, invalid arguments, a client closed by the program, a cancellation, an error of no known
-// kind.
+// state, invalid arguments, a client closed by the program, a cancellation. An error of no known
+// kind (a hook's own, a TLS failure) is no failure, but the policy stands in for it all the same.
 //
 // A connection this process closed under the call (net.ErrClosed: the program closing its client
 // while the call waited for its reply) is a failure but not the server's: the call got no reply,
 // but that says nothing of the server, so it starts no cooldown, and the next call finds the
 // client closed.
 func failureOf(err error) redisfail.Kind {
-	for _, e := range [...]error{ErrBadReply, ErrCorruptState, ErrInvalidLimit, ErrInvalidCost, ErrInvalidKey,
-		errInvalidClock, script.ErrCrossSlot} {
-		if errors.Is(err, e) {
-			return redisfail.Other
-		}
+	if ownVerdict(err) {
+		return redisfail.Other
 	}
 	if errors.Is(err, ErrUnavailable) {
 		return redisfail.Unreachable

@@ -52,8 +52,9 @@ func TestBreakerOneProbe(t *testing.T) {
 	}
 }
 
-// What the failure policy stands in for: Redis unavailable, and nothing else; and the error.type
-// each error is recorded with.
+// What the failure policy stands in for: Redis unavailable, and an error of no known kind (from
+// between the client and Redis: a hook's, a TLS failure), never the limiter's own verdicts, a
+// reply, a cancellation or a closed client; and the error.type each error is recorded with.
 func TestFailureOf(t *testing.T) {
 	wrap := func(err error) error {
 		return fmt.Errorf("limiter: token_bucket: gatehouse: script token_bucket: %w", err)
@@ -98,6 +99,10 @@ func TestFailureOf(t *testing.T) {
 		kind := failureOf(tt.err)
 		if ok, whole := kind.Failed(), kind.ServerWide(); ok != tt.unavailable || whole != tt.wholeServ && ok {
 			t.Errorf("failureOf(%v) = %v: failed %v, server-wide %v; want %v, %v", tt.err, kind, ok, whole, tt.unavailable, tt.wholeServ)
+		}
+		absorbed := failurePolicy{source: SourceFailOpen}.absorbs(context.Background(), tt.err)
+		if want := tt.unavailable || tt.errorType == "_OTHER"; absorbed != want {
+			t.Errorf("FailOpen absorbs %v: %v, want %v", tt.err, absorbed, want)
 		}
 		if got := errorType(tt.err); got != tt.errorType {
 			t.Errorf("errorType(%v) = %q, want %q", tt.err, got, tt.errorType)
