@@ -26,7 +26,6 @@ type Server struct {
 
 	mu  sync.Mutex
 	cmd *exec.Cmd
-	log *bytes.Buffer
 }
 
 // StartServer starts a private redis-server on a free loopback port, with persistence off, and
@@ -99,7 +98,7 @@ func (s *Server) Start() error {
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("redistest: starting %s: %w", bin, err)
 	}
-	s.cmd, s.log = cmd, &out
+	s.cmd = cmd
 	exited := make(chan struct{})
 	go func() { _ = cmd.Wait(); close(exited) }()
 
@@ -124,6 +123,7 @@ func (s *Server) Start() error {
 		}
 		if time.Now().After(deadline) {
 			_ = cmd.Process.Kill()
+			<-exited // out is written by exec's copying goroutine until Wait returns
 			s.cmd = nil
 			return fmt.Errorf("redistest: %s on %s did not answer PING within 10s: %v\n%s", bin, s.Addr, err, out.String())
 		}
