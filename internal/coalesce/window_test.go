@@ -79,18 +79,7 @@ func TestWindowWidensWithDistance(t *testing.T) {
 	if _, err := b.Do(ctx, []string{"{lone}"}, take(10), nil); err != nil { // the first measured
 		t.Fatal(err)
 	}
-	var wg sync.WaitGroup
-	for g := range 32 {
-		wg.Go(func() {
-			for i := range 20 {
-				if _, err := b.Do(ctx, []string{fmt.Sprintf("{k%d}", (g*20+i)%100)}, take(1_000_000), nil); err != nil {
-					t.Error(err)
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
+	decideFrom32(t, b, 20)
 	if got, least := d.most.Load(), int64(windowFor(d.delay)); got < least {
 		t.Errorf("at most %d calls under way at once to a node 2 ms away; want %d (its window)", got, least)
 	}
@@ -100,11 +89,20 @@ func TestWindowWidensWithDistance(t *testing.T) {
 
 	// A fixed MaxInFlight is kept, however far the node.
 	d.most.Store(0)
-	fixed := New(rdb, bucket, bucketBatch, Options{MaxInFlight: 2})
+	decideFrom32(t, New(rdb, bucket, bucketBatch, Options{MaxInFlight: 2}), 5)
+	if got := d.most.Load(); got > 2 {
+		t.Errorf("MaxInFlight 2: %d calls under way at once", got)
+	}
+}
+
+// decideFrom32 makes n decisions from each of 32 goroutines at once through b, over 100 keys.
+func decideFrom32(t *testing.T, b *Batcher, n int) {
+	t.Helper()
+	var wg sync.WaitGroup
 	for g := range 32 {
 		wg.Go(func() {
-			for i := range 5 {
-				if _, err := fixed.Do(ctx, []string{fmt.Sprintf("{k%d}", (g*5+i)%100)}, take(1_000_000), nil); err != nil {
+			for i := range n {
+				if _, err := b.Do(context.Background(), []string{fmt.Sprintf("{k%d}", (g*n+i)%100)}, take(1_000_000), nil); err != nil {
 					t.Error(err)
 					return
 				}
@@ -112,9 +110,6 @@ func TestWindowWidensWithDistance(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	if got := d.most.Load(); got > 2 {
-		t.Errorf("MaxInFlight 2: %d calls under way at once", got)
-	}
 }
 
 // A failed call measures nothing: a node that refuses connections at once is not near.
