@@ -35,12 +35,14 @@ func TestErrorTypeSameInLimiterAndSessions(t *testing.T) {
 		{name: "client closed by the program", want: "closed",
 			breakIt: func(t *testing.T, _ *redistest.Server, _, client *redis.Client) { client.Close() }},
 		{name: "pool timeout", want: "timeout",
-			opts: func(o *redis.Options) { o.PoolSize, o.PoolTimeout = 1, 50*time.Millisecond },
+			opts: func(o *redis.Options) {
+				o.PoolSize, o.PoolTimeout, o.ClientName = 1, 50*time.Millisecond, "errortype-pool"
+			},
 			breakIt: func(t *testing.T, _ *redistest.Server, admin, client *redis.Client) {
 				// The pool's one connection waits in BLPOP until the test ends.
 				done := make(chan struct{})
 				go func() { defer close(done); client.BLPop(context.Background(), 0, "errortype:never") }()
-				id := strconv.FormatInt(redistest.WaitBlocked(t, admin), 10)
+				id := strconv.FormatInt(redistest.WaitBlocked(t, admin, "errortype-pool"), 10)
 				t.Cleanup(func() { admin.ClientKillByFilter(context.Background(), "ID", id); <-done })
 			}},
 		{name: "read timeout (CLIENT PAUSE)", want: "timeout",

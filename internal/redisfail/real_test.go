@@ -17,8 +17,13 @@ import (
 func blocked(t *testing.T, c, admin *redis.Client) (id int64, done <-chan error) {
 	t.Helper()
 	ch := make(chan error, 1)
-	go func() { ch <- c.BLPop(context.Background(), 0, "redisfail:never").Err() }()
-	return redistest.WaitBlocked(t, admin), ch
+	go func() { ch <- c.BLPop(context.Background(), time.Minute, "redisfail:never").Err() }() // not 0: a lost kill fails the test, not hangs it
+	return redistest.WaitBlocked(t, admin, c.Options().ClientName), ch
+}
+
+// named sets a client's connection name, by which blocked finds its BLPOP in CLIENT LIST.
+func named(name string) func(*redis.Options) {
+	return func(o *redis.Options) { o.ClientName = "redisfail-" + name }
 }
 
 // Classify on the errors that a real go-redis client gets from real servers, each broken the way
@@ -45,13 +50,13 @@ func TestClassifyReal(t *testing.T) {
 			return c.Ping(ctx).Err()
 		}, redisfail.Closed, "closed", redisfail.None},
 		{"a client closed while its call waits for the reply", func(t *testing.T) error {
-			c := redistest.ClientFor(t, admin.Options().Addr)
+			c := redistest.ClientFor(t, admin.Options().Addr, named("closed-under-call"))
 			_, done := blocked(t, c, admin)
 			c.Close()
 			return <-done
 		}, redisfail.Interrupted, "unavailable", redisfail.None},
 		{"a connection the server closed under the call", func(t *testing.T) error {
-			c := redistest.ClientFor(t, admin.Options().Addr)
+			c := redistest.ClientFor(t, admin.Options().Addr, named("killed-under-call"))
 			id, done := blocked(t, c, admin)
 			if err := admin.ClientKillByFilter(ctx, "ID", strconv.FormatInt(id, 10)).Err(); err != nil {
 				t.Fatal(err)
@@ -59,7 +64,7 @@ func TestClassifyReal(t *testing.T) {
 			return <-done
 		}, redisfail.Unreachable, "unavailable", redisfail.None},
 		{"a pool timeout (PoolSize 1, its connection blocked)", func(t *testing.T) error {
-			c := redistest.ClientFor(t, admin.Options().Addr, func(o *redis.Options) {
+			c := redistest.ClientFor(t, admin.Options().Addr, named("pool-timeout"), func(o *redis.Options) {
 				o.PoolSize, o.PoolTimeout = 1, 50*time.Millisecond
 			})
 			id, done := blocked(t, c, admin)

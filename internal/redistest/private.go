@@ -139,9 +139,11 @@ func FailSnapshot(t testing.TB, c *redis.Client) {
 	t.Fatalf("the snapshot did not fail within 10s:\n%s", info)
 }
 
-// WaitBlocked returns the ID of a client of admin's server that waits in BLPOP, once there is one
-// (CLIENT LIST), failing the test if none shows within 10s.
-func WaitBlocked(t testing.TB, admin *redis.Client) int64 {
+// WaitBlocked returns the ID of the connection named name (redis.Options.ClientName) of admin's
+// server that waits in BLPOP, once there is one (CLIENT LIST), failing the test if none shows
+// within 10s. The name tells it from a connection another test closed on its side, which the
+// server may still list, in BLPOP, for a moment.
+func WaitBlocked(t testing.TB, admin *redis.Client, name string) int64 {
 	t.Helper()
 	var list string
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
@@ -150,7 +152,7 @@ func WaitBlocked(t testing.TB, admin *redis.Client) int64 {
 			t.Fatal(err)
 		}
 		for line := range strings.SplitSeq(strings.TrimSpace(list), "\n") {
-			if !strings.Contains(line, " cmd=blpop") {
+			if !strings.Contains(line, " cmd=blpop") || !strings.Contains(line, " name="+name+" ") {
 				continue
 			}
 			for f := range strings.FieldsSeq(line) {
@@ -164,6 +166,6 @@ func WaitBlocked(t testing.TB, admin *redis.Client) int64 {
 			}
 		}
 	}
-	t.Fatalf("no client waits in BLPOP after 10s:\n%s", list)
+	t.Fatalf("no connection named %q waits in BLPOP after 10s:\n%s", name, list)
 	return 0
 }
