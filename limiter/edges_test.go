@@ -285,3 +285,58 @@ func TestDenyCacheResetRacingARefusal(t *testing.T) {
 		})
 	}
 }
+
+// Reset forgets what FailLocal counted for the identifier under the limits it names, as it does in
+// Redis: a client reset while Redis answered (an operator lifting a block, a counter of failed
+// logins reset by a good one) is not refused by the local fallback in a later outage for what it
+// used before the reset. Limits Reset does not name, and other identifiers, keep their counts.
+// Before, the local state outlived Reset: refused until its bucket refilled (an hour here).
+func TestLocalFallbackForgetsOnReset(t *testing.T) {
+	srv, _ := redistest.Private(t)
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr, MaxRetries: -1, DialTimeout: 200 * time.Millisecond})
+	t.Cleanup(func() { rdb.Close() })
+	lim, err := limiter.New(rdb, limiter.TokenBucket, limiter.WithFailurePolicy(limiter.FailLocal(limiter.LocalFallback{})),
+		limiter.WithCooldown(0), limiter.WithLogger(limitertest.Discard))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	reset, kept := limiter.PerHour(2), limiter.PerHour(2).WithName("kept")
+	allow := func(key string, l limiter.Limit) bool {
+		t.Helper()
+		res, err := lim.Allow(ctx, key, l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Source != limiter.SourceLocal {
+			t.Fatalf("%s under %v: source %v, want local", key, l, res.Source)
+		}
+		return res.Allowed
+	}
+	srv.Stop()
+	for _, key := range []string{"reset", "other"} {
+		for _, l := range []limiter.Limit{reset, kept} {
+			for i := range 3 {
+				if got := allow(key, l); got != (i < 2) {
+					t.Fatalf("%s under %v, request %d: allowed %v while Redis is down", key, l, i+1, got)
+				}
+			}
+		}
+	}
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if err := lim.Reset(ctx, "reset", reset); err != nil {
+		t.Fatal(err)
+	}
+	srv.Stop()
+	if !allow("reset", reset) {
+		t.Error("after Reset, the reset limit still refuses the client locally")
+	}
+	if allow("reset", kept) {
+		t.Error("after Reset of another limit, a limit Reset did not name admits the client locally")
+	}
+	if allow("other", reset) {
+		t.Error("after Reset of another identifier, an identifier Reset did not name is admitted locally")
+	}
+}

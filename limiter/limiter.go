@@ -347,7 +347,8 @@ func (l *Limiter) Peek(ctx context.Context, key string, limit Limit) (Result, er
 	return out[0], nil
 }
 
-// Reset forgets everything counted for key under the given limits.
+// Reset forgets everything counted for key under the given limits: in Redis, and in this
+// Limiter's deny cache (WithDenyCache) and local fallback (FailLocal).
 func (l *Limiter) Reset(ctx context.Context, key string, limits ...Limit) (err error) {
 	ctx, span := l.tracer.Start(ctx, opReset.spanName())
 	r := request{op: opReset, key: key, limits: limits}
@@ -365,6 +366,11 @@ func (l *Limiter) Reset(ctx context.Context, key string, limits ...Limit) (err e
 		// the DEL is cached after it: forget keeps out those of requests already under way,
 		// which would otherwise outlive the reset (TestDenyCacheResetRacingARefusal).
 		l.denied.forget(key)
+	}
+	if l.fail.local != nil {
+		// FailLocal's counts too, so that a later outage does not refuse what Redis was told to
+		// forget (TestLocalFallbackForgetsOnReset).
+		l.fail.local.forget(key, keys)
 	}
 	if err != nil {
 		return fmt.Errorf("limiter: reset: %w", err)

@@ -29,7 +29,7 @@ type LocalFallback struct {
 // limit changed while its state exists keeps what was used, as in Redis (docs/algorithms.md,
 // "Changing a limit"): the tokens owed, rounded up and capped at the new capacity. When
 // Redis answers again it decides again, with what it counted before; the local state is not copied
-// back. Each Limiter keeps its own state. A negative MaxKeys or Instances makes New return an error.
+// back. Reset forgets the counts of the limits it names. Each Limiter keeps its own state. A negative MaxKeys or Instances makes New return an error.
 func FailLocal(f LocalFallback) FailurePolicy { return FailurePolicy{source: SourceLocal, local: f} }
 
 // localLimiter is FailLocal's in-process state: per identifier, a GCRA "theoretical arrival
@@ -142,6 +142,22 @@ func (ll *localLimiter) decide(r *request, keys []string, shadowMode bool, now i
 	}
 	for len(st.limits) > maxLocalLimits {
 		st.dropFullest()
+	}
+}
+
+// forget drops what the fallback counted for the identifier id under the limits whose Redis keys
+// are keys (Reset): its other limits, and other identifiers, keep theirs.
+func (ll *localLimiter) forget(id string, keys []string) {
+	ll.mu.Lock()
+	defer ll.mu.Unlock()
+	st, ok := ll.states.get(hashKey(id))
+	if !ok {
+		return
+	}
+	for _, k := range keys {
+		if j := st.find(hashKey(k)); j >= 0 {
+			st.limits = slices.Delete(st.limits, j, j+1)
+		}
 	}
 }
 

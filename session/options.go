@@ -104,10 +104,12 @@ func WithKeyPrefix(p string) Option { return optionFunc(func(c *config) { c.pref
 
 // WithRotationGrace keeps a rotated token readable for d, pointing to the new session, so that
 // requests the client already had in flight when it signed in do not lose their session. A
-// session loaded through the old token is read-only (Session.ReadOnly): Save, Rotate, Login,
-// Destroy and DestroyOthers refuse it with ErrReadOnly, so the old token can never change the
-// session nor obtain a token that outlives the window. The default, 0, is the safest: an old token
-// stops working at once.
+// session loaded through the old token is read-only (Session.ReadOnly): Save, Rotate, Login and
+// DestroyOthers refuse it with ErrReadOnly, so the old token can never change the session nor
+// obtain a token that outlives the window; Destroy through it ends the session (a sign-out). The
+// default, 0, is the safest: an old token stops working at once. Grace window or not, each
+// rotation leaves the old key as a small pointer kept for d or the store's timeout plus 5
+// minutes, whichever is longer (Destroy follows it).
 func WithRotationGrace(d time.Duration) Option { return optionFunc(func(c *config) { c.grace = d }) }
 
 // WithHMACKey stores sessions under HMAC-SHA256(key, "gatehouse-session\x00"+token) instead of

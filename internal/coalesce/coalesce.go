@@ -6,7 +6,8 @@
 //
 // # When a call is sent
 //
-// A node has at most MaxInFlight calls under way. A caller that finds room sends at once, in its
+// A node has at most a window of calls under way: MaxInFlight, or by default one adapted to the
+// node's distance (Options.MaxInFlight). A caller that finds room sends at once, in its
 // own goroutine: its decision, with any that are queued. So a lone caller pays nothing: its
 // decision goes out alone, one EVALSHA, with no wait. A caller that finds the node busy queues;
 // when a call returns, the caller that sent it hands the next call to the oldest queued caller,
