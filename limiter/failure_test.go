@@ -382,4 +382,22 @@ func TestLimiterUnknownErrorAbsorbed(t *testing.T) {
 	if res, err := lim.Allow(ctx, "k", limiter.PerMinute(2)); !errors.Is(err, refused) {
 		t.Errorf("FailError: %+v, %v; want the hook's error returned", res, err)
 	}
+
+	// No cooldown follows such an error (nor any, with WithCooldown(0)): every decision meets it,
+	// and the log has at most one record a second, the next saying how many it held back.
+	var logs limitertest.Logs
+	open, err := limiter.New(rdb, limiter.TokenBucket, limiter.WithFailurePolicy(limiter.FailOpen()), limiter.WithLogger(logs.Logger()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 200
+	start := time.Now()
+	for range n {
+		if res, err := open.Allow(ctx, "k", limiter.PerMinute(2)); err != nil || res.Source != limiter.SourceFailOpen {
+			t.Fatalf("%+v, %v", res, err)
+		}
+	}
+	if most := 1 + int(time.Since(start)/time.Second); logs.Len() < 1 || logs.Len() > most {
+		t.Errorf("%d decisions by the policy logged %d records; want 1 to %d (one a second)", n, logs.Len(), most)
+	}
 }

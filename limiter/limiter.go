@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/gatehouse/gatehouse/internal/coalesce"
+	"github.com/gatehouse/gatehouse/internal/faillog"
 	"github.com/gatehouse/gatehouse/internal/redisfail"
 	"github.com/gatehouse/gatehouse/internal/script"
 	"github.com/gatehouse/gatehouse/internal/telemetry"
@@ -216,8 +217,9 @@ type Limiter struct {
 	fail    failurePolicy
 	timeout time.Duration
 	breaker breaker
-	denied  *denyCache   // nil without WithDenyCache
-	logger  *slog.Logger // nil: slog.Default(), as it is at each record
+	denied  *denyCache       // nil without WithDenyCache
+	logger  *slog.Logger     // nil: slog.Default(), as it is at each record
+	reports faillog.Throttle // of the failures the policy stands in for
 
 	keyHash *telemetry.KeyHasher
 	tracer  *telemetry.Tracer

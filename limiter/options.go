@@ -78,7 +78,9 @@ func WithAutoPipeline() Option { return optionFunc(func(c *config) { c.auto = tr
 // its failure policy stands in for (see WithFailurePolicy), with the algorithm, the policy
 // (fail_open, fail_closed or local), the error and, when a cooldown starts, its length
 // (cooldown): at most about one record per cooldown while Redis stays down, since decisions made
-// during a cooldown do not ask Redis. Records name no key and no identifier (the error names the
+// during a cooldown do not ask Redis, and at most one a second in any case (failures without a
+// cooldown: WithCooldown(0), a slot migrating, an error of no known kind); a record after others
+// were held back says how many (suppressed). Records name no key and no identifier (the error names the
 // Redis address). Under FailError nothing is logged: the error goes to the caller. A handler that
 // drops records turns logging off: slog.New(slog.DiscardHandler).
 func WithLogger(logger *slog.Logger) Option { return optionFunc(func(c *config) { c.logger = logger }) }

@@ -176,17 +176,31 @@ func ownVerdict(err error) bool {
 	return false
 }
 
+// reportInterval is the least time between two records of failures the policy stood in for:
+// without a cooldown (WithCooldown(0), a slot migrating, an error of no known kind such as a
+// circuit breaker's) every decision would log one.
+const reportInterval = time.Second
+
 // report logs err, which the failure policy stood in for; cooldown is how long Redis will now be
-// left alone, 0 for not at all.
+// left alone, 0 for not at all. At most one record a reportInterval; the next carries how many
+// were held back (suppressed).
 func (l *Limiter) report(ctx context.Context, err error, cooldown time.Duration) {
+	logged, suppressed := l.reports.Admit(time.Now(), reportInterval)
+	if !logged {
+		return
+	}
 	logger := l.logger
 	if logger == nil {
 		logger = slog.Default()
 	}
-	attrs := [4]slog.Attr{slog.String("algorithm", l.alg.name), slog.String("policy", l.fail.source.String()), slog.Any("error", err)}
+	attrs := [5]slog.Attr{slog.String("algorithm", l.alg.name), slog.String("policy", l.fail.source.String()), slog.Any("error", err)}
 	n := 3
 	if cooldown > 0 {
 		attrs[n] = slog.Duration("cooldown", cooldown)
+		n++
+	}
+	if suppressed > 0 {
+		attrs[n] = slog.Int64("suppressed", suppressed)
 		n++
 	}
 	logger.LogAttrs(ctx, slog.LevelWarn, "limiter: Redis unavailable", attrs[:n]...)
