@@ -71,7 +71,8 @@ func WithCookie(c Cookie) MiddlewareOption {
 }
 
 // WithErrorHandler sets what answers a request whose session cannot be loaded or saved before the
-// response starts. When Redis failed (unreachable, timed out, loading, failing over), err matches
+// response starts. When a save fails, the headers the handler set to describe its response
+// (Content-Encoding, ETag and the like) are removed first, and Cache-Control is no-store. When Redis failed (unreachable, timed out, loading, failing over), err matches
 // ErrUnavailable. The default answers 503 Service Unavailable with Retry-After: 1 for those, and
 // 500 Internal Server Error for anything else (ErrTooLarge, a bad reply). The failure is logged
 // before the handler is called.
@@ -271,6 +272,7 @@ func (w *writer) commit() bool {
 		// request's changes are dropped, never written back.
 	default:
 		w.failed = true
+		dropHandlerRepresentation(w.Header())
 		w.m.fail(w.ResponseWriter, w.r, "save", s.Key(), err)
 		return false
 	}
@@ -327,4 +329,23 @@ func (w *writer) setCookie(value string, expires time.Time, maxAge int) {
 	if ck.Secure && value != "" {
 		w.m.warnPlainHTTP(w.r)
 	}
+}
+
+// handlerRepresentation are the headers a handler sets to describe and cache what it was about to
+// send, which would mislabel the error handler's answer (a plain-text body declared gzip, or a
+// download) or let a cache keep it.
+var handlerRepresentation = [...]string{
+	"Content-Encoding", "Content-Range", "Content-Disposition", "Content-Language", "Content-Location",
+	"ETag", "Last-Modified", "Expires",
+}
+
+// dropHandlerRepresentation clears, before the error handler answers instead of the handler, the
+// headers that described the handler's response (as the standard library's ServeContent does
+// before it serves an error), and marks the error response not to be stored by any cache. Other
+// headers, such as those that middleware in front set, stay.
+func dropHandlerRepresentation(h http.Header) {
+	for _, k := range handlerRepresentation {
+		h.Del(k)
+	}
+	h.Set("Cache-Control", "no-store")
 }

@@ -1,0 +1,58 @@
+package session_test
+
+import (
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/gatehouse/gatehouse/internal/redistest"
+	"github.com/gatehouse/gatehouse/internal/sessiontest"
+	"github.com/gatehouse/gatehouse/session"
+)
+
+// A save refused before the response started is answered by the error handler alone: the
+// handler's own headers (Content-Encoding, Cache-Control, ETag, Content-Type) do not go out with the
+// error response, where they would mislabel it (a plain-text body declared gzip) or let a cache keep
+// an error page (a 503 of a moment's outage served for 10 minutes): it is marked no-store.
+func TestProbeErrorResponseDropsHandlerHeaders(t *testing.T) {
+	b := redistest.Get(t, redistest.Names()[0])
+	st, _ := sessiontest.NewStore(t, b)
+	h := session.Middleware(st, session.WithCookie(session.Cookie{Insecure: true}),
+		session.WithLogger(discardLogger()))(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s, _ := session.FromContext(r.Context())
+		s.Put("big", strings.Repeat("x", 20_000)) // over the 16 KiB cap: the save fails
+		w.Header().Set("Content-Encoding", "gzip")
+		w.Header().Set("Cache-Control", "public, max-age=600")
+		w.Header().Set("ETag", `"v1"`)
+		w.Header().Set("Content-Type", "application/json")
+		w.Write([]byte{0x1f, 0x8b})
+	}))
+	outer := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Request-Id", "outer") // set by a middleware in front: kept
+		h.ServeHTTP(w, r)
+	})
+	rec := httptest.NewRecorder()
+	outer.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/", nil))
+	res := rec.Result()
+	if res.StatusCode != http.StatusInternalServerError {
+		t.Fatalf("status %d, want 500", res.StatusCode)
+	}
+	for _, h := range []string{"Content-Encoding", "ETag"} {
+		if v := res.Header.Get(h); v != "" {
+			t.Errorf("the error response carries the handler's %s: %q", h, v)
+		}
+	}
+	if cc := res.Header.Values("Cache-Control"); len(cc) != 1 || cc[0] != "no-store" {
+		t.Errorf("the error response's Cache-Control is %q, want no-store (not the handler's public)", cc)
+	}
+	if ct := res.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/plain") {
+		t.Errorf("the error response's Content-Type is %q, want text/plain", ct)
+	}
+	if v := res.Header.Get("X-Request-Id"); v != "outer" {
+		t.Errorf("X-Request-Id %q: a header set in front of the middleware was lost", v)
+	}
+}
+
+func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
