@@ -1,6 +1,8 @@
 package session_test
 
 import (
+	"errors"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -56,3 +58,25 @@ func TestProbeErrorResponseDropsHandlerHeaders(t *testing.T) {
 }
 
 func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+// A Put into a new session after the response started cannot be kept (its cookie can no longer be
+// sent): it fails with ErrHeadersSent, as after Destroy, instead of being dropped in silence.
+func TestProbePutIntoNewSessionAfterResponseStarted(t *testing.T) {
+	b := redistest.Get(t, redistest.Names()[0])
+	st, _ := sessiontest.NewStore(t, b)
+	var putErr error
+	h := session.Middleware(st, session.WithCookie(session.Cookie{Insecure: true}),
+		session.WithLogger(discardLogger()))(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s, _ := session.FromContext(r.Context())
+		io.WriteString(w, "started")
+		putErr = s.Put("cart", "book")
+	}))
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/", nil))
+	if len(rec.Result().Cookies()) != 0 {
+		t.Fatalf("a cookie was sent: %v", rec.Result().Cookies())
+	}
+	if !errors.Is(putErr, session.ErrHeadersSent) {
+		t.Errorf("Put into a new session after the response started: %v, want ErrHeadersSent (the value is lost)", putErr)
+	}
+}
