@@ -216,7 +216,9 @@ type writer struct {
 }
 
 func (w *writer) WriteHeader(code int) {
-	if code < 200 { // informational responses (103 Early Hints) do not end the headers
+	// Informational responses (103 Early Hints) do not end the headers; 101 Switching Protocols
+	// does (net/http sends no headers after it), so it commits the session like any final status.
+	if code < 200 && code != http.StatusSwitchingProtocols {
 		w.ResponseWriter.WriteHeader(code)
 		return
 	}

@@ -80,3 +80,65 @@ func TestProbePutIntoNewSessionAfterResponseStarted(t *testing.T) {
 		t.Errorf("Put into a new session after the response started: %v, want ErrHeadersSent (the value is lost)", putErr)
 	}
 }
+
+// 101 Switching Protocols is the response's final status, not an informational one (net/http
+// sends no headers after it): the session is saved and its cookie sent with it, and a Login after
+// it fails with ErrHeadersSent instead of moving the session to a token the client never gets.
+func TestProbeSwitchingProtocolsCommits(t *testing.T) {
+	b := redistest.Get(t, redistest.Names()[0])
+	st, _ := sessiontest.NewStore(t, b)
+	var loginErr error
+	h := session.Middleware(st, session.WithCookie(session.Cookie{Insecure: true}),
+		session.WithLogger(discardLogger()))(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s, _ := session.FromContext(r.Context())
+		s.Put("k", "v")
+		w.Header().Set("Upgrade", "probe")
+		w.WriteHeader(http.StatusSwitchingProtocols)
+		loginErr = st.Login(r.Context(), s, "late")
+	}))
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/", nil))
+	res := rec.Result()
+	if res.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("status %d", res.StatusCode)
+	}
+	if len(res.Cookies()) != 1 {
+		t.Errorf("the 101 carries %d cookies, want the new session's", len(res.Cookies()))
+	}
+	if !errors.Is(loginErr, session.ErrHeadersSent) {
+		t.Errorf("Login after WriteHeader(101): %v, want ErrHeadersSent", loginErr)
+	}
+}
+
+// 103 Early Hints does not start the response: a Login after it still sends its cookie with the
+// final status.
+func TestProbeEarlyHintsDoNotCommit(t *testing.T) {
+	b := redistest.Get(t, redistest.Names()[0])
+	st, _ := sessiontest.NewStore(t, b)
+	loginErr := make(chan error, 1)
+	h := session.Middleware(st, session.WithCookie(session.Cookie{Insecure: true}),
+		session.WithLogger(discardLogger()))(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s, _ := session.FromContext(r.Context())
+		w.Header().Set("Link", "</style.css>; rel=preload; as=style")
+		w.WriteHeader(http.StatusEarlyHints)
+		loginErr <- st.Login(r.Context(), s, "early")
+		io.WriteString(w, "ok")
+	}))
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	res, err := srv.Client().Get(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if err := <-loginErr; err != nil {
+		t.Fatalf("Login after 103 Early Hints: %v", err)
+	}
+	cs := res.Cookies()
+	if res.StatusCode != http.StatusOK || len(cs) != 1 {
+		t.Fatalf("status %d, cookies %v", res.StatusCode, cs)
+	}
+	if s := sessiontest.MustLoad(t, st, session.Token(cs[0].Value)); s.UserID() != "early" {
+		t.Errorf("the cookie's session is signed in as %q", s.UserID())
+	}
+}
