@@ -253,10 +253,18 @@ func (w *writer) Flush() {
 	}
 }
 
-// Hijack lets protocols such as WebSocket take the connection; the session is saved first.
+// errAnswered is Hijack's error when the session could not be saved and the error handler
+// answered the request.
+var errAnswered = errors.New("session: Hijack: the session could not be saved, and the error handler answered the request")
+
+// Hijack lets protocols such as WebSocket take the connection; the session is saved first. When
+// that save fails, the error handler answers and Hijack fails: the handler must not go on.
 func (w *writer) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if !w.committed {
 		w.commit()
+	}
+	if w.failed {
+		return nil, nil, errAnswered
 	}
 	return http.NewResponseController(w.ResponseWriter).Hijack()
 }

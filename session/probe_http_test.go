@@ -142,3 +142,35 @@ func TestProbeEarlyHintsDoNotCommit(t *testing.T) {
 		t.Errorf("the cookie's session is signed in as %q", s.UserID())
 	}
 }
+
+// A connection taken over (Hijack) after the session's save failed is refused: the error handler
+// has answered the request, and a handler going on (a WebSocket upgrade) would write its own
+// response after that one, on a connection the client already read a 503 or 500 from.
+func TestProbeHijackAfterFailedSave(t *testing.T) {
+	b := redistest.Get(t, redistest.Names()[0])
+	st, _ := sessiontest.NewStore(t, b)
+	hijacked := make(chan error, 1)
+	h := session.Middleware(st, session.WithCookie(session.Cookie{Insecure: true}),
+		session.WithLogger(discardLogger()))(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s, _ := session.FromContext(r.Context())
+		s.Put("big", strings.Repeat("x", 20_000)) // over the cap: the save fails
+		conn, _, err := http.NewResponseController(w).Hijack()
+		if err == nil {
+			conn.Write([]byte("HTTP/1.1 101 Switching Protocols\r\nUpgrade: probe\r\nConnection: Upgrade\r\n\r\n"))
+			conn.Close()
+		}
+		hijacked <- err
+	}))
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	res, err := srv.Client().Get(srv.URL)
+	if err == nil {
+		res.Body.Close()
+		if res.StatusCode != http.StatusInternalServerError {
+			t.Errorf("status %d, want the error handler's 500", res.StatusCode)
+		}
+	}
+	if err := <-hijacked; err == nil {
+		t.Error("Hijack after the session's save failed and the error handler answered: the connection was handed over")
+	}
+}
