@@ -104,10 +104,11 @@ func WithKeyPrefix(p string) Option { return optionFunc(func(c *config) { c.pref
 
 // WithRotationGrace keeps a rotated token readable for d, pointing to the new session, so that
 // requests the client already had in flight when it signed in do not lose their session. A
-// session loaded through the old token is read-only (Session.ReadOnly): Save, Rotate, Login,
-// Destroy and DestroyOthers refuse it with ErrReadOnly, so the old token can never change the
-// session nor obtain a token that outlives the window. The default, 0, is the safest: an old token
-// stops working at once.
+// session loaded through the old token is read-only (Session.ReadOnly): Save, Rotate, Login and
+// DestroyOthers refuse it with ErrReadOnly, so the old token can never change the session nor
+// obtain a token that outlives the window. Destroy through it ends the session it was rotated to:
+// a sign-out, the one write it may make. The default, 0, is the safest: an old token stops working
+// at once.
 func WithRotationGrace(d time.Duration) Option { return optionFunc(func(c *config) { c.grace = d }) }
 
 // WithHMACKey stores sessions under HMAC-SHA256(key, "gatehouse-session\x00"+token) instead of
