@@ -238,3 +238,29 @@ func TestProbeNewSessionPastDeadline(t *testing.T) {
 		t.Errorf("through the middleware: status %d, cookies %v; want 200 and none", res.StatusCode, res.Cookies())
 	}
 }
+
+// Login gives "a fresh absolute lifetime (the store's, or RememberMe's)", whether the session was
+// stored before or not: a lifetime set on the anonymous session (SetLifetime) does not carry over.
+func TestProbeLoginLifetimeWhateverThePath(t *testing.T) {
+	b := redistest.Get(t, redistest.Names()[0])
+	st, _ := sessiontest.NewStore(t, b, session.WithLifetime(time.Hour))
+	ctx := context.Background()
+	for _, stored := range []bool{false, true} {
+		var s *session.Session
+		if stored {
+			s = sessiontest.Stored(t, st, "a", "1")
+			s = sessiontest.MustLoad(t, st, s.Token())
+		} else {
+			s, _ = st.New()
+			s.Put("a", "1")
+		}
+		s.SetLifetime(0, 2*time.Minute)
+		if err := st.Login(ctx, s, "lifetime"); err != nil {
+			t.Fatal(err)
+		}
+		m := s.Metadata()
+		if got := m.Deadline.Sub(m.AuthenticatedAt); got != time.Hour {
+			t.Errorf("stored before %v: the signed-in session's lifetime is %v, want the store's 1h", stored, got)
+		}
+	}
+}

@@ -123,7 +123,9 @@ func (st *Store) createNew(ctx context.Context, s *Session, user string, cfg log
 		spec.lifetime = s.lifetime
 	}
 	if user != "" {
-		spec.auth, spec.deadline = -1, time.Time{} // a sign-in starts a new lifetime
+		// A sign-in starts a new lifetime, the store's (or RememberMe's), as when the session was
+		// stored before: not one set on the anonymous session (SetLifetime, SetDeadline).
+		spec.auth, spec.deadline, spec.lifetime = -1, time.Time{}, st.lifetime
 		if cfg.idle > 0 {
 			spec.idle = cfg.idle
 		}
