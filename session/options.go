@@ -80,6 +80,8 @@ func (c *config) check(client redis.UniversalClient) error {
 }
 
 // WithIdleTimeout sets how long a session lives without being read or saved (default 30 minutes).
+// It is stored with each session (as RememberMe's is): a store started with another idle timeout
+// or lifetime applies it to the sessions it creates or signs in, and existing ones keep theirs.
 func WithIdleTimeout(d time.Duration) Option { return optionFunc(func(c *config) { c.idle = d }) }
 
 // WithLifetime sets the absolute lifetime: a session ends this long after its creation (or after

@@ -264,3 +264,30 @@ func TestProbeLoginLifetimeWhateverThePath(t *testing.T) {
 		}
 	}
 }
+
+// The idle timeout and lifetime are stored with each session: a store restarted with other ones
+// applies them to sessions created from then on, and existing sessions keep theirs.
+func TestProbeIdleTimeoutChangedWhileSessionsExist(t *testing.T) {
+	b := redistest.Get(t, redistest.Names()[0])
+	ctx := context.Background()
+	prefix := redistest.Prefix(t)
+	before, err := session.NewStore(b.Client, session.WithKeyPrefix(prefix), session.WithIdleTimeout(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	after, err := session.NewStore(b.Client, session.WithKeyPrefix(prefix), session.WithIdleTimeout(time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := sessiontest.Stored(t, before, "a", "1")
+	if got := sessiontest.MustLoad(t, after, old.Token()).Metadata().IdleTimeout; got != time.Hour {
+		t.Errorf("an existing session read by the restarted store: idle %v, want its own 1h", got)
+	}
+	if ttl := b.Client.PTTL(ctx, string(old.Key())).Val(); ttl <= time.Minute {
+		t.Errorf("an existing session's expiry slid by the new idle timeout: PTTL %v", ttl)
+	}
+	fresh := sessiontest.Stored(t, after, "a", "1")
+	if ttl := b.Client.PTTL(ctx, string(fresh.Key())).Val(); ttl > time.Minute {
+		t.Errorf("a new session: PTTL %v, want at most the new 1m", ttl)
+	}
+}
