@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
@@ -65,7 +66,9 @@ type middlewareConfig struct {
 	now func() time.Time
 }
 
-// WithCookie sets the session cookie's attributes.
+// WithCookie sets the session cookie's attributes. A name that is not an HTTP token, or a path or
+// domain net/http would not send as given, is a configuration error: the middleware logs it when
+// it is made, and answers every request through the error handler (500 by default).
 func WithCookie(c Cookie) MiddlewareOption {
 	return middlewareOptionFunc(func(m *middlewareConfig) { m.cookie = c })
 }
@@ -88,6 +91,9 @@ type middleware struct {
 	warnedPlainHTTP atomic.Bool
 	// failures bounds the records of failures of Redis (WithFailureLogInterval).
 	failures faillog.Throttle
+	// badCookie: the cookie as configured is invalid (Cookie.check); every request gets the error
+	// handler's answer.
+	badCookie error
 }
 
 type ctxKey struct{}
@@ -123,11 +129,32 @@ func Middleware(st *Store, opts ...MiddlewareOption) func(http.Handler) http.Han
 		o.apply(&c)
 	}
 	m := &middleware{middlewareConfig: c, st: st}
+	if m.badCookie = m.cookie.check(); m.badCookie != nil {
+		m.log().LogAttrs(context.Background(), slog.LevelError, "session: invalid cookie: every request will be answered by the error handler",
+			slog.String("error", m.badCookie.Error()))
+	}
 	return m.wrap
+}
+
+// check returns an error when browsers would never get the cookie as configured: a name that is
+// not an HTTP token (net/http would send an empty Set-Cookie), or a path or domain it would alter.
+func (c Cookie) check() error {
+	ck := &http.Cookie{Name: c.name(), Value: "v", Path: c.Path}
+	if !c.HostPrefix {
+		ck.Domain = c.Domain
+	}
+	if err := ck.Valid(); err != nil {
+		return fmt.Errorf("session: WithCookie(%q): %w", c.name(), err)
+	}
+	return nil
 }
 
 func (m *middleware) wrap(next http.Handler) http.Handler {
 	return m.crossOriginCheck(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if m.badCookie != nil { // logged when the middleware was made
+			m.onError(w, r, m.badCookie)
+			return
+		}
 		s, hadCookie, err := m.load(r)
 		if err != nil {
 			m.fail(w, r, "load", "", err)

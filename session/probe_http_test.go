@@ -174,3 +174,62 @@ func TestProbeHijackAfterFailedSave(t *testing.T) {
 		t.Error("Hijack after the session's save failed and the error handler answered: the connection was handed over")
 	}
 }
+
+// A handler that panics: the panic reaches the caller (net/http's recovery) as it was, and
+// nothing the handler changed is saved: a request that failed half-way leaves the session as it
+// was.
+func TestProbeHandlerPanics(t *testing.T) {
+	b := redistest.Get(t, redistest.Names()[0])
+	st, _ := sessiontest.NewStore(t, b)
+	base := sessiontest.Stored(t, st, "k", "before")
+	h := session.Middleware(st, session.WithCookie(session.Cookie{Insecure: true}),
+		session.WithLogger(discardLogger()))(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s, _ := session.FromContext(r.Context())
+		s.Put("k", "half-way")
+		panic("boom")
+	}))
+	req := httptest.NewRequest(http.MethodGet, "/", nil)
+	req.AddCookie(&http.Cookie{Name: "session", Value: string(base.Token())})
+	func() {
+		defer func() {
+			if p := recover(); p != "boom" {
+				t.Errorf("recovered %v, want the handler's panic", p)
+			}
+		}()
+		h.ServeHTTP(httptest.NewRecorder(), req)
+	}()
+	if got := sessiontest.MustLoad(t, st, base.Token()).GetString("k"); got != "before" {
+		t.Errorf("after a panicking handler, k = %q, want it unchanged", got)
+	}
+}
+
+// A cookie the middleware could never send as configured (a name that is not an HTTP token: net/http
+// sends an empty Set-Cookie; a path or domain it alters) is a configuration error, said once in the
+// log and answered by the error handler, not sessions silently never kept.
+func TestProbeInvalidCookieConfiguration(t *testing.T) {
+	b := redistest.Get(t, redistest.Names()[0])
+	st, _ := sessiontest.NewStore(t, b)
+	for _, c := range []session.Cookie{{Name: "my session"}, {Domain: "bad domain"}, {Path: "/a;b"}} {
+		var logs sessiontest.LogRecords
+		ran := false
+		h := session.Middleware(st, session.WithCookie(c), session.WithLogger(logs.Logger()))(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			ran = true
+			s, _ := session.FromContext(r.Context())
+			s.Put("k", "v")
+		}))
+		logs.One(t, "session: invalid cookie")
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "https://example.com/", nil))
+		if res := rec.Result(); ran || res.StatusCode != http.StatusInternalServerError || len(res.Header.Values("Set-Cookie")) != 0 {
+			t.Errorf("%+v: handler ran %v, status %d, Set-Cookie %q; want the error handler's 500", c, ran, res.StatusCode, res.Header.Values("Set-Cookie"))
+		}
+	}
+	// Valid ones are untouched: a domain, a path, __Host- with a domain it drops.
+	for _, c := range []session.Cookie{{Name: "sid", Domain: "example.com", Path: "/app"}, {HostPrefix: true, Domain: "ignored.example"}} {
+		var logs sessiontest.LogRecords
+		session.Middleware(st, session.WithCookie(c), session.WithLogger(logs.Logger()))
+		if recs := logs.Find(t, "session: invalid cookie"); len(recs) != 0 {
+			t.Errorf("%+v: %v", c, recs)
+		}
+	}
+}
