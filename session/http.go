@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -137,14 +138,27 @@ func Middleware(st *Store, opts ...MiddlewareOption) func(http.Handler) http.Han
 }
 
 // check returns an error when browsers would never get the cookie as configured: a name that is
-// not an HTTP token (net/http would send an empty Set-Cookie), or a path or domain it would alter.
+// not an HTTP token (net/http would send an empty Set-Cookie), a path or domain it would alter, or
+// a name with a prefix whose rules the attributes break (browsers refuse such a cookie: __Secure-
+// needs Secure; __Host- needs Secure, Path "/" and no Domain, as HostPrefix sets them).
 func (c Cookie) check() error {
-	ck := &http.Cookie{Name: c.name(), Value: "v", Path: c.Path}
+	name := c.name()
+	ck := &http.Cookie{Name: name, Value: "v", Path: c.Path}
 	if !c.HostPrefix {
 		ck.Domain = c.Domain
 	}
 	if err := ck.Valid(); err != nil {
-		return fmt.Errorf("session: WithCookie(%q): %w", c.name(), err)
+		return fmt.Errorf("session: WithCookie(%q): %w", name, err)
+	}
+	if c.HostPrefix {
+		return nil // Secure, Path "/" and no Domain, whatever the other fields say
+	}
+	lower := strings.ToLower(name)
+	switch {
+	case (strings.HasPrefix(lower, "__host-") || strings.HasPrefix(lower, "__secure-")) && c.Insecure:
+		return fmt.Errorf("session: WithCookie(%q): browsers refuse the name's prefix without Secure (Insecure is set)", name)
+	case strings.HasPrefix(lower, "__host-") && (c.Domain != "" || (c.Path != "" && c.Path != "/")):
+		return fmt.Errorf("session: WithCookie(%q): browsers refuse the __Host- prefix with a Domain or a Path other than \"/\" (set HostPrefix instead)", name)
 	}
 	return nil
 }

@@ -291,3 +291,37 @@ func TestProbeIdleTimeoutChangedWhileSessionsExist(t *testing.T) {
 		t.Errorf("a new session: PTTL %v, want at most the new 1m", ttl)
 	}
 }
+
+// A per-session idle timeout or lifetime under a millisecond (RememberMe, SetLifetime), which
+// NewStore refuses for the store's own, never stores a record that later reads as corrupt.
+func TestProbeSubMillisecondPerSessionTimeouts(t *testing.T) {
+	b := redistest.Get(t, redistest.Names()[0])
+	st, _ := sessiontest.NewStore(t, b)
+	ctx := context.Background()
+	check := func(what string, s *session.Session, err error) {
+		t.Helper()
+		if err != nil {
+			t.Logf("%s: %v", what, err)
+			if errors.Is(err, session.ErrCorrupt) {
+				t.Errorf("%s: %v", what, err)
+			}
+			return
+		}
+		if _, err := st.Load(ctx, s.Token()); errors.Is(err, session.ErrCorrupt) {
+			t.Errorf("%s, then Load: %v", what, err)
+		}
+	}
+	s, _ := st.New()
+	s.Put("a", "1")
+	check("Login of a new session with RememberMe(1µs, 1µs)", s, st.Login(ctx, s, "sub", session.RememberMe(time.Microsecond, time.Microsecond)))
+	s = sessiontest.Stored(t, st, "a", "1")
+	check("Login of a stored session with RememberMe(1µs, 0)", s, st.Login(ctx, s, "sub", session.RememberMe(time.Microsecond, 0)))
+	s = sessiontest.Stored(t, st, "a", "1")
+	s = sessiontest.MustLoad(t, st, s.Token())
+	s.SetLifetime(time.Microsecond, 0)
+	check("SetLifetime(1µs, 0) of a stored session", s, st.Save(ctx, s))
+	s, _ = st.New()
+	s.Put("a", "1")
+	s.SetLifetime(time.Microsecond, 0)
+	check("SetLifetime(1µs, 0) of a new session", s, st.Save(ctx, s))
+}

@@ -204,12 +204,17 @@ func TestProbeHandlerPanics(t *testing.T) {
 }
 
 // A cookie the middleware could never send as configured (a name that is not an HTTP token: net/http
-// sends an empty Set-Cookie; a path or domain it alters) is a configuration error, said once in the
+// sends an empty Set-Cookie; a path or domain it alters; a __Host- or __Secure- name whose rules
+// the attributes break, which browsers refuse) is a configuration error, said once in the
 // log and answered by the error handler, not sessions silently never kept.
 func TestProbeInvalidCookieConfiguration(t *testing.T) {
 	b := redistest.Get(t, redistest.Names()[0])
 	st, _ := sessiontest.NewStore(t, b)
-	for _, c := range []session.Cookie{{Name: "my session"}, {Domain: "bad domain"}, {Path: "/a;b"}} {
+	for _, c := range []session.Cookie{
+		{Name: "my session"}, {Domain: "bad domain"}, {Path: "/a;b"},
+		{Name: "__Host-sid", Domain: "example.com"}, {Name: "__host-sid", Path: "/app"},
+		{Name: "__Host-sid", Insecure: true}, {Name: "__Secure-sid", Insecure: true},
+	} {
 		var logs sessiontest.LogRecords
 		ran := false
 		h := session.Middleware(st, session.WithCookie(c), session.WithLogger(logs.Logger()))(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -225,7 +230,10 @@ func TestProbeInvalidCookieConfiguration(t *testing.T) {
 		}
 	}
 	// Valid ones are untouched: a domain, a path, __Host- with a domain it drops.
-	for _, c := range []session.Cookie{{Name: "sid", Domain: "example.com", Path: "/app"}, {HostPrefix: true, Domain: "ignored.example"}} {
+	for _, c := range []session.Cookie{
+		{Name: "sid", Domain: "example.com", Path: "/app"}, {HostPrefix: true, Domain: "ignored.example", Insecure: true},
+		{Name: "__Host-sid"}, {Name: "__Secure-sid", Domain: "example.com", Path: "/app"},
+	} {
 		var logs sessiontest.LogRecords
 		session.Middleware(st, session.WithCookie(c), session.WithLogger(logs.Logger()))
 		if recs := logs.Find(t, "session: invalid cookie"); len(recs) != 0 {
