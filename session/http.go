@@ -386,8 +386,8 @@ func (w *writer) setCookie(value string, expires time.Time, maxAge int) {
 // send, which would mislabel the error handler's answer (a plain-text body declared gzip, or a
 // download) or let a cache keep it.
 var handlerRepresentation = [...]string{
-	"Content-Encoding", "Content-Range", "Content-Disposition", "Content-Language", "Content-Location",
-	"ETag", "Last-Modified", "Expires",
+	"Content-Length", "Content-Type", "Content-Encoding", "Content-Range", "Content-Disposition",
+	"Content-Language", "Content-Location", "ETag", "Last-Modified", "Expires",
 }
 
 // dropHandlerRepresentation clears, before the error handler answers instead of the handler, the

@@ -241,3 +241,35 @@ func TestProbeInvalidCookieConfiguration(t *testing.T) {
 		}
 	}
 }
+
+// An error handler of the application's own that writes its body without setting Content-Length
+// or Content-Type: the handler's (for the body it was about to send) do not describe it.
+func TestProbeOwnErrorHandlerAfterHandlerHeaders(t *testing.T) {
+	b := redistest.Get(t, redistest.Names()[0])
+	st, _ := sessiontest.NewStore(t, b)
+	h := session.Middleware(st, session.WithCookie(session.Cookie{Insecure: true}), session.WithLogger(discardLogger()),
+		session.WithErrorHandler(func(w http.ResponseWriter, r *http.Request, err error) {
+			w.WriteHeader(http.StatusInternalServerError)
+			io.WriteString(w, "<p>refused</p>")
+		}))(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s, _ := session.FromContext(r.Context())
+		s.Put("big", strings.Repeat("x", 20_000))
+		w.Header().Set("Content-Length", "2")
+		w.Header().Set("Content-Type", "application/octet-stream")
+		io.WriteString(w, "ok")
+	}))
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	res, err := srv.Client().Get(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if string(body) != "<p>refused</p>" {
+		t.Errorf("body %q, want the error handler's whole", body)
+	}
+	if ct := res.Header.Get("Content-Type"); ct == "application/octet-stream" {
+		t.Errorf("Content-Type %q: the handler's", ct)
+	}
+}
