@@ -334,6 +334,13 @@ func (w *writer) commit() bool {
 	if !s.persistent(!w.m.cookie.BrowserSession) {
 		deadline = time.Time{} // a cookie the browser drops when it closes
 	}
+	maxAge := 0
+	if !deadline.IsZero() && !s.now.IsZero() {
+		// Max-Age, which browsers prefer to Expires, counts from the server's clock: a client whose
+		// clock is off keeps the cookie until the deadline all the same. Rounded up, at least 1 (0
+		// would mean no Max-Age).
+		maxAge = max(1, int((deadline.Sub(s.now)+time.Second-1)/time.Second))
+	}
 	if stored && changed {
 		s.sendCookie = false
 	}
@@ -347,7 +354,7 @@ func (w *writer) commit() bool {
 		w.setCookie("", time.Unix(1, 0), -1)
 	case destroyed:
 	case stored && changed:
-		w.setCookie(string(tok), deadline, 0)
+		w.setCookie(string(tok), deadline, maxAge)
 	case !stored && w.hadCookie:
 		// The cookie named no live session and nothing was stored: clear it, so it is not sent again.
 		w.setCookie("", time.Unix(1, 0), -1)

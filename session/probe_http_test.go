@@ -7,7 +7,9 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/gatehouse/gatehouse/internal/redistest"
 	"github.com/gatehouse/gatehouse/internal/sessiontest"
@@ -271,5 +273,45 @@ func TestProbeOwnErrorHandlerAfterHandlerHeaders(t *testing.T) {
 	}
 	if ct := res.Header.Get("Content-Type"); ct == "application/octet-stream" {
 		t.Errorf("Content-Type %q: the handler's", ct)
+	}
+}
+
+// The cookie's lifetime does not depend on the client's clock: besides Expires (a date, which a
+// client whose clock runs ahead takes as past, dropping the cookie at once), it carries Max-Age, the
+// seconds from the server's now to the deadline, which browsers prefer.
+func TestProbeCookieMaxAgeFollowsDeadline(t *testing.T) {
+	b := redistest.Get(t, redistest.Names()[0])
+	var now atomic.Int64
+	now.Store(time.Now().UnixMilli())
+	st, _ := sessiontest.NewStore(t, b, session.ClockAt(&now), session.WithLifetime(2*time.Hour))
+	h := session.Middleware(st, session.WithCookie(session.Cookie{Insecure: true}), session.WithLogger(discardLogger()))(
+		http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			s, _ := session.FromContext(r.Context())
+			switch r.URL.Path {
+			case "/remember":
+				if err := st.Login(r.Context(), s, "u", session.RememberMe(0, 30*24*time.Hour)); err != nil {
+					t.Error(err)
+				}
+			case "/browser":
+				if err := st.Login(r.Context(), s, "u", session.UntilBrowserCloses()); err != nil {
+					t.Error(err)
+				}
+			default:
+				s.Put("k", "v")
+			}
+		}))
+	for path, want := range map[string]int{"/": 2 * 3600, "/remember": 30 * 24 * 3600, "/browser": 0} {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))
+		cs := rec.Result().Cookies()
+		if len(cs) != 1 {
+			t.Fatalf("%s: cookies %v", path, cs)
+		}
+		if cs[0].MaxAge != want {
+			t.Errorf("%s: Max-Age %d, want %d (Set-Cookie %q)", path, cs[0].MaxAge, want, rec.Result().Header.Get("Set-Cookie"))
+		}
+		if (want == 0) != cs[0].Expires.IsZero() {
+			t.Errorf("%s: Expires %v", path, cs[0].Expires)
+		}
 	}
 }
