@@ -284,19 +284,25 @@ func (w *writer) Write(b []byte) (int, error) {
 // Unwrap returns the underlying ResponseWriter, for http.ResponseController.
 func (w *writer) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
-// Flush saves the session if it was not yet, then flushes.
-func (w *writer) Flush() {
+// Flush saves the session if it was not yet, then flushes (see FlushError).
+func (w *writer) Flush() { _ = w.FlushError() }
+
+// FlushError saves the session if it was not yet, then flushes through http.ResponseController,
+// so that a ResponseWriter that flushes only through Unwrap (a wrapper in front) flushes too. When
+// the save failed, the error handler has answered: nothing more is flushed, and the error says so.
+func (w *writer) FlushError() error {
 	if !w.committed {
 		w.commit()
 	}
-	if f, ok := w.ResponseWriter.(http.Flusher); ok && !w.failed {
-		f.Flush()
+	if w.failed {
+		return errAnswered
 	}
+	return http.NewResponseController(w.ResponseWriter).Flush()
 }
 
-// errAnswered is Hijack's error when the session could not be saved and the error handler
-// answered the request.
-var errAnswered = errors.New("session: Hijack: the session could not be saved, and the error handler answered the request")
+// errAnswered is the error of Hijack and FlushError when the session could not be saved and the
+// error handler answered the request.
+var errAnswered = errors.New("session: the session could not be saved, and the error handler answered the request")
 
 // Hijack lets protocols such as WebSocket take the connection; the session is saved first. When
 // that save fails, the error handler answers and Hijack fails: the handler must not go on.

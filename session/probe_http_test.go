@@ -315,3 +315,27 @@ func TestProbeCookieMaxAgeFollowsDeadline(t *testing.T) {
 		}
 	}
 }
+
+// unwrapOnly is a ResponseWriter wrapper of the kind logging middleware in front adds since Go
+// 1.20: it implements nothing but Unwrap, for http.ResponseController.
+type unwrapOnly struct{ http.ResponseWriter }
+
+func (u unwrapOnly) Unwrap() http.ResponseWriter { return u.ResponseWriter }
+
+// Flushing through the middleware reaches the connection when the ResponseWriter it was given
+// flushes only through Unwrap (a wrapper in front): a stream (server-sent events) is not held back.
+func TestProbeFlushThroughUnwrapOnlyWriter(t *testing.T) {
+	b := redistest.Get(t, redistest.Names()[0])
+	st, _ := sessiontest.NewStore(t, b)
+	var flushErr error
+	h := session.Middleware(st, session.WithCookie(session.Cookie{Insecure: true}), session.WithLogger(discardLogger()))(
+		http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			io.WriteString(w, "data: 1\n\n")
+			flushErr = http.NewResponseController(w).Flush()
+		}))
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(unwrapOnly{rec}, httptest.NewRequest(http.MethodGet, "/", nil))
+	if flushErr != nil || !rec.Flushed {
+		t.Errorf("Flush: %v, flushed %v: the stream was not flushed", flushErr, rec.Flushed)
+	}
+}
