@@ -110,16 +110,7 @@ func TestProbeSizeCapExactBoundary(t *testing.T) {
 // operations and the cap see only their own user's sessions; and user IDs of any bytes (braces,
 // NUL, invalid UTF-8) are only data.
 func TestProbeSharedBucketAndOddUserIDs(t *testing.T) {
-	seen := map[string]string{}
-	var x, y string
-	for i := 0; x == ""; i++ {
-		id := fmt.Sprint("{probe}\x00\xff-", i)
-		tag := userTag(id)
-		if other, ok := seen[tag]; ok {
-			x, y = other, id
-		}
-		seen[tag] = id
-	}
+	x, y := collidingUsers("{probe}\x00\xff-")
 	redistest.Each(t, func(t *testing.T, b *redistest.Backend) {
 		ctx := context.Background()
 		st, _ := sessiontest.NewStore(t, b, session.WithMaxSessionsPerUser(2))

@@ -23,8 +23,7 @@ import (
 func TestProbeErrorResponseDropsHandlerHeaders(t *testing.T) {
 	b := redistest.Get(t, redistest.Names()[0])
 	st, _ := sessiontest.NewStore(t, b)
-	h := session.Middleware(st, session.WithCookie(session.Cookie{Insecure: true}),
-		session.WithLogger(discardLogger()))(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	h := probeMiddleware(st)(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s, _ := session.FromContext(r.Context())
 		s.Put("big", strings.Repeat("x", 20_000)) // over the 16 KiB cap: the save fails
 		w.Header().Set("Content-Encoding", "gzip")
@@ -61,14 +60,21 @@ func TestProbeErrorResponseDropsHandlerHeaders(t *testing.T) {
 
 func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
+// probeMiddleware is the middleware over st with an insecure cookie named "session", logging
+// nowhere, and opts.
+func probeMiddleware(st *session.Store, opts ...session.MiddlewareOption) func(http.Handler) http.Handler {
+	return session.Middleware(st, append([]session.MiddlewareOption{
+		session.WithCookie(session.Cookie{Insecure: true}), session.WithLogger(discardLogger()),
+	}, opts...)...)
+}
+
 // A Put into a new session after the response started cannot be kept (its cookie can no longer be
 // sent): it fails with ErrHeadersSent, as after Destroy, instead of being dropped in silence.
 func TestProbePutIntoNewSessionAfterResponseStarted(t *testing.T) {
 	b := redistest.Get(t, redistest.Names()[0])
 	st, _ := sessiontest.NewStore(t, b)
 	var putErr error
-	h := session.Middleware(st, session.WithCookie(session.Cookie{Insecure: true}),
-		session.WithLogger(discardLogger()))(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	h := probeMiddleware(st)(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s, _ := session.FromContext(r.Context())
 		io.WriteString(w, "started")
 		putErr = s.Put("cart", "book")
@@ -90,8 +96,7 @@ func TestProbeSwitchingProtocolsCommits(t *testing.T) {
 	b := redistest.Get(t, redistest.Names()[0])
 	st, _ := sessiontest.NewStore(t, b)
 	var loginErr error
-	h := session.Middleware(st, session.WithCookie(session.Cookie{Insecure: true}),
-		session.WithLogger(discardLogger()))(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	h := probeMiddleware(st)(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s, _ := session.FromContext(r.Context())
 		s.Put("k", "v")
 		w.Header().Set("Upgrade", "probe")
@@ -118,8 +123,7 @@ func TestProbeEarlyHintsDoNotCommit(t *testing.T) {
 	b := redistest.Get(t, redistest.Names()[0])
 	st, _ := sessiontest.NewStore(t, b)
 	loginErr := make(chan error, 1)
-	h := session.Middleware(st, session.WithCookie(session.Cookie{Insecure: true}),
-		session.WithLogger(discardLogger()))(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	h := probeMiddleware(st)(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s, _ := session.FromContext(r.Context())
 		w.Header().Set("Link", "</style.css>; rel=preload; as=style")
 		w.WriteHeader(http.StatusEarlyHints)
@@ -152,8 +156,7 @@ func TestProbeHijackAfterFailedSave(t *testing.T) {
 	b := redistest.Get(t, redistest.Names()[0])
 	st, _ := sessiontest.NewStore(t, b)
 	hijacked := make(chan error, 1)
-	h := session.Middleware(st, session.WithCookie(session.Cookie{Insecure: true}),
-		session.WithLogger(discardLogger()))(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	h := probeMiddleware(st)(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s, _ := session.FromContext(r.Context())
 		s.Put("big", strings.Repeat("x", 20_000)) // over the cap: the save fails
 		conn, _, err := http.NewResponseController(w).Hijack()
@@ -184,8 +187,7 @@ func TestProbeHandlerPanics(t *testing.T) {
 	b := redistest.Get(t, redistest.Names()[0])
 	st, _ := sessiontest.NewStore(t, b)
 	base := sessiontest.Stored(t, st, "k", "before")
-	h := session.Middleware(st, session.WithCookie(session.Cookie{Insecure: true}),
-		session.WithLogger(discardLogger()))(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	h := probeMiddleware(st)(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s, _ := session.FromContext(r.Context())
 		s.Put("k", "half-way")
 		panic("boom")
@@ -249,7 +251,7 @@ func TestProbeInvalidCookieConfiguration(t *testing.T) {
 func TestProbeOwnErrorHandlerAfterHandlerHeaders(t *testing.T) {
 	b := redistest.Get(t, redistest.Names()[0])
 	st, _ := sessiontest.NewStore(t, b)
-	h := session.Middleware(st, session.WithCookie(session.Cookie{Insecure: true}), session.WithLogger(discardLogger()),
+	h := probeMiddleware(st,
 		session.WithErrorHandler(func(w http.ResponseWriter, r *http.Request, err error) {
 			w.WriteHeader(http.StatusInternalServerError)
 			io.WriteString(w, "<p>refused</p>")
@@ -284,7 +286,7 @@ func TestProbeCookieMaxAgeFollowsDeadline(t *testing.T) {
 	var now atomic.Int64
 	now.Store(time.Now().UnixMilli())
 	st, _ := sessiontest.NewStore(t, b, session.ClockAt(&now), session.WithLifetime(2*time.Hour))
-	h := session.Middleware(st, session.WithCookie(session.Cookie{Insecure: true}), session.WithLogger(discardLogger()))(
+	h := probeMiddleware(st)(
 		http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			s, _ := session.FromContext(r.Context())
 			switch r.URL.Path {
@@ -328,7 +330,7 @@ func TestProbeFlushThroughUnwrapOnlyWriter(t *testing.T) {
 	b := redistest.Get(t, redistest.Names()[0])
 	st, _ := sessiontest.NewStore(t, b)
 	var flushErr error
-	h := session.Middleware(st, session.WithCookie(session.Cookie{Insecure: true}), session.WithLogger(discardLogger()))(
+	h := probeMiddleware(st)(
 		http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			io.WriteString(w, "data: 1\n\n")
 			flushErr = http.NewResponseController(w).Flush()
