@@ -115,8 +115,9 @@ if ttl <= 0 then
   return STATUS_NOT_FOUND
 end
 
-if ndel > 0 then
-  redis.call('HDEL', KEYS[1], unpack(ARGV, first_del, first_del + ndel - 1))
+-- The deletes in chunks too: unpack of more than about 8,000 values fails.
+for i = first_del, first_del + ndel - 1, 1000 do
+  redis.call('HDEL', KEYS[1], unpack(ARGV, i, math.min(i + 999, first_del + ndel - 1)))
 end
 -- One HSET with _s and _v, then the pairs to set: in chunks, to stay well inside Lua's stack for
 -- unpack (integers go as strings: a number argument is formatted by Redis with %.17g first).

@@ -670,6 +670,20 @@ func TestSessionCapOrderBySignIn(t *testing.T) {
 }
 
 // userTag computes a user's slot tag as the store does without an HMAC key.
+// collidingUsers returns two user IDs, prefix and a number, whose slot tags collide.
+func collidingUsers(prefix string) (x, y string) {
+	seen := map[string]string{}
+	for i := 0; x == ""; i++ {
+		id := fmt.Sprint(prefix, i)
+		tag := userTag(id)
+		if other, ok := seen[tag]; ok {
+			x, y = other, id
+		}
+		seen[tag] = id
+	}
+	return x, y
+}
+
 func userTag(id string) string {
 	sum := sha256.Sum256([]byte("gatehouse-user\x00" + id))
 	return base64.RawURLEncoding.EncodeToString(sum[:])[:4]
@@ -679,16 +693,7 @@ func userTag(id string) string {
 // share its slot (24-bit tags collide): the move stays in the slot, in session_rotate.lua, and the
 // cap holds there too.
 func TestSessionCapSignInWithinSlot(t *testing.T) {
-	seen := map[string]string{}
-	var x, y string
-	for i := 0; x == ""; i++ {
-		id := fmt.Sprint("collide-", i)
-		tag := userTag(id)
-		if other, ok := seen[tag]; ok {
-			x, y = other, id
-		}
-		seen[tag] = id
-	}
+	x, y := collidingUsers("collide-")
 	redistest.Each(t, func(t *testing.T, b *redistest.Backend) {
 		ctx := context.Background()
 		var now atomic.Int64

@@ -4,9 +4,11 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -65,13 +67,16 @@ type middlewareConfig struct {
 	now func() time.Time
 }
 
-// WithCookie sets the session cookie's attributes.
+// WithCookie sets the session cookie's attributes. A name that is not an HTTP token, or a path or
+// domain net/http would not send as given, is a configuration error: the middleware logs it when
+// it is made, and answers every request through the error handler (500 by default).
 func WithCookie(c Cookie) MiddlewareOption {
 	return middlewareOptionFunc(func(m *middlewareConfig) { m.cookie = c })
 }
 
 // WithErrorHandler sets what answers a request whose session cannot be loaded or saved before the
-// response starts. When Redis failed (unreachable, timed out, loading, failing over), err matches
+// response starts. When a save fails, the headers the handler set to describe its response
+// (Content-Encoding, ETag and the like) are removed first, and Cache-Control is no-store. When Redis failed (unreachable, timed out, loading, failing over), err matches
 // ErrUnavailable. The default answers 503 Service Unavailable with Retry-After: 1 for those, and
 // 500 Internal Server Error for anything else (ErrTooLarge, a bad reply). The failure is logged
 // before the handler is called.
@@ -87,6 +92,9 @@ type middleware struct {
 	warnedPlainHTTP atomic.Bool
 	// failures bounds the records of failures of Redis (WithFailureLogInterval).
 	failures faillog.Throttle
+	// badCookie: the cookie as configured is invalid (Cookie.check); every request gets the error
+	// handler's answer.
+	badCookie error
 }
 
 type ctxKey struct{}
@@ -122,11 +130,45 @@ func Middleware(st *Store, opts ...MiddlewareOption) func(http.Handler) http.Han
 		o.apply(&c)
 	}
 	m := &middleware{middlewareConfig: c, st: st}
+	if m.badCookie = m.cookie.check(); m.badCookie != nil {
+		m.log().LogAttrs(context.Background(), slog.LevelError, "session: invalid cookie: every request will be answered by the error handler",
+			slog.String("error", m.badCookie.Error()))
+	}
 	return m.wrap
+}
+
+// check returns an error when browsers would never get the cookie as configured: a name that is
+// not an HTTP token (net/http would send an empty Set-Cookie), a path or domain it would alter, or
+// a name with a prefix whose rules the attributes break (browsers refuse such a cookie: __Secure-
+// needs Secure; __Host- needs Secure, Path "/" and no Domain, as HostPrefix sets them).
+func (c Cookie) check() error {
+	name := c.name()
+	ck := &http.Cookie{Name: name, Value: "v", Path: c.Path}
+	if !c.HostPrefix {
+		ck.Domain = c.Domain
+	}
+	if err := ck.Valid(); err != nil {
+		return fmt.Errorf("session: WithCookie(%q): %w", name, err)
+	}
+	if c.HostPrefix {
+		return nil // Secure, Path "/" and no Domain, whatever the other fields say
+	}
+	lower := strings.ToLower(name)
+	switch {
+	case (strings.HasPrefix(lower, "__host-") || strings.HasPrefix(lower, "__secure-")) && c.Insecure:
+		return fmt.Errorf("session: WithCookie(%q): browsers refuse the name's prefix without Secure (Insecure is set)", name)
+	case strings.HasPrefix(lower, "__host-") && (c.Domain != "" || (c.Path != "" && c.Path != "/")):
+		return fmt.Errorf("session: WithCookie(%q): browsers refuse the __Host- prefix with a Domain or a Path other than \"/\" (set HostPrefix instead)", name)
+	}
+	return nil
 }
 
 func (m *middleware) wrap(next http.Handler) http.Handler {
 	return m.crossOriginCheck(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if m.badCookie != nil { // logged when the middleware was made
+			m.onError(w, r, m.badCookie)
+			return
+		}
 		s, hadCookie, err := m.load(r)
 		if err != nil {
 			m.fail(w, r, "load", "", err)
@@ -215,7 +257,9 @@ type writer struct {
 }
 
 func (w *writer) WriteHeader(code int) {
-	if code < 200 { // informational responses (103 Early Hints) do not end the headers
+	// Informational responses (103 Early Hints) do not end the headers; 101 Switching Protocols
+	// does (net/http sends no headers after it), so it commits the session like any final status.
+	if code < 200 && code != http.StatusSwitchingProtocols {
 		w.ResponseWriter.WriteHeader(code)
 		return
 	}
@@ -240,20 +284,34 @@ func (w *writer) Write(b []byte) (int, error) {
 // Unwrap returns the underlying ResponseWriter, for http.ResponseController.
 func (w *writer) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
-// Flush saves the session if it was not yet, then flushes.
-func (w *writer) Flush() {
+// Flush saves the session if it was not yet, then flushes (see FlushError).
+func (w *writer) Flush() { _ = w.FlushError() }
+
+// FlushError saves the session if it was not yet, then flushes through http.ResponseController,
+// so that a ResponseWriter that flushes only through Unwrap (a wrapper in front) flushes too. When
+// the save failed, the error handler has answered: nothing more is flushed, and the error says so.
+func (w *writer) FlushError() error {
 	if !w.committed {
 		w.commit()
 	}
-	if f, ok := w.ResponseWriter.(http.Flusher); ok && !w.failed {
-		f.Flush()
+	if w.failed {
+		return errAnswered
 	}
+	return http.NewResponseController(w.ResponseWriter).Flush()
 }
 
-// Hijack lets protocols such as WebSocket take the connection; the session is saved first.
+// errAnswered is the error of Hijack and FlushError when the session could not be saved and the
+// error handler answered the request.
+var errAnswered = errors.New("session: the session could not be saved, and the error handler answered the request")
+
+// Hijack lets protocols such as WebSocket take the connection; the session is saved first. When
+// that save fails, the error handler answers and Hijack fails: the handler must not go on.
 func (w *writer) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if !w.committed {
 		w.commit()
+	}
+	if w.failed {
+		return nil, nil, errAnswered
 	}
 	return http.NewResponseController(w.ResponseWriter).Hijack()
 }
@@ -271,6 +329,7 @@ func (w *writer) commit() bool {
 		// request's changes are dropped, never written back.
 	default:
 		w.failed = true
+		dropHandlerRepresentation(w.Header())
 		w.m.fail(w.ResponseWriter, w.r, "save", s.Key(), err)
 		return false
 	}
@@ -280,6 +339,13 @@ func (w *writer) commit() bool {
 	signedIn := s.meta.UserID != "" && !destroyed
 	if !s.persistent(!w.m.cookie.BrowserSession) {
 		deadline = time.Time{} // a cookie the browser drops when it closes
+	}
+	maxAge := 0
+	if !deadline.IsZero() && !s.now.IsZero() {
+		// Max-Age, which browsers prefer to Expires, counts from the server's clock: a client whose
+		// clock is off keeps the cookie until the deadline all the same. Rounded up, at least 1 (0
+		// would mean no Max-Age).
+		maxAge = max(1, int((deadline.Sub(s.now)+time.Second-1)/time.Second))
 	}
 	if stored && changed {
 		s.sendCookie = false
@@ -294,7 +360,7 @@ func (w *writer) commit() bool {
 		w.setCookie("", time.Unix(1, 0), -1)
 	case destroyed:
 	case stored && changed:
-		w.setCookie(string(tok), deadline, 0)
+		w.setCookie(string(tok), deadline, maxAge)
 	case !stored && w.hadCookie:
 		// The cookie named no live session and nothing was stored: clear it, so it is not sent again.
 		w.setCookie("", time.Unix(1, 0), -1)
@@ -327,4 +393,23 @@ func (w *writer) setCookie(value string, expires time.Time, maxAge int) {
 	if ck.Secure && value != "" {
 		w.m.warnPlainHTTP(w.r)
 	}
+}
+
+// handlerRepresentation are the headers a handler sets to describe and cache what it was about to
+// send, which would mislabel the error handler's answer (a plain-text body declared gzip, or a
+// download) or let a cache keep it.
+var handlerRepresentation = [...]string{
+	"Content-Length", "Content-Type", "Content-Encoding", "Content-Range", "Content-Disposition",
+	"Content-Language", "Content-Location", "ETag", "Last-Modified", "Expires",
+}
+
+// dropHandlerRepresentation clears, before the error handler answers instead of the handler, the
+// headers that described the handler's response (as the standard library's ServeContent does
+// before it serves an error), and marks the error response not to be stored by any cache. Other
+// headers, such as those that middleware in front set, stay.
+func dropHandlerRepresentation(h http.Header) {
+	for _, k := range handlerRepresentation {
+		h.Del(k)
+	}
+	h.Set("Cache-Control", "no-store")
 }

@@ -80,6 +80,8 @@ func (c *config) check(client redis.UniversalClient) error {
 }
 
 // WithIdleTimeout sets how long a session lives without being read or saved (default 30 minutes).
+// It is stored with each session (as RememberMe's is): a store started with another idle timeout
+// or lifetime applies it to the sessions it creates or signs in, and existing ones keep theirs.
 func WithIdleTimeout(d time.Duration) Option { return optionFunc(func(c *config) { c.idle = d }) }
 
 // WithLifetime sets the absolute lifetime: a session ends this long after its creation (or after
@@ -106,10 +108,10 @@ func WithKeyPrefix(p string) Option { return optionFunc(func(c *config) { c.pref
 // requests the client already had in flight when it signed in do not lose their session. A
 // session loaded through the old token is read-only (Session.ReadOnly): Save, Rotate, Login and
 // DestroyOthers refuse it with ErrReadOnly, so the old token can never change the session nor
-// obtain a token that outlives the window; Destroy through it ends the session (a sign-out). The
-// default, 0, is the safest: an old token stops working at once. Grace window or not, each
-// rotation leaves the old key as a small pointer kept for d or the store's timeout plus 5
-// minutes, whichever is longer (Destroy follows it).
+// obtain a token that outlives the window. Destroy through it ends the session it was rotated to:
+// a sign-out, the one write it may make. The default, 0, is the safest: an old token stops working
+// at once. Grace window or not, each rotation leaves the old key as a small pointer kept for d or
+// the store's timeout plus 5 minutes, whichever is longer (Destroy follows it).
 func WithRotationGrace(d time.Duration) Option { return optionFunc(func(c *config) { c.grace = d }) }
 
 // WithHMACKey stores sessions under HMAC-SHA256(key, "gatehouse-session\x00"+token) instead of

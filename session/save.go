@@ -123,7 +123,9 @@ func (st *Store) createNew(ctx context.Context, s *Session, user string, cfg log
 		spec.lifetime = s.lifetime
 	}
 	if user != "" {
-		spec.auth, spec.deadline = -1, time.Time{} // a sign-in starts a new lifetime
+		// A sign-in starts a new lifetime, the store's (or RememberMe's), as when the session was
+		// stored before: not one set on the anonymous session (SetLifetime, SetDeadline).
+		spec.auth, spec.deadline, spec.lifetime = -1, time.Time{}, st.lifetime
 		if cfg.idle > 0 {
 			spec.idle = cfg.idle
 		}
@@ -197,8 +199,11 @@ func (st *Store) createLocked(ctx context.Context, s *Session, c createSpec) err
 	case status == statusTooLarge && len(arr) > 1:
 		n, _ := arr[1].(int64)
 		return fmt.Errorf("%w: %d bytes, the cap is %d", ErrTooLarge, n, st.maxSize)
+	case status == statusNotFound:
+		// As a save of a stored session past its new deadline answers: the session has ended.
+		return fmt.Errorf("session: create: the session's lifetime is already over: %w", ErrNotFound)
 	case status != statusOK || len(arr) < 4:
-		return fmt.Errorf("session: create: status %d: the session's lifetime is already over", status)
+		return fmt.Errorf("%w: create reply %v", ErrCorrupt, arr)
 	}
 	now, _ := arr[1].(int64)
 	dl, _ := arr[3].(int64)

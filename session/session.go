@@ -180,7 +180,8 @@ func (s *Session) Names() []string {
 //
 // After Destroy, Put starts a new session, with a new token (as a sign-out page that leaves a
 // flash message wants): the middleware sends its cookie. That fails with ErrHeadersSent once the
-// response has started, as the cookie could not be sent.
+// response has started, as the cookie could not be sent; so does a Put into a new session the
+// middleware did not store before the response started (it had nothing in it then).
 func (s *Session) Put(name string, v any) error {
 	b, err := s.store.codec.Marshal(v)
 	if err != nil {
@@ -188,10 +189,15 @@ func (s *Session) Put(name string, v any) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.destroyed {
+	switch {
+	case s.destroyed:
 		if err := s.restartLocked(); err != nil {
 			return err
 		}
+	case s.isNew && s.sent:
+		// A new session that the middleware did not store before the response: its cookie can no
+		// longer be sent, so nothing put now could ever be read back.
+		return fmt.Errorf("session: Put into a new session: %w", ErrHeadersSent)
 	}
 	s.values[name] = string(b)
 	if s.changed == nil {
