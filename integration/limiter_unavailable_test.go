@@ -325,14 +325,16 @@ func TestLimiterUnavailableKinds(t *testing.T) {
 						t.Errorf("%v: cooldown started = %v, want %v (second call's Err %v)", alg, got, k.cooldown, res.Err)
 					}
 				}()
-				// One record per failure asked of Redis: both calls without a cooldown, the first with one.
-				line, want := logs.Text(), 2
+				// The first failure asked of Redis is logged. With a cooldown the second call does
+				// not ask; without one it does, and is logged only if a second has passed (at most
+				// one record a second).
+				line, least, most := logs.Text(), 1, 2
 				if k.cooldown {
-					want = 1
+					most = 1
 				}
-				if wantFor := k.cooldown; logs.Len() != want || strings.Contains(line, "cooldown=1h0m0s") != wantFor ||
-					strings.Count(line, "WARN limiter: Redis unavailable algorithm="+alg.String()+" policy=fail_open error=") != want {
-					t.Errorf("%v: log %q; want %d records saying fail_open, with cooldown=1h0m0s only when a cooldown starts (%v)", alg, line, want, wantFor)
+				n := strings.Count(line, "WARN limiter: Redis unavailable algorithm="+alg.String()+" policy=fail_open error=")
+				if wantFor := k.cooldown; logs.Len() < least || logs.Len() > most || n != logs.Len() || strings.Contains(line, "cooldown=1h0m0s") != wantFor {
+					t.Errorf("%v: log %q; want %d to %d records saying fail_open, with cooldown=1h0m0s only when a cooldown starts (%v)", alg, line, least, most, wantFor)
 				}
 			}
 		})
