@@ -77,9 +77,10 @@ func WithCookie(c Cookie) MiddlewareOption {
 // WithErrorHandler sets what answers a request whose session cannot be loaded or saved before the
 // response starts. When a save fails, the headers the handler set to describe its response
 // (Content-Encoding, ETag and the like) are removed first, and Cache-Control is no-store. When
-// Redis failed (unreachable, timed out, loading, failing over), err matches ErrUnavailable. The default answers 503 Service Unavailable with Retry-After: 1 for those, and
-// 500 Internal Server Error for anything else (ErrTooLarge, a bad reply). The failure is logged
-// before the handler is called.
+// Redis failed (unreachable, timed out, loading, failing over), err matches ErrUnavailable. The
+// default answers 503 Service Unavailable with Retry-After: 1 for those, and 500 Internal Server
+// Error for anything else (ErrTooLarge, a bad reply). The failure is logged before the handler is
+// called.
 func WithErrorHandler(h func(w http.ResponseWriter, r *http.Request, err error)) MiddlewareOption {
 	return middlewareOptionFunc(func(m *middlewareConfig) { m.onError = h })
 }
