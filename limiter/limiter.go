@@ -199,9 +199,10 @@ type Result struct {
 	Err error
 }
 
-// Limiter makes rate-limit decisions in Redis with one algorithm. Every decision is made
-// atomically by one script, timed by the Redis server's clock, so any number of processes sharing
-// the Redis enforce one limit exactly; concurrent decisions share script calls (WithoutCoalescing). A Limiter is safe for concurrent use; make one per algorithm and share it.
+// Limiter makes rate-limit decisions in Redis with one algorithm. Every decision is made atomically
+// by one script, timed by the Redis server's clock, so any number of processes sharing the Redis
+// enforce one limit exactly; concurrent decisions share script calls (WithoutCoalescing). A Limiter
+// is safe for concurrent use; make one per algorithm and share it.
 //
 // Allow is what most callers want.
 type Limiter struct {

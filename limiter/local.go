@@ -24,12 +24,13 @@ type LocalFallback struct {
 // Instances), whatever the algorithm, and the Result has Source SourceLocal and Err holding the
 // failure. As in Redis, each limit of an identifier (each key: a name, or a period) has one state,
 // whatever other limits a request names with it, so a global limit that requests name beside
-// per-route ones holds across the routes. Such decisions are approximate (each process counts only what it sees, from the moment
-// Redis failed) but keep abusive clients limited and ordinary ones served while Redis is away. A
-// limit changed while its state exists keeps what was used, as in Redis (docs/algorithms.md,
-// "Changing a limit"): the tokens owed, rounded up and capped at the new capacity. When
-// Redis answers again it decides again, with what it counted before; the local state is not copied
-// back. Reset forgets the counts of the limits it names. Each Limiter keeps its own state. A negative MaxKeys or Instances makes New return an error.
+// per-route ones holds across the routes. Such decisions are approximate (each process counts only
+// what it sees, from the moment Redis failed) but keep abusive clients limited and ordinary ones
+// served while Redis is away. A limit changed while its state exists keeps what was used, as in
+// Redis (docs/algorithms.md, "Changing a limit"): the tokens owed, rounded up and capped at the new
+// capacity. When Redis answers again it decides again, with what it counted before; the local state
+// is not copied back. Reset forgets the counts of the limits it names. Each Limiter keeps its own
+// state. A negative MaxKeys or Instances makes New return an error.
 func FailLocal(f LocalFallback) FailurePolicy { return FailurePolicy{source: SourceLocal, local: f} }
 
 // localLimiter is FailLocal's in-process state: per identifier, a GCRA "theoretical arrival

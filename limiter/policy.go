@@ -74,11 +74,11 @@ const defaultCooldown = time.Second
 //
 // Everything else is returned as the error, whatever the policy: invalid arguments, corrupt state
 // (ErrCorruptState), a malformed reply (ErrBadReply), an error of the script itself, a client the
-// program closed (redis.ErrClosed), and a failure after the caller's own context has ended. An
-// error of no known kind, which comes from between the client and Redis (a go-redis hook's own,
-// such as a circuit breaker's; a TLS handshake that failed), is taken as Redis unavailable: the
-// policy stands in (error.type "_OTHER"), without a cooldown. Such errors are counted in the decisions metric with
-// decision "error" and their error.type.
+// program closed (redis.ErrClosed), and a failure after the caller's own context has ended. Such
+// errors are counted in the decisions metric with decision "error" and their error.type. An error
+// of no known kind, which comes from between the client and Redis (a go-redis hook's own, such as
+// a circuit breaker's; a TLS handshake that failed), is taken as Redis unavailable: the policy
+// stands in (error.type "_OTHER"), without a cooldown.
 type FailurePolicy struct {
 	source     Source        // SourceRedis: return the error
 	retryAfter time.Duration // FailClosed's
