@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"slices"
@@ -355,9 +356,15 @@ func (w *writer) commit() bool {
 	maxAge := 0
 	if !deadline.IsZero() && !s.now.IsZero() {
 		// Max-Age, which browsers prefer to Expires, counts from the server's clock: a client whose
-		// clock is off keeps the cookie until the deadline all the same. Rounded up, at least 1 (0
-		// would mean no Max-Age).
-		maxAge = max(1, int((deadline.Sub(s.now)+time.Second-1)/time.Second))
+		// clock is off keeps the cookie until the deadline all the same. Rounded up (without adding
+		// to the Duration, which a lifetime of "forever", math.MaxInt64, would overflow), at least 1
+		// (0 would mean no Max-Age), at most what an int holds everywhere.
+		d := deadline.Sub(s.now)
+		secs := d / time.Second
+		if d%time.Second > 0 {
+			secs++
+		}
+		maxAge = int(min(max(secs, 1), math.MaxInt32))
 	}
 	if stored && changed {
 		s.sendCookie = false

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -405,5 +406,26 @@ func TestProbeErrorResponseKeepsFrontHeaders(t *testing.T) {
 	}
 	if et := res.Header.Get("ETag"); et != "" {
 		t.Errorf("ETag %q: the handler's", et)
+	}
+}
+
+// A lifetime meant as "forever" (the largest Duration) gives the cookie a Max-Age of about 292
+// years, as its Expires, not one second: the rounding up must not overflow the Duration.
+func TestProbeCookieMaxAgeOfLongestLifetime(t *testing.T) {
+	b := redistest.Get(t, redistest.Names()[0])
+	st, _ := sessiontest.NewStore(t, b, session.WithLifetime(time.Duration(math.MaxInt64)))
+	h := probeMiddleware(st)(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s, _ := session.FromContext(r.Context())
+		s.Put("k", "v")
+	}))
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/", nil))
+	cs := rec.Result().Cookies()
+	if len(cs) != 1 {
+		t.Fatalf("cookies %v (status %d)", cs, rec.Code)
+	}
+	const years200 = 200 * 365 * 24 * 3600
+	if cs[0].MaxAge < min(years200, math.MaxInt32) {
+		t.Errorf("Max-Age %d s with Expires %v: the cookie ends long before the session", cs[0].MaxAge, cs[0].Expires)
 	}
 }
