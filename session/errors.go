@@ -19,9 +19,9 @@ var (
 	// (WithRotationGrace). It can be read; nothing is written through it, and Redis is not asked.
 	// (Destroy is not refused: it ends the session, a sign-out.)
 	ErrReadOnly = errors.New("session: read-only: loaded through a rotated token within its grace window")
-	// ErrHeadersSent: Rotate or Login (or Put after Destroy) was called after the middleware sent
-	// the response's headers, when the new token's cookie can no longer be sent. Nothing was
-	// changed, in Redis or in the session.
+	// ErrHeadersSent: Rotate or Login (or Put after Destroy, or Put into a new session the
+	// middleware did not store) was called after the middleware sent the response's headers, when
+	// the new token's cookie can no longer be sent. Nothing was changed, in Redis or in the session.
 	ErrHeadersSent = errors.New("session: the response has started: a new session cookie can no longer be sent")
 	// ErrContended: a per-user operation, or a sign-in, found the user's sessions (or the session
 	// being signed in) changed by other requests every time it tried; nothing was changed. Try again.

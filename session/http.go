@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -76,7 +78,8 @@ func WithCookie(c Cookie) MiddlewareOption {
 
 // WithErrorHandler sets what answers a request whose session cannot be loaded or saved before the
 // response starts. When a save fails, the headers the handler set to describe its response
-// (Content-Encoding, ETag and the like) are removed first, and Cache-Control is no-store. When
+// (Content-Encoding, ETag and the like) are first returned to what they were before the handler
+// ran (set by middleware in front, or none), and Cache-Control is no-store. When
 // Redis failed (unreachable, timed out, loading, failing over), err matches ErrUnavailable. The
 // default answers 503 Service Unavailable with Retry-After: 1 for those, and 500 Internal Server
 // Error for anything else (ErrTooLarge, a bad reply). The failure is logged before the handler is
@@ -176,6 +179,11 @@ func (m *middleware) wrap(next http.Handler) http.Handler {
 			return
 		}
 		sw := &writer{ResponseWriter: w, m: m, r: r, s: s, hadCookie: hadCookie}
+		if h := w.Header(); len(h) > 0 {
+			for i, k := range handlerRepresentation {
+				sw.front[i] = slices.Clone(h[k])
+			}
+		}
 		next.ServeHTTP(sw, r.WithContext(context.WithValue(r.Context(), ctxKey{}, s)))
 		if !sw.committed {
 			sw.commit() // nothing was written: the response is the implicit 200, or the error handler's
@@ -255,6 +263,10 @@ type writer struct {
 	hadCookie bool
 	committed bool
 	failed    bool // the save failed and the error handler answered: drop the handler's output
+	// front holds the values of handlerRepresentation's headers before the handler ran (set by
+	// middleware in front, such as a compressor that sets Content-Encoding and encodes whatever
+	// is written through it): the error answer keeps them.
+	front [len(handlerRepresentation)][]string
 }
 
 func (w *writer) WriteHeader(code int) {
@@ -330,7 +342,7 @@ func (w *writer) commit() bool {
 		// request's changes are dropped, never written back.
 	default:
 		w.failed = true
-		dropHandlerRepresentation(w.Header())
+		dropHandlerRepresentation(w.Header(), &w.front)
 		w.m.fail(w.ResponseWriter, w.r, "save", s.Key(), err)
 		return false
 	}
@@ -344,9 +356,15 @@ func (w *writer) commit() bool {
 	maxAge := 0
 	if !deadline.IsZero() && !s.now.IsZero() {
 		// Max-Age, which browsers prefer to Expires, counts from the server's clock: a client whose
-		// clock is off keeps the cookie until the deadline all the same. Rounded up, at least 1 (0
-		// would mean no Max-Age).
-		maxAge = max(1, int((deadline.Sub(s.now)+time.Second-1)/time.Second))
+		// clock is off keeps the cookie until the deadline all the same. Rounded up (without adding
+		// to the Duration, which a lifetime of "forever", math.MaxInt64, would overflow), at least 1
+		// (0 would mean no Max-Age), at most what an int holds everywhere.
+		d := deadline.Sub(s.now)
+		secs := d / time.Second
+		if d%time.Second > 0 {
+			secs++
+		}
+		maxAge = int(min(max(secs, 1), math.MaxInt32))
 	}
 	if stored && changed {
 		s.sendCookie = false
@@ -398,19 +416,23 @@ func (w *writer) setCookie(value string, expires time.Time, maxAge int) {
 
 // handlerRepresentation are the headers a handler sets to describe and cache what it was about to
 // send, which would mislabel the error handler's answer (a plain-text body declared gzip, or a
-// download) or let a cache keep it.
+// download) or let a cache keep it. Canonical keys: they index the header map.
 var handlerRepresentation = [...]string{
 	"Content-Length", "Content-Type", "Content-Encoding", "Content-Range", "Content-Disposition",
-	"Content-Language", "Content-Location", "ETag", "Last-Modified", "Expires",
+	"Content-Language", "Content-Location", "Etag", "Last-Modified", "Expires",
 }
 
-// dropHandlerRepresentation clears, before the error handler answers instead of the handler, the
-// headers that described the handler's response (as the standard library's ServeContent does
-// before it serves an error), and marks the error response not to be stored by any cache. Other
-// headers, such as those that middleware in front set, stay.
-func dropHandlerRepresentation(h http.Header) {
-	for _, k := range handlerRepresentation {
-		h.Del(k)
+// dropHandlerRepresentation returns, before the error handler answers instead of the handler, the
+// headers that described the handler's response to the values they had before the handler ran,
+// front (as the standard library's ServeContent clears them before it serves an error), and marks
+// the error response not to be stored by any cache. Other headers stay, whoever set them.
+func dropHandlerRepresentation(h http.Header, front *[len(handlerRepresentation)][]string) {
+	for i, k := range handlerRepresentation {
+		if front[i] != nil {
+			h[k] = front[i]
+		} else {
+			delete(h, k)
+		}
 	}
 	h.Set("Cache-Control", "no-store")
 }

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -113,8 +114,13 @@ func TestProbeSharedBucketAndOddUserIDs(t *testing.T) {
 	x, y := collidingUsers("{probe}\x00\xff-")
 	redistest.Each(t, func(t *testing.T, b *redistest.Backend) {
 		ctx := context.Background()
-		st, _ := sessiontest.NewStore(t, b, session.WithMaxSessionsPerUser(2))
+		// Each sign-in a millisecond after the last: the cap ends the oldest sign-in, and equal
+		// instants (sign-ins within a millisecond, on a fast machine) go by key, at random.
+		var now atomic.Int64
+		now.Store(time.Now().UnixMilli())
+		st, _ := sessiontest.NewStore(t, b, session.WithMaxSessionsPerUser(2), session.ClockAt(&now))
 		login := func(user string) *session.Session {
+			now.Add(1)
 			s := sessiontest.Stored(t, st, "a", "1")
 			if err := st.Login(ctx, s, user); err != nil {
 				t.Fatal(err)

@@ -1,9 +1,12 @@
 package session_test
 
 import (
+	"bytes"
+	"compress/gzip"
 	"errors"
 	"io"
 	"log/slog"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -339,5 +342,90 @@ func TestProbeFlushThroughUnwrapOnlyWriter(t *testing.T) {
 	h.ServeHTTP(unwrapOnly{rec}, httptest.NewRequest(http.MethodGet, "/", nil))
 	if flushErr != nil || !rec.Flushed {
 		t.Errorf("Flush: %v, flushed %v: the stream was not flushed", flushErr, rec.Flushed)
+	}
+}
+
+// gzipInFront is a compression middleware that, like gorilla/handlers' CompressHandler, sets
+// Content-Encoding before it calls next and encodes everything written through it.
+func gzipInFront(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Encoding", "gzip")
+		w.Header().Set("Content-Language", "fr")
+		zw := gzip.NewWriter(w)
+		defer zw.Close()
+		next.ServeHTTP(gzipWriter{ResponseWriter: w, zw: zw}, r)
+	})
+}
+
+type gzipWriter struct {
+	http.ResponseWriter
+	zw *gzip.Writer
+}
+
+func (g gzipWriter) Write(b []byte) (int, error) { return g.zw.Write(b) }
+
+// The error answer to a refused save drops the headers the handler set, not those a middleware
+// in front set before it: a compressor in front encodes the error handler's body too, so its
+// Content-Encoding must stay (without it the client got gzip bytes as text).
+func TestProbeErrorResponseKeepsFrontHeaders(t *testing.T) {
+	b := redistest.Get(t, redistest.Names()[0])
+	st, _ := sessiontest.NewStore(t, b)
+	h := gzipInFront(probeMiddleware(st)(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s, _ := session.FromContext(r.Context())
+		s.Put("big", strings.Repeat("x", 20_000)) // over the 16 KiB cap: the save fails
+		w.Header().Set("Content-Language", "de")
+		w.Header().Set("ETag", `"v1"`)
+		io.WriteString(w, "ok")
+	})))
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	req, _ := http.NewRequest(http.MethodGet, srv.URL, nil)
+	req.Header.Set("Accept-Encoding", "gzip") // set by hand: the transport does not decode then
+	res, err := srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != http.StatusInternalServerError {
+		t.Fatalf("status %d, want 500", res.StatusCode)
+	}
+	if ce := res.Header.Get("Content-Encoding"); ce != "gzip" {
+		t.Fatalf("Content-Encoding %q on a gzip body (% x...), want the front middleware's gzip", ce, raw[:min(len(raw), 4)])
+	}
+	zr, err := gzip.NewReader(bytes.NewReader(raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(zr)
+	if !strings.Contains(string(body), "Internal Server Error") {
+		t.Errorf("body %q, want the error handler's", body)
+	}
+	if cl := res.Header.Get("Content-Language"); cl != "fr" {
+		t.Errorf("Content-Language %q, want the front middleware's fr (not the handler's de)", cl)
+	}
+	if et := res.Header.Get("ETag"); et != "" {
+		t.Errorf("ETag %q: the handler's", et)
+	}
+}
+
+// A lifetime meant as "forever" (the largest Duration) gives the cookie a Max-Age of about 292
+// years, as its Expires, not one second: the rounding up must not overflow the Duration.
+func TestProbeCookieMaxAgeOfLongestLifetime(t *testing.T) {
+	b := redistest.Get(t, redistest.Names()[0])
+	st, _ := sessiontest.NewStore(t, b, session.WithLifetime(time.Duration(math.MaxInt64)))
+	h := probeMiddleware(st)(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s, _ := session.FromContext(r.Context())
+		s.Put("k", "v")
+	}))
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/", nil))
+	cs := rec.Result().Cookies()
+	if len(cs) != 1 {
+		t.Fatalf("cookies %v (status %d)", cs, rec.Code)
+	}
+	const years200 = 200 * 365 * 24 * 3600
+	if cs[0].MaxAge < min(years200, math.MaxInt32) {
+		t.Errorf("Max-Age %d s with Expires %v: the cookie ends long before the session", cs[0].MaxAge, cs[0].Expires)
 	}
 }
