@@ -69,9 +69,12 @@ type middlewareConfig struct {
 	now func() time.Time
 }
 
-// WithCookie sets the session cookie's attributes. A name that is not an HTTP token, or a path or
-// domain net/http would not send as given, is a configuration error: the middleware logs it when
-// it is made, and answers every request through the error handler (500 by default).
+// WithCookie sets the session cookie's attributes. A name that is not an HTTP token, or a
+// __Host-/__Secure- name whose rules the attributes break, is a configuration error: the
+// middleware logs it when it is made, and answers every request through the error handler (500 by
+// default). A domain that is no cookie domain (a port, an underscore) is dropped, so the cookie is
+// for this host alone, and a path loses the bytes a cookie path cannot hold, as net/http does;
+// the middleware logs either once, when it is made.
 func WithCookie(c Cookie) MiddlewareOption {
 	return middlewareOptionFunc(func(m *middlewareConfig) { m.cookie = c })
 }
@@ -134,37 +137,62 @@ func Middleware(st *Store, opts ...MiddlewareOption) func(http.Handler) http.Han
 		o.apply(&c)
 	}
 	m := &middleware{middlewareConfig: c, st: st}
-	if m.badCookie = m.cookie.check(); m.badCookie != nil {
+	var dropped string
+	if m.cookie, dropped, m.badCookie = m.cookie.check(); m.badCookie != nil {
 		m.log().LogAttrs(context.Background(), slog.LevelError, "session: invalid cookie: every request will be answered by the error handler",
 			slog.String("error", m.badCookie.Error()))
+	} else if dropped != "" {
+		m.log().LogAttrs(context.Background(), slog.LevelError, "session: invalid cookie attribute dropped",
+			slog.String("error", dropped))
 	}
 	return m.wrap
 }
 
-// check returns an error when browsers would never get the cookie as configured: a name that is
-// not an HTTP token (net/http would send an empty Set-Cookie), a path or domain it would alter, or
-// a name with a prefix whose rules the attributes break (browsers refuse such a cookie: __Secure-
-// needs Secure; __Host- needs Secure, Path "/" and no Domain, as HostPrefix sets them).
-func (c Cookie) check() error {
+// check returns c as the middleware sends it, with what it changed (dropped), or an error
+// when browsers would never keep the cookie as configured: a name that is not an HTTP token
+// (net/http would send an empty Set-Cookie), or a name with a prefix whose rules the attributes
+// break (browsers refuse such a cookie: __Secure- needs Secure; __Host- needs Secure, Path "/" and
+// no Domain, as HostPrefix sets them). A Domain that is not a valid cookie domain is dropped (the
+// cookie is for this host alone), and a Path loses the bytes a cookie path cannot hold, as
+// net/http would do, logging it at every response.
+func (c Cookie) check() (_ Cookie, dropped string, err error) {
 	name := c.name()
-	ck := &http.Cookie{Name: name, Value: "v", Path: c.Path}
+	if err := (&http.Cookie{Name: name, Value: "v"}).Valid(); err != nil {
+		return c, "", fmt.Errorf("session: WithCookie(%q): %w", name, err)
+	}
 	if !c.HostPrefix {
-		ck.Domain = c.Domain
+		lower := strings.ToLower(name)
+		switch {
+		case (strings.HasPrefix(lower, "__host-") || strings.HasPrefix(lower, "__secure-")) && c.Insecure:
+			return c, "", fmt.Errorf("session: WithCookie(%q): browsers refuse the name's prefix without Secure (Insecure is set)", name)
+		case strings.HasPrefix(lower, "__host-") && (c.Domain != "" || (c.Path != "" && c.Path != "/")):
+			return c, "", fmt.Errorf("session: WithCookie(%q): browsers refuse the __Host- prefix with a Domain or a Path other than \"/\" (set HostPrefix instead)", name)
+		}
 	}
-	if err := ck.Valid(); err != nil {
-		return fmt.Errorf("session: WithCookie(%q): %w", name, err)
+	var changes []string
+	if c.Domain != "" && !c.HostPrefix && (&http.Cookie{Name: name, Value: "v", Domain: c.Domain}).Valid() != nil {
+		changes = append(changes, fmt.Sprintf("Domain %q is no cookie domain: the cookie is for this host alone", c.Domain))
+		c.Domain = ""
 	}
-	if c.HostPrefix {
-		return nil // Secure, Path "/" and no Domain, whatever the other fields say
+	if p := cookiePath(c.Path); p != c.Path {
+		changes = append(changes, fmt.Sprintf("Path %q holds bytes a cookie path cannot: it is %q", c.Path, p))
+		c.Path = p
 	}
-	lower := strings.ToLower(name)
-	switch {
-	case (strings.HasPrefix(lower, "__host-") || strings.HasPrefix(lower, "__secure-")) && c.Insecure:
-		return fmt.Errorf("session: WithCookie(%q): browsers refuse the name's prefix without Secure (Insecure is set)", name)
-	case strings.HasPrefix(lower, "__host-") && (c.Domain != "" || (c.Path != "" && c.Path != "/")):
-		return fmt.Errorf("session: WithCookie(%q): browsers refuse the __Host- prefix with a Domain or a Path other than \"/\" (set HostPrefix instead)", name)
+	if len(changes) > 0 {
+		dropped = fmt.Sprintf("session: WithCookie(%q): %s", name, strings.Join(changes, "; "))
 	}
-	return nil
+	return c, dropped, nil
+}
+
+// cookiePath returns p without the bytes a cookie path cannot hold (controls, DEL, ';'), as
+// net/http sends it.
+func cookiePath(p string) string {
+	return strings.Map(func(r rune) rune {
+		if r < 0x20 || r >= 0x7f || r == ';' {
+			return -1
+		}
+		return r
+	}, p)
 }
 
 func (m *middleware) wrap(next http.Handler) http.Handler {

@@ -218,7 +218,7 @@ func TestProbeInvalidCookieConfiguration(t *testing.T) {
 	b := redistest.Get(t, redistest.Names()[0])
 	st, _ := sessiontest.NewStore(t, b)
 	for _, c := range []session.Cookie{
-		{Name: "my session"}, {Domain: "bad domain"}, {Path: "/a;b"},
+		{Name: "my session"},
 		{Name: "__Host-sid", Domain: "example.com"}, {Name: "__host-sid", Path: "/app"},
 		{Name: "__Host-sid", Insecure: true}, {Name: "__Secure-sid", Insecure: true},
 	} {
@@ -234,6 +234,34 @@ func TestProbeInvalidCookieConfiguration(t *testing.T) {
 		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "https://example.com/", nil))
 		if res := rec.Result(); ran || res.StatusCode != http.StatusInternalServerError || len(res.Header.Values("Set-Cookie")) != 0 {
 			t.Errorf("%+v: handler ran %v, status %d, Set-Cookie %q; want the error handler's 500", c, ran, res.StatusCode, res.Header.Values("Set-Cookie"))
+		}
+	}
+	// A domain that is no cookie domain is dropped and a path loses the bytes it cannot hold, as
+	// net/http would do at every response: logged once, and the cookie works for this host (a
+	// domain with a port or an underscore, such as a container's name, used to work so).
+	for _, c := range []struct {
+		cookie       session.Cookie
+		domain, path string
+	}{
+		{session.Cookie{Domain: "bad domain", Path: "/app"}, "", "/app"},
+		{session.Cookie{Domain: "redis_app:8080"}, "", "/"},
+		{session.Cookie{Domain: "example.com", Path: "/a;b\x01"}, "example.com", "/ab"},
+	} {
+		var logs sessiontest.LogRecords
+		h := session.Middleware(st, session.WithCookie(c.cookie), session.WithLogger(logs.Logger()))(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			s, _ := session.FromContext(r.Context())
+			s.Put("k", "v")
+		}))
+		logs.One(t, "session: invalid cookie attribute dropped")
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "https://example.com/", nil))
+		res := rec.Result()
+		cookies := res.Cookies()
+		if res.StatusCode != http.StatusOK || len(cookies) != 1 || cookies[0].Domain != c.domain || cookies[0].Path != c.path {
+			t.Errorf("%+v: status %d, cookies %v; want 200 and a cookie with Domain %q, Path %q", c.cookie, res.StatusCode, cookies, c.domain, c.path)
+		}
+		if recs := logs.Find(t, "session: invalid cookie attribute dropped"); len(recs) != 1 {
+			t.Errorf("%+v: %d records after a request; want the one of the middleware's making", c.cookie, len(recs))
 		}
 	}
 	// Valid ones are untouched: a domain, a path, __Host- with a domain it drops.
