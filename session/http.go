@@ -154,7 +154,8 @@ func Middleware(st *Store, opts ...MiddlewareOption) func(http.Handler) http.Han
 // break (browsers refuse such a cookie: __Secure- needs Secure; __Host- needs Secure, Path "/" and
 // no Domain, as HostPrefix sets them). A Domain that is not a valid cookie domain is dropped (the
 // cookie is for this host alone), and a Path loses the bytes a cookie path cannot hold, as
-// net/http would do, logging it at every response.
+// net/http would do, logging it at every response. SameSite=None without Secure, which Chrome
+// refuses, is said and kept.
 func (c Cookie) check() (_ Cookie, dropped string, err error) {
 	name := c.name()
 	if err := (&http.Cookie{Name: name, Value: "v"}).Valid(); err != nil {
@@ -173,6 +174,9 @@ func (c Cookie) check() (_ Cookie, dropped string, err error) {
 	if c.Domain != "" && !c.HostPrefix && (&http.Cookie{Name: name, Value: "v", Domain: c.Domain}).Valid() != nil {
 		changes = append(changes, fmt.Sprintf("Domain %q is no cookie domain: the cookie is for this host alone", c.Domain))
 		c.Domain = ""
+	}
+	if c.SameSite == http.SameSiteNoneMode && c.Insecure && !c.HostPrefix {
+		changes = append(changes, "SameSite=None without Secure (Insecure is set), which Chrome refuses: kept as configured")
 	}
 	if p := cookiePath(c.Path); p != c.Path {
 		changes = append(changes, fmt.Sprintf("Path %q holds bytes a cookie path cannot: it is %q", c.Path, p))

@@ -246,6 +246,7 @@ func TestProbeInvalidCookieConfiguration(t *testing.T) {
 		{session.Cookie{Domain: "bad domain", Path: "/app"}, "", "/app"},
 		{session.Cookie{Domain: "redis_app:8080"}, "", "/"},
 		{session.Cookie{Domain: "example.com", Path: "/a;b\x01"}, "example.com", "/ab"},
+		{session.Cookie{SameSite: http.SameSiteNoneMode, Insecure: true}, "", "/"}, // said, not changed
 	} {
 		var logs sessiontest.LogRecords
 		h := session.Middleware(st, session.WithCookie(c.cookie), session.WithLogger(logs.Logger()))(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
