@@ -5,11 +5,10 @@ package session
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
-	"github.com/redis/go-redis/v9"
+	"github.com/gatehouse/gatehouse/internal/redisfail"
 )
 
 // Save writes what changed in s since it was read: a new session is created with everything in
@@ -317,11 +316,15 @@ const retiredMargin = 5 * time.Minute
 func (st *Store) retiredTTL() time.Duration { return max(st.grace, st.timeout+retiredMargin) }
 
 // resendable reports whether a script call that failed with err may have run on the server with
-// its reply lost (the connection failed or timed out), and may be sent once more: not a reply of
-// Redis (a refusal), and ctx still allows it.
+// its reply lost, and may be sent once more: the connection failed or timed out
+// (redisfail.Classify), not a reply, a closed client or an error of no known kind, and ctx still
+// allows it.
 func resendable(ctx context.Context, err error) bool {
-	var reply redis.Error
-	return err != nil && ctx.Err() == nil && !errors.As(err, &reply) && !errors.Is(err, redis.ErrClosed)
+	if ctx.Err() != nil {
+		return false
+	}
+	k := redisfail.Classify(err)
+	return k == redisfail.Timeout || k == redisfail.Unreachable
 }
 
 // DestroyKey ends the session stored under key, as listed by ListByUser: for an "active sessions"

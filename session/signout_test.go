@@ -8,6 +8,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"os"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -336,10 +338,13 @@ func (h *replyDropper) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 			return err
 		}
 		h.dropped++
-		cmd.SetErr(errDown)
-		return errDown
+		cmd.SetErr(errReplyLost)
+		return errReplyLost
 	}
 }
+
+// errReplyLost is what go-redis returns when a reply does not come back in time: a read timeout.
+var errReplyLost = &net.OpError{Op: "read", Net: "tcp", Err: os.ErrDeadlineExceeded}
 
 // The call that retires the old token (session_rotate in the slot, session_seal across slots) runs
 // and its reply is lost: Rotate and Login send it again, and it answers as it did; the user ends
